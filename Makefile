@@ -1,0 +1,33 @@
+# Every target works on the whole Go workspace (go.work): each module folder is listed there.
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
+FUZZTIME ?= 10s
+BENCHTIME ?= 1s
+
+.PHONY: all lint test bench fuzz
+
+all: lint test
+
+lint:
+	@out=$$(gofmt -l $$($(GO) list -m -f '{{.Dir}}')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PACKAGES)
+	$(GO) run $(STATICCHECK) $(PACKAGES)
+
+test:
+	$(GO) test -race -count=1 $(PACKAGES)
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PACKAGES)
+
+# A short run of every fuzz target: go test -fuzz takes one target in one package at a time.
+fuzz:
+	@set -e; for pkg in $(PACKAGES); do \
+	  for dir in $$($(GO) list -f '{{.Dir}}' $$pkg); do \
+	    for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	      echo "fuzz $$target in $$dir"; \
+	      (cd $$dir && $(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) .); \
+	    done; \
+	  done; \
+	done

@@ -1,0 +1,190 @@
+// Package begin runs the events of one connection one at a time: a Request, a Close and the
+// background work of other elements (refresh, timeout, heal) never overlap for the same
+// connection ID, while different connections proceed in parallel.
+//
+// Background work re-enters the chain through the EventFactory found in the context of every
+// event (FromContext): it re-requests with the last successful request, or closes, from begin's
+// place in the chain and serialized with everything else. Begin forgets a connection when it is
+// closed or when its first Request fails; a factory of a forgotten connection answers
+// ErrForgotten and does nothing. Begin belongs near the head of a chain, after only the elements
+// that settle the connection ID (updatepath).
+package begin
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"vwire.dev/sdk/pkg/networkservice/core/adapters"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+)
+
+// ErrForgotten is what an EventFactory answers once its connection has been closed.
+var ErrForgotten = errors.New("begin: connection is closed")
+
+// EventFactory re-enters the chain for one connection, serialized with its other events.
+// Its methods block until the event ran; never call them from inside an event of the same
+// connection (that event holds the turn they wait for): call them from timers and streams.
+type EventFactory interface {
+	// Request repeats the last successful Request, with the connection as it was returned.
+	// ctx bounds the wait and the call; the values come from the original Request.
+	Request(ctx context.Context) error
+	// Close closes the connection as its last successful Request returned it.
+	Close(ctx context.Context) error
+}
+
+type factoryKey struct{}
+
+// FromContext returns the EventFactory of the connection whose event ctx belongs to, or nil
+// outside a chain with begin.
+func FromContext(ctx context.Context) EventFactory {
+	f, _ := ctx.Value(factoryKey{}).(EventFactory)
+	return f
+}
+
+// NewServer returns begin for a server chain.
+func NewServer() networkservice.NetworkServiceServer {
+	return &server{conns: map[string]*entry{}}
+}
+
+// NewClient returns begin for a client chain.
+func NewClient() networkservice.NetworkServiceClient {
+	return adapters.NewServerToClient(NewServer())
+}
+
+type server struct {
+	mu    sync.Mutex
+	conns map[string]*entry
+}
+
+// entry is one connection's turn and what background events need to repeat it.
+type entry struct {
+	owner *server
+	id    string
+	turn  chan struct{} // holding the one slot is holding the connection's turn
+	// Set while holding the turn:
+	forgotten bool
+	last      *networkservice.NetworkServiceRequest // last successful request, with the returned connection
+	rest      context.Context                       // the context begin passed to next then, without its cancel
+}
+
+// acquire waits for the turn of connection id and returns its entry.
+func (s *server) acquire(ctx context.Context, id string) (*entry, error) {
+	for {
+		s.mu.Lock()
+		e, ok := s.conns[id]
+		if !ok {
+			e = &entry{owner: s, id: id, turn: make(chan struct{}, 1)}
+			s.conns[id] = e
+		}
+		s.mu.Unlock()
+		select {
+		case e.turn <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !e.forgotten {
+			return e, nil
+		}
+		// Closed while we waited: this event belongs to a new incarnation of the ID.
+		<-e.turn
+	}
+}
+
+func (e *entry) release() { <-e.turn }
+
+// forget drops the entry; the caller holds its turn.
+func (e *entry) forget() {
+	e.forgotten = true
+	e.owner.mu.Lock()
+	if e.owner.conns[e.id] == e {
+		delete(e.owner.conns, e.id)
+	}
+	e.owner.mu.Unlock()
+}
+
+func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	e, err := s.acquire(ctx, req.GetConnection().GetId())
+	if err != nil {
+		return nil, err
+	}
+	defer e.release()
+	return e.request(context.WithValue(ctx, factoryKey{}, e), req)
+}
+
+// request runs a Request while holding the turn.
+func (e *entry) request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	conn, err := next.Server(ctx).Request(ctx, req)
+	if err != nil {
+		if e.last == nil {
+			e.forget()
+		}
+		return nil, err
+	}
+	last := req.Clone()
+	last.Connection = conn.Clone()
+	e.last, e.rest = last, context.WithoutCancel(ctx)
+	return conn, nil
+}
+
+func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	e, err := s.acquire(ctx, conn.GetId())
+	if err != nil {
+		return nil, err
+	}
+	defer e.release()
+	defer e.forget()
+	ctx = context.WithValue(ctx, factoryKey{}, e)
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// during returns a context with the values of the original Request and the cancellation and
+// deadline of ctx, for background events.
+func (e *entry) during(ctx context.Context) (context.Context, context.CancelFunc) {
+	run, cancel := context.WithCancel(e.rest)
+	if d, ok := ctx.Deadline(); ok {
+		run, cancel = context.WithDeadline(e.rest, d)
+	}
+	stop := context.AfterFunc(ctx, cancel)
+	return run, func() { stop(); cancel() }
+}
+
+func (e *entry) Request(ctx context.Context) error {
+	if err := e.take(ctx); err != nil {
+		return err
+	}
+	defer e.release()
+	run, cancel := e.during(ctx)
+	defer cancel()
+	_, err := e.request(run, e.last.Clone())
+	return err
+}
+
+func (e *entry) Close(ctx context.Context) error {
+	if err := e.take(ctx); err != nil {
+		return err
+	}
+	defer e.release()
+	defer e.forget()
+	run, cancel := e.during(ctx)
+	defer cancel()
+	_, err := next.Server(run).Close(run, e.last.GetConnection().Clone())
+	return err
+}
+
+// take waits for this entry's turn for a background event.
+func (e *entry) take(ctx context.Context) error {
+	select {
+	case e.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if e.forgotten || e.last == nil {
+		e.release()
+		return ErrForgotten
+	}
+	return nil
+}
