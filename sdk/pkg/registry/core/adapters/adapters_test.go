@@ -43,7 +43,9 @@ func (n names[R]) Find(_ context.Context, q *next.Query[R], send func(*next.Even
 	return nil
 }
 
-func (n names[R]) Unregister(ctx context.Context, r R) error { return next.Of[R](ctx).Unregister(ctx, r) }
+func (n names[R]) Unregister(ctx context.Context, r R) error {
+	return next.Of[R](ctx).Unregister(ctx, r)
+}
 
 func serve(t *testing.T) *grpc.ClientConn {
 	dir, err := os.MkdirTemp("", "vw")
