@@ -1,0 +1,181 @@
+// Package dial connects a client chain to its next hop: it takes the next hop's URL from the
+// context (clienturl.ClientURL, put there by clienturl or by discovery), gets a gRPC connection
+// to it and hands that connection to the rest of the chain (ClientConn), where connect sends the
+// Request or Close over it.
+//
+// An nsmgr or a forwarder passes thousands of connections to a handful of peers, so dial keeps
+// one *grpc.ClientConn per peer, shared by every connection going there, instead of one per
+// connection. The shared connections belong to the dial element: made on first use, closed
+// when the last connection using them is closed, and all closed when the context given to
+// NewClient is done.
+//
+// Guarantees:
+//   - Each connection holds a reference on its next hop from its first successful Request to its
+//     Close, remembered in its metadata. A first Request that fails drops its reference.
+//   - Close goes to the hop the connection was requested from, whatever URL the context names;
+//     for a connection this element never requested (a restart), to the URL in the context.
+//   - A refresh naming another URL (the path was reselected) first closes the connection at the
+//     old hop through the rest of the chain, then goes to the new one as a first Request would.
+//   - An RPC on ClientConn waits at most the dial timeout for the next hop to accept a
+//     connection, and fails at once with the transport's reason if the hop refuses.
+//
+// Place: after begin (which serializes a connection's events) and metadata, after the element
+// that sets the URL, before connect. Elements between dial and connect see ClientConn and the
+// hop's URL in clienturl.ClientURL.
+package dial
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
+	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/log"
+)
+
+// DefaultDialTimeout is how long an RPC waits for a next hop to accept a connection, unless
+// WithDialTimeout says otherwise.
+const DefaultDialTimeout = 5 * time.Second
+
+// Option configures the dial element.
+type Option func(*options)
+
+type options struct {
+	dialOptions []grpc.DialOption
+	timeout     time.Duration
+}
+
+// WithDialOptions adds gRPC dial options, applied after the default (insecure transport
+// credentials), so a grpc.WithTransportCredentials here replaces it: pass TLS this way.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithDialTimeout sets how long an RPC waits for the next hop to accept a connection; 0 leaves
+// only the caller's deadline.
+func WithDialTimeout(d time.Duration) Option {
+	return func(o *options) { o.timeout = d }
+}
+
+// hopKey holds the connection's reference on its next hop.
+var hopKey = metadata.NewKey[*hop]("dial")
+
+type hopCtxKey struct{}
+
+// ClientConn returns the connection to the next hop of the current event, or nil outside the
+// part of a chain after dial.
+func ClientConn(ctx context.Context) grpc.ClientConnInterface {
+	if h, ok := ctx.Value(hopCtxKey{}).(*hop); ok {
+		return h
+	}
+	return nil
+}
+
+// NewClient returns the dial element; its connections are closed when ctx is done.
+func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServiceClient {
+	if ctx == nil {
+		panic("dial: NewClient needs a context, got nil")
+	}
+	o := options{timeout: DefaultDialTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p := &pool{
+		ctx:         ctx,
+		timeout:     o.timeout,
+		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dialOptions...),
+		conns:       map[string]*shared{},
+	}
+	context.AfterFunc(ctx, p.closeAll)
+	return &client{pool: p}
+}
+
+type client struct {
+	pool *pool
+}
+
+const noURL = "dial: no client URL in the context; put clienturl.NewClient or the discovery element before dial"
+
+func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
+	u, target, err := named(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := metadata.Client(ctx)
+	h, held := hopKey.Load(m)
+	if held && h.target != target {
+		c.leave(ctx, h, req.GetConnection(), opts)
+		hopKey.Delete(m)
+		held = false
+	}
+	if !held {
+		if h, err = c.pool.acquire(u, target); err != nil {
+			return nil, err
+		}
+		hopKey.Store(m, h)
+	}
+	conn, err := next.Client(ctx).Request(h.into(ctx), req, opts...)
+	if err != nil && !held {
+		hopKey.Delete(m)
+		c.pool.release(h)
+	}
+	return conn, err
+}
+
+// leave closes the connection at the hop it is moving away from and drops the reference.
+func (c *client) leave(ctx context.Context, old *hop, conn *networkservice.Connection, opts []grpc.CallOption) {
+	defer c.pool.release(old)
+	if _, err := next.Client(ctx).Close(old.into(ctx), conn.Clone(), opts...); err != nil {
+		log.FromContext(ctx).Warn("dial: could not close the connection at the hop it left; it expires there",
+			"from", old.url.String(), "error", err)
+	}
+}
+
+func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	h, held := hopKey.LoadAndDelete(metadata.Client(ctx))
+	if !held {
+		var err error
+		if h, err = c.forClose(ctx); err != nil {
+			// Nothing to reach; the elements up to connect still clean up.
+			_, nextErr := next.Client(ctx).Close(ctx, conn, opts...)
+			return nil, errors.Join(err, nextErr)
+		}
+	}
+	defer c.pool.release(h)
+	return next.Client(ctx).Close(h.into(ctx), conn, opts...)
+}
+
+// forClose takes a reference on the hop named in ctx, for closing a connection this element
+// never requested.
+func (c *client) forClose(ctx context.Context) (*hop, error) {
+	u, target, err := named(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.pool.acquire(u, target)
+}
+
+// named returns the next hop named in ctx and its gRPC target.
+func named(ctx context.Context) (*url.URL, string, error) {
+	u := clienturl.ClientURL(ctx)
+	if u == nil {
+		return nil, "", status.Error(codes.InvalidArgument, noURL)
+	}
+	target, err := hopurl.Target(u)
+	if err != nil {
+		return nil, "", fmt.Errorf("dial: %w", err)
+	}
+	return u, target, nil
+}

@@ -1,0 +1,138 @@
+package dial
+
+import (
+	"context"
+	"net/url"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
+	"vwire.dev/sdk/pkg/tools/clock"
+)
+
+// pool shares one *grpc.ClientConn per target among the connections going there.
+type pool struct {
+	ctx         context.Context
+	timeout     time.Duration
+	dialOptions []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*shared // by target; nil once ctx is done
+}
+
+type shared struct {
+	cc   *grpc.ClientConn
+	refs int
+}
+
+// hop is one connection's reference on a shared ClientConn, and the ClientConn the rest of the
+// chain uses: it waits for the connection to be made before each RPC.
+type hop struct {
+	url      *url.URL
+	target   string
+	shared   *shared
+	timeout  time.Duration
+	released bool // guarded by pool.mu
+}
+
+func (p *pool) acquire(u *url.URL, target string) (*hop, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		return nil, status.Errorf(codes.Unavailable, "dial: the client chain is shut down (%v); not dialing %s", context.Cause(p.ctx), u)
+	}
+	s := p.conns[target]
+	if s == nil {
+		cc, err := grpc.NewClient(target, p.dialOptions...)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "dial: %s: %v; check the dial options", u, err)
+		}
+		s = &shared{cc: cc}
+		p.conns[target] = s
+	}
+	s.refs++
+	return &hop{url: u, target: target, shared: s, timeout: p.timeout}, nil
+}
+
+// release drops h's reference and closes its ClientConn if it was the last one.
+func (p *pool) release(h *hop) {
+	p.mu.Lock()
+	if h.released {
+		p.mu.Unlock()
+		return
+	}
+	h.released = true
+	h.shared.refs--
+	last := h.shared.refs == 0
+	if last && p.conns[h.target] == h.shared {
+		delete(p.conns, h.target)
+	}
+	p.mu.Unlock()
+	if last {
+		_ = h.shared.cc.Close()
+	}
+}
+
+// closeAll closes every ClientConn when the chain's context is done; references still held
+// then point at closed connections, whose RPCs fail.
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, s := range conns {
+		_ = s.cc.Close()
+	}
+}
+
+// into returns ctx for the rest of the chain: with h as ClientConn and its URL as ClientURL.
+func (h *hop) into(ctx context.Context) context.Context {
+	return context.WithValue(clienturl.WithClientURL(ctx, h.url), hopCtxKey{}, h)
+}
+
+// Invoke implements grpc.ClientConnInterface.
+func (h *hop) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if err := h.ready(ctx); err != nil {
+		return err
+	}
+	return h.shared.cc.Invoke(ctx, method, args, reply, opts...)
+}
+
+// NewStream implements grpc.ClientConnInterface.
+func (h *hop) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if err := h.ready(ctx); err != nil {
+		return nil, err
+	}
+	return h.shared.cc.NewStream(ctx, desc, method, opts...)
+}
+
+// ready waits, at most the dial timeout, until the connection is made or has failed; after a
+// failure the RPC fails at once with the transport's reason.
+func (h *hop) ready(ctx context.Context) error {
+	cc := h.shared.cc
+	if s := cc.GetState(); s == connectivity.Ready || s == connectivity.TransientFailure || h.timeout <= 0 {
+		return nil
+	}
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := clock.FromContext(ctx).AfterFunc(h.timeout, cancel)
+	defer timer.Stop()
+	cc.Connect()
+	for {
+		s := cc.GetState()
+		if s == connectivity.Ready || s == connectivity.TransientFailure || s == connectivity.Shutdown {
+			return nil // the RPC reports a closed connection itself
+		}
+		if !cc.WaitForStateChange(wait, s) {
+			if err := ctx.Err(); err != nil {
+				return status.FromContextError(err).Err()
+			}
+			return status.Errorf(codes.Unavailable, "dial: %s did not accept a connection within %v; check that it is running and reachable", h.url, h.timeout)
+		}
+	}
+}
