@@ -57,27 +57,19 @@ func WithClient(ctx context.Context, c networkservice.NetworkServiceClient) cont
 }
 
 // NewNetworkServiceServer links servers into one server; each calls the next with next.Server.
+// With no servers it passes everything on: a do-nothing element for an optional slot.
 func NewNetworkServiceServer(servers ...networkservice.NetworkServiceServer) networkservice.NetworkServiceServer {
-	if len(servers) == 0 {
-		return tailServer{}
-	}
 	return &serverChain{servers: servers}
 }
 
 // NewNetworkServiceClient links clients into one client; each calls the next with next.Client.
 func NewNetworkServiceClient(clients ...networkservice.NetworkServiceClient) networkservice.NetworkServiceClient {
-	if len(clients) == 0 {
-		return tailClient{}
-	}
 	return &clientChain{clients: clients}
 }
 
 // NewMonitorConnectionServer links monitor servers into one; each calls the next with
 // next.MonitorConnectionServer(stream.Context()).
 func NewMonitorConnectionServer(servers ...networkservice.MonitorConnectionServer) networkservice.MonitorConnectionServer {
-	if len(servers) == 0 {
-		return tailMonitor{}
-	}
 	return &monitorChain{servers: servers}
 }
 

@@ -103,3 +103,12 @@ func (passThrough) Request(ctx context.Context, req *networkservice.NetworkServi
 func (passThrough) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
 	return next.Server(ctx).Close(ctx, conn)
 }
+
+func TestEmptyChainInsideAChainPassesOn(t *testing.T) {
+	conn, err := next.NewNetworkServiceServer(mark("a"), next.NewNetworkServiceServer(), mark("b")).Request(context.Background(), request())
+	require.NoError(t, err)
+	require.Equal(t, "ab", conn.GetLabels()["trail"])
+	conn, err = next.NewNetworkServiceClient(markClient("a"), next.NewNetworkServiceClient(), markClient("b")).Request(context.Background(), request())
+	require.NoError(t, err)
+	require.Equal(t, "ab", conn.GetLabels()["trail"])
+}

@@ -64,11 +64,9 @@ func With[R Record](ctx context.Context, e Element[R]) context.Context {
 	return context.WithValue(ctx, key[R]{}, e)
 }
 
-// Chain links elements into one; each calls the next with Of[R].
+// Chain links elements into one; each calls the next with Of[R]. With no elements it passes
+// everything on: a do-nothing element for an optional slot.
 func Chain[R Record](elements ...Element[R]) Element[R] {
-	if len(elements) == 0 {
-		return tail[R]{}
-	}
 	return &chain[R]{elements: elements}
 }
 
