@@ -31,9 +31,23 @@ var ErrForgotten = errors.New("begin: connection is closed")
 type EventFactory interface {
 	// Request repeats the last successful Request, with the connection as it was returned.
 	// ctx bounds the wait and the call; the values come from the original Request.
-	Request(ctx context.Context) error
+	Request(ctx context.Context, opts ...RequestOption) error
 	// Close closes the connection as its last successful Request returned it.
 	Close(ctx context.Context) error
+}
+
+// RequestOption changes what an EventFactory's Request sends.
+type RequestOption func(*networkservice.Connection)
+
+// Reselect makes the repeated Request ask for a new endpoint, as NSM does: state
+// RESELECT_REQUESTED, no network_service_endpoint_name and no mechanism. Because begin applies it
+// at its own place, every element after begin (discovery in an nsmgr) chooses anew.
+func Reselect() RequestOption {
+	return func(c *networkservice.Connection) {
+		c.State = networkservice.State_RESELECT_REQUESTED
+		c.NetworkServiceEndpointName = ""
+		c.Mechanism = nil
+	}
 }
 
 type factoryKey struct{}
@@ -50,9 +64,30 @@ func NewServer() networkservice.NetworkServiceServer {
 	return &server{conns: map[string]*entry{}}
 }
 
-// NewClient returns begin for a client chain.
+// NewClient returns begin for a client chain. A client chain called from a server chain that
+// has begin already (an nsmgr's, a forwarder's) joins the server's events instead of starting its
+// own: the server's begin serializes them, and background work of the client's elements (heal,
+// refresh) re-enters the whole server chain, where discovery can choose again.
 func NewClient() networkservice.NetworkServiceClient {
-	return adapters.NewServerToClient(NewServer())
+	return adapters.NewServerToClient(&joining{begin: NewServer()})
+}
+
+type joining struct {
+	begin networkservice.NetworkServiceServer
+}
+
+func (j *joining) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if FromContext(ctx) != nil {
+		return next.Server(ctx).Request(ctx, req)
+	}
+	return j.begin.Request(ctx, req)
+}
+
+func (j *joining) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	if FromContext(ctx) != nil {
+		return next.Server(ctx).Close(ctx, conn)
+	}
+	return j.begin.Close(ctx, conn)
 }
 
 type server struct {
@@ -152,14 +187,18 @@ func (e *entry) during(ctx context.Context) (context.Context, context.CancelFunc
 	return run, func() { stop(); cancel() }
 }
 
-func (e *entry) Request(ctx context.Context) error {
+func (e *entry) Request(ctx context.Context, opts ...RequestOption) error {
 	if err := e.take(ctx); err != nil {
 		return err
 	}
 	defer e.release()
 	run, cancel := e.during(ctx)
 	defer cancel()
-	_, err := e.request(run, e.last.Clone())
+	req := e.last.Clone()
+	for _, opt := range opts {
+		opt(req.GetConnection())
+	}
+	_, err := e.request(run, req)
 	return err
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/core/adapters"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
@@ -239,4 +240,38 @@ func TestClientFactoryReentersClientChain(t *testing.T) {
 	require.Equal(t, "c", <-rec.ids)
 	require.NoError(t, r.get().Close(context.Background()))
 	require.Equal(t, "close:c", <-rec.ids)
+}
+
+func TestClientChainJoinsServerEvents(t *testing.T) {
+	serverSide, clientSide, rec := &remember{}, &clientRemember{}, checks.NewServer()
+	server := next.NewNetworkServiceServer(
+		begin.NewServer(),
+		serverSide,
+		adapters.NewClientToServer(next.NewNetworkServiceClient(begin.NewClient(), clientSide)),
+		rec,
+	)
+	_, err := server.Request(context.Background(), request("c"))
+	require.NoError(t, err)
+	require.Same(t, serverSide.get(), clientSide.get(), "the client chain uses the server's events")
+
+	require.NoError(t, clientSide.get().Request(context.Background()))
+	require.Len(t, serverSide.values, 2, "background work of the client re-enters the whole server chain")
+	require.Len(t, rec.Requests(), 2)
+}
+
+func TestReselectAsksForANewEndpoint(t *testing.T) {
+	r, rec := &remember{}, checks.NewServer()
+	server := next.NewNetworkServiceServer(begin.NewServer(), r, rec)
+	req := request("c")
+	req.Connection.NetworkServiceEndpointName = "nse-1"
+	req.Connection.Mechanism = &networkservice.Mechanism{Cls: "LOCAL", Type: "KERNEL"}
+	_, err := server.Request(context.Background(), req)
+	require.NoError(t, err)
+
+	require.NoError(t, r.get().Request(context.Background(), begin.Reselect()))
+	got := rec.Requests()[1].GetConnection()
+	require.Equal(t, networkservice.State_RESELECT_REQUESTED, got.GetState())
+	require.Empty(t, got.GetNetworkServiceEndpointName())
+	require.Nil(t, got.GetMechanism())
+	require.Equal(t, "KERNEL", rec.Requests()[1].GetMechanismPreferences()[0].GetType(), "preferences stay")
 }

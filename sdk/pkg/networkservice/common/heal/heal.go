@@ -1,0 +1,309 @@
+// Package heal re-establishes a client's connection when the path under it breaks: when the
+// next hop reports the connection DOWN, when the stream from the next hop is lost (it died or
+// restarted), or when a data-path check the caller supplies fails (WithLivenessCheck).
+//
+// Heal listens to the stream the monitor client element already keeps for each connection
+// (monitor.Listen): it opens none of its own. It reacts at once: the first try is scheduled with
+// no delay, and every try re-enters the chain through begin (begin.FromContext), serialized with
+// the connection's other events. A try that fails is repeated after a wait that starts at 50ms
+// and doubles up to 1s (WithBackoff), for as long as the connection is open: heal stops on Close
+// and when the context given to NewClient is done. The goal is a connection healed well under a
+// second after a next hop died (DESIGN.md).
+//
+// What a try asks for:
+//   - next hop reported DOWN, or the stream was lost: the same request again. A hop that
+//     restarts on the same address takes it back; a hop that is alive heals its own part.
+//   - after WithReselectAfter failed tries in a row (default 2), or when the liveness check
+//     fails: reselection. The connection is first closed downstream (a Close through the rest of
+//     the chain, with a fresh deadline, whatever it answers), then requested with state
+//     RESELECT_REQUESTED and no network_service_endpoint_name and no mechanism, as NSM does, so
+//     that the endpoint is chosen again and the mechanism negotiated again.
+//
+// Reselection is asked of begin (begin.Reselect), which changes the request at its own place: in
+// an nsmgr, whose client chain joins the server chain's begin, discovery before heal sees the
+// request for a new endpoint too. A successful Request leaves the connection's state UP.
+//
+// Heal belongs in a client chain after begin and metadata, before dial and the monitor client
+// (whose events it follows). It keeps no goroutine: tries and liveness checks run from clock
+// timers (sdk/pkg/tools/clock, from the context).
+package heal
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/log"
+)
+
+// tryTimeout bounds each heal try, and the Close that precedes a reselection.
+const tryTimeout = 5 * time.Second
+
+// LivenessCheck says whether a connection's data path works; ctx ends after one check interval.
+type LivenessCheck func(ctx context.Context, conn *networkservice.Connection) bool
+
+// Option configures heal.
+type Option func(*options)
+
+type options struct {
+	check         LivenessCheck
+	interval      time.Duration
+	first, most   time.Duration
+	reselectAfter int
+}
+
+// WithLivenessCheck sets a data-path check, run every interval (WithLivenessInterval) while the
+// connection is up; a failed check makes heal ask for reselection.
+func WithLivenessCheck(check LivenessCheck) Option {
+	return func(o *options) { o.check = check }
+}
+
+// WithLivenessInterval sets how often the liveness check runs (default 200ms, at least 1ms); a
+// check gets as long as one interval to answer.
+func WithLivenessInterval(d time.Duration) Option {
+	return func(o *options) { o.interval = max(d, time.Millisecond) }
+}
+
+// WithBackoff sets the wait after the first failed try and the most the wait grows to (default
+// 50ms and 1s). A first below 1ms is raised to 1ms, and most to at least first.
+func WithBackoff(first, most time.Duration) Option {
+	return func(o *options) {
+		o.first = max(first, time.Millisecond)
+		o.most = max(most, o.first)
+	}
+}
+
+// WithReselectAfter sets after how many failed tries in a row heal asks for reselection
+// (default 2; at least 1).
+func WithReselectAfter(n int) Option {
+	return func(o *options) { o.reselectAfter = max(n, 1) }
+}
+
+// NewClient returns the heal client; it stops healing when ctx is done.
+func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServiceClient {
+	if ctx == nil {
+		panic("heal.NewClient: nil ctx")
+	}
+	o := options{interval: 200 * time.Millisecond, first: 50 * time.Millisecond, most: time.Second, reselectAfter: 2}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &client{ctx: ctx, options: o}
+}
+
+type client struct {
+	ctx context.Context
+	options
+}
+
+var healerKey = metadata.NewKey[*healer]("heal")
+
+// healer is one connection's heal state.
+type healer struct {
+	c      *client
+	events begin.EventFactory
+	clock  clock.Clock
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	healing  bool // a try is scheduled or running
+	reselect bool // the next Request asks for another endpoint
+	failures int  // tries failed in a row
+	wait     time.Duration
+	timer    clock.Timer // the next try, or the next liveness check
+	conn     *networkservice.Connection
+}
+
+func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
+	m := metadata.Client(ctx)
+	h, ok := healerKey.Load(m)
+	if !ok {
+		h = c.newHealer(ctx)
+		monitor.Listen(ctx, h.onEvent)
+	}
+	if old := h.current(); ok && old != nil && req.GetConnection().GetState() == networkservice.State_RESELECT_REQUESTED {
+		c.closeOld(ctx, old, opts)
+	}
+	conn, err := next.Client(ctx).Request(ctx, req, opts...)
+	if err != nil {
+		return nil, err
+	}
+	conn.State = networkservice.State_UP
+	h.up(conn)
+	healerKey.Store(m, h)
+	return conn, nil
+}
+
+func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	if h, ok := healerKey.LoadAndDelete(metadata.Client(ctx)); ok {
+		h.close()
+	}
+	return next.Client(ctx).Close(ctx, conn, opts...)
+}
+
+func (c *client) newHealer(ctx context.Context) *healer {
+	events := begin.FromContext(ctx)
+	if events == nil {
+		panic("heal: no begin before this element in the chain")
+	}
+	return &healer{c: c, events: events, clock: clock.FromContext(ctx), logger: log.FromContext(ctx)}
+}
+
+// closeOld closes the old path downstream before a reselecting Request builds a new one, so
+// that the old endpoint and hops do not keep it until it times out.
+func (c *client) closeOld(ctx context.Context, old *networkservice.Connection, opts []grpc.CallOption) {
+	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), tryTimeout)
+	defer cancel()
+	if _, err := next.Client(undo).Close(undo, old, opts...); err != nil {
+		log.FromContext(ctx).Debug("heal: closing the old path before reselecting failed; going on", "error", err)
+	}
+}
+
+// current returns the connection as last established, nil before that.
+func (h *healer) current() *networkservice.Connection {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		return nil
+	}
+	return h.conn.Clone()
+}
+
+// up records a successful Request: healing is over, and the liveness check starts again.
+func (h *healer) up(conn *networkservice.Connection) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.healing {
+		h.logger.Info("heal: connection healed", "connection", conn.GetId(), "tries", h.failures+1, "reselected", h.reselect)
+	}
+	h.healing, h.reselect, h.failures = false, false, 0
+	h.conn = conn.Clone()
+	h.stopTimer()
+	if h.c.check != nil {
+		h.after(h.c.interval, h.probe)
+	}
+}
+
+func (h *healer) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	h.stopTimer()
+}
+
+// after replaces the pending timer with one calling fn after d; the caller holds h.mu.
+func (h *healer) after(d time.Duration, fn func()) {
+	h.stopTimer()
+	h.timer = h.clock.AfterFunc(d, fn)
+}
+
+// stopTimer stops the pending timer, if any; the caller holds h.mu.
+func (h *healer) stopTimer() {
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+}
+
+// onEvent is the connection's monitor listener: it starts healing when the next hop reports
+// the connection DOWN or the stream from it is lost.
+func (h *healer) onEvent(e monitor.Event) {
+	switch {
+	case e.Err != nil && status.Code(e.Err) == codes.Unimplemented:
+		h.logger.Debug("heal: the next hop serves no MonitorConnection; only liveness checks and refresh apply")
+	case e.Err != nil:
+		h.start(false, "lost the next hop's monitor stream: "+e.Err.Error())
+	case e.Conn.GetState() == networkservice.State_DOWN:
+		h.start(false, "the next hop reports the connection down")
+	}
+}
+
+// start begins healing, unless it is already under way.
+func (h *healer) start(reselect bool, why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.c.ctx.Err() != nil {
+		return
+	}
+	h.reselect = h.reselect || reselect
+	if h.healing {
+		return
+	}
+	h.logger.Warn("heal: healing", "connection", h.conn.GetId(), "why", why, "reselect", h.reselect)
+	h.healing, h.failures, h.wait = true, 0, h.c.first
+	h.after(0, h.try)
+}
+
+// try is one heal attempt, run from a timer.
+func (h *healer) try() {
+	h.mu.Lock()
+	if h.closed || !h.healing || h.c.ctx.Err() != nil {
+		h.mu.Unlock()
+		return
+	}
+	var opts []begin.RequestOption
+	if h.reselect {
+		opts = append(opts, begin.Reselect())
+	}
+	h.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(h.c.ctx, tryTimeout)
+	err := h.events.Request(ctx, opts...)
+	cancel()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil || !h.healing: // healed, by this try or another Request
+	case errors.Is(err, begin.ErrForgotten) || h.closed || h.c.ctx.Err() != nil:
+		h.healing = false
+	default:
+		h.failures++
+		if h.failures >= h.c.reselectAfter {
+			h.reselect = true
+		}
+		h.logger.Warn("heal: try failed", "connection", h.conn.GetId(), "tries", h.failures, "next in", h.wait,
+			"reselect next", h.reselect, "error", err)
+		h.after(h.wait, h.try)
+		h.wait = min(2*h.wait, h.c.most)
+	}
+}
+
+// probe runs the liveness check, from a timer.
+func (h *healer) probe() {
+	h.mu.Lock()
+	if h.closed || h.healing || h.c.ctx.Err() != nil {
+		h.mu.Unlock()
+		return
+	}
+	conn := h.conn.Clone()
+	h.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(h.c.ctx, h.c.interval)
+	alive := h.c.check(ctx, conn)
+	cancel()
+
+	if !alive {
+		h.start(true, "the liveness check failed")
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed && !h.healing {
+		h.after(h.c.interval, h.probe)
+	}
+}
