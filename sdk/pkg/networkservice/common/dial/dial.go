@@ -33,6 +33,7 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -56,6 +57,13 @@ type options struct {
 	dialOptions []grpc.DialOption
 	timeout     time.Duration
 }
+
+// fastReconnect replaces gRPC's reconnect backoff (1s first, up to 2 minutes): a next hop that
+// restarts is back within a second, and heal must not wait longer than that to reach it.
+var fastReconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+})
 
 // WithDialOptions adds gRPC dial options, applied after the default (insecure transport
 // credentials), so a grpc.WithTransportCredentials here replaces it: pass TLS this way.
@@ -95,7 +103,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	p := &pool{
 		ctx:         ctx,
 		timeout:     o.timeout,
-		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dialOptions...),
+		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect}, o.dialOptions...),
 		conns:       map[string]*shared{},
 	}
 	context.AfterFunc(ctx, p.closeAll)
