@@ -14,6 +14,7 @@ lint:
 	@out=$$(gofmt -l $$($(GO) list -m -f '{{.Dir}}')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PACKAGES)
 	$(GO) run $(STATICCHECK) $(PACKAGES)
+	.ci/readme-tables
 
 test:
 	$(GO) test -race -count=1 $(PACKAGES)
