@@ -121,6 +121,10 @@ func (s *server) acquire(ctx context.Context, id string) (*entry, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		if ctx.Err() != nil { // both were ready and select chose the turn: the caller gave up
+			<-e.turn
+			return nil, ctx.Err()
+		}
 		if !e.forgotten {
 			return e, nil
 		}
@@ -219,6 +223,10 @@ func (e *entry) take(ctx context.Context) error {
 	select {
 	case e.turn <- struct{}{}:
 	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if ctx.Err() != nil { // a timer whose work was replaced while it waited must not run it
+		e.release()
 		return ctx.Err()
 	}
 	if e.forgotten || e.last == nil {

@@ -1,0 +1,291 @@
+// Package authorize lets a Request through only if the connection's path satisfies the
+// component's policies, written in Rego and run with Open Policy Agent.
+//
+// A policy is a Rego module in a package under vwire.authorize (its name is the last part:
+// vwire.authorize.tokens is policy "tokens") defining a set rule deny: each string in it is a
+// reason to refuse. A Request is refused with PermissionDenied, naming each policy and its
+// reasons, if any policy denies. The input is
+//
+//	{"now": <ns since the Unix epoch, from the context's clock>,
+//	 "path": {"index": <this hop>, "path_segments": [{"name", "id", "token", "expires": <ns, 0 unset>,
+//	                                                  "claims": <token's JWT payload, null if not a JWT>}]}}
+//
+// where only the segments before this hop's have claims, decoded without checking signatures.
+//
+// The default policies (Defaults): "tokens", every hop before this one has a token that parses
+// as a JWT and has not expired, by the token's exp claim and by its segment's expires; "path",
+// every segment has a name and an ID, no two share an ID, and the index is inside the path.
+// Policies are compiled once, in NewServer; a refused Request never reaches next.
+//
+// Close is never authorized: a connection is always closed, even when its tokens expired long
+// ago. Refusing it would leave interfaces, routes and address leases behind for good (NSM users
+// meet exactly that after a crash). The price: a caller that knows a connection's segment IDs,
+// random UUIDs known to the hops of its path, can close it.
+//
+// It belongs after updatepath (the index is this hop's) and updatetoken (the previous hop's
+// token is the one its call carried), and before metadata, timeout and every element that sets
+// something up. There is no client: a client receives the path back from hops it chose to call,
+// and checking their signatures needs a trust bundle that these policies do not have.
+package authorize
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/clock"
+)
+
+// Defaults holds the default policies, tokens.rego and path.rego: pass
+// WithPolicyFS(authorize.Defaults, "*.rego") to keep them beside policies of your own.
+//
+//go:embed *.rego
+var Defaults embed.FS
+
+// namespace is the package every policy lives under.
+var namespace = ast.MustParseRef("data.vwire.authorize")
+
+// Option changes the policies of NewServer.
+type Option func(*options)
+
+type source struct {
+	fsys     fs.FS
+	root     string // how fsys's names read in messages
+	patterns []string
+}
+
+type options struct {
+	sources []source
+	any     bool
+}
+
+// WithPolicies uses the Rego files at paths (or glob patterns) instead of the defaults;
+// several calls add up.
+func WithPolicies(paths ...string) Option {
+	return func(o *options) {
+		for _, p := range paths {
+			if abs, err := filepath.Abs(p); err == nil {
+				p = abs
+			}
+			o.sources = append(o.sources, source{fsys: os.DirFS("/"), root: "/", patterns: []string{strings.TrimPrefix(p, "/")}})
+		}
+	}
+}
+
+// WithPolicyFS uses the Rego files of fsys matching patterns (fs.Glob) instead of the
+// defaults; several calls add up.
+func WithPolicyFS(fsys fs.FS, patterns ...string) Option {
+	return func(o *options) { o.sources = append(o.sources, source{fsys: fsys, patterns: patterns}) }
+}
+
+// Any lets every Request through, for tests and for meshes that authorize elsewhere.
+func Any() Option { return func(o *options) { o.any = true } }
+
+// NewServer returns authorize with the policies opts give (default: Defaults). It panics if a
+// policy cannot be read or compiled: check a configuration first with Check.
+func NewServer(opts ...Option) networkservice.NetworkServiceServer {
+	s, err := compile(opts)
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// Check reports whether the policies opts give load and compile, for a component to refuse a
+// bad configuration at start with a message of its own.
+func Check(opts ...Option) error {
+	_, err := compile(opts)
+	return err
+}
+
+type server struct {
+	query *rego.PreparedEvalQuery // nil: allow all
+}
+
+func compile(opts []Option) (*server, error) {
+	o := &options{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	if o.any {
+		return &server{}, nil
+	}
+	if len(o.sources) == 0 {
+		o.sources = []source{{fsys: Defaults, patterns: []string{"*.rego"}}}
+	}
+	args := []func(*rego.Rego){rego.Query("data.vwire.authorize[policy].deny[reason]")}
+	for _, src := range o.sources {
+		for _, pattern := range src.patterns {
+			mods, err := load(src.fsys, src.root, pattern)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range mods {
+				args = append(args, rego.ParsedModule(m))
+			}
+		}
+	}
+	q, err := rego.New(args...).PrepareForEval(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("authorize: compile policies: %w", err)
+	}
+	return &server{query: &q}, nil
+}
+
+// load parses the policy files matching pattern and checks that each is a policy.
+func load(fsys fs.FS, root, pattern string) ([]*ast.Module, error) {
+	names, err := fs.Glob(fsys, pattern)
+	if err != nil || len(names) == 0 {
+		return nil, fmt.Errorf("authorize: policy files %q: none found", root+pattern)
+	}
+	mods := make([]*ast.Module, 0, len(names))
+	for _, file := range names {
+		src, err := fs.ReadFile(fsys, file)
+		name := root + file
+		if err != nil {
+			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
+		}
+		m, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
+		}
+		pkg := m.Package.Path
+		if len(pkg) != len(namespace)+1 || !pkg.HasPrefix(namespace) {
+			return nil, fmt.Errorf("authorize: policy %s: package %v is not vwire.authorize.<policy name>", name, pkg)
+		}
+		if !slices.ContainsFunc(m.Rules, isDeny) {
+			return nil, fmt.Errorf("authorize: policy %s: no set rule deny (deny contains reason if {...})", name)
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
+func isDeny(r *ast.Rule) bool {
+	return r.Head.Ref().String() == "deny" && r.Head.RuleKind() == ast.MultiValue
+}
+
+func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if s.query != nil {
+		if err := s.check(ctx, req.GetConnection().GetPath()); err != nil {
+			return nil, err
+		}
+	}
+	return next.Server(ctx).Request(ctx, req)
+}
+
+// Close always passes: see the package comment.
+func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+func (s *server) check(ctx context.Context, path *networkservice.Path) error {
+	input := ast.NewObject(
+		ast.Item(ast.InternedTerm("now"), ast.InternedTerm(clock.FromContext(ctx).Now().UnixNano())),
+		ast.Item(ast.InternedTerm("path"), pathTerm(path)),
+	)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// OPA would start a goroutine per evaluation to watch ctx; a callback costs nothing until
+	// ctx ends.
+	cancel := topdown.NewCancel()
+	defer context.AfterFunc(ctx, cancel.Cancel)()
+	results, err := s.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return status.Errorf(codes.Internal, "authorize: evaluating the policies failed: %v", err)
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	reasons := make([]string, 0, len(results))
+	for _, r := range results {
+		reasons = append(reasons, fmt.Sprintf("policy %v: %v", r.Bindings["policy"], r.Bindings["reason"]))
+	}
+	slices.Sort(reasons)
+	return status.Errorf(codes.PermissionDenied, "authorize: %s", strings.Join(reasons, "; "))
+}
+
+func pathTerm(path *networkservice.Path) *ast.Term {
+	segs := make([]*ast.Term, 0, len(path.GetPathSegments()))
+	for i, seg := range path.GetPathSegments() {
+		obj := ast.NewObject(
+			ast.Item(ast.InternedTerm("name"), ast.StringTerm(seg.GetName())),
+			ast.Item(ast.InternedTerm("id"), ast.StringTerm(seg.GetId())),
+			ast.Item(ast.InternedTerm("token"), ast.StringTerm(seg.GetToken())),
+			ast.Item(ast.InternedTerm("expires"), ast.InternedTerm(nanos(seg.GetExpires()))),
+		)
+		if i < int(path.GetIndex()) { // the tokens a policy judges; decoding costs microseconds
+			obj.Insert(ast.InternedTerm("claims"), claims(seg.GetToken()))
+		}
+		segs = append(segs, ast.NewTerm(obj))
+	}
+	return ast.ObjectTerm(
+		ast.Item(ast.InternedTerm("index"), ast.InternedTerm(int(path.GetIndex()))),
+		ast.Item(ast.InternedTerm("path_segments"), ast.ArrayTerm(segs...)),
+	)
+}
+
+// nanos returns ts in nanoseconds since the Unix epoch: 0 when unset, at least 1 when set (a
+// time at or before the epoch has long expired), at most what an int64 holds.
+func nanos(ts *timestamppb.Timestamp) int64 {
+	switch {
+	case ts == nil:
+		return 0
+	case ts.GetSeconds() <= 0:
+		return 1
+	case ts.GetSeconds() >= math.MaxInt64/int64(time.Second):
+		return math.MaxInt64
+	}
+	return ts.AsTime().UnixNano()
+}
+
+// claims returns the payload of the JWT tok as a Rego object, or null if tok is not a JWT:
+// three base64url parts, the first two JSON objects. The signature is not checked. Decoding
+// here rather than with io.jwt.decode in Rego saves most of the evaluation's time.
+func claims(tok string) *ast.Term {
+	header, rest, _ := strings.Cut(tok, ".")
+	payload, sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sig, ".") {
+		return ast.InternedNullTerm
+	}
+	h, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil || !json.Valid(h) || !bytes.HasPrefix(bytes.TrimSpace(h), []byte("{")) {
+		return ast.InternedNullTerm
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(sig); err != nil {
+		return ast.InternedNullTerm
+	}
+	p, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return ast.InternedNullTerm
+	}
+	v, err := ast.ValueFromReader(bytes.NewReader(p))
+	if _, isObject := v.(ast.Object); err != nil || !isObject {
+		return ast.InternedNullTerm
+	}
+	return ast.NewTerm(v)
+}

@@ -1,0 +1,269 @@
+// Package token makes the tokens that each hop of a connection puts in its path segment and
+// sends with every call, and reads the ones a caller sent.
+//
+// A token is a JWT whose subject and issuer name the hop that made it and whose exp claim is
+// the time it stops authorizing the connection. Generators (GeneratorFunc) make them:
+// NewJWT signs with the hop's own key (its SPIFFE SVID's key in production); NewInsecure, for
+// tests and local meshes without identities, signs with InsecureKey, an HMAC key published
+// here, so its tokens prove nothing but parse like real ones. The expiry a generator returns is
+// exactly the token's exp claim (whole seconds), so a path segment's expires and its token agree.
+//
+// Generators read time from their clock option (WithClock), not from a context: they are called
+// by gRPC for per-RPC credentials where no context of ours reaches. Components pass the clock of
+// their context when they build the generator.
+//
+// On the wire (NSM's convention) a caller sends its token as gRPC metadata on every call:
+// nsm-client-token and nsm-client-token-expires (RFC 3339 with nanoseconds, UTC).
+// NewPerRPCCredentials adds them to a client connection; FromIncomingContext reads them on the
+// server, where updatetoken uses them for the previous hop's path segment.
+package token
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"vwire.dev/sdk/pkg/tools/clock"
+)
+
+// GeneratorFunc makes a token for this hop and returns it with its expiry. authInfo is the
+// transport's view of the peer (nil without transport security).
+type GeneratorFunc func(authInfo credentials.AuthInfo) (token string, expires time.Time, err error)
+
+// Metadata keys of a caller's token on the wire.
+const (
+	TokenKey   = "nsm-client-token"
+	ExpiresKey = "nsm-client-token-expires"
+)
+
+// InsecureKey is the HMAC (HS256) key of NewInsecure's tokens. It is public: such a token
+// proves nothing about who made it.
+const InsecureKey = "vwire insecure token key: public, proves nothing"
+
+// InsecureName is the issuer and subject of NewInsecure's tokens unless WithName says otherwise.
+const InsecureName = "insecure"
+
+// Option changes how a generator makes tokens.
+type Option func(*options)
+
+type options struct {
+	clock    clock.Clock
+	audience []string
+	name     string
+}
+
+// WithClock makes the generator read time from c (default: the real clock).
+func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
+
+// WithAudience sets the token's aud claim. Without it, the aud claim is the peer's SPIFFE ID
+// when the transport is TLS and the peer's certificate carries a URI, and absent otherwise.
+func WithAudience(aud ...string) Option {
+	return func(o *options) { o.audience = append([]string(nil), aud...) }
+}
+
+// WithName sets the issuer and subject of NewInsecure's tokens (default InsecureName), so that
+// tests can tell the hops apart. NewJWT takes its name as a parameter and ignores this option.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// NewInsecure returns a generator of tokens lasting lifetime, signed with the public
+// InsecureKey (HS256). For tests and for meshes that run without identities.
+func NewInsecure(lifetime time.Duration, opts ...Option) GeneratorFunc {
+	o := build(lifetime, opts)
+	name := o.name
+	if name == "" {
+		name = InsecureName
+	}
+	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
+		claims, expires := o.claims(name, lifetime, authInfo)
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(InsecureKey))
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("token: sign insecure token: %w", err)
+		}
+		return tok, expires, nil
+	}
+}
+
+// NewJWT returns a generator of tokens lasting lifetime, issued by and about name (a SPIFFE ID
+// in production), signed by signer. The algorithm follows signer's public key at each call
+// (ECDSA P-256/384/521: ES256/384/512, RSA: RS256, Ed25519: EdDSA), so a signer whose key
+// rotates may change type between calls.
+func NewJWT(signer crypto.Signer, name string, lifetime time.Duration, opts ...Option) GeneratorFunc {
+	if signer == nil {
+		panic("token: NewJWT needs a signer")
+	}
+	if name == "" {
+		panic("token: NewJWT needs the name of this hop")
+	}
+	o := build(lifetime, opts)
+	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
+		claims, expires := o.claims(name, lifetime, authInfo)
+		tok, err := sign(signer, claims)
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("token: sign token of %s: %w", name, err)
+		}
+		return tok, expires, nil
+	}
+}
+
+func build(lifetime time.Duration, opts []Option) *options {
+	if lifetime < time.Second {
+		panic(fmt.Sprintf("token: lifetime %v is shorter than the one-second precision of a JWT", lifetime))
+	}
+	o := &options{clock: clock.Real{}}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+func (o *options) claims(name string, lifetime time.Duration, authInfo credentials.AuthInfo) (jwt.RegisteredClaims, time.Time) {
+	now := o.clock.Now()
+	expires := now.Add(lifetime).Truncate(time.Second)
+	aud := o.audience
+	if aud == nil {
+		aud = peerID(authInfo)
+	}
+	return jwt.RegisteredClaims{
+		Issuer:    name,
+		Subject:   name,
+		Audience:  aud,
+		ExpiresAt: jwt.NewNumericDate(expires),
+		IssuedAt:  jwt.NewNumericDate(now),
+	}, expires
+}
+
+// peerID returns the first URI of the TLS peer's certificate (its SPIFFE ID), if any.
+func peerID(authInfo credentials.AuthInfo) []string {
+	tlsInfo, ok := authInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		return nil
+	}
+	if uris := tlsInfo.State.PeerCertificates[0].URIs; len(uris) > 0 {
+		return []string{uris[0].String()}
+	}
+	return nil
+}
+
+// sign makes a JWT with any crypto.Signer (a key in memory, in a KMS, or rotating with an SVID),
+// which the library's own methods, asserting concrete key types, would refuse.
+func sign(signer crypto.Signer, claims jwt.Claims) (string, error) {
+	var (
+		method jwt.SigningMethod
+		hash   crypto.Hash
+		size   int // bytes of each of r and s in an ECDSA signature
+	)
+	switch pub := signer.Public().(type) {
+	case *ecdsa.PublicKey:
+		switch pub.Curve {
+		case elliptic.P256():
+			method, hash = jwt.SigningMethodES256, crypto.SHA256
+		case elliptic.P384():
+			method, hash = jwt.SigningMethodES384, crypto.SHA384
+		case elliptic.P521():
+			method, hash = jwt.SigningMethodES512, crypto.SHA512
+		default:
+			return "", fmt.Errorf("ECDSA curve %s has no JWT algorithm", pub.Curve.Params().Name)
+		}
+		size = (pub.Curve.Params().BitSize + 7) / 8
+	case *rsa.PublicKey:
+		method, hash = jwt.SigningMethodRS256, crypto.SHA256
+	case ed25519.PublicKey:
+		method = jwt.SigningMethodEdDSA
+	default:
+		return "", fmt.Errorf("key type %T has no JWT algorithm (want ECDSA, RSA or Ed25519)", pub)
+	}
+	t := jwt.NewWithClaims(method, claims)
+	signing, err := t.SigningString()
+	if err != nil {
+		return "", err
+	}
+	digest := []byte(signing) // Ed25519 signs the message itself
+	if hash != 0 {
+		h := hash.New()
+		h.Write(digest)
+		digest = h.Sum(nil)
+	}
+	sig, err := signer.Sign(rand.Reader, digest, hash)
+	if err != nil {
+		return "", err
+	}
+	if size > 0 {
+		if sig, err = rawECDSA(sig, size); err != nil {
+			return "", err
+		}
+	}
+	return signing + "." + t.EncodeSegment(sig), nil
+}
+
+// rawECDSA turns a crypto.Signer's ASN.1 ECDSA signature into JWT's r||s of fixed size.
+func rawECDSA(der []byte, size int) ([]byte, error) {
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) > 0 {
+		return nil, errors.New("signer returned a malformed ECDSA signature")
+	}
+	out := make([]byte, 2*size)
+	rs.R.FillBytes(out[:size])
+	rs.S.FillBytes(out[size:])
+	return out, nil
+}
+
+// NewPerRPCCredentials returns credentials that send a fresh token from gen with every call, as
+// the metadata TokenKey and ExpiresKey. They do not require transport security: a local mesh
+// runs over unix sockets without TLS, and the token is checked by policy, not by the transport.
+func NewPerRPCCredentials(gen GeneratorFunc) credentials.PerRPCCredentials {
+	if gen == nil {
+		panic("token: NewPerRPCCredentials needs a generator")
+	}
+	return perRPC{gen: gen}
+}
+
+type perRPC struct{ gen GeneratorFunc }
+
+func (c perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	var authInfo credentials.AuthInfo
+	if p, ok := peer.FromContext(ctx); ok {
+		authInfo = p.AuthInfo
+	}
+	tok, expires, err := c.gen(authInfo)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{
+		TokenKey:   tok,
+		ExpiresKey: expires.UTC().Format(time.RFC3339Nano),
+	}, nil
+}
+
+func (perRPC) RequireTransportSecurity() bool { return false }
+
+// FromIncomingContext returns the token and expiry a caller sent with the call ctx belongs to;
+// ok is false when either is missing, repeated or unreadable.
+func FromIncomingContext(ctx context.Context) (token string, expires time.Time, ok bool) {
+	md, found := metadata.FromIncomingContext(ctx)
+	if !found {
+		return "", time.Time{}, false
+	}
+	toks, exps := md.Get(TokenKey), md.Get(ExpiresKey)
+	if len(toks) != 1 || len(exps) != 1 || toks[0] == "" {
+		return "", time.Time{}, false
+	}
+	expires, err := time.Parse(time.RFC3339Nano, exps[0])
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return toks[0], expires, true
+}
