@@ -1,0 +1,119 @@
+// Package endpoint is the chain every Network Service Endpoint starts from: it keeps the path and
+// tokens, authorizes, keeps per-connection state, closes connections whose client stopped
+// refreshing, and tells monitors about every connection. An NSE author appends the elements that
+// make their service (addresses, DNS, interfaces) with WithAdditionalFunctionality, and serves
+// the result with Serve.
+package endpoint
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
+	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
+	"vwire.dev/sdk/pkg/networkservice/common/timeout"
+	"vwire.dev/sdk/pkg/networkservice/common/updatepath"
+	"vwire.dev/sdk/pkg/networkservice/common/updatetoken"
+	"vwire.dev/sdk/pkg/networkservice/common/validate"
+	"vwire.dev/sdk/pkg/networkservice/core/chain"
+	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+// Endpoint is a NetworkService chain that also serves MonitorConnections.
+type Endpoint interface {
+	networkservice.NetworkServiceServer
+	networkservice.MonitorConnectionServer
+	// Register adds the endpoint's services to s.
+	Register(s *grpc.Server)
+}
+
+// Option configures an endpoint.
+type Option func(*options)
+
+type options struct {
+	name      string
+	authorize []authorize.Option
+	extra     []networkservice.NetworkServiceServer
+}
+
+// WithName names the endpoint: its path segment and the issuer of its tokens.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithAuthorizeOptions replaces the default policies (valid, unexpired tokens; a consistent path).
+func WithAuthorizeOptions(opts ...authorize.Option) Option {
+	return func(o *options) { o.authorize = opts }
+}
+
+// WithAdditionalFunctionality appends the author's elements to the standard chain.
+func WithAdditionalFunctionality(elements ...networkservice.NetworkServiceServer) Option {
+	return func(o *options) { o.extra = append(o.extra, elements...) }
+}
+
+// NewServer returns an endpoint whose tokens come from gen; its background work (timeouts,
+// monitor streams) ends with ctx.
+func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Endpoint {
+	if gen == nil {
+		panic("endpoint.NewServer: nil token generator")
+	}
+	o := &options{name: "endpoint"}
+	for _, opt := range opts {
+		opt(o)
+	}
+	monitorServer := monitor.NewServer(ctx)
+	std := []networkservice.NetworkServiceServer{
+		updatepath.NewServer(o.name),
+		validate.NewServer(),
+		begin.NewServer(), // one event per connection at a time; background work re-enters here
+		updatetoken.NewServer(gen),
+		authorize.NewServer(o.authorize...),
+		metadata.NewServer(),
+		timeout.NewServer(ctx),
+		monitorServer,
+	}
+	return &endpoint{
+		NetworkServiceServer:    chain.NewNetworkServiceServer(append(std, o.extra...)...),
+		MonitorConnectionServer: monitorServer,
+	}
+}
+
+type endpoint struct {
+	networkservice.NetworkServiceServer
+	networkservice.MonitorConnectionServer
+}
+
+func (e *endpoint) Register(s *grpc.Server) {
+	networkservice.RegisterNetworkServiceServer(s, e)
+	networkservice.RegisterMonitorConnectionServer(s, e)
+}
+
+// Serve serves ep on u (unix:///path or tcp://host:port) with a gRPC health service, until ctx
+// is done. The returned channel gets the error that stopped serving, if any, and is closed
+// when serving ends.
+func Serve(ctx context.Context, u *url.URL, ep Endpoint, opts ...grpc.ServerOption) (<-chan error, error) {
+	lis, err := hopurl.Listen(u)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: listen on %s: %w", u, err)
+	}
+	srv := grpc.NewServer(opts...)
+	ep.Register(srv)
+	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
+	errs := make(chan error, 1)
+	stop := context.AfterFunc(ctx, srv.Stop)
+	go func() {
+		defer close(errs)
+		defer stop()
+		if err := srv.Serve(lis); err != nil {
+			errs <- fmt.Errorf("endpoint: serve on %s: %w", u, err)
+		}
+	}()
+	return errs, nil
+}
