@@ -27,6 +27,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/updatetoken"
 	"vwire.dev/sdk/pkg/networkservice/core/chain"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -54,7 +55,8 @@ func WithName(name string) Option { return func(o *options) { o.name = name } }
 func WithClientURL(u *url.URL) Option { return func(o *options) { o.url = u } }
 
 // WithTokenGenerator sets where the client's tokens come from; the default is
-// token.NewInsecure(DefaultTokenLifetime), for meshes without identities.
+// token.NewInsecure(DefaultTokenLifetime) on the clock of NewClient's ctx, for meshes without
+// identities.
 func WithTokenGenerator(gen token.GeneratorFunc) Option { return func(o *options) { o.gen = gen } }
 
 // WithHealOptions configures heal.
@@ -82,7 +84,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		opt(o)
 	}
 	if o.gen == nil {
-		o.gen = token.NewInsecure(DefaultTokenLifetime, token.WithName(o.name))
+		o.gen = token.NewInsecure(DefaultTokenLifetime, token.WithName(o.name), token.WithClock(clock.FromContext(ctx)))
 	}
 	perRPC := dial.WithDialOptions(grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(o.gen)))
 	elements := []networkservice.NetworkServiceClient{

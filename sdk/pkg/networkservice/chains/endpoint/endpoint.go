@@ -96,14 +96,15 @@ func (e *endpoint) Register(s *grpc.Server) {
 }
 
 // Serve serves ep on u (unix:///path or tcp://host:port) with a gRPC health service, until ctx
-// is done. The returned channel gets the error that stopped serving, if any, and is closed
-// when serving ends.
+// is done. Every call sees the values of ctx (its clock, its logger) where the call's own
+// context has none, as the elements of an in-process chain would. The returned channel gets the
+// error that stopped serving, if any, and is closed when serving ends.
 func Serve(ctx context.Context, u *url.URL, ep Endpoint, opts ...grpc.ServerOption) (<-chan error, error) {
 	lis, err := hopurl.Listen(u)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: listen on %s: %w", u, err)
 	}
-	srv := grpc.NewServer(opts...)
+	srv := grpc.NewServer(append(withValuesOf(ctx), opts...)...)
 	ep.Register(srv)
 	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
 	errs := make(chan error, 1)
@@ -111,9 +112,47 @@ func Serve(ctx context.Context, u *url.URL, ep Endpoint, opts ...grpc.ServerOpti
 	go func() {
 		defer close(errs)
 		defer stop()
-		if err := srv.Serve(lis); err != nil {
+		err := srv.Serve(lis)
+		// Serve returns once the listener is closed; Stop returns once every connection is,
+		// also when the listener failed on its own and nothing called Stop yet.
+		srv.Stop()
+		if err != nil {
 			errs <- fmt.Errorf("endpoint: serve on %s: %w", u, err)
 		}
 	}()
 	return errs, nil
 }
+
+// withValuesOf returns interceptors that give every call the values of ctx under its own: a
+// gRPC handler's context starts without them, and elements read their clock and logger there.
+func withValuesOf(ctx context.Context) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(call context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(valuesOf{call, ctx}, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, stream{ss, valuesOf{ss.Context(), ctx}})
+		}),
+	}
+}
+
+// valuesOf is the call's context (its deadline, cancellation and values) falling back to the
+// values of the serving context.
+type valuesOf struct {
+	context.Context
+	serving context.Context
+}
+
+func (v valuesOf) Value(key any) any {
+	if value := v.Context.Value(key); value != nil {
+		return value
+	}
+	return v.serving.Value(key)
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s stream) Context() context.Context { return s.ctx }
