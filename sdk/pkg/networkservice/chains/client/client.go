@@ -38,14 +38,15 @@ const DefaultTokenLifetime = 10 * time.Minute
 type Option func(*options)
 
 type options struct {
-	name        string
-	url         *url.URL
-	gen         token.GeneratorFunc
-	heal        []heal.Option
-	retry       []retry.Option
-	dial        []dial.Option
-	extra       []networkservice.NetworkServiceClient
-	withoutHeal bool
+	name         string
+	url          *url.URL
+	gen          token.GeneratorFunc
+	heal         []heal.Option
+	retry        []retry.Option
+	dial         []dial.Option
+	extra        []networkservice.NetworkServiceClient
+	withoutHeal  bool
+	withoutRetry bool
 }
 
 // WithName names the client: its path segment.
@@ -64,6 +65,11 @@ func WithHealOptions(opts ...heal.Option) Option { return func(o *options) { o.h
 
 // WithoutHeal leaves heal out, for a component that heals by other means.
 func WithoutHeal() Option { return func(o *options) { o.withoutHeal = true } }
+
+// WithoutRetry leaves retry out: a component in the middle of a path (nsmgr, forwarder) answers
+// its caller at once and lets the caller's retry and heal decide, instead of waiting while it
+// holds the connection's turn.
+func WithoutRetry() Option { return func(o *options) { o.withoutRetry = true } }
 
 // WithRetryOptions configures retry.
 func WithRetryOptions(opts ...retry.Option) Option { return func(o *options) { o.retry = opts } }
@@ -87,14 +93,25 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		o.gen = token.NewInsecure(DefaultTokenLifetime, token.WithName(o.name), token.WithClock(clock.FromContext(ctx)))
 	}
 	perRPC := dial.WithDialOptions(grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(o.gen)))
+	none := next.NewNetworkServiceClient() // an optional slot left empty
+	retrying, fixedURL, healing := none, none, none
+	if !o.withoutRetry {
+		retrying = retry.NewClient(o.retry...)
+	}
+	if o.url != nil {
+		fixedURL = clienturl.NewClient(o.url)
+	}
+	if !o.withoutHeal {
+		healing = heal.NewClient(ctx, o.heal...)
+	}
 	elements := []networkservice.NetworkServiceClient{
-		retry.NewClient(o.retry...), // before begin: waiting between tries holds no connection's turn
+		retrying, // before begin: waiting between tries holds no connection's turn
 		updatepath.NewClient(o.name),
 		begin.NewClient(), // one event per connection at a time; refresh and heal re-enter here
 		metadata.NewClient(),
 		refresh.NewClient(ctx),
-		optional(o.url != nil, func() networkservice.NetworkServiceClient { return clienturl.NewClient(o.url) }),
-		optional(!o.withoutHeal, func() networkservice.NetworkServiceClient { return heal.NewClient(ctx, o.heal...) }),
+		fixedURL,
+		healing,
 	}
 	elements = append(elements, o.extra...)
 	elements = append(elements,
@@ -104,12 +121,4 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		connect.NewClient(),
 	)
 	return chain.NewNetworkServiceClient(elements...)
-}
-
-// optional is the element build makes when on, else one that does nothing.
-func optional(on bool, build func() networkservice.NetworkServiceClient) networkservice.NetworkServiceClient {
-	if on {
-		return build()
-	}
-	return next.NewNetworkServiceClient()
 }

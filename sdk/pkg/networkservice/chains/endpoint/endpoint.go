@@ -95,17 +95,28 @@ func (e *endpoint) Register(s *grpc.Server) {
 	networkservice.RegisterMonitorConnectionServer(s, e)
 }
 
-// Serve serves ep on u (unix:///path or tcp://host:port) with a gRPC health service, until ctx
-// is done. Every call sees the values of ctx (its clock, its logger) where the call's own
+// Registrar adds services to a gRPC server: an Endpoint, a Network Service Manager, a registry.
+type Registrar interface {
+	Register(s *grpc.Server)
+}
+
+// RegistrarFunc is a function that is a Registrar.
+type RegistrarFunc func(s *grpc.Server)
+
+// Register calls f.
+func (f RegistrarFunc) Register(s *grpc.Server) { f(s) }
+
+// Serve serves r's services on u (unix:///path or tcp://host:port) with a gRPC health service,
+// until ctx is done. Every call sees the values of ctx (its clock, its logger) where the call's own
 // context has none, as the elements of an in-process chain would. The returned channel gets the
 // error that stopped serving, if any, and is closed when serving ends.
-func Serve(ctx context.Context, u *url.URL, ep Endpoint, opts ...grpc.ServerOption) (<-chan error, error) {
+func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
 	lis, err := hopurl.Listen(u)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint: listen on %s: %w", u, err)
 	}
 	srv := grpc.NewServer(append(withValuesOf(ctx), opts...)...)
-	ep.Register(srv)
+	r.Register(srv)
 	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
 	errs := make(chan error, 1)
 	stop := context.AfterFunc(ctx, srv.Stop)

@@ -1,0 +1,103 @@
+// Package nsmgr is the Network Service Manager, one per node. A client's Request arrives here;
+// the manager finds endpoints for the network service in the registry, picks one (trying the
+// next if it fails), picks one of its node's forwarders that fits the match, and passes the
+// Request to that forwarder, which reaches the endpoint directly or through the endpoint's own
+// manager on another node. The manager is also its node's registry entry point: endpoints
+// register through it (with the manager's URL, so other nodes come through it) and forwarders
+// register with it (they stay on the node).
+//
+// Its client side joins the server's events (begin), so when a forwarder or the path under it
+// breaks, heal re-enters the whole chain and discovery may pick anew.
+package nsmgr
+
+import (
+	"context"
+	"net/url"
+
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
+	"vwire.dev/sdk/pkg/networkservice/common/connect"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	"vwire.dev/sdk/pkg/networkservice/common/discover"
+	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
+	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
+	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+// Nsmgr serves the NetworkService, MonitorConnection and both registry services.
+type Nsmgr interface {
+	endpoint.Endpoint
+}
+
+// Option configures a manager.
+type Option func(*options)
+
+type options struct {
+	name      string
+	url       *url.URL
+	registry  grpc.ClientConnInterface
+	dial      []dial.Option
+	authorize []authorize.Option
+}
+
+// WithName names the manager: its path segment and its tokens' issuer.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithURL is the address the manager serves on, announced for the endpoints of its node.
+func WithURL(u *url.URL) Option { return func(o *options) { o.url = u } }
+
+// WithRegistry sends registrations and queries to the mesh's registry over cc. Without it the
+// manager keeps a registry of its own, enough for a mesh of one node.
+func WithRegistry(cc grpc.ClientConnInterface) Option { return func(o *options) { o.registry = cc } }
+
+// WithDialOptions configures how forwarders are reached.
+func WithDialOptions(opts ...dial.Option) Option { return func(o *options) { o.dial = opts } }
+
+// WithAuthorizeOptions replaces the default policies.
+func WithAuthorizeOptions(opts ...authorize.Option) Option {
+	return func(o *options) { o.authorize = opts }
+}
+
+// NewServer returns a manager whose tokens come from gen; its background work ends with ctx.
+func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsmgr {
+	o := &options{name: "nsmgr"}
+	for _, opt := range opts {
+		opt(o)
+	}
+	if o.url == nil {
+		panic("nsmgr.NewServer: WithURL is required: endpoints of this node are announced with it")
+	}
+	reg := newRegistry(o.url, o.registry)
+	ep := endpoint.NewServer(ctx, gen,
+		endpoint.WithName(o.name),
+		endpoint.WithAuthorizeOptions(o.authorize...),
+		endpoint.WithAdditionalFunctionality(
+			discover.NewServer(reg.ns, reg.nse),
+			roundrobin.NewServer(),
+			discoverforwarder.NewServer(reg.forwarders),
+			connect.NewServer(client.NewClient(ctx,
+				client.WithName(o.name),
+				client.WithTokenGenerator(gen),
+				client.WithoutRetry(),
+				client.WithDialOptions(o.dial...),
+			)),
+		),
+	)
+	return &nsmgr{Endpoint: ep, reg: reg}
+}
+
+type nsmgr struct {
+	endpoint.Endpoint
+	reg *nodeRegistry
+}
+
+func (n *nsmgr) Register(s *grpc.Server) {
+	n.Endpoint.Register(s)
+	registry.RegisterNetworkServiceRegistryServer(s, regadapters.NSServer(n.reg.ns))
+	registry.RegisterNetworkServiceEndpointRegistryServer(s, regadapters.NSEServer(n.reg.nse))
+}

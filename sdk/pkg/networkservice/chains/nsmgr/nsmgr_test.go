@@ -1,0 +1,258 @@
+package nsmgr_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
+	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	"vwire.dev/sdk/pkg/tools/sandbox"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const service = "icmp-responder"
+
+func request(id string, labels map[string]string) *networkservice.NetworkServiceRequest {
+	return &networkservice.NetworkServiceRequest{
+		Connection: &networkservice.Connection{Id: id, NetworkService: service, Labels: labels},
+		MechanismPreferences: []*networkservice.Mechanism{
+			{Cls: cls.LOCAL, Type: kernel.MECHANISM, Parameters: map[string]string{kernel.InterfaceNameKey: "nsm-1"}},
+		},
+	}
+}
+
+// endpoint starts an NSE of the service on node with labels, and returns what it sees.
+func endpoint(node *sandbox.Node, name string, labels map[string]string) (*sandbox.Component, *checks.Recorder) {
+	rec := checks.NewServer()
+	c := node.NewEndpoint(&registry.NetworkServiceEndpoint{
+		Name:                 name,
+		NetworkServiceNames:  []string{service},
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{service: {Labels: labels}},
+	}, point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/16"), netip.MustParsePrefix("fd16::/64")), rec)
+	return c, rec
+}
+
+func names(conn *networkservice.Connection) []string {
+	var out []string
+	for _, s := range conn.GetPath().GetPathSegments() {
+		out = append(out, s.GetName())
+	}
+	return out
+}
+
+func TestLocalRequestAndClose(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c-1", nil))
+	require.NoError(t, err)
+	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "nse-1"}, names(conn))
+	require.Equal(t, "nse-1", conn.GetNetworkServiceEndpointName())
+	require.Len(t, conn.GetContext().GetIpContext().GetSrcIpAddrs(), 2, "an IPv4 and an IPv6 address for the client")
+	require.Equal(t, networkservice.State_UP, conn.GetState())
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Empty(t, rec.Open(), "the endpoint saw the Close")
+
+	again, err := nsc.Request(ctx, request("c-2", nil))
+	require.NoError(t, err)
+	require.Equal(t, conn.GetContext().GetIpContext().GetSrcIpAddrs(), again.GetContext().GetIpContext().GetSrcIpAddrs(),
+		"Close released the addresses at the endpoint")
+	_, err = nsc.Close(ctx, again)
+	require.NoError(t, err)
+}
+
+func TestRemoteRequest(t *testing.T) {
+	mesh := sandbox.New(t, 2)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[1], "nse-remote", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c-1", nil))
+	require.NoError(t, err)
+	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "node-1-nsmgr", "node-1-fwd-0", "nse-remote"}, names(conn))
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Empty(t, rec.Open())
+	require.Len(t, rec.Closes(), 1)
+}
+
+func TestNoEndpointSaysWhichService(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	nsc := mesh.Nodes[0].NewClient("nsc", client.WithoutRetry())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := nsc.Request(ctx, request("c-1", nil))
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), service)
+}
+
+func TestSelectionByLabelsThroughMatches(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.RegisterService(&registry.NetworkService{Name: service, Matches: []*registry.Match{
+		{SourceSelector: map[string]string{"app": "firewall"}, Routes: []*registry.Destination{{DestinationSelector: map[string]string{"role": "gold"}}}, Fallthrough: true},
+		{SourceSelector: map[string]string{"app": "firewall"}, Routes: []*registry.Destination{{DestinationSelector: map[string]string{"role": "silver"}}}},
+		{Routes: []*registry.Destination{{DestinationSelector: map[string]string{"role": "bronze"}}}},
+	}})
+	_, silver := endpoint(mesh.Nodes[0], "nse-silver", map[string]string{"role": "silver"})
+	_, bronze := endpoint(mesh.Nodes[0], "nse-bronze", map[string]string{"role": "bronze"})
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// No gold endpoint: the first match falls through to silver.
+	conn, err := nsc.Request(ctx, request("fw", map[string]string{"app": "firewall"}))
+	require.NoError(t, err)
+	require.Equal(t, "nse-silver", conn.GetNetworkServiceEndpointName())
+	require.Len(t, silver.Open(), 1)
+
+	conn2, err := nsc.Request(ctx, request("web", map[string]string{"app": "web"}))
+	require.NoError(t, err)
+	require.Equal(t, "nse-bronze", conn2.GetNetworkServiceEndpointName())
+	require.Len(t, bronze.Open(), 1)
+
+	for _, c := range []*networkservice.Connection{conn, conn2} {
+		_, err = nsc.Close(ctx, c)
+		require.NoError(t, err)
+	}
+}
+
+func TestForwarderSelectionByMatchMetadata(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.Nodes[0].NewForwarder("node-0-fwd-p2mp", map[string]string{"p2mp": "true"})
+	mesh.RegisterService(&registry.NetworkService{Name: service, Matches: []*registry.Match{
+		{Metadata: &registry.Metadata{Labels: map[string]string{"p2mp": "true"}}},
+	}})
+	endpoint(mesh.Nodes[0], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+	require.Equal(t, "node-0-fwd-p2mp", names(conn)[2])
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+func TestManyClientsAtOnce(t *testing.T) {
+	mesh := sandbox.New(t, 2)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[1], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	conns := make([]*networkservice.Connection, 100)
+	errs := make([]error, 100)
+	for i := range conns {
+		wg.Go(func() { conns[i], errs[i] = nsc.Request(ctx, request(fmt.Sprintf("c-%d", i), nil)) })
+	}
+	wg.Wait()
+	for i := range conns {
+		require.NoError(t, errs[i], "client %d", i)
+	}
+	require.Len(t, rec.Open(), 100)
+	for _, c := range conns {
+		wg.Go(func() { _, errs[0] = nsc.Close(ctx, c) })
+	}
+	wg.Wait()
+	require.Empty(t, rec.Open())
+}
+
+// healed waits until the endpoint rec has the connection id open again after a test broke it.
+func healed(t *testing.T, rec *checks.Recorder, id string, before int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, r := range rec.Requests()[before:] {
+			if r.GetConnection().GetPath().GetPathSegments()[0].GetId() == id {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 5*time.Millisecond)
+}
+
+func TestEndpointDeathHealsToAnother(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	first, firstRec := endpoint(mesh.Nodes[0], "nse-a", nil)
+	second, secondRec := endpoint(mesh.Nodes[0], "nse-b", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+
+	victim, survivor := first, secondRec
+	if conn.GetNetworkServiceEndpointName() == "nse-b" {
+		victim, survivor = second, firstRec
+	}
+	before := len(survivor.Requests())
+	start := time.Now()
+	victim.Kill()
+	healed(t, survivor, "c", before)
+	t.Logf("healed to the other endpoint %v after the first died", time.Since(start))
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+func TestForwarderRestartHeals(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+
+	before := len(rec.Requests())
+	start := time.Now()
+	mesh.Nodes[0].Forwarders[0].Restart()
+	healed(t, rec, "c", before)
+	t.Logf("healed through the restarted forwarder %v after the restart", time.Since(start))
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+func TestNsmgrRestartHeals(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+
+	before := len(rec.Requests())
+	start := time.Now()
+	mesh.Nodes[0].NSMgr.Restart()
+	healed(t, rec, "c", before)
+	t.Logf("healed through the restarted nsmgr %v after the restart", time.Since(start))
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}

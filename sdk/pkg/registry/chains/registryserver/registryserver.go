@@ -1,0 +1,69 @@
+// Package registryserver is the mesh's registry: it stores network services and endpoints in
+// memory, lets only a record's registrant change or remove it, gives services without a payload
+// the default one, removes endpoints whose registration expired, and streams every change to
+// watchers.
+package registryserver
+
+import (
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc"
+
+	"vwire.dev/sdk/pkg/registry/common/authorize"
+	"vwire.dev/sdk/pkg/registry/common/begin"
+	"vwire.dev/sdk/pkg/registry/common/expire"
+	"vwire.dev/sdk/pkg/registry/common/memory"
+	"vwire.dev/sdk/pkg/registry/common/setpayload"
+	"vwire.dev/sdk/pkg/registry/common/updatepath"
+	"vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/registry/core/next"
+)
+
+// Option configures the registry.
+type Option func(*options)
+
+type options struct {
+	name   string
+	expire []expire.Option
+}
+
+// WithName is the registry's id in records' path_ids.
+func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithExpireOptions configures endpoint expiry (the default lifetime of a registration).
+func WithExpireOptions(opts ...expire.Option) Option { return func(o *options) { o.expire = opts } }
+
+// Server is the registry's two chains.
+type Server struct {
+	NS  next.NS
+	NSE next.NSE
+}
+
+// New returns a registry.
+func New(opts ...Option) *Server {
+	o := &options{name: "registry"}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return &Server{
+		NS: next.Chain(
+			updatepath.NewNS(o.name),
+			begin.NewNS(), // one change per name at a time
+			authorize.NewNS(),
+			setpayload.NewNS(),
+			memory.NewNS(),
+		),
+		NSE: next.Chain(
+			updatepath.NewNSE(o.name),
+			begin.NewNSE(), // one change per name at a time; expiry re-enters here
+			authorize.NewNSE(),
+			expire.NewNSE(o.expire...),
+			memory.NewNSE(),
+		),
+	}
+}
+
+// Register adds both registry services to s.
+func (r *Server) Register(s *grpc.Server) {
+	registry.RegisterNetworkServiceRegistryServer(s, adapters.NSServer(r.NS))
+	registry.RegisterNetworkServiceEndpointRegistryServer(s, adapters.NSEServer(r.NSE))
+}

@@ -1,0 +1,248 @@
+// Package sandbox builds in-process meshes for tests: a registry, and nodes each with a Network
+// Service Manager and pass-through forwarders, endpoints and clients, every one a real gRPC server
+// on a unix socket in a temporary folder. A test kills and restarts any component to watch the
+// mesh heal. Everything stops, and the folder goes, when the test ends.
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
+	"vwire.dev/sdk/pkg/networkservice/common/connect"
+	"vwire.dev/sdk/pkg/networkservice/common/discover"
+	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/registry/chains/registryserver"
+	"vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+// TokenLifetime is how long the sandbox's tokens last.
+const TokenLifetime = time.Minute
+
+// Domain is one mesh: a registry and its nodes.
+type Domain struct {
+	t        testing.TB
+	ctx      context.Context
+	dir      string
+	Registry *Component
+	Nodes    []*Node
+
+	mu         sync.Mutex
+	components []*Component
+}
+
+// Node is one node of a Domain.
+type Node struct {
+	domain     *Domain
+	Name       string
+	NSMgr      *Component
+	Forwarders []*Component
+}
+
+// New builds a domain of n nodes, each with an nsmgr and one forwarder, ready when it returns.
+func New(t testing.TB, n int) *Domain {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "vw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Domain{t: t, ctx: ctx, dir: dir}
+	t.Cleanup(func() {
+		cancel()
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, c := range d.components {
+			c.Kill()
+		}
+		_ = os.RemoveAll(dir)
+	})
+	d.Registry = d.start("registry", func(context.Context, *url.URL) (*served, error) {
+		return &served{registrar: registryserver.New()}, nil
+	})
+	for i := range n {
+		node := &Node{domain: d, Name: fmt.Sprintf("node-%d", i)}
+		node.NSMgr = d.start(node.Name+"-nsmgr", func(ctx context.Context, self *url.URL) (*served, error) {
+			cc, err := d.dial(ctx, d.Registry.URL)
+			if err != nil {
+				return nil, err
+			}
+			name := node.Name + "-nsmgr"
+			return &served{registrar: nsmgr.NewServer(ctx, d.tokens(name), nsmgr.WithName(name), nsmgr.WithURL(self), nsmgr.WithRegistry(cc))}, nil
+		})
+		node.NewForwarder(node.Name + "-fwd-0")
+		d.Nodes = append(d.Nodes, node)
+	}
+	return d
+}
+
+func (d *Domain) tokens(name string) token.GeneratorFunc {
+	return token.NewInsecure(TokenLifetime, token.WithName(name))
+}
+
+// dial returns a connection to u, closed when ctx ends.
+func (d *Domain) dial(ctx context.Context, u *url.URL) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("unix://"+u.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { _ = cc.Close() })
+	return cc, nil
+}
+
+// RegisterService registers a network service in the domain's registry.
+func (d *Domain) RegisterService(ns *registry.NetworkService) {
+	d.t.Helper()
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	cc, err := d.dial(ctx, d.Registry.URL)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if _, err := registry.NewNetworkServiceRegistryClient(cc).Register(ctx, ns); err != nil {
+		d.t.Fatalf("sandbox: register service %s: %v", ns.GetName(), err)
+	}
+}
+
+// NewForwarder starts a pass-through forwarder on the node, registered with its nsmgr under
+// labels (nil: {p2p: true}).
+func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component {
+	l := map[string]string{"p2p": "true"}
+	if len(labels) > 0 {
+		l = labels[0]
+	}
+	d := n.domain
+	c := d.start(name, func(ctx context.Context, self *url.URL) (*served, error) {
+		cc, err := d.dial(ctx, n.NSMgr.URL)
+		if err != nil {
+			return nil, err
+		}
+		ns := adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
+		nse := adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+		fwd := endpoint.NewServer(ctx, d.tokens(name),
+			endpoint.WithName(name),
+			endpoint.WithAdditionalFunctionality(
+				discover.NewServer(ns, nse),
+				roundrobin.NewServer(),
+				connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(d.tokens(name)), client.WithoutRetry())),
+			))
+		return &served{registrar: fwd, announce: n.announce(ctx, cc, &registry.NetworkServiceEndpoint{
+			Name:                 name,
+			NetworkServiceNames:  []string{"forwarder"},
+			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: l}},
+			Url:                  self.String(),
+		})}, nil
+	})
+	n.Forwarders = append(n.Forwarders, c)
+	return c
+}
+
+// NewEndpoint starts an endpoint on the node, registered through its nsmgr, with elements after
+// the standard endpoint chain.
+func (n *Node) NewEndpoint(nse *registry.NetworkServiceEndpoint, elements ...networkservice.NetworkServiceServer) *Component {
+	d := n.domain
+	return d.start(nse.GetName(), func(ctx context.Context, self *url.URL) (*served, error) {
+		cc, err := d.dial(ctx, n.NSMgr.URL)
+		if err != nil {
+			return nil, err
+		}
+		ep := endpoint.NewServer(ctx, d.tokens(nse.GetName()), endpoint.WithName(nse.GetName()), endpoint.WithAdditionalFunctionality(elements...))
+		reg := nse.Clone()
+		reg.Url = self.String()
+		return &served{registrar: ep, announce: n.announce(ctx, cc, reg)}, nil
+	})
+}
+
+// NewClient returns a client chain connected to the node's nsmgr; it stops with the test.
+func (n *Node) NewClient(name string, opts ...client.Option) networkservice.NetworkServiceClient {
+	opts = append([]client.Option{client.WithName(name), client.WithClientURL(n.NSMgr.URL), client.WithTokenGenerator(n.domain.tokens(name))}, opts...)
+	return client.NewClient(n.domain.ctx, opts...)
+}
+
+// announce returns the registration of nse through the node's nsmgr, kept alive (refreshed, and
+// healed after an nsmgr restart) until ctx ends, when it is dropped without an Unregister, as a
+// crashed process would.
+func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint) func() error {
+	return func() error {
+		_, err := regclient.NewNSE(ctx, cc, nse.GetName()).Register(ctx, nse)
+		return err
+	}
+}
+
+// served is what a component serves, and how it makes itself known once it serves.
+type served struct {
+	registrar endpoint.Registrar
+	announce  func() error // nil: nothing to announce
+}
+
+// Component is one running server of the sandbox, which the test can kill and restart.
+type Component struct {
+	Name  string
+	URL   *url.URL
+	d     *Domain
+	build func(ctx context.Context, self *url.URL) (*served, error)
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   <-chan error
+}
+
+func (d *Domain) start(name string, build func(ctx context.Context, self *url.URL) (*served, error)) *Component {
+	d.t.Helper()
+	c := &Component{Name: name, URL: &url.URL{Scheme: "unix", Path: filepath.Join(d.dir, name+".sock")}, d: d, build: build}
+	c.Restart()
+	d.mu.Lock()
+	d.components = append(d.components, c)
+	d.mu.Unlock()
+	return c
+}
+
+// Kill stops the component at once: its server, its connections, its background work.
+func (c *Component) Kill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	if c.done != nil {
+		for range c.done { // drained: serving ended
+		}
+	}
+	c.cancel, c.done = nil, nil
+}
+
+// Restart kills the component if it runs and starts a fresh one on the same URL.
+func (c *Component) Restart() {
+	c.d.t.Helper()
+	c.Kill()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx, cancel := context.WithCancel(c.d.ctx)
+	s, err := c.build(ctx, c.URL)
+	if err == nil {
+		c.done, err = endpoint.Serve(ctx, c.URL, s.registrar)
+	}
+	if err == nil && s.announce != nil {
+		err = s.announce()
+	}
+	c.cancel = cancel
+	if err != nil {
+		c.d.t.Fatalf("sandbox: start %s: %v", c.Name, err)
+	}
+}
