@@ -7,9 +7,11 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ import (
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -61,9 +64,11 @@ func New(t testing.TB, n int) *Domain {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	logs := &testLog{t: t}
+	ctx, cancel := context.WithCancel(log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(logs, nil))))
 	d := &Domain{t: t, ctx: ctx, dir: dir}
 	t.Cleanup(func() {
+		defer logs.stop()
 		cancel()
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -188,6 +193,29 @@ func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *r
 type served struct {
 	registrar endpoint.Registrar
 	announce  func() error // nil: nothing to announce
+}
+
+// testLog writes the mesh's log lines into the test's log, shown when it fails or with -v, until
+// the test ends.
+type testLog struct {
+	mu      sync.Mutex
+	t       testing.TB
+	stopped bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
 }
 
 // Component is one running server of the sandbox, which the test can kill and restart.

@@ -6,8 +6,10 @@
 // An nsmgr or a forwarder passes thousands of connections to a handful of peers, so dial keeps
 // one *grpc.ClientConn per peer, shared by every connection going there, instead of one per
 // connection. The shared connections belong to the dial element: made on first use, closed
-// when the last connection using them is closed, and all closed when the context given to
-// NewClient is done.
+// when the last connection using them was closed and no other came for the idle timeout
+// (WithIdleTimeout: a client that closes and requests again, as a healing or a short-lived one
+// does, would otherwise pay a new transport each time), and all closed when the context given
+// to NewClient is done.
 //
 // Guarantees:
 //   - Each connection holds a reference on its next hop from its first successful Request to its
@@ -46,6 +48,10 @@ import (
 	"vwire.dev/sdk/pkg/tools/log"
 )
 
+// DefaultIdleTimeout is how long a connection to a next hop stays open after its last user
+// closed, unless WithIdleTimeout says otherwise.
+const DefaultIdleTimeout = 5 * time.Second
+
 // DefaultDialTimeout is how long an RPC waits for a next hop to accept a connection, unless
 // WithDialTimeout says otherwise.
 const DefaultDialTimeout = 5 * time.Second
@@ -56,6 +62,7 @@ type Option func(*options)
 type options struct {
 	dialOptions []grpc.DialOption
 	timeout     time.Duration
+	idle        time.Duration
 }
 
 // fastReconnect replaces gRPC's reconnect backoff (1s first, up to 2 minutes): a next hop that
@@ -77,6 +84,12 @@ func WithDialTimeout(d time.Duration) Option {
 	return func(o *options) { o.timeout = d }
 }
 
+// WithIdleTimeout sets how long a connection to a next hop stays open without users; 0 closes
+// it with its last user.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) { o.idle = d }
+}
+
 // hopKey holds the connection's reference on its next hop.
 var hopKey = metadata.NewKey[*hop]("dial")
 
@@ -96,13 +109,14 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	if ctx == nil {
 		panic("dial: NewClient needs a context, got nil")
 	}
-	o := options{timeout: DefaultDialTimeout}
+	o := options{timeout: DefaultDialTimeout, idle: DefaultIdleTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	p := &pool{
 		ctx:         ctx,
 		timeout:     o.timeout,
+		idle:        o.idle,
 		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect}, o.dialOptions...),
 		conns:       map[string]*shared{},
 	}

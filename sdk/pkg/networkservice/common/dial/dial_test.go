@@ -109,14 +109,19 @@ var listeners = []struct {
 	{name: "tcp6", url: func(*testing.T) *url.URL { return tcpURL("[::1]") }},
 }
 
-// newClient returns a client chain begin -> metadata -> dial -> connect, closed with the test.
+// newClient returns a client chain begin -> metadata -> dial -> connect, closed with the test;
+// unless opts say otherwise, a connection to a hop closes with its last user.
 func newClient(t *testing.T, opts ...dial.Option) networkservice.NetworkServiceClient {
-	ctx, cancel := context.WithCancel(context.Background())
+	return newClientAt(t, context.Background(), opts...)
+}
+
+func newClientAt(t *testing.T, parent context.Context, opts ...dial.Option) networkservice.NetworkServiceClient {
+	ctx, cancel := context.WithCancel(parent)
 	t.Cleanup(cancel)
 	return chain.NewNetworkServiceClient(
 		begin.NewClient(),
 		metadata.NewClient(),
-		dial.NewClient(ctx, opts...),
+		dial.NewClient(ctx, append([]dial.Option{dial.WithIdleTimeout(0)}, opts...)...),
 		connect.NewClient(),
 	)
 }
@@ -165,6 +170,27 @@ func TestConnectionsShareOneClientConn(t *testing.T) {
 			h.waitEnd(t, 2)
 		})
 	}
+}
+
+func TestIdleConnectionLingers(t *testing.T) {
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	h := startHop(t, unixURL(t, "nse.sock"))
+	c := newClientAt(t, clock.WithClock(context.Background(), fake), dial.WithIdleTimeout(time.Minute))
+
+	conn, err := c.Request(to(h.url), req("c1"))
+	require.NoError(t, err)
+	_, err = c.Close(to(h.url), conn)
+	require.NoError(t, err)
+	fake.Advance(59 * time.Second)
+	conn, err = c.Request(to(h.url), req("c2"))
+	require.NoError(t, err)
+	require.Equal(t, int32(1), h.tr.begun.Load(), "a user within the idle time reuses the connection")
+	require.Equal(t, int32(0), h.tr.ended.Load())
+
+	_, err = c.Close(to(h.url), conn)
+	require.NoError(t, err)
+	fake.Advance(time.Minute)
+	h.waitEnd(t, 1)
 }
 
 func TestFailedFirstRequestDropsReference(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 type pool struct {
 	ctx         context.Context
 	timeout     time.Duration
+	idle        time.Duration
 	dialOptions []grpc.DialOption
 
 	mu    sync.Mutex
@@ -28,6 +29,7 @@ type pool struct {
 type shared struct {
 	cc   *grpc.ClientConn
 	refs int
+	idle clock.Timer // closes cc if no user comes back in time; guarded by pool.mu
 }
 
 // hop is one connection's reference on a shared ClientConn, and the ClientConn the rest of the
@@ -55,6 +57,10 @@ func (p *pool) acquire(u *url.URL, target string) (*hop, error) {
 		s = &shared{cc: cc}
 		p.conns[target] = s
 	}
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idle = nil
+	}
 	s.refs++
 	return &hop{url: u, target: target, shared: s, timeout: p.timeout}, nil
 }
@@ -67,15 +73,32 @@ func (p *pool) release(h *hop) {
 		return
 	}
 	h.released = true
-	h.shared.refs--
-	last := h.shared.refs == 0
-	if last && p.conns[h.target] == h.shared {
-		delete(p.conns, h.target)
+	s := h.shared
+	s.refs--
+	if s.refs > 0 || p.conns[h.target] != s {
+		p.mu.Unlock()
+		return
 	}
+	if p.idle > 0 {
+		s.idle = clock.FromContext(p.ctx).AfterFunc(p.idle, func() { p.expire(h.target, s) })
+		p.mu.Unlock()
+		return
+	}
+	delete(p.conns, h.target)
 	p.mu.Unlock()
-	if last {
-		_ = h.shared.cc.Close()
+	_ = s.cc.Close()
+}
+
+// expire closes s if it is still unused at the end of its idle time.
+func (p *pool) expire(target string, s *shared) {
+	p.mu.Lock()
+	if s.refs > 0 || p.conns[target] != s {
+		p.mu.Unlock()
+		return
 	}
+	delete(p.conns, target)
+	p.mu.Unlock()
+	_ = s.cc.Close()
 }
 
 // closeAll closes every ClientConn when the chain's context is done; references still held
@@ -86,6 +109,9 @@ func (p *pool) closeAll() {
 	p.conns = nil
 	p.mu.Unlock()
 	for _, s := range conns {
+		if s.idle != nil {
+			s.idle.Stop()
+		}
 		_ = s.cc.Close()
 	}
 }
