@@ -1,0 +1,203 @@
+// Package veth builds the kernel side of a vWire: a veth pair with one end in the workload's
+// network namespace, named as the workload asked and configured from the connection, and the
+// other end in the forwarder's namespace, to be cross-connected.
+//
+// Why: the KERNEL mechanism gives a workload (NSC or NSE) an interface of its own. The pair is
+// made in one netlink call with its workload end born in the workload's namespace under its
+// final name, so there is no moment where that end sits in the forwarder's namespace or under a
+// temporary name (NSM makes it in the forwarder, then moves and renames it: three steps that can
+// each fail or collide). The forwarder's end is named from the connection ID (PeerName), unique
+// per connection and stable across restarts, so a restarted forwarder finds it again.
+//
+// Create, in order: checks the whole Spec (InvalidArgument for a bad field, AlreadyExists when a
+// name is taken, before anything is made); makes the pair with the MTU on both ends and, for
+// ETHERNET payload, the workload end's MAC from the EthernetContext (client: src_mac, endpoint:
+// dst_mac); sets both ends up; applies the IPContext to the workload end (see ipconfig). The
+// ends go up before the addresses go on: an IPv6 address added to a link that is not yet up
+// stays unusable until IPv6 sees the link ready, which costs the first packets a second or two
+// of neighbour discovery retries. A failure at any step removes everything made before it. A
+// second Create for the same connection ID is AlreadyExists: on a refresh, keep what the first
+// made, or Delete it first.
+//
+// Delete removes the pair (which takes the addresses, routes and neighbours with it) and the
+// policy rules ipconfig added, skips what is gone, and so can be repeated or run after a restart
+// with only the Spec. If the workload's namespace is gone, its end died with it: pass a closed
+// handle (netns.None()) and only the forwarder's side is cleaned.
+package veth
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+
+	"vwire.dev/api/validate"
+	"vwire.dev/sdk-kernel/pkg/kernel/internal/kerr"
+	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
+)
+
+// Spec is one vWire's kernel side, as the connection describes it.
+type Spec struct {
+	ConnID   string                          // the connection's ID; names the forwarder's end
+	Name     string                          // the interface name in the workload (at most 15 bytes)
+	MTU      int                             // 0: the kernel's default (1500)
+	Side     ipconfig.Side                   // which end of the connection the workload is
+	Payload  string                          // payload.IP (or "") or payload.Ethernet
+	IP       *networkservice.IPContext       // may be nil
+	Ethernet *networkservice.EthernetContext // used for ETHERNET payload only; may be nil
+}
+
+// PeerName is the name of the forwarder's end for connection connID: "vw" and 13 characters of
+// the connection ID's hash, 15 bytes.
+func PeerName(connID string) string {
+	sum := sha256.Sum256([]byte(connID))
+	return "vw" + strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:13]
+}
+
+// check returns the workload end's MAC (nil: the kernel's choice) or the first problem of s.
+func (s *Spec) check() (net.HardwareAddr, error) {
+	if s.ConnID == "" {
+		return nil, kerr.New(codes.InvalidArgument, "veth: no connection ID; the forwarder's end is named after it")
+	}
+	if err := validate.InterfaceName(s.Name); err != nil {
+		return nil, kerr.New(codes.InvalidArgument, "veth: %v", err)
+	}
+	if s.MTU != 0 && (s.MTU < 68 || s.MTU > 65535) {
+		return nil, kerr.New(codes.InvalidArgument, "veth: MTU %d is outside 68..65535", s.MTU)
+	}
+	if err := ipconfig.Check(s.IP); err != nil {
+		return nil, err
+	}
+	switch s.Payload {
+	case "", payload.IP:
+		return nil, nil
+	case payload.Ethernet:
+	default:
+		return nil, kerr.New(codes.InvalidArgument, "veth: payload %q; want %s or %s", s.Payload, payload.IP, payload.Ethernet)
+	}
+	field, mac := "src_mac", s.Ethernet.GetSrcMac()
+	if s.Side == ipconfig.Endpoint {
+		field, mac = "dst_mac", s.Ethernet.GetDstMac()
+	}
+	if mac == "" {
+		return nil, nil
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+		return nil, kerr.New(codes.InvalidArgument, "veth: ethernet_context.%s %q is not a unicast Ethernet MAC address", field, mac)
+	}
+	return hw, nil
+}
+
+// Create makes the vWire of s between the forwarder's namespace fwd and the workload's
+// namespace, and returns the name of the forwarder's end (PeerName(s.ConnID)).
+func Create(fwd, workload netns.NsHandle, s Spec) (string, error) {
+	mac, err := s.check()
+	if err != nil {
+		return "", err
+	}
+	peer := PeerName(s.ConnID)
+	hf, hw, err := handles(fwd, workload)
+	if err != nil {
+		return "", err
+	}
+	defer hf.Close()
+	defer hw.Close()
+	for _, taken := range []struct {
+		h     *netlink.Handle
+		name  string
+		where string
+	}{{hw, s.Name, "the workload's"}, {hf, peer, "the forwarder's"}} {
+		if _, err := taken.h.LinkByName(taken.name); err == nil {
+			return "", kerr.New(codes.AlreadyExists, "veth: interface %q already exists in %s namespace; pick another name or delete it", taken.name, taken.where)
+		}
+	}
+	attrs := netlink.NewLinkAttrs() // TxQLen -1: the kernel's default queue length
+	attrs.Name, attrs.MTU = peer, s.MTU
+	pair := &netlink.Veth{
+		LinkAttrs:        attrs,
+		PeerTxQLen:       -1,
+		PeerName:         s.Name,
+		PeerNamespace:    netlink.NsFd(workload),
+		PeerMTU:          uint32(s.MTU),
+		PeerHardwareAddr: mac,
+	}
+	if err := hf.LinkAdd(pair); err != nil {
+		return "", kerr.Wrap(err, "veth: add pair %q (forwarder) / %q (workload)", peer, s.Name)
+	}
+	if err := configure(hf, hw, workload, peer, s); err != nil {
+		if derr := hf.LinkDel(pair); derr != nil && !kerr.Missing(derr) {
+			err = errors.Join(err, kerr.Wrap(derr, "veth: undo: delete %q", peer))
+		}
+		return "", err
+	}
+	return peer, nil
+}
+
+// configure sets both ends up and applies the IP context to the workload's end.
+func configure(hf, hw *netlink.Handle, workload netns.NsHandle, peer string, s Spec) error {
+	if err := setUp(hf, peer); err != nil {
+		return err
+	}
+	if err := setUp(hw, s.Name); err != nil {
+		return err
+	}
+	return ipconfig.Apply(workload, s.Name, s.Side, s.IP, s.ConnID)
+}
+
+func setUp(h *netlink.Handle, name string) error {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return kerr.Wrap(err, "veth: find %q", name)
+	}
+	return kerr.Wrap(h.LinkSetUp(link), "veth: set %q up", name)
+}
+
+// Delete removes the vWire of s: the pair, and the rules of its policies in the workload's
+// namespace. What is gone already is skipped.
+func Delete(fwd, workload netns.NsHandle, s Spec) error {
+	if _, err := s.check(); err != nil {
+		return err
+	}
+	hf, err := netlink.NewHandleAt(fwd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return kerr.Wrap(err, "veth: open netlink in the forwarder's namespace")
+	}
+	defer hf.Close()
+	var errs []error
+	if workload.IsOpen() {
+		if err := ipconfig.Remove(workload, s.Name, s.Side, s.IP, s.ConnID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	peer := PeerName(s.ConnID)
+	link, err := hf.LinkByName(peer)
+	if err == nil {
+		err = hf.LinkDel(link)
+	}
+	if err != nil && !kerr.Missing(err) {
+		errs = append(errs, kerr.Wrap(err, "veth: delete %q", peer))
+	}
+	return errors.Join(errs...)
+}
+
+func handles(fwd, workload netns.NsHandle) (hf, hw *netlink.Handle, err error) {
+	hf, err = netlink.NewHandleAt(fwd, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, kerr.Wrap(err, "veth: open netlink in the forwarder's namespace")
+	}
+	hw, err = netlink.NewHandleAt(workload, unix.NETLINK_ROUTE)
+	if err != nil {
+		hf.Close()
+		return nil, nil, kerr.Wrap(err, "veth: open netlink in the workload's namespace")
+	}
+	return hf, hw, nil
+}
