@@ -30,6 +30,7 @@ import (
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
 )
@@ -44,6 +45,7 @@ type Domain struct {
 	dir      string
 	Registry *Component
 	Nodes    []*Node
+	clock    clock.Clock
 
 	mu         sync.Mutex
 	components []*Component
@@ -57,16 +59,26 @@ type Node struct {
 	Forwarders []*Component
 }
 
+// Option configures a Domain.
+type Option func(*Domain)
+
+// WithClock runs the whole domain, its tokens included, on c (a clock.Fake, say).
+func WithClock(c clock.Clock) Option { return func(d *Domain) { d.clock = c } }
+
 // New builds a domain of n nodes, each with an nsmgr and one forwarder, ready when it returns.
-func New(t testing.TB, n int) *Domain {
+func New(t testing.TB, n int, opts ...Option) *Domain {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "vw")
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := &Domain{t: t, dir: dir, clock: clock.Real{}}
+	for _, opt := range opts {
+		opt(d)
+	}
 	logs := &testLog{t: t}
-	ctx, cancel := context.WithCancel(log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(logs, nil))))
-	d := &Domain{t: t, ctx: ctx, dir: dir}
+	ctx, cancel := context.WithCancel(log.WithLogger(clock.WithClock(context.Background(), d.clock), slog.New(slog.NewTextHandler(logs, nil))))
+	d.ctx = ctx
 	t.Cleanup(func() {
 		defer logs.stop()
 		cancel()
@@ -97,7 +109,7 @@ func New(t testing.TB, n int) *Domain {
 }
 
 func (d *Domain) tokens(name string) token.GeneratorFunc {
-	return token.NewInsecure(TokenLifetime, token.WithName(name))
+	return token.NewInsecure(TokenLifetime, token.WithName(name), token.WithClock(d.clock))
 }
 
 // dial returns a connection to u, closed when ctx ends.
@@ -172,6 +184,10 @@ func (n *Node) NewEndpoint(nse *registry.NetworkServiceEndpoint, elements ...net
 		return &served{registrar: ep, announce: n.announce(ctx, cc, reg)}, nil
 	})
 }
+
+// Context returns a context for calls into the domain: it carries the domain's clock and logger
+// and ends with the test.
+func (d *Domain) Context() context.Context { return d.ctx }
 
 // NewClient returns a client chain connected to the node's nsmgr; it stops with the test.
 func (n *Node) NewClient(name string, opts ...client.Option) networkservice.NetworkServiceClient {

@@ -20,6 +20,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/sandbox"
 )
 
@@ -253,6 +254,33 @@ func TestNsmgrRestartHeals(t *testing.T) {
 	mesh.Nodes[0].NSMgr.Restart()
 	healed(t, rec, "c", before)
 	t.Logf("healed through the restarted nsmgr %v after the restart", time.Since(start))
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+func TestRefreshKeepsTheWholePathAcrossExpiries(t *testing.T) {
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	mesh := sandbox.New(t, 2, sandbox.WithClock(fake))
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	_, rec := endpoint(mesh.Nodes[1], "nse-1", nil)
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	ctx, cancel := context.WithTimeout(mesh.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+
+	// Four token lifetimes, a second at a time: at every moment the endpoint must hold a client
+	// token that has not expired, which only refreshes crossing every hop can give it.
+	for range 4 * int(sandbox.TokenLifetime/time.Second) {
+		fake.Advance(time.Second)
+		require.Eventually(t, func() bool {
+			reqs := rec.Requests()
+			expires := reqs[len(reqs)-1].GetConnection().GetPath().GetPathSegments()[0].GetExpires().AsTime()
+			return expires.After(fake.Now())
+		}, 10*time.Second, time.Millisecond, "at %v the endpoint holds an expired client token", fake.Now())
+	}
+	require.Greater(t, len(rec.Requests()), 4, "the endpoint was refreshed several times")
+	require.Len(t, rec.Open(), 1, "the endpoint holds the connection")
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
 }
