@@ -30,6 +30,7 @@ import (
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -197,10 +198,14 @@ func (n *Node) NewClient(name string, opts ...client.Option) networkservice.Netw
 
 // announce returns the registration of nse through the node's nsmgr, kept alive (refreshed, and
 // healed after an nsmgr restart) until ctx ends, when it is dropped without an Unregister, as a
-// crashed process would.
-func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint) func() error {
-	return func() error {
-		_, err := regclient.NewNSE(ctx, cc, nse.GetName()).Register(ctx, nse)
+// crashed process would; Stop unregisters first.
+func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint) func(*Component) error {
+	return func(c *Component) error {
+		reg := regclient.NewNSE(ctx, cc, nse.GetName())
+		registered, err := reg.Register(ctx, nse)
+		if err == nil {
+			c.unregister = func() { _ = reg.Unregister(context.WithoutCancel(ctx), registered) }
+		}
 		return err
 	}
 }
@@ -208,7 +213,7 @@ func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *r
 // served is what a component serves, and how it makes itself known once it serves.
 type served struct {
 	registrar endpoint.Registrar
-	announce  func() error // nil: nothing to announce
+	announce  func(*Component) error // nil: nothing to announce
 }
 
 // testLog writes the mesh's log lines into the test's log, shown when it fails or with -v, until
@@ -241,9 +246,22 @@ type Component struct {
 	d     *Domain
 	build func(ctx context.Context, self *url.URL) (*served, error)
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   <-chan error
+	mu         sync.Mutex
+	cancel     context.CancelFunc
+	done       <-chan error
+	unregister func() // set once the component announced itself
+}
+
+// Stop ends the component as a well-behaved program does: it unregisters, then stops.
+func (c *Component) Stop() {
+	c.mu.Lock()
+	unregister := c.unregister
+	c.unregister = nil
+	c.mu.Unlock()
+	if unregister != nil {
+		unregister()
+	}
+	c.Kill()
 }
 
 func (d *Domain) start(name string, build func(ctx context.Context, self *url.URL) (*served, error)) *Component {
@@ -283,10 +301,31 @@ func (c *Component) Restart() {
 		c.done, err = endpoint.Serve(ctx, c.URL, s.registrar)
 	}
 	if err == nil && s.announce != nil {
-		err = s.announce()
+		err = s.announce(c)
 	}
 	c.cancel = cancel
 	if err != nil {
 		c.d.t.Fatalf("sandbox: start %s: %v", c.Name, err)
 	}
+}
+
+// FindEndpoints returns the endpoints of that name the registry holds now.
+func (d *Domain) FindEndpoints(ctx context.Context, name string) []*registry.NetworkServiceEndpoint {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cc, err := d.dial(ctx, d.Registry.URL)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var found []*registry.NetworkServiceEndpoint
+	err = adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)).Find(ctx,
+		&regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{Name: name}},
+		func(ev *regnext.Event[*registry.NetworkServiceEndpoint]) error {
+			found = append(found, ev.Record)
+			return nil
+		})
+	if err != nil {
+		d.t.Errorf("sandbox: find %s: %v", name, err)
+	}
+	return found
 }
