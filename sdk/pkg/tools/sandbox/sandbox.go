@@ -201,10 +201,9 @@ func (n *Node) NewClient(name string, opts ...client.Option) networkservice.Netw
 // crashed process would; Stop unregisters first.
 func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint) func(*Component) error {
 	return func(c *Component) error {
-		reg := regclient.NewNSE(ctx, cc, nse.GetName())
-		registered, err := reg.Register(ctx, nse)
+		_, unregister, err := regclient.Register(ctx, cc, nse)
 		if err == nil {
-			c.unregister = func() { _ = reg.Unregister(context.WithoutCancel(ctx), registered) }
+			c.unregister = func() { _ = unregister(context.WithoutCancel(ctx)) }
 		}
 		return err
 	}
@@ -328,4 +327,16 @@ func (d *Domain) FindEndpoints(ctx context.Context, name string) []*registry.Net
 		d.t.Errorf("sandbox: find %s: %v", name, err)
 	}
 	return found
+}
+
+// UnregisterEndpoint asks the registry itself to unregister nse, as any client of it could.
+func (d *Domain) UnregisterEndpoint(ctx context.Context, nse *registry.NetworkServiceEndpoint) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cc, err := d.dial(ctx, d.Registry.URL)
+	if err != nil {
+		return err
+	}
+	_, err = registry.NewNetworkServiceEndpointRegistryClient(cc).Unregister(ctx, nse)
+	return err
 }

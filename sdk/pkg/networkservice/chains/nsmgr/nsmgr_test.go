@@ -176,10 +176,13 @@ func TestManyClientsAtOnce(t *testing.T) {
 		require.NoError(t, errs[i], "client %d", i)
 	}
 	require.Len(t, rec.Open(), 100)
-	for _, c := range conns {
-		wg.Go(func() { _, errs[0] = nsc.Close(ctx, c) })
+	for i, c := range conns {
+		wg.Go(func() { _, errs[i] = nsc.Close(ctx, c) })
 	}
 	wg.Wait()
+	for i := range conns {
+		require.NoError(t, errs[i], "close %d", i)
+	}
 	require.Empty(t, rec.Open())
 }
 
@@ -283,4 +286,42 @@ func TestRefreshKeepsTheWholePathAcrossExpiries(t *testing.T) {
 	require.Len(t, rec.Open(), 1, "the endpoint holds the connection")
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
+}
+
+func TestRegistryRestartBringsRegistrationsBack(t *testing.T) {
+	mesh := sandbox.New(t, 2)
+	mesh.RegisterService(&registry.NetworkService{Name: service})
+	endpoint(mesh.Nodes[1], "nse-1", nil)
+	ctx, cancel := context.WithTimeout(mesh.Context(), 30*time.Second)
+	defer cancel()
+	require.Len(t, mesh.FindEndpoints(ctx, "nse-1"), 1)
+
+	start := time.Now()
+	mesh.Registry.Restart()
+	require.Eventually(t, func() bool { return len(mesh.FindEndpoints(ctx, "nse-1")) == 1 }, 20*time.Second, 10*time.Millisecond,
+		"the endpoint registered again by itself")
+	t.Logf("the endpoint was registered again %v after the registry restarted", time.Since(start))
+
+	mesh.RegisterService(&registry.NetworkService{Name: service}) // services are the operator's to register again
+	nsc := mesh.Nodes[0].NewClient("nsc")
+	conn, err := nsc.Request(ctx, request("c", nil))
+	require.NoError(t, err)
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+func TestOnlyTheRegistrantMayUnregister(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	endpoint(mesh.Nodes[0], "nse-1", nil)
+	ctx, cancel := context.WithTimeout(mesh.Context(), 10*time.Second)
+	defer cancel()
+	found := mesh.FindEndpoints(ctx, "nse-1")
+	require.Len(t, found, 1)
+
+	intruder := found[0].Clone()
+	intruder.PathIds = []string{"someone-else"}
+	err := mesh.UnregisterEndpoint(ctx, intruder)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "nse-1")
+	require.Len(t, mesh.FindEndpoints(ctx, "nse-1"), 1, "still registered")
 }
