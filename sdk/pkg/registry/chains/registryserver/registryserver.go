@@ -1,5 +1,5 @@
 // Package registryserver is the mesh's registry: it stores network services and endpoints in
-// memory, lets only a record's registrant change or remove it, gives services without a payload
+// memory, lets only an endpoint's registrant change or remove it, gives services without a payload
 // the default one, removes endpoints whose registration expired, and streams every change to
 // watchers.
 package registryserver
@@ -45,10 +45,10 @@ func New(opts ...Option) *Server {
 		opt(o)
 	}
 	return &Server{
+		// Services have no owner: every endpoint of a service may register it.
 		NS: next.Chain(
 			updatepath.NewNS(o.name),
 			begin.NewNS(), // one change per name at a time
-			authorize.NewNS(),
 			setpayload.NewNS(),
 			memory.NewNS(),
 		),

@@ -1,0 +1,188 @@
+// Command cmd-nsc is a Network Service Client: it asks for the network services listed in
+// NSM_NETWORK_SERVICES, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then
+// closes them all.
+//
+// Each service is a client URL, kernel://icmp-responder/nsm-1?app=web: a KERNEL interface named
+// nsm-1 in this process's network namespace, to an endpoint of icmp-responder labelled app=web.
+// The requests go through NSM_CONNECT_TO, the node's nsmgr, with the standard client chain
+// (sdk/pkg/networkservice/chains/client: refresh, heal, retry). The forwarder makes the
+// interface; the client states where (its netns, as inodeURL file:///proc/<pid>/ns/net) and how
+// it is named.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/api/nsurl"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+type config struct {
+	envconfig.Common
+	Name             envconfig.Name   `default:"nsc" split_words:"true" desc:"the client's name: its segment of each connection's path"`
+	NetworkServices  serviceURLs      `required:"true" split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position)"`
+	Labels           envconfig.Labels `split_words:"true" desc:"labels of the client, sent with every request; a URL's own labels win"`
+	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr (or, to test, an endpoint)"`
+	RequestTimeout   time.Duration    `default:"15s" split_words:"true" desc:"how long the first Request of each service may take, retries included; also bounds each Close at exit"`
+	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections are refreshed before they expire"`
+}
+
+// serviceURLs is the list of client URLs, each with its interface name.
+type serviceURLs []*nsurl.URL
+
+func (s *serviceURLs) Decode(value string) error {
+	var out serviceURLs
+	names := map[string]bool{}
+	err := envconfig.DecodeList(value, func(item string) error {
+		u, err := nsurl.Parse(item)
+		if err != nil {
+			return err
+		}
+		if u.Mechanism != kernel.MECHANISM {
+			return fmt.Errorf("mechanism %s is not supported by this client; use kernel://", u.Mechanism)
+		}
+		if u.Interface == "" {
+			u.Interface = fmt.Sprintf("nsm-%d", len(out)+1)
+		}
+		if names[u.Interface] {
+			return fmt.Errorf("interface %s is taken by another URL; give each its own: kernel://service/name", u.Interface)
+		}
+		names[u.Interface] = true
+		out = append(out, u)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return errors.New("no URL; give at least one, e.g. kernel://icmp-responder/nsm-1")
+	}
+	*s = out
+	return nil
+}
+
+func (serviceURLs) TypeName() string { return "client URL list" }
+
+func (s serviceURLs) String() string {
+	out := ""
+	for i, u := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += u.String()
+	}
+	return out
+}
+
+const about = `cmd-nsc: a Network Service Mesh client. It asks NSM_CONNECT_TO (the node's nsmgr) for each
+network service of NSM_NETWORK_SERVICES, a KERNEL interface in this process's network namespace
+each, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then closes them.`
+
+func main() { command(&config{}).Main() }
+
+func command(c *config) envconfig.Command {
+	return envconfig.Command{Name: "cmd-nsc", About: about, Spec: c, Run: func(ctx context.Context) error {
+		return run(ctx, c)
+	}}
+}
+
+func run(ctx context.Context, c *config) error {
+	logger := log.FromContext(ctx)
+	name := string(c.Name)
+	// The client's background work (refresh, heal) and its connection to the nsmgr outlive ctx
+	// (the signal) until every connection is closed.
+	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopClient()
+	nsc := client.NewClient(clientCtx,
+		client.WithName(name),
+		client.WithClientURL(c.ConnectTo.URL),
+		client.WithTokenGenerator(token.NewInsecure(c.MaxTokenLifetime, token.WithName(name))))
+
+	var open []*networkservice.Connection
+	closeAll := func() error {
+		var errs error
+		for i, conn := range open {
+			closing, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RequestTimeout)
+			_, err := nsc.Close(closing, conn)
+			cancel()
+			if err != nil {
+				errs = errors.Join(errs, fmt.Errorf("close %s: %w", c.NetworkServices[i], err))
+				continue
+			}
+			logger.Info("closed", "service", c.NetworkServices[i].String(), "id", conn.GetId())
+		}
+		return errs
+	}
+
+	netns := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
+	for _, u := range c.NetworkServices {
+		requesting, cancel := context.WithTimeout(ctx, c.RequestTimeout)
+		conn, err := nsc.Request(requesting, request(u, c.Labels, netns))
+		cancel()
+		if err != nil {
+			closeErr := closeAll()
+			if ctx.Err() != nil {
+				return closeErr // stopped while requesting
+			}
+			return errors.Join(explain(c, u, err), closeErr)
+		}
+		open = append(open, conn)
+		ipc := conn.GetContext().GetIpContext()
+		logger.Info("connected", "service", u.String(), "interface", u.Interface,
+			"src", ipc.GetSrcIpAddrs(), "dst", ipc.GetDstIpAddrs(),
+			"endpoint", conn.GetNetworkServiceEndpointName(), "id", conn.GetId())
+	}
+
+	<-ctx.Done()
+	return closeAll()
+}
+
+// request is the first Request for u.
+func request(u *nsurl.URL, labels map[string]string, netns string) *networkservice.NetworkServiceRequest {
+	all := maps.Clone(labels)
+	if all == nil {
+		all = map[string]string{}
+	}
+	maps.Copy(all, u.Labels)
+	mech := kernel.ToMechanism(&networkservice.Mechanism{Cls: cls.LOCAL, Type: kernel.MECHANISM})
+	mech.SetInterfaceName(u.Interface)
+	mech.SetNetNSURL(netns)
+	return &networkservice.NetworkServiceRequest{
+		Connection: &networkservice.Connection{
+			NetworkService: u.NetworkServiceName(),
+			Labels:         all,
+		},
+		MechanismPreferences: []*networkservice.Mechanism{mech.Mechanism},
+	}
+}
+
+// explain says which request failed where, and whether the time ran out.
+func explain(c *config, u *nsurl.URL, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return fmt.Errorf("request %s through %s: no connection within NSM_REQUEST_TIMEOUT=%s: %s", u, c.ConnectTo, c.RequestTimeout, describe(err))
+	}
+	return fmt.Errorf("request %s through %s: %s", u, c.ConnectTo, describe(err))
+}
+
+// describe is a gRPC status as "Code: message", for a person rather than a program.
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+)
+
+var nseBin, registryBin string // built once
+
+func TestMain(m *testing.M) {
+	cmdtest.Main(m, map[string]*string{".": &nseBin, "vwire.dev/cmd-registry-memory": &registryBin})
+}
+
+func TestHelpAndREADMEListEveryVariable(t *testing.T) {
+	cmdtest.CheckDocs(t, nseBin, &config{})
+}
+
+func TestBadConfigurationStopsWithOneLine(t *testing.T) {
+	dir := cmdtest.TempDir(t)
+	nowhere := "unix://" + filepath.Join(dir, "nobody.sock")
+	const timeout = 2 * time.Second
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string // the line, or its start when it ends with gRPC's words
+	}{
+		{"CIDR too long", []string{"NSM_CIDR_PREFIX=10.0.0.0/33"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/33": not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64`},
+		{"second CIDR bad", []string{"NSM_CIDR_PREFIX=10.0.0.0/8,fd00::/129"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/8,fd00::/129": item 2 "fd00::/129": not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64`},
+		{"no CIDR", []string{"NSM_CIDR_PREFIX="},
+			`NSM_CIDR_PREFIX: "": no CIDR; give at least one, e.g. 169.254.0.0/16`},
+		{"listen URL without scheme", []string{"NSM_LISTEN_ON=unix//x"},
+			`NSM_LISTEN_ON: "unix//x": has no scheme; use unix:///path/to/socket or tcp://host:port`},
+		{"listen URL without host", []string{"NSM_LISTEN_ON=tcp://:5003"},
+			`NSM_LISTEN_ON: "tcp://:5003": has no host; use tcp://host:port, e.g. tcp://127.0.0.1:5001 or tcp://[::1]:5001`},
+		{"connect URL of another scheme", []string{"NSM_CONNECT_TO=http://nsmgr:5001"},
+			`NSM_CONNECT_TO: "http://nsmgr:5001": scheme "http" is not supported; use unix:///path/to/socket or tcp://host:port`},
+		{"service name with a space", []string{"NSM_SERVICE_NAMES=icmp responder"},
+			`NSM_SERVICE_NAMES: "icmp responder": name "icmp responder" has ' ' at byte 4; use letters, digits and '-', '_', '.' inside`},
+		{"empty name", []string{"NSM_NAME="},
+			`NSM_NAME: "": empty name`},
+		{"label without value", []string{"NSM_LABELS=app"},
+			`NSM_LABELS: "app": not key=value`},
+		{"unknown payload", []string{"NSM_PAYLOAD=L2"},
+			`NSM_PAYLOAD: "L2": want IP or ETHERNET`},
+		{"timeout without unit", []string{"NSM_REGISTER_TIMEOUT=15"},
+			`NSM_REGISTER_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
+		{"zero token lifetime", []string{"NSM_MAX_TOKEN_LIFETIME=0s"},
+			`NSM_MAX_TOKEN_LIFETIME: "0s": must be positive`},
+		{"no registry on the socket", []string{"NSM_CONNECT_TO=" + nowhere},
+			fmt.Sprintf("register network service icmp-responder at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr or registry running there? (", nowhere, timeout)},
+		{"no registry on the port", []string{"NSM_CONNECT_TO=tcp://127.0.0.1:1", "NSM_REGISTER_SERVICE=false"},
+			fmt.Sprintf("register at tcp://127.0.0.1:1: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr or registry running there? (", timeout)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := append([]string{
+				"NSM_LOG_LEVEL=ERROR",
+				"NSM_LISTEN_ON=unix://" + filepath.Join(dir, "nse.sock"),
+				"NSM_REGISTER_TIMEOUT=" + timeout.String(),
+			}, tc.env...)
+			line, took := cmdtest.Fails(t, nseBin, env)
+			require.Less(t, took, timeout+5*time.Second, "gave up within the timeout")
+			require.True(t, strings.HasPrefix(line, "cmd-nse-icmp-responder: "+tc.want), "got %s", line)
+		})
+	}
+}
+
+// mesh is a registry and an endpoint registered there, each a process of its own.
+type mesh struct {
+	registry, nse *cmdtest.Process
+	regURL        string
+	nseURL        *url.URL
+	regCC         *grpc.ClientConn
+	watch         *watcher // of nse-1
+}
+
+// start starts the registry, watches it, starts the endpoint nse-1 with env, and waits until the
+// endpoint registered; it returns the registration.
+func start(t *testing.T, ctx context.Context, registryEnv, nseEnv []string) (*mesh, *registry.NetworkServiceEndpointResponse) {
+	dir := cmdtest.TempDir(t)
+	m := &mesh{
+		regURL: "unix://" + filepath.Join(dir, "registry.sock"),
+		nseURL: &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")},
+	}
+	m.registry, m.regCC = startRegistry(t, m.regURL, registryEnv...)
+	m.watch = watch(t, ctx, m.regCC, "nse-1")
+	m.nse = startNSE(t, "nse-1", m.regURL, m.nseURL.String(), nseEnv...)
+	m.watch.nse = m.nse
+	return m, m.watch.next()
+}
+
+func startRegistry(t *testing.T, u string, env ...string) (*cmdtest.Process, *grpc.ClientConn) {
+	return cmdtest.Start(t, registryBin, append([]string{"NSM_LISTEN_ON=" + u}, env...)), cmdtest.Dial(t, u)
+}
+
+func startNSE(t *testing.T, name, registryURL, listen string, env ...string) *cmdtest.Process {
+	return cmdtest.Start(t, nseBin, append([]string{
+		"NSM_LOG_LEVEL=DEBUG",
+		"NSM_NAME=" + name,
+		"NSM_CONNECT_TO=" + registryURL,
+		"NSM_LISTEN_ON=" + listen,
+	}, env...))
+}
+
+// watcher follows the registration of one endpoint.
+type watcher struct {
+	t      *testing.T
+	stream registry.NetworkServiceEndpointRegistry_FindClient
+	nse    *cmdtest.Process // whose stderr explains a failure, once started
+}
+
+func watch(t *testing.T, ctx context.Context, cc *grpc.ClientConn, name string) *watcher {
+	stream, err := registry.NewNetworkServiceEndpointRegistryClient(cc).Find(ctx, &registry.NetworkServiceEndpointQuery{
+		NetworkServiceEndpoint: &registry.NetworkServiceEndpoint{Name: name},
+		Watch:                  true,
+	}, grpc.WaitForReady(true))
+	require.NoError(t, err)
+	return &watcher{t: t, stream: stream}
+}
+
+// next returns the next change of the registration the registry tells.
+func (w *watcher) next() *registry.NetworkServiceEndpointResponse {
+	w.t.Helper()
+	resp, err := w.stream.Recv()
+	if err != nil && w.nse != nil {
+		w.t.Fatalf("%v; endpoint stderr:\n%s", err, w.nse.Stderr())
+	}
+	require.NoError(w.t, err)
+	return resp
+}
+
+func kernelRequest() *networkservice.NetworkServiceRequest {
+	return &networkservice.NetworkServiceRequest{
+		Connection:           &networkservice.Connection{NetworkService: "icmp-responder"},
+		MechanismPreferences: []*networkservice.Mechanism{{Cls: cls.LOCAL, Type: kernel.MECHANISM}},
+	}
+}
+
+// TestEndToEndWithoutForwarder: the registry and the endpoint run as their binaries; a Go client
+// requests from the endpoint directly (no nsmgr, no forwarder, so no interface is made).
+func TestEndToEndWithoutForwarder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, reg := start(t, ctx, nil, []string{
+		"NSM_CIDR_PREFIX=10.10.0.0/24,fd10::/120",
+		"NSM_LABELS=app=icmp,version:2",
+	})
+
+	nse := reg.GetNetworkServiceEndpoint()
+	require.False(t, reg.GetDeleted())
+	require.Equal(t, m.nseURL.String(), nse.GetUrl())
+	require.Equal(t, []string{"icmp-responder"}, nse.GetNetworkServiceNames())
+	require.Equal(t, map[string]string{"app": "icmp", "version": "2"}, nse.GetNetworkServiceLabels()["icmp-responder"].GetLabels())
+	require.Equal(t, []string{"nse-1", "registry"}, nse.GetPathIds())
+	require.NotNil(t, nse.GetExpirationTime())
+
+	services, err := registry.NewNetworkServiceRegistryClient(m.regCC).Find(ctx, &registry.NetworkServiceQuery{
+		NetworkService: &registry.NetworkService{Name: "icmp-responder"},
+	})
+	require.NoError(t, err)
+	ns, err := services.Recv()
+	require.NoError(t, err)
+	require.Equal(t, "IP", ns.GetNetworkService().GetPayload())
+
+	monitor, err := networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, m.nseURL.String())).
+		MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
+	require.NoError(t, err)
+	event := func(want networkservice.ConnectionEventType) map[string]*networkservice.Connection {
+		ev, err := monitor.Recv()
+		require.NoError(t, err)
+		require.Equal(t, want, ev.GetType())
+		return ev.GetConnections()
+	}
+	require.Empty(t, event(networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER))
+
+	clientCtx, stopClient := context.WithCancel(ctx)
+	defer stopClient()
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(m.nseURL))
+	conn, err := nsc.Request(ctx, kernelRequest())
+	require.NoError(t, err, "endpoint stderr:\n%s", m.nse.Stderr())
+	ipc := conn.GetContext().GetIpContext()
+	require.Equal(t, []string{"10.10.0.2/32", "fd10::2/128"}, ipc.GetSrcIpAddrs())
+	require.Equal(t, []string{"10.10.0.1/32", "fd10::1/128"}, ipc.GetDstIpAddrs())
+	mech := kernel.ToMechanism(conn.GetMechanism())
+	require.NotNil(t, mech)
+	require.Equal(t, fmt.Sprintf("file:///proc/%d/ns/net", m.nse.Pid()), mech.GetNetNSURL(), "the endpoint states its own netns")
+	require.Len(t, event(networkservice.ConnectionEventType_UPDATE), 1)
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Len(t, event(networkservice.ConnectionEventType_DELETE), 1)
+	stopClient()
+
+	require.Zero(t, m.nse.Stop())
+	gone := m.watch.next()
+	require.True(t, gone.GetDeleted(), "unregistered at exit")
+	require.Equal(t, "nse-1", gone.GetNetworkServiceEndpoint().GetName())
+	require.Contains(t, m.nse.Stderr(), "msg=registered")
+	require.Contains(t, m.nse.Stderr(), "msg=stopped")
+	_, err = monitor.Recv()
+	require.Error(t, err, "the endpoint stopped serving")
+	require.Zero(t, m.registry.Stop())
+}
+
+// TestRefreshOutlivesTheExpirePeriod: with a registry that gives a second, the endpoint
+// registers again and again, and the registry never drops it.
+func TestRefreshOutlivesTheExpirePeriod(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	const period = time.Second
+	m, first := start(t, ctx, []string{"NSM_EXPIRE_PERIOD=" + period.String()}, nil)
+	expires := first.GetNetworkServiceEndpoint().GetExpirationTime().AsTime()
+	for {
+		resp := m.watch.next()
+		require.False(t, resp.GetDeleted(), "expired while the endpoint runs")
+		if now := resp.GetNetworkServiceEndpoint().GetExpirationTime().AsTime(); now.After(expires.Add(period)) {
+			break // registered again after the first registration's expiry was due
+		}
+	}
+	require.Zero(t, m.nse.Stop())
+	require.True(t, m.watch.next().GetDeleted())
+}
+
+// TestRegistryGoneAtExit: an endpoint whose registry died exits 1, saying so.
+func TestRegistryGoneAtExit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, _ := start(t, ctx, nil, []string{"NSM_REGISTER_TIMEOUT=1s"})
+	require.Zero(t, m.registry.Stop())
+	require.Equal(t, 1, m.nse.Stop())
+	lines := strings.Split(strings.TrimSpace(m.nse.Stderr()), "\n")
+	require.Contains(t, lines[len(lines)-1], "cmd-nse-icmp-responder: unregister at "+m.regURL+": Unavailable: ")
+}
+
+// TestRegistersAgainAfterRegistryRestart: a registry that restarts has lost the endpoint; the
+// endpoint registers again as soon as it answers, well before its next refresh.
+func TestRegistersAgainAfterRegistryRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, _ := start(t, ctx, []string{"NSM_EXPIRE_PERIOD=1h"}, nil) // the next refresh is 20 minutes away
+	require.Zero(t, m.registry.Stop())
+
+	_, cc := startRegistry(t, m.regURL)
+	again := watch(t, ctx, cc, "nse-1")
+	again.nse = m.nse
+	resp := again.next()
+	require.False(t, resp.GetDeleted())
+	require.Equal(t, m.nseURL.String(), resp.GetNetworkServiceEndpoint().GetUrl())
+	require.Zero(t, m.nse.Stop())
+	require.True(t, again.next().GetDeleted())
+}
+
+// TestStartsBeforeItsRegistry: the endpoint waits for a registry that is not up yet.
+func TestStartsBeforeItsRegistry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	dir := cmdtest.TempDir(t)
+	regURL := "unix://" + filepath.Join(dir, "registry.sock")
+	nse := startNSE(t, "nse-1", regURL, "unix://"+filepath.Join(dir, "nse.sock"))
+	nse.WaitStderr("msg=serving") // and trying to register
+
+	_, cc := startRegistry(t, regURL)
+	w := watch(t, ctx, cc, "nse-1")
+	w.nse = nse
+	require.False(t, w.next().GetDeleted())
+	require.Zero(t, nse.Stop())
+}
+
+// TestTwoEndpointsOfOneService: the second endpoint of a service finds the service registered by
+// the first (whose it stays), and registers itself.
+func TestTwoEndpointsOfOneService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, _ := start(t, ctx, nil, nil)
+	second := watch(t, ctx, m.regCC, "nse-2")
+	nse2 := startNSE(t, "nse-2", m.regURL, "unix://"+filepath.Join(cmdtest.TempDir(t), "nse.sock"))
+	second.nse = nse2
+	require.Equal(t, []string{"icmp-responder"}, second.next().GetNetworkServiceEndpoint().GetNetworkServiceNames())
+	require.Contains(t, nse2.Stderr(), "msg=\"network service registered by another endpoint\"")
+	require.Zero(t, nse2.Stop())
+	require.Zero(t, m.nse.Stop())
+}

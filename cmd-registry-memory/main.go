@@ -1,0 +1,56 @@
+// Command cmd-registry-memory is a Network Service Mesh registry that keeps network services and
+// endpoints in memory: endpoints register there and refresh their registration, nsmgrs find
+// endpoints there. An endpoint that stops refreshing is unregistered when its registration
+// expires, and watchers are told.
+//
+// It serves NSM's two registry services (NetworkServiceRegistry, NetworkServiceEndpointRegistry)
+// of sdk/pkg/registry/chains/registryserver and the gRPC health service on NSM_LISTEN_ON, until
+// SIGINT or SIGTERM. What it stores is lost
+// when it stops: endpoints register again at their next refresh.
+package main
+
+import (
+	"context"
+	"time"
+
+	"vwire.dev/sdk/pkg/registry/chains/registryserver"
+	"vwire.dev/sdk/pkg/registry/common/expire"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/log"
+)
+
+type config struct {
+	envconfig.Common
+	Name         envconfig.Name      `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
+	ListenOn     envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve: unix:///path/to/socket, or tcp://host:port (tcp://:5002 for every address)"`
+	ExpirePeriod time.Duration       `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is unregistered"`
+}
+
+const about = `cmd-registry-memory: a Network Service Mesh registry that keeps network services and
+endpoints in memory. Endpoints register and refresh their registrations; one that stops
+refreshing is unregistered when its registration expires. Serves NSM's registry services and
+the gRPC health service until SIGINT or SIGTERM.`
+
+func main() { command(&config{}).Main() }
+
+func command(c *config) envconfig.Command {
+	return envconfig.Command{Name: "cmd-registry-memory", About: about, Spec: c, Run: func(ctx context.Context) error {
+		return run(ctx, c)
+	}}
+}
+
+func run(ctx context.Context, c *config) error {
+	registry := registryserver.New(
+		registryserver.WithName(string(c.Name)),
+		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
+	)
+	errs, err := envconfig.Serve(ctx, c.ListenOn.URL, registry.Register)
+	if err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("serving", "url", c.ListenOn.String())
+	for err := range errs {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,31 @@
+// Command child is the process of cmdtest's tests: it prints its environment, then exits with
+// the code given as its argument, or waits for SIGTERM and exits 0 ("wait"), or ignores it
+// ("stubborn").
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM)
+	for _, kv := range os.Environ() {
+		fmt.Println(kv)
+	}
+	fmt.Fprintln(os.Stderr, "started")
+	switch arg := os.Args[1]; arg {
+	case "wait":
+		<-signals
+		fmt.Fprintln(os.Stderr, "stopping")
+	case "stubborn":
+		select {}
+	default:
+		code, _ := strconv.Atoi(arg)
+		os.Exit(code)
+	}
+}

@@ -1,0 +1,355 @@
+package envconfig_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"vwire.dev/sdk/pkg/networkservice/core/trace"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+	"vwire.dev/sdk/pkg/tools/log"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// config has a variable of every kind the package handles.
+type config struct {
+	envconfig.Common
+	Name       envconfig.Name      `default:"nse" split_words:"true" desc:"the name"`
+	Offers     envconfig.Names     `default:"icmp-responder" split_words:"true" desc:"network services"`
+	ListenOn   envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/x.sock" split_words:"true" desc:"where to serve"`
+	ConnectTo  envconfig.URL       `default:"tcp://127.0.0.1:5001" split_words:"true" desc:"where to connect"`
+	CIDRPrefix envconfig.Prefixes  `default:"169.254.0.0/16" split_words:"true" desc:"addresses to give"`
+	Labels     envconfig.Labels    `split_words:"true" desc:"labels"`
+	Timeout    time.Duration       `default:"15s" split_words:"true" desc:"how long to wait"`
+	Services   []string            `required:"true" split_words:"true" desc:"services to offer"`
+	Register   bool                `default:"true" split_words:"true" desc:"register or not"`
+	Retries    uint8               `default:"3" split_words:"true" desc:"how many tries | at most"`
+}
+
+// setenv clears the NSM_* variables of the test's environment, then sets those of env
+// (NAME=value), and the required one unless env sets it.
+func setenv(t *testing.T, env ...string) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "NSM_") {
+			t.Setenv(k, "") // restored after the test
+			require.NoError(t, os.Unsetenv(k))
+		}
+	}
+	t.Setenv("NSM_SERVICES", "icmp-responder")
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	setenv(t)
+	var c config
+	require.NoError(t, envconfig.Process(&c))
+	require.Equal(t, envconfig.Level(slog.LevelInfo), c.LogLevel)
+	require.Equal(t, envconfig.Name("nse"), c.Name)
+	require.Equal(t, "unix:///var/lib/networkservicemesh/x.sock", c.ListenOn.String())
+	require.Equal(t, "tcp://127.0.0.1:5001", c.ConnectTo.String())
+	require.Equal(t, envconfig.Prefixes{netip.MustParsePrefix("169.254.0.0/16")}, c.CIDRPrefix)
+	require.Nil(t, c.Labels, "a variable without a default that is not set stays zero")
+	require.Equal(t, 15*time.Second, c.Timeout)
+	require.Equal(t, []string{"icmp-responder"}, c.Services)
+	require.True(t, c.Register)
+}
+
+func TestValuesSet(t *testing.T) {
+	setenv(t,
+		"NSM_LOG_LEVEL=trace",
+		"NSM_LISTEN_ON=tcp://:5002",
+		"NSM_CONNECT_TO=tcp://[fd00::2]:5001",
+		"NSM_CIDR_PREFIX=10.0.0.0/24, fd00::/120",
+		"NSM_LABELS=app=web,version:2",
+		"NSM_TIMEOUT=1m30s",
+		"NSM_SERVICES=a,b",
+		"NSM_REGISTER=false",
+		"NSM_NAME=nse-1",
+		"NSM_OFFERS=a, vpn@corp.example",
+	)
+	var c config
+	require.NoError(t, envconfig.Process(&c))
+	require.Equal(t, envconfig.LevelTrace, c.LogLevel)
+	require.Equal(t, "TRACE", c.LogLevel.String())
+	require.Equal(t, ":5002", c.ListenOn.Host)
+	require.Equal(t, "[fd00::2]:5001", c.ConnectTo.Host)
+	require.Equal(t, envconfig.Prefixes{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("fd00::/120")}, c.CIDRPrefix)
+	require.Equal(t, envconfig.Labels{"app": "web", "version": "2"}, c.Labels)
+	require.Equal(t, 90*time.Second, c.Timeout)
+	require.Equal(t, []string{"a", "b"}, c.Services)
+	require.False(t, c.Register)
+	require.Equal(t, envconfig.Name("nse-1"), c.Name)
+	require.Equal(t, envconfig.Names{"a", "vpn@corp.example"}, c.Offers)
+}
+
+func TestBadConfigurationNamesTheVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string // the whole message
+	}{
+		{"URL without scheme", []string{"NSM_LISTEN_ON=unix//x"},
+			`NSM_LISTEN_ON: "unix//x": has no scheme; use unix:///path/to/socket or tcp://host:port`},
+		{"relative unix path", []string{"NSM_CONNECT_TO=unix://x.sock"},
+			`NSM_CONNECT_TO: "unix://x.sock": has host "x.sock"; a unix URL has three slashes: unix:///x.sock`},
+		{"dial URL without host", []string{"NSM_CONNECT_TO=tcp://:5001"},
+			`NSM_CONNECT_TO: "tcp://:5001": has no host; use tcp://host:port, e.g. tcp://127.0.0.1:5001 or tcp://[::1]:5001`},
+		{"listen URL without port", []string{"NSM_LISTEN_ON=tcp://:"},
+			`NSM_LISTEN_ON: "tcp://:": has no port; use tcp://host:port`},
+		{"listen URL on port 0", []string{"NSM_LISTEN_ON=tcp://127.0.0.1:0"},
+			`NSM_LISTEN_ON: "tcp://127.0.0.1:0": port "0" is not a port number 1-65535`},
+		{"empty URL", []string{"NSM_CONNECT_TO="},
+			`NSM_CONNECT_TO: "": empty; use unix:///path/to/socket or tcp://host:port`},
+		{"unparsable URL", []string{"NSM_CONNECT_TO=tcp://[::1"},
+			`NSM_CONNECT_TO: "tcp://[::1": not a URL (missing ']' in host); use unix:///path/to/socket or tcp://host:port`},
+		{"bad CIDR", []string{"NSM_CIDR_PREFIX=10.0.0.0/33"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/33": not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64`},
+		{"bad second CIDR", []string{"NSM_CIDR_PREFIX=10.0.0.0/8,fd00::/129"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/8,fd00::/129": item 2 "fd00::/129": not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64`},
+		{"CIDR with host bits", []string{"NSM_CIDR_PREFIX=fd00::1/64"},
+			`NSM_CIDR_PREFIX: "fd00::1/64": has host bits set; did you mean fd00::/64?`},
+		{"overlapping CIDRs", []string{"NSM_CIDR_PREFIX=10.0.0.0/8,10.1.0.0/16"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/8,10.1.0.0/16": item 2 "10.1.0.0/16": overlaps 10.0.0.0/8`},
+		{"IPv4-mapped CIDR", []string{"NSM_CIDR_PREFIX=::ffff:10.0.0.0/104"},
+			`NSM_CIDR_PREFIX: "::ffff:10.0.0.0/104": an IPv4-mapped IPv6 prefix; write it as IPv4`},
+		{"no CIDR", []string{"NSM_CIDR_PREFIX= "},
+			`NSM_CIDR_PREFIX: " ": no CIDR; give at least one, e.g. 169.254.0.0/16`},
+		{"extra comma", []string{"NSM_CIDR_PREFIX=10.0.0.0/8,"},
+			`NSM_CIDR_PREFIX: "10.0.0.0/8,": item 2 "": empty item; remove the extra comma`},
+		{"label without value", []string{"NSM_LABELS=app"},
+			`NSM_LABELS: "app": not key=value`},
+		{"label with empty key", []string{"NSM_LABELS=a=1,=2"},
+			`NSM_LABELS: "a=1,=2": item 2 "=2": has an empty key`},
+		{"label twice", []string{"NSM_LABELS=a=1,a:2"},
+			`NSM_LABELS: "a=1,a:2": item 2 "a:2": key "a" given twice`},
+		{"bad duration", []string{"NSM_TIMEOUT=15"},
+			`NSM_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
+		{"zero duration", []string{"NSM_TIMEOUT=0s"},
+			`NSM_TIMEOUT: "0s": must be positive`},
+		{"negative duration", []string{"NSM_TIMEOUT=-1s"},
+			`NSM_TIMEOUT: "-1s": must be positive`},
+		{"bad bool", []string{"NSM_REGISTER=yes please"},
+			`NSM_REGISTER: "yes please": want true or false`},
+		{"number out of range", []string{"NSM_RETRIES=300"},
+			`NSM_RETRIES: "300": want a whole number (uint8)`},
+		{"bad name", []string{"NSM_NAME=nse 1"},
+			`NSM_NAME: "nse 1": name "nse 1" has ' ' at byte 3; use letters, digits and '-', '_', '.' inside`},
+		{"empty name", []string{"NSM_NAME="},
+			`NSM_NAME: "": empty name`},
+		{"name twice", []string{"NSM_OFFERS=a,b,a"},
+			`NSM_OFFERS: "a,b,a": item 3 "a": given twice`},
+		{"no names", []string{"NSM_OFFERS="},
+			`NSM_OFFERS: "": no name; give at least one`},
+		{"bad level", []string{"NSM_LOG_LEVEL=LOUD"},
+			`NSM_LOG_LEVEL: "LOUD": want one of TRACE, DEBUG, INFO, WARN, ERROR`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setenv(t, tc.env...)
+			err := envconfig.Process(&config{})
+			require.EqualError(t, err, tc.want)
+			var cerr *envconfig.Error
+			require.ErrorAs(t, err, &cerr)
+			require.True(t, strings.HasPrefix(tc.want, cerr.Var+": "))
+		})
+	}
+}
+
+func TestRequiredVariableUnset(t *testing.T) {
+	t.Setenv("NSM_SERVICES", "")
+	require.NoError(t, os.Unsetenv("NSM_SERVICES"))
+	err := envconfig.Process(&config{})
+	require.EqualError(t, err, "NSM_SERVICES: not set; it is required: services to offer")
+}
+
+func TestLevels(t *testing.T) {
+	for in, want := range map[string]slog.Level{
+		"TRACE": slog.LevelDebug - 4, "debug": slog.LevelDebug, "Info": slog.LevelInfo,
+		"WARN": slog.LevelWarn, "warning": slog.LevelWarn, " ERROR ": slog.LevelError,
+	} {
+		var l envconfig.Level
+		require.NoError(t, l.Decode(in), in)
+		require.Equal(t, want, slog.Level(l), in)
+	}
+}
+
+func TestSpecMustNotUseEnvconfigTags(t *testing.T) {
+	var c struct {
+		envconfig.Common
+		Port int `envconfig:"PORT"` // would also read PORT
+	}
+	err := envconfig.Process(&c)
+	require.ErrorContains(t, err, "NSM_PORT has an envconfig tag")
+}
+
+func TestUnknownVariables(t *testing.T) {
+	got := envconfig.Unknown(&config{}, []string{"NSM_NAME=x", "NSM_CIDR_PREFX=10.0.0.0/8", "HOME=/root", "NSM_LOG_LEVEL=DEBUG"})
+	require.Equal(t, []string{"NSM_CIDR_PREFX"}, got)
+}
+
+func TestUsageAndMarkdown(t *testing.T) {
+	var usage, md bytes.Buffer
+	require.NoError(t, envconfig.Usage(&usage, &config{}))
+	cmdtest.Golden(t, "testdata/usage.golden", usage.String())
+	require.NoError(t, envconfig.Markdown(&md, &config{}))
+	cmdtest.Golden(t, "testdata/markdown.golden", md.String())
+}
+
+func command(spec envconfig.Spec, run func(ctx context.Context) error) envconfig.Command {
+	return envconfig.Command{Name: "cmd-test", About: "cmd-test tests.", Spec: spec, Run: run}
+}
+
+func TestExecute(t *testing.T) {
+	t.Cleanup(func() { trace.Enable(false) })
+	defaultLogger := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(defaultLogger) })
+
+	failed := errors.New("register at unix:///x.sock: registry unreachable")
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      []string
+		run      error
+		code     int
+		stdout   []string
+		stderr   string // the whole of stderr, when the command did not start
+		logs     []string
+		traceOn  bool
+		notCalls bool
+	}{
+		{name: "help", args: []string{"--help"}, stdout: []string{"cmd-test tests.", "Usage: cmd-test [--help]", "NSM_CIDR_PREFIX"}, notCalls: true},
+		{name: "short help", args: []string{"-h"}, stdout: []string{"NSM_LOG_LEVEL"}, notCalls: true},
+		{name: "help with bad config", args: []string{"--help"}, env: []string{"NSM_TIMEOUT=x"}, stdout: []string{"NSM_TIMEOUT"}, notCalls: true},
+		{name: "argument", args: []string{"serve"}, code: 1, notCalls: true,
+			stderr: "cmd-test: unexpected argument \"serve\"; the command takes NSM_* environment variables only (see --help)\n"},
+		{name: "bad config", env: []string{"NSM_LISTEN_ON=unix//x"}, code: 1, notCalls: true,
+			stderr: "cmd-test: NSM_LISTEN_ON: \"unix//x\": has no scheme; use unix:///path/to/socket or tcp://host:port\n"},
+		{name: "runs", logs: []string{"level=INFO msg=starting cmd=cmd-test", "NSM_CIDR_PREFIX=[169.254.0.0/16]", "msg=stopped"}},
+		{name: "run fails", run: failed, code: 1, logs: []string{"cmd-test: " + failed.Error() + "\n"}},
+		{name: "warns of unknown variables", env: []string{"NSM_NAEM=x"}, logs: []string{"level=WARN", "variable=NSM_NAEM"}},
+		{name: "trace", env: []string{"NSM_LOG_LEVEL=TRACE"}, traceOn: true, logs: []string{"NSM_LOG_LEVEL=TRACE"}},
+		{name: "error level hides info", env: []string{"NSM_LOG_LEVEL=ERROR"}, stderr: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setenv(t, tc.env...)
+			trace.Enable(false)
+			var stdout, stderr bytes.Buffer
+			called := false
+			code := command(&config{}, func(ctx context.Context) error {
+				called = true
+				require.NotNil(t, log.FromContext(ctx))
+				return tc.run
+			}).Execute(context.Background(), tc.args, &stdout, &stderr)
+			require.Equal(t, tc.code, code, stderr.String())
+			require.Equal(t, !tc.notCalls, called)
+			for _, s := range tc.stdout {
+				require.Contains(t, stdout.String(), s)
+			}
+			if tc.stdout == nil {
+				require.Empty(t, stdout.String())
+			}
+			if tc.logs == nil {
+				require.Equal(t, tc.stderr, stderr.String())
+			}
+			for _, s := range tc.logs {
+				require.Contains(t, stderr.String(), s)
+			}
+			require.Equal(t, tc.traceOn, trace.Enabled())
+		})
+	}
+}
+
+func TestExecuteEndsRunWithContext(t *testing.T) {
+	defaultLogger := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(defaultLogger) })
+	setenv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr bytes.Buffer
+	code := command(&config{}, func(run context.Context) error {
+		cancel() // as a signal would
+		<-run.Done()
+		return nil
+	}).Execute(ctx, nil, &bytes.Buffer{}, &stderr)
+	require.Zero(t, code)
+}
+
+func TestServeHasHealthAndStops(t *testing.T) {
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "s.sock")}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errs, err := envconfig.Serve(ctx, u, func(*grpc.Server) {})
+	require.NoError(t, err)
+
+	cc, err := grpc.NewClient("unix://"+u.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+	watch, err := grpc_health_v1.NewHealthClient(cc).Watch(context.Background(), &grpc_health_v1.HealthCheckRequest{})
+	require.NoError(t, err)
+	first, err := watch.Recv()
+	require.NoError(t, err)
+	require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, first.GetStatus())
+
+	cancel()
+	for err := range errs {
+		t.Error(err)
+	}
+	for { // NOT_SERVING, then the stream ends with the server
+		resp, err := watch.Recv()
+		if err != nil {
+			break
+		}
+		require.Equal(t, grpc_health_v1.HealthCheckResponse_NOT_SERVING, resp.GetStatus())
+	}
+
+	_, err = envconfig.Serve(context.Background(), &url.URL{Scheme: "http", Host: "x:80"}, func(*grpc.Server) {})
+	require.ErrorContains(t, err, `scheme "http" is not supported`)
+}
+
+func TestServeStoppedBeforeStart(t *testing.T) {
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	errs, err := envconfig.Serve(ctx, &url.URL{Scheme: "unix", Path: filepath.Join(dir, "s.sock")}, func(*grpc.Server) {})
+	require.NoError(t, err)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// FuzzDecode: every value type answers any text with a value or an error, never a panic.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{"", "unix:///a/b.sock", "tcp://[::1]:5001", "tcp://:0", "10.0.0.0/8,fd00::/64",
+		"a=b,c:d", ",,", "TRACE", "::ffff:1.2.3.4/120", "tcp://[fe80::1%25eth0]:1", "unix://%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		values := []envconfig.Value{new(envconfig.Name), &envconfig.Names{}, &envconfig.URL{}, &envconfig.ListenURL{}, &envconfig.Prefixes{}, &envconfig.Labels{}, new(envconfig.Level)}
+		for _, v := range values {
+			_ = v.Decode(s)
+		}
+	})
+}

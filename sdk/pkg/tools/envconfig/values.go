@@ -1,0 +1,286 @@
+package envconfig
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+
+	"vwire.dev/api/validate"
+
+	"vwire.dev/sdk/pkg/tools/hopurl"
+)
+
+// URL is the URL of a next hop, to dial (and, for an endpoint, to listen on and register):
+// unix:///path/to/socket or tcp://host:port, as hopurl accepts it. Its URL is nil while unset.
+type URL struct{ *url.URL }
+
+// Decode implements envconfig.Decoder.
+func (u *URL) Decode(value string) error {
+	parsed, err := parseURL(value)
+	if err != nil {
+		return err
+	}
+	if _, err := hopurl.Target(parsed); err != nil {
+		return urlProblem(err)
+	}
+	u.URL = parsed
+	return nil
+}
+
+// TypeName implements Value.
+func (URL) TypeName() string { return "URL" }
+
+func (u URL) String() string {
+	if u.URL == nil {
+		return ""
+	}
+	return u.URL.String()
+}
+
+// ListenURL is a URL to serve on: a URL, or a tcp URL without a host (tcp://:5002) for every
+// address of the host.
+type ListenURL struct{ *url.URL }
+
+// Decode implements envconfig.Decoder.
+func (u *ListenURL) Decode(value string) error {
+	parsed, err := parseURL(value)
+	if err != nil {
+		return err
+	}
+	check := *parsed
+	if check.Scheme == hopurl.TCP && check.Hostname() == "" && check.Opaque == "" {
+		check.Host = net.JoinHostPort("0.0.0.0", check.Port()) // what "no host" listens on
+	}
+	if _, err := hopurl.Target(&check); err != nil {
+		return urlProblem(err)
+	}
+	u.URL = parsed
+	return nil
+}
+
+// TypeName implements Value.
+func (ListenURL) TypeName() string { return "URL" }
+
+func (u ListenURL) String() string {
+	if u.URL == nil {
+		return ""
+	}
+	return u.URL.String()
+}
+
+const urlForms = "use unix:///path/to/socket or tcp://host:port"
+
+func parseURL(value string) (*url.URL, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, errors.New("empty; " + urlForms)
+	}
+	u, err := url.Parse(value)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("not a URL (%v); %s", err, urlForms)
+	}
+	return u, nil
+}
+
+// urlProblem keeps what hopurl says is wrong, without the URL Process shows already.
+func urlProblem(err error) error {
+	var herr *hopurl.Error
+	if errors.As(err, &herr) {
+		return errors.New(herr.Problem)
+	}
+	return err
+}
+
+// Prefixes is a list of CIDRs, IPv4 and IPv6 mixed, that do not overlap: 169.254.0.0/16,fd00::/64.
+type Prefixes []netip.Prefix
+
+// Decode implements envconfig.Decoder.
+func (p *Prefixes) Decode(value string) error {
+	var out Prefixes
+	err := DecodeList(value, func(item string) error {
+		prefix, err := netip.ParsePrefix(item)
+		switch {
+		case err != nil:
+			return errors.New("not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64")
+		case prefix.Addr().Is4In6():
+			return fmt.Errorf("an IPv4-mapped IPv6 prefix; write it as IPv4")
+		case prefix.Addr().Zone() != "":
+			return errors.New("has a zone; a CIDR has none")
+		case prefix != prefix.Masked():
+			return fmt.Errorf("has host bits set; did you mean %s?", prefix.Masked())
+		}
+		for _, o := range out {
+			if o.Overlaps(prefix) {
+				return fmt.Errorf("overlaps %s", o)
+			}
+		}
+		out = append(out, prefix)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return errors.New("no CIDR; give at least one, e.g. 169.254.0.0/16")
+	}
+	*p = out
+	return nil
+}
+
+// TypeName implements Value.
+func (Prefixes) TypeName() string { return "CIDR list" }
+
+// Labels is a list of key=value pairs (key:value, as NSM's endpoints write them, works too):
+// app=web,version=2. Keys are not empty and appear once.
+type Labels map[string]string
+
+// Decode implements envconfig.Decoder.
+func (l *Labels) Decode(value string) error {
+	out := Labels{}
+	err := DecodeList(value, func(item string) error {
+		i := strings.IndexAny(item, "=:")
+		if i < 0 {
+			return errors.New("not key=value")
+		}
+		k, v := strings.TrimSpace(item[:i]), strings.TrimSpace(item[i+1:])
+		if k == "" {
+			return errors.New("has an empty key")
+		}
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("key %q given twice", k)
+		}
+		out[k] = v
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*l = out
+	return nil
+}
+
+// TypeName implements Value.
+func (Labels) TypeName() string { return "key=value list" }
+
+// Name is a network service or endpoint name, as vwire.dev/api/validate accepts it:
+// icmp-responder, vpn@corp.example.
+type Name string
+
+// Decode implements envconfig.Decoder.
+func (n *Name) Decode(value string) error {
+	value = strings.TrimSpace(value)
+	if err := validate.Name(value); err != nil {
+		return err
+	}
+	*n = Name(value)
+	return nil
+}
+
+// TypeName implements Value.
+func (Name) TypeName() string { return "name" }
+
+// Names is a list of at least one Name, each once.
+type Names []string
+
+// Decode implements envconfig.Decoder.
+func (n *Names) Decode(value string) error {
+	var out Names
+	err := DecodeList(value, func(item string) error {
+		if err := validate.Name(item); err != nil {
+			return err
+		}
+		if slices.Contains(out, item) {
+			return errors.New("given twice")
+		}
+		out = append(out, item)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return errors.New("no name; give at least one")
+	}
+	*n = out
+	return nil
+}
+
+// TypeName implements Value.
+func (Names) TypeName() string { return "name list" }
+
+// Level is how much a command logs: a slog level, or LevelTrace.
+type Level slog.Level
+
+// LevelTrace logs everything DEBUG does, and turns on per-element tracing of chains
+// (sdk/pkg/networkservice/core/trace).
+const LevelTrace = Level(slog.LevelDebug - 4)
+
+var levels = []struct {
+	name  string
+	level Level
+}{
+	{"TRACE", LevelTrace},
+	{"DEBUG", Level(slog.LevelDebug)},
+	{"INFO", Level(slog.LevelInfo)},
+	{"WARN", Level(slog.LevelWarn)},
+	{"ERROR", Level(slog.LevelError)},
+}
+
+// Decode implements envconfig.Decoder; case does not matter, and WARNING is WARN.
+func (l *Level) Decode(value string) error {
+	name := strings.ToUpper(strings.TrimSpace(value))
+	if name == "WARNING" {
+		name = "WARN"
+	}
+	for _, x := range levels {
+		if x.name == name {
+			*l = x.level
+			return nil
+		}
+	}
+	return errors.New("want one of TRACE, DEBUG, INFO, WARN, ERROR")
+}
+
+// TypeName implements Value.
+func (Level) TypeName() string { return "level" }
+
+func (l Level) String() string {
+	for _, x := range levels {
+		if x.level == l {
+			return x.name
+		}
+	}
+	return slog.Level(l).String()
+}
+
+// DecodeList decodes a comma-separated list, calling each with every item, trimmed of spaces.
+// An empty value is an empty list; an empty item is an error, and the error of an item names it
+// (item 2 "fd00::/129": ...) when the list has more than one.
+func DecodeList(value string, each func(item string) error) error {
+	if strings.TrimSpace(value) == "" {
+		return nil
+	}
+	items := strings.Split(value, ",")
+	for i, item := range items {
+		item = strings.TrimSpace(item)
+		err := errors.New("empty item; remove the extra comma")
+		if item != "" {
+			err = each(item)
+		}
+		if err != nil {
+			if len(items) == 1 {
+				return err
+			}
+			return fmt.Errorf("item %d %q: %w", i+1, item, err)
+		}
+	}
+	return nil
+}
