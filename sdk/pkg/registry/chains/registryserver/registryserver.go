@@ -1,4 +1,4 @@
-// Package registryserver is the mesh's registry: it stores network services and endpoints in
+// Package registryserver is the mesh's registry: it refuses malformed records, stores network services and endpoints in
 // memory, lets only an endpoint's registrant change or remove it, gives services without a payload
 // the default one, removes endpoints whose registration expired, and streams every change to
 // watchers.
@@ -14,6 +14,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/common/setpayload"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
+	"vwire.dev/sdk/pkg/registry/common/validate"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/registry/core/next"
 )
@@ -47,12 +48,14 @@ func New(opts ...Option) *Server {
 	return &Server{
 		// Services have no owner: every endpoint of a service may register it.
 		NS: next.Chain(
+			validate.NewNS(),
 			updatepath.NewNS(o.name),
 			begin.NewNS(), // one change per name at a time
 			setpayload.NewNS(),
 			memory.NewNS(),
 		),
 		NSE: next.Chain(
+			validate.NewNSE(),
 			updatepath.NewNSE(o.name),
 			begin.NewNSE(), // one change per name at a time; expiry re-enters here
 			authorize.NewNSE(),

@@ -244,10 +244,8 @@ func (h *heal[R]) resync(ctx context.Context, q *next.Query[R], w *watch[R]) err
 			return err
 		}
 		current, err := h.current(ctx, q)
-		println("probe", len(current), err == nil)
 		if err == nil && h.remembered() {
-			println("round")
-		h.reRegister(ctx)
+			h.reRegister(ctx)
 			current, err = h.current(ctx, q)
 		}
 		switch {
@@ -305,7 +303,6 @@ type watch[R next.Record] struct {
 func (w *watch[R]) deliver(ev *next.Event[R]) error {
 	name := ev.Record.GetName()
 	old, had := w.seen[name]
-	println("deliver", name, ev.Deleted, had)
 	switch {
 	case ev.Deleted && !had, !ev.Deleted && had && proto.Equal(old, ev.Record):
 		return nil

@@ -28,7 +28,6 @@
 package memory
 
 import (
-	"fmt"
 	"context"
 	"slices"
 	"strings"
@@ -118,7 +117,6 @@ func (s *store[R]) Register(_ context.Context, r R) (R, error) {
 		return zero, status.Error(codes.InvalidArgument, "memory: the record has no name; give it one")
 	}
 	stored := proto.Clone(r).(R)
-	println("register", fmt.Sprintf("%p", s), name)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -143,7 +141,6 @@ func (s *store[R]) Unregister(_ context.Context, r R) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, had := s.records[r.GetName()]
-	println("unregister", fmt.Sprintf("%p", s), r.GetName(), had)
 	if !had {
 		return nil
 	}
@@ -170,9 +167,6 @@ func (s *store[R]) Find(ctx context.Context, q *next.Query[R], send func(*next.E
 	s.mu.Lock()
 	found := s.find(w.query)
 	s.watchers[w] = struct{}{}
-	print("watch ", fmt.Sprintf("%p", s), " ")
-	for _, f := range found { print(f.GetName(), " ") }
-	println()
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()

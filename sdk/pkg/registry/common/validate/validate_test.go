@@ -1,0 +1,59 @@
+package validate_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/registry/common/memory"
+	"vwire.dev/sdk/pkg/registry/common/validate"
+	"vwire.dev/sdk/pkg/registry/core/next"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestEndpoints(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		nse   *registry.NetworkServiceEndpoint
+		field string // empty: accepted
+	}{
+		{name: "good", nse: &registry.NetworkServiceEndpoint{Name: "nse-1", NetworkServiceNames: []string{"icmp"}, Url: "tcp://[::1]:5001"}},
+		{name: "no name", nse: &registry.NetworkServiceEndpoint{Url: "tcp://127.0.0.1:5001"}, field: "network_service_endpoint.name"},
+		{name: "bad url", nse: &registry.NetworkServiceEndpoint{Name: "nse-2", Url: "http://x"}, field: "network_service_endpoint.url"},
+		{name: "labels of a service not offered", nse: &registry.NetworkServiceEndpoint{Name: "nse-3", NetworkServiceNames: []string{"icmp"},
+			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"vpn": {}}}, field: "network_service_labels"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := memory.NewNSE()
+			chain := next.Chain(validate.NewNSE(), store)
+			_, err := chain.Register(ctx, tc.nse)
+			if tc.field == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+			require.Contains(t, err.Error(), tc.field)
+			var found int
+			require.NoError(t, store.Find(ctx, &next.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{Name: tc.nse.GetName()}},
+				func(*next.Event[*registry.NetworkServiceEndpoint]) error { found++; return nil }))
+			require.Zero(t, found, "nothing was stored")
+			require.NoError(t, chain.Unregister(ctx, tc.nse), "removing is never refused for form")
+		})
+	}
+}
+
+func TestServices(t *testing.T) {
+	chain := next.Chain(validate.NewNS(), memory.NewNS())
+	_, err := chain.Register(context.Background(), &registry.NetworkService{Name: "icmp", Payload: "CARRIER-PIGEON"})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, err.Error(), "payload")
+	_, err = chain.Register(context.Background(), &registry.NetworkService{Name: "icmp@corp.example", Payload: "ETHERNET"})
+	require.NoError(t, err)
+}
