@@ -32,6 +32,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -414,4 +415,40 @@ func (b *nsBind) waitOpen(name string) error {
 	case <-timer.C:
 		return kerr.New(codes.Unavailable, "wireguard: wireguard-go did not bring %q up within 5 s", name)
 	}
+}
+
+// RemoveStale removes the sockets in SocketDir of devices named as ours says that nothing listens
+// on any more: a wireguard-go device that ended with its process leaves its socket behind, and the
+// directory is shared by every namespace, so only a socket that refuses connections is removed.
+func RemoveStale(ours func(name string) bool) ([]string, error) {
+	entries, err := os.ReadDir(SocketDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, kerr.Wrap(err, "wireguard: list %s", SocketDir)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".sock")
+		if !ok || !ours(name) {
+			continue
+		}
+		path := SocketPath(name)
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			_ = conn.Close()
+			continue // a live device
+		}
+		if !errors.Is(err, unix.ECONNREFUSED) {
+			continue
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, kerr.Wrap(err, "wireguard: remove stale socket %s", path))
+			continue
+		}
+		removed = append(removed, path)
+	}
+	return removed, errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -221,4 +222,37 @@ func TestNewFailsCleanly(t *testing.T) {
 	}
 	_, err = first.State()
 	require.NoError(t, err, "the first device still answers")
+}
+
+func TestRemoveStaleKeepsLiveSockets(t *testing.T) {
+	nstest.RequireRoot(t)
+	require.NoError(t, os.MkdirAll(wireguard.SocketDir, 0o755))
+	stale := wireguard.SocketPath("vwstaletest0001")
+	lis, err := net.Listen("unix", stale)
+	require.NoError(t, err)
+	lis.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, lis.Close()) // the file stays, nothing listens: what a killed process leaves
+	t.Cleanup(func() { _ = os.Remove(stale) })
+
+	live := wireguard.SocketPath("vwlivetest00001")
+	lis, err = net.Listen("unix", live)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = lis.Close() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+
+	removed, err := wireguard.RemoveStale(func(name string) bool {
+		return strings.HasSuffix(name, "test0001") || strings.HasSuffix(name, "test00001")
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{stale}, removed)
+	require.NoFileExists(t, stale)
+	require.FileExists(t, live)
 }

@@ -344,6 +344,12 @@ func ruleLine(r netlink.Rule) string {
 	} else {
 		line += " from all" + map[int]string{unix.AF_INET: "4", unix.AF_INET6: "6"}[r.Family]
 	}
+	if r.IifName != "" {
+		line += " iif " + r.IifName
+	}
+	if r.OifName != "" {
+		line += " oif " + r.OifName
+	}
 	if r.IPProto != 0 {
 		line += fmt.Sprintf(" ipproto %d", r.IPProto)
 	}

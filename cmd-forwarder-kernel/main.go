@@ -1,0 +1,349 @@
+// Command cmd-forwarder-kernel is vwire's kernel forwarder: the data plane agent of a node. Its
+// node's nsmgr sends it each connection; it makes the client's vWire (a veth pair into the
+// client's network namespace), and the endpoint's vWire on the same node or a tunnel to the
+// forwarder of the endpoint's node (WireGuard for IP payload, VXLAN for Ethernet), and joins
+// them in its own network namespace. Close removes all of it.
+//
+// It serves the forwarder chain (sdk-kernel/pkg/kernel/networkservice/chains/forwarder) on
+// NSM_LISTEN_ON and registers itself with its nsmgr (NSM_CONNECT_TO) as an endpoint of the
+// network service "forwarder" with NSM_LABELS. At start, before serving, it removes what a
+// previous run left in its namespace (interfaces named "vw" + 13 base32 characters, and the
+// policy rules naming them; see sdk-kernel/pkg/kernel/ifname): connections that were alive come
+// back through the nsmgr's heal, which rebuilds them. At SIGINT or SIGTERM it unregisters, stops
+// serving and removes the same again.
+//
+// It works in the network namespace it runs in, which must be its own (a pod's, or one made with
+// ip netns): for WireGuard it turns on IP forwarding and turns off the reverse-path filter there.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/vxlan"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/wireguard"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
+	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/token"
+
+	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
+	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/chains/forwarder"
+	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
+	wgdevice "vwire.dev/sdk-kernel/pkg/kernel/wireguard"
+)
+
+type config struct {
+	envconfig.Common
+	Name             envconfig.Name   `default:"forwarder-kernel" split_words:"true" desc:"the forwarder's name: its registration and its segment of each connection's path; unique in the mesh"`
+	ListenOn         envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
+	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr: where it registers and finds endpoints"`
+	TunnelIP         tunnelIP         `split_words:"true" desc:"its underlay address, one of its namespace's, the source of its tunnels to other nodes; unset: connections within the node only"`
+	VXLANPort        port             `default:"4789" split_words:"true" desc:"UDP port of VXLAN tunnels; the same on every node"`
+	RemoteMechanisms remoteMechanisms `default:"WIREGUARD,VXLAN" split_words:"true" desc:"the tunnels it offers and accepts, in the order it prefers them (WireGuard carries IP payload only)"`
+	Labels           envconfig.Labels `default:"p2p=true" split_words:"true" desc:"its labels for the forwarder service, which the nsmgr picks forwarders by"`
+	RegisterTimeout  time.Duration    `default:"15s" split_words:"true" desc:"how long the first registration may wait for the nsmgr to answer; also bounds the unregistration at exit"`
+	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+}
+
+// tunnelIP is an optional unicast IP address.
+type tunnelIP struct{ netip.Addr }
+
+func (a *tunnelIP) Decode(value string) error {
+	ip, err := netip.ParseAddr(strings.TrimSpace(value))
+	switch {
+	case err != nil:
+		return errors.New("not an IP address; write 10.0.0.1 or fd00::1")
+	case ip.IsUnspecified() || ip.IsMulticast() || ip.IsLoopback():
+		return errors.New("not a unicast address of an interface")
+	}
+	a.Addr = ip.Unmap()
+	return nil
+}
+
+func (tunnelIP) TypeName() string { return "IP address" }
+
+func (a tunnelIP) String() string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.Addr.String()
+}
+
+// port is a UDP port, 1..65535.
+type port uint16
+
+func (p *port) Decode(value string) error {
+	n, err := strconv.ParseUint(strings.TrimSpace(value), 10, 16)
+	if err != nil || n == 0 {
+		return errors.New("not a UDP port 1..65535")
+	}
+	*p = port(n)
+	return nil
+}
+
+func (port) TypeName() string { return "port" }
+
+// remoteMechanisms is a list of tunnel mechanism types, without repeats.
+type remoteMechanisms []string
+
+func (r *remoteMechanisms) Decode(value string) error {
+	var out remoteMechanisms
+	err := envconfig.DecodeList(value, func(item string) error {
+		t := strings.ToUpper(item)
+		if t != wireguard.MECHANISM && t != vxlan.MECHANISM {
+			return fmt.Errorf("not a tunnel this forwarder makes; use %s or %s", wireguard.MECHANISM, vxlan.MECHANISM)
+		}
+		if slices.Contains(out, t) {
+			return errors.New("given twice")
+		}
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*r = out
+	return nil
+}
+
+func (remoteMechanisms) TypeName() string { return "mechanism list" }
+
+func (r remoteMechanisms) String() string { return strings.Join(r, ",") }
+
+const about = `cmd-forwarder-kernel: vwire's kernel forwarder, the data plane of a node. For each connection
+its nsmgr sends it, it makes the client's vWire (a veth pair into the client's network
+namespace) and the endpoint's vWire on this node, or a WireGuard (IP) or VXLAN (Ethernet) tunnel
+to the forwarder of the endpoint's node, and joins them in its own network namespace, which must
+be its own. It registers with NSM_CONNECT_TO, and removes what a previous run left in its
+namespace at start, and what it made at SIGINT or SIGTERM.`
+
+func main() { command(&config{}).Main() }
+
+func command(c *config) envconfig.Command {
+	return envconfig.Command{Name: "cmd-forwarder-kernel", About: about, Spec: c, Run: func(ctx context.Context) error {
+		return run(ctx, c)
+	}}
+}
+
+func run(ctx context.Context, c *config) error {
+	logger := log.FromContext(ctx)
+	fwd, err := nsfile.Open("file:///proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = fwd.Close() }()
+	if c.TunnelIP.IsValid() {
+		if err := onInterface(fwd, c.TunnelIP.Addr); err != nil {
+			return err
+		}
+	} else {
+		logger.Warn("NSM_TUNNEL_IP is not set: connections to endpoints on other nodes will fail")
+	}
+	if err := sweep(ctx, fwd, "a previous run left"); err != nil {
+		return err
+	}
+	defer func() { _ = sweep(ctx, fwd, "connections left at exit") }()
+
+	listen := c.ListenOn.URL
+	if listen == nil {
+		dir, err := os.MkdirTemp("", "vw-fwd")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "forwarder.sock")}
+	}
+	target, _ := hopurl.Target(c.ConnectTo.URL) // checked with the configuration
+	cc, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Wait for an nsmgr that is starting, and come back to one that restarted, quickly.
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}}))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
+	}
+	defer func() { _ = cc.Close() }()
+
+	// Serving outlives ctx (the signal) until the forwarder is unregistered.
+	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	name := string(c.Name)
+	opts := []forwarder.Option{
+		forwarder.WithName(name),
+		forwarder.WithVXLANPort(uint16(c.VXLANPort)),
+		forwarder.WithRemoteMechanisms(c.RemoteMechanisms...),
+	}
+	if c.TunnelIP.IsValid() {
+		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))
+	}
+	fwdChain, err := forwarder.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), cc, fwd, opts...)
+	if err != nil {
+		return err
+	}
+	errs, err := grpcserve.Serve(serving, listen, fwdChain)
+	if err != nil {
+		return err
+	}
+	logger.Info("serving", "url", listen.String())
+
+	reg, err := register(ctx, c, cc, listen)
+	if err != nil {
+		stopServing()
+		for range errs {
+		}
+		if ctx.Err() != nil {
+			return nil // stopped while registering: nothing is registered
+		}
+		return err
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errs: // serving failed: unregister, then tell
+	}
+	unregisterErr := reg.unregister()
+	stopServing()
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return errors.Join(err, unregisterErr)
+}
+
+// onInterface checks that ip is an address of an interface of namespace ns.
+func onInterface(ns netns.NsHandle, ip netip.Addr) error {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return nil
+		}
+	}
+	return fmt.Errorf("NSM_TUNNEL_IP: %q: no interface of this network namespace has it; give one of its addresses", ip)
+}
+
+// sweep removes the forwarder's objects from ns and says so.
+func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
+	removed, err := ifname.Sweep(ns)
+	if len(removed) > 0 {
+		log.FromContext(ctx).Info("removed interfaces "+what, "interfaces", removed)
+	}
+	if err != nil {
+		return fmt.Errorf("remove interfaces %s: %w", what, err)
+	}
+	sockets, err := wgdevice.RemoveStale(ifname.Ours)
+	if len(sockets) > 0 {
+		log.FromContext(ctx).Info("removed WireGuard sockets "+what, "sockets", sockets)
+	}
+	if err != nil {
+		return fmt.Errorf("remove WireGuard sockets %s: %w", what, err)
+	}
+	return nil
+}
+
+// registration is the forwarder's registration and the chain that keeps it.
+type registration struct {
+	c       *config
+	chain   regnext.NSE
+	nse     *registry.NetworkServiceEndpoint
+	stop    context.CancelFunc // ends refresh and heal
+	watched chan struct{}      // closed when the watch that lets heal notice a restart ended
+}
+
+// register registers the forwarder with its nsmgr, waiting at most NSM_REGISTER_TIMEOUT for it.
+// Then the registration is refreshed before it expires, and made again when the nsmgr restarted.
+func register(ctx context.Context, c *config, cc grpc.ClientConnInterface, listen *url.URL) (*registration, error) {
+	name := string(c.Name)
+	background, stop := context.WithCancel(context.WithoutCancel(ctx))
+	r := &registration{
+		c:     c,
+		chain: regclient.NewNSE(background, cc, name),
+		stop:  stop,
+		nse: &registry.NetworkServiceEndpoint{
+			Name:                 name,
+			NetworkServiceNames:  []string{"forwarder"},
+			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
+			Url:                  listen.String(),
+		},
+	}
+	first, cancel := context.WithTimeout(ctx, c.RegisterTimeout)
+	defer cancel()
+	got, err := r.chain.Register(first, r.nse)
+	if err != nil {
+		stop()
+		return nil, r.explain("register", first, err)
+	}
+	// A watch of its own name, through heal: when it breaks and the nsmgr answers again, heal
+	// registers the forwarder again at once instead of at the next refresh.
+	r.watched = make(chan struct{})
+	go func() {
+		defer close(r.watched)
+		own := &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{Name: name, NetworkServiceNames: []string{"forwarder"}}, Watch: true}
+		_ = r.chain.Find(background, own, func(*regnext.Event[*registry.NetworkServiceEndpoint]) error { return nil })
+	}()
+	log.FromContext(ctx).Info("registered", "name", name, "labels", c.Labels, "at", c.ConnectTo.String(),
+		"expires", got.GetExpirationTime().AsTime().Format(time.RFC3339))
+	return r, nil
+}
+
+// explain says that the nsmgr failed, and whether the time ran out (ctx is the attempt's).
+func (r *registration) explain(what string, ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr running there? (%s)",
+			what, r.c.ConnectTo, r.c.RegisterTimeout, describe(err))
+	}
+	return fmt.Errorf("%s at %s: %s", what, r.c.ConnectTo, describe(err))
+}
+
+// describe is a gRPC status as "Code: message", for a person rather than a program.
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}
+
+// unregister unregisters the forwarder, waiting at most NSM_REGISTER_TIMEOUT, and ends the
+// registration's background work.
+func (r *registration) unregister() error {
+	defer func() {
+		r.stop()
+		<-r.watched
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), r.c.RegisterTimeout)
+	defer cancel()
+	if err := r.chain.Unregister(ctx, r.nse); err != nil {
+		return r.explain("unregister", ctx, err)
+	}
+	return nil
+}

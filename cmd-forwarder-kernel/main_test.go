@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
+	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
+	"vwire.dev/sdk/pkg/tools/token"
+
+	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
+	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
+)
+
+var bin string // the command, built once
+
+func TestMain(m *testing.M) {
+	cmdtest.Main(m, map[string]*string{".": &bin})
+}
+
+func TestHelpAndREADMEListEveryVariable(t *testing.T) {
+	cmdtest.CheckDocs(t, bin, &config{})
+}
+
+func TestBadConfigurationStopsWithOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"tunnel IP that is not one", []string{"NSM_TUNNEL_IP=node-1"}, `NSM_TUNNEL_IP: "node-1": not an IP address; write 10.0.0.1 or fd00::1`},
+		{"tunnel IP unspecified", []string{"NSM_TUNNEL_IP=::"}, `NSM_TUNNEL_IP: "::": not a unicast address of an interface`},
+		{"tunnel IP of no interface", []string{"NSM_TUNNEL_IP=192.0.2.77"},
+			`NSM_TUNNEL_IP: "192.0.2.77": no interface of this network namespace has it; give one of its addresses`},
+		{"VXLAN port zero", []string{"NSM_VXLAN_PORT=0"}, `NSM_VXLAN_PORT: "0": not a UDP port 1..65535`},
+		{"unknown remote mechanism", []string{"NSM_REMOTE_MECHANISMS=WIREGUARD,KERNEL"},
+			`NSM_REMOTE_MECHANISMS: "WIREGUARD,KERNEL": item 2 "KERNEL": not a tunnel this forwarder makes; use WIREGUARD or VXLAN`},
+		{"bad label", []string{"NSM_LABELS=p2p"}, `NSM_LABELS: "p2p": not key=value`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			line, _ := cmdtest.Fails(t, bin, append([]string{"NSM_LOG_LEVEL=ERROR"}, tc.env...))
+			require.Equal(t, "cmd-forwarder-kernel: "+tc.want, line)
+		})
+	}
+}
+
+// namespace makes a named network namespace with lo up and returns its name and a handle,
+// removed when the test ends.
+func namespace(t *testing.T) (string, netns.NsHandle) {
+	if unix.Geteuid() != 0 {
+		t.Skip("needs root: the test makes network namespaces")
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "vwt-" + hex.EncodeToString(b)
+	out, err := exec.Command("ip", "netns", "add", name).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	ns, err := netns.GetFromName(name)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ns.Close() })
+	h := handle(t, ns)
+	lo, err := h.LinkByName("lo")
+	require.NoError(t, err)
+	require.NoError(t, h.LinkSetUp(lo))
+	return name, ns
+}
+
+func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	return h
+}
+
+func links(t *testing.T, h *netlink.Handle) []string {
+	all, err := h.LinkList()
+	require.NoError(t, err)
+	var names []string
+	for _, l := range all {
+		names = append(names, l.Attrs().Name)
+	}
+	return names
+}
+
+// forwarders returns the forwarders registered with the nsmgr at cc.
+func forwarders(t *testing.T, ctx context.Context, nse regnext.NSE) []*registry.NetworkServiceEndpoint {
+	var found []*registry.NetworkServiceEndpoint
+	err := nse.Find(ctx, &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{NetworkServiceNames: []string{"forwarder"}}},
+		func(ev *regnext.Event[*registry.NetworkServiceEndpoint]) error {
+			found = append(found, ev.Record)
+			return nil
+		})
+	require.NoError(t, err)
+	return found
+}
+
+// TestStartSweepsRegistersAndStops runs the forwarder in a namespace of its own, with an nsmgr:
+// it removes what a previous run left (and nothing else), registers with its labels, and at
+// SIGTERM unregisters and exits 0.
+func TestStartSweepsRegistersAndStops(t *testing.T) {
+	name, ns := namespace(t)
+	h := handle(t, ns)
+	left := ifname.Name("old-connection", ifname.Client)
+	for _, pair := range [][2]string{{left, "eth-left"}, {"keep0", "keep1"}} {
+		require.NoError(t, h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: pair[0]}, PeerName: pair[1]}))
+	}
+	keep0, err := h.LinkByName("keep0")
+	require.NoError(t, err)
+	addr, err := netlink.ParseAddr("10.99.0.1/24")
+	require.NoError(t, err)
+	require.NoError(t, h.AddrAdd(keep0, addr))
+	rule := netlink.NewRule()
+	rule.IifName, rule.Table, rule.Priority = left, 1234, 1000
+	require.NoError(t, h.RuleAdd(rule))
+
+	dir := cmdtest.TempDir(t)
+	nsmgrURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nsmgr.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	mgr := nsmgr.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nsmgr")), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
+	errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for range errs {
+		}
+	})
+	cc := cmdtest.Dial(t, nsmgrURL.String())
+	registered := regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+
+	fwdURL := "unix://" + filepath.Join(dir, "fwd.sock")
+	p := cmdtest.Start(t, "ip", []string{
+		"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd-1", "NSM_CONNECT_TO=" + nsmgrURL.String(), "NSM_LISTEN_ON=" + fwdURL,
+		"NSM_TUNNEL_IP=10.99.0.1", "NSM_LABELS=p2p=true,node=n1",
+	}, "netns", "exec", name, bin)
+	p.WaitStderr(`msg=registered`)
+	require.Contains(t, p.Stderr(), "removed interfaces a previous run left")
+	require.NotContains(t, links(t, h), left, "the leftover is gone")
+	require.NotContains(t, links(t, h), "eth-left", "with its peer")
+	require.Contains(t, links(t, h), "keep0", "other interfaces stay")
+	rules, err := h.RuleList(netlink.FAMILY_ALL)
+	require.NoError(t, err)
+	for _, r := range rules {
+		require.NotEqual(t, left, r.IifName, "the leftover's rule is gone")
+	}
+
+	found := forwarders(t, ctx, registered)
+	require.Len(t, found, 1)
+	require.Equal(t, "fwd-1", found[0].GetName())
+	require.Equal(t, fwdURL, found[0].GetUrl())
+	require.Equal(t, map[string]string{"p2p": "true", "node": "n1"}, found[0].GetNetworkServiceLabels()["forwarder"].GetLabels())
+
+	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())
+	require.Empty(t, forwarders(t, ctx, registered), "it unregistered")
+	require.True(t, strings.Contains(p.Stderr(), "msg=stopped"), "stderr:\n%s", p.Stderr())
+}
+
+// ping sends ICMP echo requests from a raw socket in ns to dst until one is answered, at most 3.
+func ping(ns netns.NsHandle, dst netip.Addr) error {
+	network, listen, proto := "ip4:icmp", "0.0.0.0", 1
+	var request, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if dst.Is6() {
+		network, listen, proto = "ip6:ipv6-icmp", "::", 58
+		request, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	var conn *icmp.PacketConn
+	err := nsfile.Do(ns, func() (err error) {
+		conn, err = icmp.ListenPacket(network, listen)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	buf := make([]byte, 1500)
+	for seq := 1; seq <= 3; seq++ {
+		msg, err := (&icmp.Message{Type: request, Body: &icmp.Echo{ID: 7, Seq: seq, Data: []byte("vwire")}}).Marshal(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			if m, err := icmp.ParseMessage(proto, buf[:n]); err == nil && m.Type == reply {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("ping %s: no reply", dst)
+}

@@ -1,0 +1,293 @@
+package forwarder_test
+
+import (
+	"context"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/vxlan"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/wireguard"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
+	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
+	"vwire.dev/sdk/pkg/tools/sandbox"
+	"vwire.dev/sdk/pkg/tools/token"
+
+	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
+	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
+	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/chains/forwarder"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const service = "icmp-responder"
+
+// node is one sandbox node whose forwarder is ours, working in a namespace of its own.
+type node struct {
+	*sandbox.Node
+	ns netns.NsHandle
+}
+
+// mesh builds a sandbox of n nodes and replaces each node's pass-through forwarder with the
+// kernel forwarder in a new namespace; underlay, if set, joins node i's namespace to node 0's
+// with a veth and gives it underlay[i] (the tunnel address).
+func mesh(t *testing.T, n int, underlay []netip.Prefix, sandboxOpts []sandbox.Option, opts ...forwarder.Option) (*sandbox.Domain, []*node) {
+	d := sandbox.New(t, n, sandboxOpts...)
+	var nodes []*node
+	for i, sn := range d.Nodes {
+		ns, _ := nstest.New(t)
+		h := nstest.Handle(t, ns)
+		lo, err := h.LinkByName("lo")
+		require.NoError(t, err)
+		require.NoError(t, h.LinkSetUp(lo), "a forwarder's namespace has lo up (l3xconnect sets it up otherwise)")
+		nodes = append(nodes, &node{Node: sn, ns: ns})
+		if i > 0 && underlay != nil {
+			nstest.Veth(t, nodes[0].ns, "ul"+string(rune('0'+i)), []string{underlay[0].String()}, ns, "ul0", []string{underlay[i].String()})
+		}
+	}
+	for i, nd := range nodes {
+		for _, f := range nd.Forwarders {
+			f.Stop()
+		}
+		var all []forwarder.Option
+		if underlay != nil {
+			all = append(all, forwarder.WithTunnelIP(underlay[i].Addr()))
+		}
+		serveForwarder(t, d, nd, append(all, opts...))
+	}
+	return d, nodes
+}
+
+// serveForwarder serves the kernel forwarder of nd and registers it with nd's nsmgr, until the
+// test ends.
+func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.Option) {
+	ctx, cancel := context.WithCancel(d.Context())
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	self := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "fwd.sock")}
+	cc, err := grpc.NewClient("unix://"+nd.NSMgr.URL.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	name := nd.Name + "-kernel-fwd"
+	fwd, err := forwarder.NewServer(ctx, token.NewInsecure(sandbox.TokenLifetime, token.WithName(name), token.WithClock(clock.FromContext(ctx))), cc, nd.ns,
+		append([]forwarder.Option{forwarder.WithName(name)}, opts...)...)
+	require.NoError(t, err)
+	errs, err := grpcserve.Serve(ctx, self, fwd)
+	require.NoError(t, err)
+	_, unregister, err := regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{
+		Name:                 name,
+		NetworkServiceNames:  []string{"forwarder"},
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: map[string]string{"p2p": "true"}}},
+		Url:                  self.String(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = unregister(context.WithoutCancel(ctx))
+		cancel()
+		for range errs {
+		}
+		_ = cc.Close()
+		_ = os.RemoveAll(dir)
+	})
+}
+
+// netnsOf states the endpoint's namespace in the KERNEL mechanism it accepts.
+type netnsOf string
+
+func (n netnsOf) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	kernel.ToMechanism(req.GetConnection().GetMechanism()).SetNetNSURL(string(n))
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (n netnsOf) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// workloads starts an endpoint on nse's node in a new namespace and returns it and a new
+// namespace for the client, with the namespaces' state before any connection.
+func workloads(t *testing.T, d *sandbox.Domain, nseNode *node, p string, extra ...networkservice.NetworkServiceServer) (nsc, nse netns.NsHandle, nscURL string) {
+	d.RegisterService(&registry.NetworkService{Name: service, Payload: p})
+	nse, nseName := nstest.New(t)
+	nseNode.NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}}, append([]networkservice.NetworkServiceServer{
+		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
+		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
+	}, extra...)...)
+	nsc, nscName := nstest.New(t)
+	return nsc, nse, nstest.URL(nscName)
+}
+
+func request(nscURL string) *networkservice.NetworkServiceRequest {
+	mech := kernel.ToMechanism(&networkservice.Mechanism{Cls: cls.LOCAL, Type: kernel.MECHANISM})
+	mech.SetInterfaceName("nsm-1")
+	mech.SetNetNSURL(nscURL)
+	return &networkservice.NetworkServiceRequest{
+		Connection:           &networkservice.Connection{NetworkService: service},
+		MechanismPreferences: []*networkservice.Mechanism{mech.Mechanism},
+	}
+}
+
+// pingAcross pings every address of the other side from each side.
+func pingAcross(t *testing.T, nsc, nse netns.NsHandle, conn *networkservice.Connection) {
+	t.Helper()
+	ipc := conn.GetContext().GetIpContext()
+	require.Len(t, ipc.GetDstIpAddrs(), 2, "an IPv4 and an IPv6 address each")
+	for _, side := range []struct {
+		from netns.NsHandle
+		to   []string
+	}{{nsc, ipc.GetDstIpAddrs()}, {nse, ipc.GetSrcIpAddrs()}} {
+		for _, dst := range side.to {
+			require.NoError(t, nstest.Ping(side.from, netip.MustParsePrefix(dst).Addr()), "ping %s", dst)
+		}
+	}
+}
+
+// tunnelType is the kind of the forwarder's tunnel device in ns ("" without one).
+func tunnelType(t *testing.T, ns netns.NsHandle) string {
+	links, err := nstest.Handle(t, ns).LinkList()
+	require.NoError(t, err)
+	for _, l := range links {
+		if !ifname.Ours(l.Attrs().Name) {
+			continue
+		}
+		switch l.(type) {
+		case *netlink.Vxlan:
+			return vxlan.MECHANISM
+		case *netlink.Tuntap, *netlink.GenericLink:
+			if l.Type() == "tuntap" || l.Type() == "tun" {
+				return wireguard.MECHANISM
+			}
+		}
+	}
+	return ""
+}
+
+func TestKernel2Kernel(t *testing.T) {
+	for _, p := range []string{payload.IP, payload.Ethernet} {
+		t.Run(p, func(t *testing.T) {
+			d, nodes := mesh(t, 1, nil, nil)
+			nsc, nse, nscURL := workloads(t, d, nodes[0], p)
+			before := [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}
+
+			ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+			defer cancel()
+			client := nodes[0].NewClient("nsc")
+			conn, err := client.Request(ctx, request(nscURL))
+			require.NoError(t, err)
+			require.Equal(t, kernel.MECHANISM, conn.GetMechanism().GetType())
+			pingAcross(t, nsc, nse, conn)
+
+			_, err = client.Close(ctx, conn)
+			require.NoError(t, err)
+			require.Equal(t, before, [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}, "nothing is left")
+		})
+	}
+}
+
+func TestKernel2Tunnel2Kernel(t *testing.T) {
+	v4 := []netip.Prefix{netip.MustParsePrefix("10.254.0.1/24"), netip.MustParsePrefix("10.254.0.2/24")}
+	v6 := []netip.Prefix{netip.MustParsePrefix("fd00:254::1/64"), netip.MustParsePrefix("fd00:254::2/64")}
+	tests := []struct {
+		name     string
+		payload  string
+		underlay []netip.Prefix
+		remote   []string // forwarder.WithRemoteMechanisms; nil: the default
+		want     string
+	}{
+		{"wireguard/ipv4 underlay", payload.IP, v4, nil, wireguard.MECHANISM},
+		{"wireguard/ipv6 underlay", payload.IP, v6, nil, wireguard.MECHANISM},
+		{"vxlan/ethernet/ipv4 underlay", payload.Ethernet, v4, nil, vxlan.MECHANISM},
+		{"vxlan/ethernet/ipv6 underlay", payload.Ethernet, v6, nil, vxlan.MECHANISM},
+		{"vxlan/ip/ipv4 underlay", payload.IP, v4, []string{vxlan.MECHANISM}, vxlan.MECHANISM},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var opts []forwarder.Option
+			if tt.remote != nil {
+				opts = append(opts, forwarder.WithRemoteMechanisms(tt.remote...))
+			}
+			d, nodes := mesh(t, 2, tt.underlay, nil, opts...)
+			nsc, nse, nscURL := workloads(t, d, nodes[1], tt.payload)
+			before := [4]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nodes[1].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}
+
+			ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+			defer cancel()
+			client := nodes[0].NewClient("nsc")
+			conn, err := client.Request(ctx, request(nscURL))
+			require.NoError(t, err)
+			require.Equal(t, kernel.MECHANISM, conn.GetMechanism().GetType())
+			require.Equal(t, tt.want, tunnelType(t, nodes[0].ns), "the client's node tunnels with %s", tt.want)
+			require.Equal(t, tt.want, tunnelType(t, nodes[1].ns), "the endpoint's node tunnels with %s", tt.want)
+			pingAcross(t, nsc, nse, conn)
+
+			_, err = client.Close(ctx, conn)
+			require.NoError(t, err)
+			require.Equal(t, before, [4]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nodes[1].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}, "nothing is left")
+		})
+	}
+}
+
+// TestRefreshKeepsTheVWire refreshes a connection twice, as the client's refresh element does
+// (the same request with the connection as returned): every element keeps what it made, and the
+// vWire still carries traffic. Refresh timing itself is tested in the sdk.
+func TestRefreshKeepsTheVWire(t *testing.T) {
+	underlay := []netip.Prefix{netip.MustParsePrefix("10.254.0.1/24"), netip.MustParsePrefix("10.254.0.2/24")}
+	tests := []struct {
+		name   string
+		nodes  int
+		remote []string
+	}{
+		{"kernel", 1, nil},
+		{"wireguard", 2, []string{wireguard.MECHANISM}},
+		{"vxlan", 2, []string{vxlan.MECHANISM}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ul []netip.Prefix
+			var opts []forwarder.Option
+			if tt.nodes > 1 {
+				ul, opts = underlay, []forwarder.Option{forwarder.WithRemoteMechanisms(tt.remote...)}
+			}
+			d, nodes := mesh(t, tt.nodes, ul, nil, opts...)
+			rec := checks.NewServer()
+			nsc, nse, nscURL := workloads(t, d, nodes[tt.nodes-1], payload.IP, rec)
+			ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+			defer cancel()
+			client := nodes[0].NewClient("nsc")
+			conn, err := client.Request(ctx, request(nscURL))
+			require.NoError(t, err)
+			during := nstest.Dump(t, nodes[0].ns)
+
+			for range 2 {
+				refresh := request(nscURL)
+				refresh.Connection = conn.Clone()
+				conn, err = client.Request(ctx, refresh)
+				require.NoError(t, err)
+			}
+			require.GreaterOrEqual(t, len(rec.Requests()), 3, "the endpoint was refreshed, at least twice")
+			require.Equal(t, during, nstest.Dump(t, nodes[0].ns), "the refreshes kept the forwarder's interfaces as they were")
+			pingAcross(t, nsc, nse, conn)
+			_, err = client.Close(ctx, conn)
+			require.NoError(t, err)
+		})
+	}
+}
