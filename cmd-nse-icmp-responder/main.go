@@ -4,9 +4,11 @@
 //
 // It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) with point2pointipam and
 // the KERNEL mechanism on NSM_LISTEN_ON, and registers itself (and, unless told not to, its
-// network services) at NSM_CONNECT_TO: the node's nsmgr, or a registry, with the registry client
-// chain (sdk/pkg/registry/chains/client): the registration is refreshed before it expires, and
-// made again as soon as a registry that restarted answers. At SIGINT or SIGTERM it unregisters, then stops serving.
+// network services first) at NSM_CONNECT_TO: the node's nsmgr, or a registry, with the registry
+// client (sdk/pkg/registry/chains/client), which waits up to NSM_REGISTER_TIMEOUT for a registry
+// that is not up yet; the registration is refreshed before it expires, and both are made again
+// as soon as a registry that restarted answers. At SIGINT or SIGTERM it unregisters, then stops
+// serving.
 //
 // The endpoint makes no interface itself: the forwarder builds the vWire's end in the
 // endpoint's network namespace, which the endpoint states in the KERNEL mechanism it accepts
@@ -28,9 +30,7 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -39,9 +39,6 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
-	"vwire.dev/sdk/pkg/registry/common/connect"
-	"vwire.dev/sdk/pkg/registry/common/updatepath"
-	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
@@ -134,7 +131,7 @@ func run(ctx context.Context, c *config) error {
 	case <-ctx.Done():
 	case err = <-errs: // serving failed: unregister, then tell
 	}
-	unregisterErr := reg.unregister()
+	unregisterErr := reg.unregisterEndpoint()
 	stopServing()
 	for e := range errs {
 		err = errors.Join(err, e)
@@ -149,140 +146,95 @@ func drain(errs <-chan error) {
 	}
 }
 
-// registration is the endpoint's registration and the chain that keeps it.
+// registration is the endpoint's registration, kept by the registry client chain.
 type registration struct {
-	c       *config
-	cc      *grpc.ClientConn
-	chain   regnext.NSE
-	nse     *registry.NetworkServiceEndpoint
-	target  string
-	stop    context.CancelFunc // ends refresh and heal
-	watched chan struct{}      // closed when the watch that lets heal notice a restart ended
+	c          *config
+	cc         *grpc.ClientConn
+	target     string
+	unregister func(context.Context) error // also ends refresh and heal
 }
 
-// register registers the endpoint's services (unless told not to) and the endpoint at
-// NSM_CONNECT_TO, trying again while it is unreachable, for at most NSM_REGISTER_TIMEOUT. Then
-// the registration is refreshed before it expires, and made again when the registry restarted.
+// register registers the endpoint's network services (unless told not to) and the endpoint at
+// NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT for it to answer. From then on the
+// registrations are refreshed before they expire, and made again when the registry restarted,
+// until ctx ends or the endpoint unregisters.
 func register(ctx context.Context, c *config, listen *url.URL) (*registration, error) {
-	target, _ := hopurl.Target(c.ConnectTo.URL) // checked with the configuration
-	cc, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Come back to a registry that restarted quickly, as registry heal expects.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
-		}}))
+	cc, err := regclient.Dial(c.ConnectTo.URL)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}
 	name := string(c.Name)
-	background, stop := context.WithCancel(context.WithoutCancel(ctx))
-	r := &registration{
-		c:      c,
-		cc:     cc,
-		chain:  regclient.NewNSE(background, cc, name),
-		target: c.ConnectTo.String(),
-		stop:   stop,
-		nse: &registry.NetworkServiceEndpoint{
-			Name:                 name,
-			NetworkServiceNames:  c.ServiceNames,
-			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
-			Url:                  listen.String(),
-		},
-	}
-	for _, service := range c.ServiceNames {
-		r.nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
-	}
-
-	first, cancel := context.WithTimeout(ctx, c.RegisterTimeout)
-	defer cancel()
+	r := &registration{c: c, cc: cc, target: c.ConnectTo.String()}
+	// The services' registrations are kept until the program ends; the endpoint's until it
+	// unregisters.
 	if c.RegisterService {
-		services := regnext.Chain(updatepath.NewNS(name), connect.NewNS(cc))
 		for _, service := range c.ServiceNames {
 			ns := &registry.NetworkService{Name: service, Payload: string(c.Payload)}
-			_, err := untilReachable(first, func() (*registry.NetworkService, error) { return services.Register(first, ns) })
-			if status.Code(err) == codes.PermissionDenied { // another endpoint of the service registered it
-				log.FromContext(ctx).Info("network service registered by another endpoint", "service", service, "reason", describe(err))
-				continue
-			}
-			if err != nil {
+			if _, _, err := regclient.RegisterNS(ctx, cc, ns, regclient.WithTimeout(c.RegisterTimeout)); err != nil {
 				_ = cc.Close()
-				stop()
-				return nil, r.explain("register network service "+service, first, err)
+				return nil, r.explain("register network service "+service, err, isNoAnswer(err))
 			}
 		}
 	}
-	got, err := untilReachable(first, func() (*registry.NetworkServiceEndpoint, error) { return r.chain.Register(first, r.nse) })
+	nse := &registry.NetworkServiceEndpoint{
+		Name:                 name,
+		NetworkServiceNames:  c.ServiceNames,
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
+		Url:                  listen.String(),
+	}
+	for _, service := range c.ServiceNames {
+		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
+	}
+	got, unregister, err := regclient.Register(ctx, cc, nse, regclient.WithTimeout(c.RegisterTimeout))
 	if err != nil {
 		_ = cc.Close()
-		stop()
-		return nil, r.explain("register", first, err)
+		return nil, r.explain("register", err, isNoAnswer(err))
 	}
-	// A watch of its own name, through heal: when it breaks and the registry answers again, heal
-	// registers the endpoint again at once instead of at the next refresh.
-	r.watched = make(chan struct{})
-	go func() {
-		defer close(r.watched)
-		own := &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{Name: name}, Watch: true}
-		_ = r.chain.Find(background, own, func(*regnext.Event[*registry.NetworkServiceEndpoint]) error { return nil })
-	}()
+	r.unregister = unregister
 	log.FromContext(ctx).Info("registered", "name", name, "services", c.ServiceNames, "at", r.target,
 		"expires", got.GetExpirationTime().AsTime().Format(time.RFC3339))
 	return r, nil
 }
 
-// untilReachable calls register until it returns something other than Unavailable (the registry
-// is not up yet), waiting a little longer each time, until ctx ends.
-func untilReachable[R any](ctx context.Context, register func() (R, error)) (R, error) {
-	wait := 50 * time.Millisecond
-	for {
-		got, err := register()
-		if status.Code(err) != codes.Unavailable {
-			return got, err
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return got, err
-		case <-timer.C:
-		}
-		wait = min(2*wait, time.Second)
-	}
+// isNoAnswer reports whether a registration with a timeout failed because the registry did not
+// answer.
+func isNoAnswer(err error) bool {
+	code := status.Code(err)
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
 }
 
-// explain says which registry failed, and whether the time ran out (ctx is the attempt's).
-func (r *registration) explain(what string, ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+// explain says which registry failed, and whether the time ran out.
+func (r *registration) explain(what string, err error, timedOut bool) error {
+	if timedOut {
 		return fmt.Errorf("%s at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr or registry running there? (%s)",
 			what, r.target, r.c.RegisterTimeout, describe(err))
 	}
 	return fmt.Errorf("%s at %s: %s", what, r.target, describe(err))
 }
 
-// describe is a gRPC status as "Code: message", for a person rather than a program.
+// describe is the innermost gRPC status of err as "Code: message", for a person rather than a
+// program.
 func describe(err error) string {
-	if s, ok := status.FromError(err); ok {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		s := se.GRPCStatus()
 		return s.Code().String() + ": " + s.Message()
 	}
 	return err.Error()
 }
 
-// unregister unregisters the endpoint, waiting at most NSM_REGISTER_TIMEOUT.
-func (r *registration) unregister() error {
+// unregisterEndpoint unregisters the endpoint, waiting at most NSM_REGISTER_TIMEOUT.
+func (r *registration) unregisterEndpoint() error {
 	ctx, cancel := context.WithTimeout(context.Background(), r.c.RegisterTimeout)
 	defer cancel()
-	if err := r.chain.Unregister(ctx, r.nse); err != nil {
-		return r.explain("unregister", ctx, err)
+	if err := r.unregister(ctx); err != nil {
+		return r.explain("unregister", err, ctx.Err() != nil)
 	}
 	return nil
 }
 
-// close ends the registration's background work and its connection.
-func (r *registration) close() {
-	r.stop()
-	<-r.watched
-	_ = r.cc.Close()
-}
+// close ends the registration's connection.
+func (r *registration) close() { _ = r.cc.Close() }
 
 // ownNetNS states the endpoint's network namespace in the KERNEL mechanism it accepts, so that
 // the forwarder makes the endpoint's end of the vWire there.

@@ -16,6 +16,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
 )
 
@@ -44,7 +45,7 @@ func run(ctx context.Context, c *config) error {
 		registryserver.WithName(string(c.Name)),
 		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
 	)
-	errs, err := envconfig.Serve(ctx, c.ListenOn.URL, registry.Register)
+	errs, err := grpcserve.Serve(ctx, c.ListenOn.URL, registry)
 	if err != nil {
 		return err
 	}

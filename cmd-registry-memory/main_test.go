@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -79,23 +78,8 @@ type served struct {
 func startRegistry(t *testing.T, listen string, env ...string) *served {
 	p := cmdtest.Start(t, bin, append([]string{"NSM_LOG_LEVEL=DEBUG", "NSM_LISTEN_ON=" + listen}, env...))
 	cc := cmdtest.Dial(t, listen)
-	waitServing(t, cc)
+	cmdtest.WaitServing(t, cc)
 	return &served{Process: p, cc: cc, sock: listen[len("unix://"):]}
-}
-
-// waitServing waits until the health service at cc says SERVING.
-func waitServing(t *testing.T, cc *grpc.ClientConn) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
-	defer cancel()
-	watch, err := grpc_health_v1.NewHealthClient(cc).Watch(ctx, &grpc_health_v1.HealthCheckRequest{}, grpc.WaitForReady(true))
-	require.NoError(t, err)
-	for {
-		resp, err := watch.Recv()
-		require.NoError(t, err)
-		if resp.GetStatus() == grpc_health_v1.HealthCheckResponse_SERVING {
-			return
-		}
-	}
 }
 
 func TestRegistersFindsExpiresAndStops(t *testing.T) {

@@ -2,21 +2,14 @@ package envconfig
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/health/grpc_health_v1"
-
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
-	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 )
 
@@ -97,36 +90,4 @@ func configAttrs(spec any) []any {
 		attrs = append(attrs, slog.Any(v.Key, fmt.Sprint(v.Field.Interface())))
 	}
 	return attrs
-}
-
-// Serve serves on u a gRPC server with the services register adds and the standard health
-// service (grpc.health.v1, SERVING), until ctx ends: then health says NOT_SERVING and the
-// server stops, closing every call. The returned channel gets the error that stopped serving, if
-// any, and is closed when serving has ended.
-func Serve(ctx context.Context, u *url.URL, register func(*grpc.Server), opts ...grpc.ServerOption) (<-chan error, error) {
-	lis, err := hopurl.Listen(u)
-	if err != nil {
-		return nil, err
-	}
-	srv := grpc.NewServer(opts...)
-	register(srv)
-	status := health.NewServer()
-	grpc_health_v1.RegisterHealthServer(srv, status)
-	stop := context.AfterFunc(ctx, func() {
-		status.Shutdown()
-		srv.Stop()
-	})
-	errs := make(chan error, 1)
-	go func() {
-		defer close(errs)
-		defer stop()
-		err := srv.Serve(lis)
-		// Serve returned on its own (the listener failed): end the calls too.
-		srv.Stop()
-		// ErrServerStopped: ctx ended before Serve began; nothing failed.
-		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errs <- fmt.Errorf("serve on %s: %w", u, err)
-		}
-	}()
-	return errs, nil
 }

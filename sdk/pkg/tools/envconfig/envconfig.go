@@ -1,7 +1,7 @@
 // Package envconfig reads a vwire command's configuration from NSM_* environment variables, as
 // NSM's commands do, and does what every command does at start: --help, a context cancelled on
-// SIGINT and SIGTERM, a logger at NSM_LOG_LEVEL, and gRPC serving with a health service
-// (Command, Serve).
+// SIGINT and SIGTERM, and a logger at NSM_LOG_LEVEL (Command). Commands serve with
+// sdk/pkg/tools/grpcserve.
 //
 // A command's configuration is a struct that embeds Common and tags each field for
 // github.com/kelseyhightower/envconfig with split_words:"true" (the field ListenOn is the

@@ -6,18 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -290,54 +285,6 @@ func TestExecuteEndsRunWithContext(t *testing.T) {
 		return nil
 	}).Execute(ctx, nil, &bytes.Buffer{}, &stderr)
 	require.Zero(t, code)
-}
-
-func TestServeHasHealthAndStops(t *testing.T) {
-	dir, err := os.MkdirTemp("", "vw")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "s.sock")}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	errs, err := envconfig.Serve(ctx, u, func(*grpc.Server) {})
-	require.NoError(t, err)
-
-	cc, err := grpc.NewClient("unix://"+u.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cc.Close() })
-	watch, err := grpc_health_v1.NewHealthClient(cc).Watch(context.Background(), &grpc_health_v1.HealthCheckRequest{})
-	require.NoError(t, err)
-	first, err := watch.Recv()
-	require.NoError(t, err)
-	require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, first.GetStatus())
-
-	cancel()
-	for err := range errs {
-		t.Error(err)
-	}
-	for { // NOT_SERVING, then the stream ends with the server
-		resp, err := watch.Recv()
-		if err != nil {
-			break
-		}
-		require.Equal(t, grpc_health_v1.HealthCheckResponse_NOT_SERVING, resp.GetStatus())
-	}
-
-	_, err = envconfig.Serve(context.Background(), &url.URL{Scheme: "http", Host: "x:80"}, func(*grpc.Server) {})
-	require.ErrorContains(t, err, `scheme "http" is not supported`)
-}
-
-func TestServeStoppedBeforeStart(t *testing.T) {
-	dir, err := os.MkdirTemp("", "vw")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	errs, err := envconfig.Serve(ctx, &url.URL{Scheme: "unix", Path: filepath.Join(dir, "s.sock")}, func(*grpc.Server) {})
-	require.NoError(t, err)
-	for err := range errs {
-		t.Error(err)
-	}
 }
 
 // FuzzDecode: every value type answers any text with a value or an error, never a panic.

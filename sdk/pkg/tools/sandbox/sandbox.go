@@ -29,15 +29,22 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
+	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
 // TokenLifetime is how long the sandbox's tokens last.
 const TokenLifetime = time.Minute
+
+// RegistrationLifetime is how long a registration lasts without a refresh: long against
+// TokenLifetime, so that a test moving a fake clock through token lifetimes, faster than
+// refreshes can follow, does not expire registrations behind its back.
+const RegistrationLifetime = 10 * TokenLifetime
 
 // Domain is one mesh: a registry and its nodes.
 type Domain struct {
@@ -91,7 +98,7 @@ func New(t testing.TB, n int, opts ...Option) *Domain {
 		_ = os.RemoveAll(dir)
 	})
 	d.Registry = d.start("registry", func(context.Context, *url.URL) (*served, error) {
-		return &served{registrar: registryserver.New()}, nil
+		return &served{registrar: registryserver.New(registryserver.WithExpireOptions(expire.WithDefaultLifetime(RegistrationLifetime)))}, nil
 	})
 	for i := range n {
 		node := &Node{domain: d, Name: fmt.Sprintf("node-%d", i)}
@@ -150,24 +157,39 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 		if err != nil {
 			return nil, err
 		}
-		ns := adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
-		nse := adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
-		fwd := endpoint.NewServer(ctx, d.tokens(name),
-			endpoint.WithName(name),
-			endpoint.WithAdditionalFunctionality(
-				discover.NewServer(ns, nse),
-				roundrobin.NewServer(),
-				connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(d.tokens(name)), client.WithoutRetry())),
-			))
-		return &served{registrar: fwd, announce: n.announce(ctx, cc, &registry.NetworkServiceEndpoint{
-			Name:                 name,
-			NetworkServiceNames:  []string{"forwarder"},
-			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: l}},
-			Url:                  self.String(),
-		})}, nil
+		fwd := PassThroughForwarder(ctx, name, d.tokens(name), cc)
+		return &served{registrar: fwd, announce: n.announce(ctx, cc, ForwarderRecord(name, self, l))}, nil
 	})
 	n.Forwarders = append(n.Forwarders, c)
 	return c
+}
+
+// PassThroughForwarder returns the forwarder of the sandbox's nodes, for any test that needs one
+// without a data plane: the standard endpoint chain, then discovery of the endpoint a Request
+// names through the registry services of the node's nsmgr at cc, and the Request passed on to
+// it unchanged. Its tokens come from gen; its background work ends with ctx.
+func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface) endpoint.Endpoint {
+	ns := adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
+	nse := adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+	return endpoint.NewServer(ctx, gen,
+		endpoint.WithName(name),
+		endpoint.WithAdditionalFunctionality(
+			discover.NewServer(ns, nse),
+			roundrobin.NewServer(),
+			connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(gen), client.WithoutRetry())),
+		))
+}
+
+// ForwarderRecord is the registration of a forwarder named name, reached at u, with labels
+// (matched by a network service's match metadata) for the service "forwarder" that an nsmgr
+// keeps for its node.
+func ForwarderRecord(name string, u *url.URL, labels map[string]string) *registry.NetworkServiceEndpoint {
+	return &registry.NetworkServiceEndpoint{
+		Name:                 name,
+		NetworkServiceNames:  []string{"forwarder"},
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: labels}},
+		Url:                  u.String(),
+	}
 }
 
 // NewEndpoint starts an endpoint on the node, registered through its nsmgr, with elements after
@@ -211,7 +233,7 @@ func (n *Node) announce(ctx context.Context, cc grpc.ClientConnInterface, nse *r
 
 // served is what a component serves, and how it makes itself known once it serves.
 type served struct {
-	registrar endpoint.Registrar
+	registrar grpcserve.Registrar
 	announce  func(*Component) error // nil: nothing to announce
 }
 
@@ -297,7 +319,7 @@ func (c *Component) Restart() {
 	ctx, cancel := context.WithCancel(c.d.ctx)
 	s, err := c.build(ctx, c.URL)
 	if err == nil {
-		c.done, err = endpoint.Serve(ctx, c.URL, s.registrar)
+		c.done, err = grpcserve.Serve(ctx, c.URL, s.registrar)
 	}
 	if err == nil && s.announce != nil {
 		err = s.announce(c)

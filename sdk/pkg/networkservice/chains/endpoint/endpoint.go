@@ -7,13 +7,10 @@ package endpoint
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
@@ -24,7 +21,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/updatetoken"
 	"vwire.dev/sdk/pkg/networkservice/common/validate"
 	"vwire.dev/sdk/pkg/networkservice/core/chain"
-	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -95,75 +92,8 @@ func (e *endpoint) Register(s *grpc.Server) {
 	networkservice.RegisterMonitorConnectionServer(s, e)
 }
 
-// Registrar adds services to a gRPC server: an Endpoint, a Network Service Manager, a registry.
-type Registrar interface {
-	Register(s *grpc.Server)
+// Serve serves e's services on u with grpcserve.Serve (a health service; calls see the values of
+// ctx) until ctx is done.
+func Serve(ctx context.Context, u *url.URL, e grpcserve.Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
+	return grpcserve.Serve(ctx, u, e, opts...)
 }
-
-// RegistrarFunc is a function that is a Registrar.
-type RegistrarFunc func(s *grpc.Server)
-
-// Register calls f.
-func (f RegistrarFunc) Register(s *grpc.Server) { f(s) }
-
-// Serve serves r's services on u (unix:///path or tcp://host:port) with a gRPC health service,
-// until ctx is done. Every call sees the values of ctx (its clock, its logger) where the call's own
-// context has none, as the elements of an in-process chain would. The returned channel gets the
-// error that stopped serving, if any, and is closed when serving ends.
-func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
-	lis, err := hopurl.Listen(u)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint: listen on %s: %w", u, err)
-	}
-	srv := grpc.NewServer(append(withValuesOf(ctx), opts...)...)
-	r.Register(srv)
-	grpc_health_v1.RegisterHealthServer(srv, health.NewServer())
-	errs := make(chan error, 1)
-	stop := context.AfterFunc(ctx, srv.Stop)
-	go func() {
-		defer close(errs)
-		defer stop()
-		err := srv.Serve(lis)
-		// Serve returns once the listener is closed; Stop returns once every connection is,
-		// also when the listener failed on its own and nothing called Stop yet.
-		srv.Stop()
-		if err != nil {
-			errs <- fmt.Errorf("endpoint: serve on %s: %w", u, err)
-		}
-	}()
-	return errs, nil
-}
-
-// withValuesOf returns interceptors that give every call the values of ctx under its own: a
-// gRPC handler's context starts without them, and elements read their clock and logger there.
-func withValuesOf(ctx context.Context) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(call context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			return h(valuesOf{call, ctx}, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			return h(srv, stream{ss, valuesOf{ss.Context(), ctx}})
-		}),
-	}
-}
-
-// valuesOf is the call's context (its deadline, cancellation and values) falling back to the
-// values of the serving context.
-type valuesOf struct {
-	context.Context
-	serving context.Context
-}
-
-func (v valuesOf) Value(key any) any {
-	if value := v.Context.Value(key); value != nil {
-		return value
-	}
-	return v.serving.Value(key)
-}
-
-type stream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s stream) Context() context.Context { return s.ctx }

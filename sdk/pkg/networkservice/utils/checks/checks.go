@@ -70,3 +70,13 @@ func (r *Recorder) Open() []string {
 	}
 	return ids
 }
+
+// PathNames returns the names of conn's path segments, in order: the hops it went through, for
+// a test to compare with the path it expects.
+func PathNames(conn *networkservice.Connection) []string {
+	var out []string
+	for _, s := range conn.GetPath().GetPathSegments() {
+		out = append(out, s.GetName())
+	}
+	return out
+}

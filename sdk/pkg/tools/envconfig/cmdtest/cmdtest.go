@@ -11,6 +11,7 @@ package cmdtest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/hopurl"
@@ -310,6 +312,27 @@ func Dial(t testing.TB, u string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc
+}
+
+// WaitServing waits until the health service at cc (grpc.health.v1, service "") says SERVING,
+// at most WaitLimit: a started command serves from then on.
+func WaitServing(t testing.TB, cc *grpc.ClientConn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitLimit)
+	defer cancel()
+	watch, err := grpc_health_v1.NewHealthClient(cc).Watch(ctx, &grpc_health_v1.HealthCheckRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("cmdtest: watch the health of %s: %v", cc.Target(), err)
+	}
+	for {
+		resp, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("cmdtest: %s did not say SERVING: %v", cc.Target(), err)
+		}
+		if resp.GetStatus() == grpc_health_v1.HealthCheckResponse_SERVING {
+			return
+		}
+	}
 }
 
 // TempDir returns a new directory with a short path (Linux caps socket paths at 107 bytes),

@@ -1,0 +1,127 @@
+// Command cmd-nsmgr is the Network Service Manager, one per node: clients of the node send their
+// Requests here; the manager finds an endpoint of the network service in the registry, picks one
+// of its node's forwarders, and passes the Request on through it. Endpoints and forwarders of
+// the node register through it: it passes endpoints on to the registry under its own URL
+// (NSM_ADVERTISE_URL), so that other nodes come through it, and keeps its forwarders itself.
+//
+// It serves the nsmgr chain of sdk/pkg/networkservice/chains/nsmgr (NetworkService,
+// MonitorConnection, both registry services) and the gRPC health service on NSM_LISTEN_ON, until
+// SIGINT or SIGTERM. With NSM_REGISTRY_URL it uses the mesh's registry; without it, a registry
+// of its own in memory, enough for a mesh of one node. Its tokens are unsigned (no SPIFFE yet).
+//
+// A manager that restarts has lost what it kept in memory (its forwarders, the URLs of its
+// endpoints); they register again as soon as it answers, and clients heal their connections
+// through it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"time"
+
+	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
+	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+type config struct {
+	envconfig.Common
+	Name             envconfig.Name      `split_words:"true" desc:"the manager's name: its segment of each connection's path and the issuer of its tokens (default: the host name)"`
+	ListenOn         envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to serve: unix:///path/to/socket, or tcp://host:port (tcp://:5001 for every address, with NSM_ADVERTISE_URL)"`
+	AdvertiseURL     envconfig.URL       `split_words:"true" desc:"the URL other hops dial to reach this manager, registered for the endpoints of its node (default: NSM_LISTEN_ON; required when that is every address)"`
+	RegistryURL      envconfig.URL       `split_words:"true" desc:"the mesh's registry: unix:///var/lib/networkservicemesh/registry.sock or tcp://host:port (default: a registry of its own, in memory, for a mesh of one node)"`
+	MaxTokenLifetime time.Duration       `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
+	DialTimeout      time.Duration       `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
+}
+
+const about = `cmd-nsmgr: the Network Service Manager of a node. Clients of the node request network
+services here; it finds an endpoint in the registry (NSM_REGISTRY_URL, or one of its own in
+memory), picks a forwarder of its node and passes the Request on. Endpoints and forwarders of the
+node register through it. Serves until SIGINT or SIGTERM.`
+
+func main() { command(&config{}).Main() }
+
+func command(c *config) envconfig.Command {
+	return envconfig.Command{Name: "cmd-nsmgr", About: about, Spec: c, Run: func(ctx context.Context) error {
+		return run(ctx, c)
+	}}
+}
+
+func run(ctx context.Context, c *config) error {
+	name, err := managerName(c)
+	if err != nil {
+		return err
+	}
+	self, err := advertised(c)
+	if err != nil {
+		return err
+	}
+	opts := []nsmgr.Option{
+		nsmgr.WithName(name),
+		nsmgr.WithURL(self),
+		nsmgr.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
+	}
+	registry := "in memory"
+	if c.RegistryURL.URL != nil {
+		// Reconnects quickly: endpoints' heal after a registry restart goes through here.
+		cc, err := regclient.Dial(c.RegistryURL.URL)
+		if err != nil {
+			return fmt.Errorf("connect to the registry at %s: %w", c.RegistryURL, err)
+		}
+		defer func() { _ = cc.Close() }()
+		opts = append(opts, nsmgr.WithRegistry(cc))
+		registry = c.RegistryURL.String()
+	}
+
+	mgr := nsmgr.NewServer(ctx, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), opts...)
+	errs, err := grpcserve.Serve(ctx, c.ListenOn.URL, mgr)
+	if err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("serving", "name", name, "url", c.ListenOn.String(), "advertised", self.String(), "registry", registry)
+	for err := range errs {
+		return err
+	}
+	return nil
+}
+
+// managerName is NSM_NAME, else the host name.
+func managerName(c *config) (string, error) {
+	if c.Name != "" {
+		return string(c.Name), nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", &envconfig.Error{Var: "NSM_NAME", Unset: true, Problem: fmt.Sprintf("not set, and the host name is unknown (%v); set it", err)}
+	}
+	var n envconfig.Name
+	if err := n.Decode(host); err != nil {
+		return "", &envconfig.Error{Var: "NSM_NAME", Unset: true, Problem: fmt.Sprintf("not set, and the host name %q is no name (%v); set it", host, err)}
+	}
+	return string(n), nil
+}
+
+// advertised is the URL other hops dial to reach the manager: NSM_ADVERTISE_URL, else the one it
+// listens on, which must then name one address.
+func advertised(c *config) (*url.URL, error) {
+	if c.AdvertiseURL.URL != nil {
+		return c.AdvertiseURL.URL, nil
+	}
+	listen := c.ListenOn.URL
+	if listen.Scheme == hopurl.TCP {
+		if ip, err := netip.ParseAddr(listen.Hostname()); listen.Hostname() == "" || (err == nil && ip.IsUnspecified()) {
+			return nil, &envconfig.Error{Var: "NSM_ADVERTISE_URL", Unset: true, Problem: fmt.Sprintf(
+				"not set, and NSM_LISTEN_ON=%s is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:%s",
+				listen, listen.Port())}
+		}
+	}
+	return listen, nil
+}

@@ -1,0 +1,107 @@
+// Package grpcserve serves a component's gRPC services on a next-hop URL (unix:///path or
+// tcp://host:port): an endpoint, a forwarder, a Network Service Manager, a registry, in a
+// program (cmd-*) or in a test. It is the one place that listens, adds the standard health
+// service and stops, so that every component starts and ends the same way.
+//
+// Guarantees:
+//   - Serve listens through sdk/pkg/tools/hopurl before it returns: a URL that cannot be served
+//     (a bad form, a socket another process answers on, a port in use) is its error, naming the
+//     URL, and nothing is left running.
+//   - Every call sees the values of the serving context (its clock, its logger) where the call's
+//     own context has none, as the elements of an in-process chain would; the call keeps its own
+//     deadline and cancellation.
+//   - The health service (grpc.health.v1.Health, service "") says SERVING while the server
+//     serves. When the serving context ends it says NOT_SERVING (to the watchers it reaches before
+//     their stream closes) and the server stops, closing every call and connection at once; a
+//     unix socket file is removed.
+//   - The returned channel gets the error that ended serving, if any (the listener failed), and
+//     is closed once serving has ended: draining it waits for the end.
+package grpcserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"vwire.dev/sdk/pkg/tools/hopurl"
+)
+
+// Registrar adds services to a gRPC server: an endpoint, a Network Service Manager, a registry.
+type Registrar interface {
+	Register(s *grpc.Server)
+}
+
+// RegistrarFunc is a function that is a Registrar.
+type RegistrarFunc func(s *grpc.Server)
+
+// Register calls f.
+func (f RegistrarFunc) Register(s *grpc.Server) { f(s) }
+
+// Serve serves r's services and the health service on u until ctx ends; opts configure the
+// server (credentials, interceptors, run after the one that adds ctx's values).
+func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
+	lis, err := hopurl.Listen(u)
+	if err != nil {
+		return nil, err
+	}
+	srv := grpc.NewServer(append(withValuesOf(ctx), opts...)...)
+	r.Register(srv)
+	status := health.NewServer()
+	grpc_health_v1.RegisterHealthServer(srv, status)
+	stop := context.AfterFunc(ctx, func() {
+		status.Shutdown() // NOT_SERVING, for the watchers that hear it before Stop ends their stream
+		srv.Stop()
+	})
+	errs := make(chan error, 1)
+	go func() {
+		defer close(errs)
+		defer stop()
+		err := srv.Serve(lis)
+		// Serve returned on its own when the listener failed: end the calls too.
+		srv.Stop()
+		// ErrServerStopped: ctx ended before Serve began; nothing failed.
+		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errs <- fmt.Errorf("grpcserve: serve on %s: %w", u, err)
+		}
+	}()
+	return errs, nil
+}
+
+// withValuesOf returns interceptors that give every call the values of ctx under its own: a
+// gRPC handler's context starts without them, and elements read their clock and logger there.
+func withValuesOf(ctx context.Context) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(call context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(valuesOf{call, ctx}, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			return h(srv, stream{ss, valuesOf{ss.Context(), ctx}})
+		}),
+	}
+}
+
+// valuesOf is the call's context (its deadline, cancellation and values) falling back to the
+// values of the serving context.
+type valuesOf struct {
+	context.Context
+	serving context.Context
+}
+
+func (v valuesOf) Value(key any) any {
+	if value := v.Context.Value(key); value != nil {
+		return value
+	}
+	return v.serving.Value(key)
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s stream) Context() context.Context { return s.ctx }
