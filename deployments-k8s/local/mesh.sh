@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# A local vwire mesh in network namespaces, no Kubernetes: two nodes joined by a veth underlay,
+# a registry, an nsmgr and a kernel forwarder per node, endpoints and clients in "pods" (network
+# namespaces of their own), for the four ways a vWire is built:
+#   k2k      Kernel2Kernel, IP payload, client and endpoint on node 1
+#   k2k-eth  Kernel2Kernel, Ethernet payload, on node 1
+#   k2wg2k   Kernel2Wireguard2Kernel, IP payload, endpoint on node 2
+#   k2vx2k   Kernel2Vxlan2Kernel, Ethernet payload, endpoint on node 2
+#
+#   mesh.sh up      build the binaries, start everything, wait for every client's vWire
+#   mesh.sh check   ping each endpoint from its client across the vWire
+#   mesh.sh down    stop everything and remove every namespace, interface and file it made
+#   mesh.sh demo    up, check, down; down also runs when up or check fails
+#
+# Needs root, Go, iproute2 and ping (iputils-ping). Everything it makes is named vw-*; its files
+# live in $VWIRE_DEMO_DIR (default /tmp/vwire-demo).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+dir=${VWIRE_DEMO_DIR:-/tmp/vwire-demo}
+bin=$dir/bin
+run=$dir/run
+
+# name:service:payload:node:cidr (the endpoint's first address is the cidr's first address)
+topologies=(
+  "k2k:icmp-k2k:IP:1:172.16.1.0/24"
+  "k2k-eth:icmp-k2k-eth:ETHERNET:1:172.16.2.0/24"
+  "k2wg2k:icmp-k2wg2k:IP:2:172.16.3.0/24"
+  "k2vx2k:icmp-k2vx2k:ETHERNET:2:172.16.4.0/24"
+)
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
+die() { log "error: $*" >&2; exit 1; }
+
+need() {
+  [ "$(id -u)" = 0 ] || die "run as root: it makes network namespaces"
+  for c in go ip ping; do command -v "$c" >/dev/null || die "$c is missing (Debian: golang, iproute2, iputils-ping)"; done
+}
+
+build() {
+  mkdir -p "$bin"
+  log "building the binaries into $bin"
+  for cmd in cmd-registry-memory cmd-nsmgr cmd-forwarder-kernel cmd-nse-icmp-responder cmd-nsc; do
+    (cd "$root/$cmd" && go build -o "$bin/$cmd" .)
+  done
+}
+
+# start NAME NETNS CMD [VAR=VALUE...]: runs a binary in the background, in a namespace or not.
+start() {
+  local name=$1 netns=$2 cmd=$3
+  shift 3
+  local prefix=()
+  [ "$netns" = - ] || prefix=(ip netns exec "$netns")
+  env -i PATH="$PATH" NSM_LOG_LEVEL=INFO "$@" "${prefix[@]}" "$bin/$cmd" >"$run/$name.log" 2>&1 &
+  echo $! >"$run/$name.pid"
+}
+
+# wait_for FILE: waits until a socket exists (a server is up).
+wait_for() {
+  for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+  die "$1 did not appear; see the logs in $run"
+}
+
+up() {
+  need
+  [ ! -d "$run" ] || die "$run exists: a mesh is up (mesh.sh down first)"
+  build
+  mkdir -p "$run"
+  log "making two nodes joined by a veth underlay"
+  for n in 1 2; do ip netns add "vw-node$n"; ip -n "vw-node$n" link set lo up; done
+  ip link add vw-under1 netns vw-node1 type veth peer name vw-under2 netns vw-node2
+  ip -n vw-node1 addr add 10.200.0.1/24 dev vw-under1
+  ip -n vw-node2 addr add 10.200.0.2/24 dev vw-under2
+  ip -n vw-node1 link set vw-under1 up
+  ip -n vw-node2 link set vw-under2 up
+
+  log "starting the registry, and an nsmgr and a forwarder per node"
+  start registry - cmd-registry-memory NSM_LISTEN_ON="unix://$run/registry.sock"
+  wait_for "$run/registry.sock"
+  for n in 1 2; do
+    start "nsmgr$n" - cmd-nsmgr NSM_NAME="nsmgr-$n" NSM_LISTEN_ON="unix://$run/nsmgr$n.sock" NSM_REGISTRY_URL="unix://$run/registry.sock"
+    wait_for "$run/nsmgr$n.sock"
+    start "forwarder$n" "vw-node$n" cmd-forwarder-kernel NSM_NAME="forwarder-$n" NSM_LISTEN_ON="unix://$run/forwarder$n.sock" \
+      NSM_CONNECT_TO="unix://$run/nsmgr$n.sock" NSM_TUNNEL_IP="10.200.0.$n"
+    wait_for "$run/forwarder$n.sock"
+  done
+
+  for t in "${topologies[@]}"; do
+    IFS=: read -r name service payload node cidr <<<"$t"
+    ip netns add "vw-nse-$name"; ip -n "vw-nse-$name" link set lo up
+    start "nse-$name" "vw-nse-$name" cmd-nse-icmp-responder NSM_NAME="nse-$name" NSM_SERVICE_NAMES="$service" \
+      NSM_PAYLOAD="$payload" NSM_CIDR_PREFIX="$cidr" NSM_LISTEN_ON="unix://$run/nse-$name.sock" \
+      NSM_CONNECT_TO="unix://$run/nsmgr$node.sock"
+    wait_for "$run/nse-$name.sock"
+  done
+  for t in "${topologies[@]}"; do
+    IFS=: read -r name service payload node cidr <<<"$t"
+    ip netns add "vw-nsc-$name"; ip -n "vw-nsc-$name" link set lo up
+    start "nsc-$name" "vw-nsc-$name" cmd-nsc NSM_NAME="nsc-$name" NSM_NETWORK_SERVICES="kernel://$service/nsm-1" \
+      NSM_CONNECT_TO="unix://$run/nsmgr1.sock"
+  done
+  for t in "${topologies[@]}"; do
+    IFS=: read -r name _ <<<"$t"
+    for _ in $(seq 300); do ip -n "vw-nsc-$name" link show nsm-1 >/dev/null 2>&1 && break; sleep 0.05; done
+    ip -n "vw-nsc-$name" link show nsm-1 >/dev/null 2>&1 || die "client $name has no vWire; see $run/nsc-$name.log"
+    log "$name: the client has its vWire nsm-1: $(ip -n "vw-nsc-$name" -brief addr show nsm-1 | awk '{print $3, $4}')"
+  done
+}
+
+# endpoint_ip CIDR: the endpoint's side of the first vWire made from CIDR.
+endpoint_ip() { local net=${1%/*}; echo "${net%.*}.$(( ${net##*.} + 1 ))"; }
+
+check() {
+  local failed=0
+  for t in "${topologies[@]}"; do
+    IFS=: read -r name _ _ _ cidr <<<"$t"
+    local ip
+    ip=$(endpoint_ip "$cidr")
+    if ip netns exec "vw-nsc-$name" ping -c 3 -i 0.2 -W 2 "$ip" >"$run/ping-$name.log" 2>&1; then
+      log "$name: ping $ip across the vWire: $(grep -o '[0-9]* received' "$run/ping-$name.log")"
+    else
+      log "$name: ping $ip FAILED; see $run/ping-$name.log and $run/*.log"
+      failed=1
+    fi
+  done
+  return $failed
+}
+
+# stop GLOB: asks the processes whose pid files match to stop, waits, then kills what is left.
+stop() {
+  local f pid
+  for f in $1; do [ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true; done
+  for f in $1; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+down() {
+  if [ -d "$run" ]; then
+    # Clients first, so that every vWire is closed through the mesh while it still runs.
+    log "stopping the clients, the endpoints, the forwarders, the nsmgrs and the registry"
+    for group in "nsc-*" "nse-*" "forwarder*" "nsmgr*" "registry"; do stop "$run/$group.pid"; done
+  fi
+  log "removing the namespaces and files"
+  for ns in $(ip netns list | awk '{print $1}' | grep '^vw-' || true); do ip netns del "$ns"; done
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  up) up ;;
+  check) check ;;
+  down) down ;;
+  demo)
+    trap down EXIT
+    up
+    check
+    ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
