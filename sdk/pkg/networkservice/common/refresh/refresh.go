@@ -127,7 +127,9 @@ func (c *client) start(ctx context.Context, m *metadata.Map, s *schedule, d time
 		if c.ctx.Err() != nil {
 			return
 		}
-		run, cancel := context.WithTimeout(c.ctx, clk.Until(s.expires))
+		// A fixed bound, not the time left on the token: a timer that fires late (a busy machine,
+		// a test's clock moved far at once) still refreshes, and the next hop judges the token.
+		run, cancel := context.WithTimeout(c.ctx, attemptTimeout)
 		defer cancel()
 		if err := events.Request(run); err != nil && !errors.Is(err, begin.ErrForgotten) {
 			logger.Warn("refresh: re-request failed", "error", err)
@@ -135,6 +137,9 @@ func (c *client) start(ctx context.Context, m *metadata.Map, s *schedule, d time
 	})
 	scheduleKey.Store(m, s)
 }
+
+// attemptTimeout bounds one refresh.
+const attemptTimeout = 15 * time.Second
 
 // fraction is the part of the remaining lifetime to wait: 1/4 for the first hop, up to just
 // under 0.35 for the last.

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,9 @@ import (
 )
 
 type nse = registry.NetworkServiceEndpoint
+
+// attemptTimeout bounds one refresh.
+const attemptTimeout = 15 * time.Second
 
 // NewNSE returns refresh for network service endpoints; refreshing stops when ctx ends.
 func NewNSE(ctx context.Context) next.NSE {
@@ -67,8 +71,9 @@ func (r *refresh) Register(ctx context.Context, in *nse) (*nse, error) {
 	var stop func()
 	if exp := got.GetExpirationTime(); exp != nil && r.ctx.Err() == nil {
 		stop = begin.After(r.ctx, c, c.Until(exp.AsTime())/3, func(ctx context.Context) {
-			// A refresh later than the expiry is of no use.
-			ctx, cancel := context.WithTimeout(ctx, c.Until(exp.AsTime()))
+			// A fixed bound, not the time left: a timer that fires late still registers again,
+			// which brings back a registration that expired meanwhile.
+			ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 			defer cancel()
 			err := factory.Register(ctx, again)
 			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, begin.ErrForgotten) {
