@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz
+.PHONY: all lint test bench fuzz demo demo-down
 
 all: lint test
 
@@ -18,6 +18,14 @@ lint:
 
 test:
 	$(GO) test -race -count=1 $(PACKAGES)
+
+# The main job: a two-node mesh in network namespaces, every vWire topology pinged, then torn
+# down (needs root, iproute2 and ping).
+demo:
+	deployments-k8s/local/mesh.sh demo
+
+demo-down:
+	deployments-k8s/local/mesh.sh down
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PACKAGES)
