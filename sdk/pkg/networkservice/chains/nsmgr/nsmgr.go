@@ -72,7 +72,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 	if o.url == nil {
 		panic("nsmgr.NewServer: WithURL is required: endpoints of this node are announced with it")
 	}
-	reg := newRegistry(o.url, o.registry)
+	reg := newRegistry(ctx, o.url, o.registry)
 	ep := endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),

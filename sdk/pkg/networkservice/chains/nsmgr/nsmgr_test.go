@@ -48,14 +48,6 @@ func endpoint(node *sandbox.Node, name string, labels map[string]string) (*sandb
 	return c, rec
 }
 
-func names(conn *networkservice.Connection) []string {
-	var out []string
-	for _, s := range conn.GetPath().GetPathSegments() {
-		out = append(out, s.GetName())
-	}
-	return out
-}
-
 func TestLocalRequestAndClose(t *testing.T) {
 	mesh := sandbox.New(t, 1)
 	mesh.RegisterService(&registry.NetworkService{Name: service})
@@ -66,7 +58,7 @@ func TestLocalRequestAndClose(t *testing.T) {
 	defer cancel()
 	conn, err := nsc.Request(ctx, request("c-1", nil))
 	require.NoError(t, err)
-	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "nse-1"}, names(conn))
+	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "nse-1"}, checks.PathNames(conn))
 	require.Equal(t, "nse-1", conn.GetNetworkServiceEndpointName())
 	require.Len(t, conn.GetContext().GetIpContext().GetSrcIpAddrs(), 2, "an IPv4 and an IPv6 address for the client")
 	require.Equal(t, networkservice.State_UP, conn.GetState())
@@ -93,7 +85,7 @@ func TestRemoteRequest(t *testing.T) {
 	defer cancel()
 	conn, err := nsc.Request(ctx, request("c-1", nil))
 	require.NoError(t, err)
-	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "node-1-nsmgr", "node-1-fwd-0", "nse-remote"}, names(conn))
+	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "node-1-nsmgr", "node-1-fwd-0", "nse-remote"}, checks.PathNames(conn))
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
 	require.Empty(t, rec.Open())
@@ -152,7 +144,7 @@ func TestForwarderSelectionByMatchMetadata(t *testing.T) {
 	defer cancel()
 	conn, err := nsc.Request(ctx, request("c", nil))
 	require.NoError(t, err)
-	require.Equal(t, "node-0-fwd-p2mp", names(conn)[2])
+	require.Equal(t, "node-0-fwd-p2mp", checks.PathNames(conn)[2])
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
 }

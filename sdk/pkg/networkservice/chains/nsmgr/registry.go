@@ -12,6 +12,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/localbypass"
 	"vwire.dev/sdk/pkg/registry/common/memory"
+	"vwire.dev/sdk/pkg/registry/common/querycache"
 	"vwire.dev/sdk/pkg/registry/common/setpayload"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/registry/core/next"
@@ -28,13 +29,19 @@ type nodeRegistry struct {
 	forwarders next.NSE
 }
 
-func newRegistry(self *url.URL, cc grpc.ClientConnInterface) *nodeRegistry {
+// newRegistry returns the manager's registry view; the watches of its query cache end with ctx.
+func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface) *nodeRegistry {
 	forwarders := next.Chain(expire.NewNSE(), memory.NewNSE())
 	var ns next.NS
 	var nse next.NSE
 	if cc != nil {
 		ns = adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
-		nse = adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+		nse = next.Chain(
+			// Every Request and Close looks its endpoints up, here and in the forwarders
+			// that ask this manager: answered from memory, kept current by a watch.
+			querycache.NewNSE(ctx),
+			adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)),
+		)
 	} else {
 		ns = next.Chain(setpayload.NewNS(), memory.NewNS())
 		nse = next.Chain(expire.NewNSE(), memory.NewNSE())

@@ -14,6 +14,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/common/spawn"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
+	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/tools/sandbox"
 )
 
@@ -69,7 +70,7 @@ func TestScaleFromZero(t *testing.T) {
 	conn, err := nsc.Request(ctx, request("c", map[string]string{clientinfo.NodeNameLabel: "node-0"}))
 	require.NoError(t, err)
 	require.Equal(t, "spawned-node-0", conn.GetNetworkServiceEndpointName())
-	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "spawned-node-0"}, names(conn), "a local path")
+	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "spawned-node-0"}, checks.PathNames(conn), "a local path")
 
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)

@@ -96,10 +96,12 @@ var hopKey = metadata.NewKey[*hop]("dial")
 type hopCtxKey struct{}
 
 // ClientConn returns the connection to the next hop of the current event, or nil outside the
-// part of a chain after dial.
+// part of a chain after dial. Every connection going to the same next hop gets the same value
+// while dial keeps that hop's connection open (a comparable pointer), so an element may key what
+// it shares among them on it (monitor keeps one stream per next hop).
 func ClientConn(ctx context.Context) grpc.ClientConnInterface {
-	if h, ok := ctx.Value(hopCtxKey{}).(*hop); ok {
-		return h
+	if s, ok := ctx.Value(hopCtxKey{}).(*shared); ok {
+		return s
 	}
 	return nil
 }

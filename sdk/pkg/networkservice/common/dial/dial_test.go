@@ -391,6 +391,32 @@ func TestDialOptionsApply(t *testing.T) {
 	require.Equal(t, []string{"/networkservice.NetworkService/Request", "/networkservice.NetworkService/Close"}, methods)
 }
 
+// ccOf records the ClientConn each Request of its chain sees, by connection ID.
+type ccOf map[string]grpc.ClientConnInterface
+
+func (c ccOf) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
+	c[req.GetConnection().GetId()] = dial.ClientConn(ctx)
+	return next.Client(ctx).Request(ctx, req, opts...)
+}
+
+func (c ccOf) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	return next.Client(ctx).Close(ctx, conn, opts...)
+}
+
+func TestClientConnIsOnePerNextHop(t *testing.T) {
+	a, b := startHop(t, unixURL(t, "a.sock")), startHop(t, unixURL(t, "b.sock"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	seen := ccOf{}
+	c := chain.NewNetworkServiceClient(begin.NewClient(), metadata.NewClient(), dial.NewClient(ctx), seen, connect.NewClient())
+	for id, h := range map[string]*hop{"a1": a, "a2": a, "b1": b} {
+		_, err := c.Request(to(h.url), req(id))
+		require.NoError(t, err)
+	}
+	require.Same(t, seen["a1"], seen["a2"], "connections to one hop share its ClientConn, and see it as one value")
+	require.NotSame(t, seen["a1"], seen["b1"])
+}
+
 func TestClientConnOutsideDial(t *testing.T) {
 	require.Nil(t, dial.ClientConn(context.Background()))
 }

@@ -26,19 +26,21 @@ type pool struct {
 	conns map[string]*shared // by target; nil once ctx is done
 }
 
+// shared is one next hop's *grpc.ClientConn and the ClientConn the rest of the chain uses: it
+// waits for the connection to be made before each RPC.
 type shared struct {
-	cc   *grpc.ClientConn
-	refs int
-	idle clock.Timer // closes cc if no user comes back in time; guarded by pool.mu
+	cc      *grpc.ClientConn
+	url     *url.URL // as the first connection going there named it
+	timeout time.Duration
+	refs    int         // guarded by pool.mu
+	idle    clock.Timer // closes cc if no user comes back in time; guarded by pool.mu
 }
 
-// hop is one connection's reference on a shared ClientConn, and the ClientConn the rest of the
-// chain uses: it waits for the connection to be made before each RPC.
+// hop is one connection's reference on a shared ClientConn.
 type hop struct {
 	url      *url.URL
 	target   string
 	shared   *shared
-	timeout  time.Duration
 	released bool // guarded by pool.mu
 }
 
@@ -54,7 +56,7 @@ func (p *pool) acquire(u *url.URL, target string) (*hop, error) {
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "dial: %s: %v; check the dial options", u, err)
 		}
-		s = &shared{cc: cc}
+		s = &shared{cc: cc, url: u, timeout: p.timeout}
 		p.conns[target] = s
 	}
 	if s.idle != nil {
@@ -62,7 +64,7 @@ func (p *pool) acquire(u *url.URL, target string) (*hop, error) {
 		s.idle = nil
 	}
 	s.refs++
-	return &hop{url: u, target: target, shared: s, timeout: p.timeout}, nil
+	return &hop{url: u, target: target, shared: s}, nil
 }
 
 // release drops h's reference and closes its ClientConn if it was the last one.
@@ -116,49 +118,50 @@ func (p *pool) closeAll() {
 	}
 }
 
-// into returns ctx for the rest of the chain: with h as ClientConn and its URL as ClientURL.
+// into returns ctx for the rest of the chain: with h's shared connection as ClientConn and its
+// URL as ClientURL.
 func (h *hop) into(ctx context.Context) context.Context {
-	return context.WithValue(clienturl.WithClientURL(ctx, h.url), hopCtxKey{}, h)
+	return context.WithValue(clienturl.WithClientURL(ctx, h.url), hopCtxKey{}, h.shared)
 }
 
 // Invoke implements grpc.ClientConnInterface.
-func (h *hop) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	if err := h.ready(ctx); err != nil {
+func (s *shared) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	return h.shared.cc.Invoke(ctx, method, args, reply, opts...)
+	return s.cc.Invoke(ctx, method, args, reply, opts...)
 }
 
 // NewStream implements grpc.ClientConnInterface.
-func (h *hop) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	if err := h.ready(ctx); err != nil {
+func (s *shared) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	return h.shared.cc.NewStream(ctx, desc, method, opts...)
+	return s.cc.NewStream(ctx, desc, method, opts...)
 }
 
 // ready waits, at most the dial timeout, until the connection is made or has failed; after a
 // failure the RPC fails at once with the transport's reason.
-func (h *hop) ready(ctx context.Context) error {
-	cc := h.shared.cc
-	if s := cc.GetState(); s == connectivity.Ready || s == connectivity.TransientFailure || h.timeout <= 0 {
+func (s *shared) ready(ctx context.Context) error {
+	cc := s.cc
+	if st := cc.GetState(); st == connectivity.Ready || st == connectivity.TransientFailure || s.timeout <= 0 {
 		return nil
 	}
 	wait, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timer := clock.FromContext(ctx).AfterFunc(h.timeout, cancel)
+	timer := clock.FromContext(ctx).AfterFunc(s.timeout, cancel)
 	defer timer.Stop()
 	cc.Connect()
 	for {
-		s := cc.GetState()
-		if s == connectivity.Ready || s == connectivity.TransientFailure || s == connectivity.Shutdown {
+		st := cc.GetState()
+		if st == connectivity.Ready || st == connectivity.TransientFailure || st == connectivity.Shutdown {
 			return nil // the RPC reports a closed connection itself
 		}
-		if !cc.WaitForStateChange(wait, s) {
+		if !cc.WaitForStateChange(wait, st) {
 			if err := ctx.Err(); err != nil {
 				return status.FromContextError(err).Err()
 			}
-			return status.Errorf(codes.Unavailable, "dial: %s did not accept a connection within %v; check that it is running and reachable", h.url, h.timeout)
+			return status.Errorf(codes.Unavailable, "dial: %s did not accept a connection within %v; check that it is running and reachable", s.url, s.timeout)
 		}
 	}
 }

@@ -2,8 +2,9 @@
 // next hop reports the connection DOWN, when the stream from the next hop is lost (it died or
 // restarted), or when a data-path check the caller supplies fails (WithLivenessCheck).
 //
-// Heal listens to the stream the monitor client element already keeps for each connection
-// (monitor.Listen): it opens none of its own. It reacts at once: the first try is scheduled with
+// Heal listens to what the monitor client element learns about each connection from the next
+// hop (monitor.Listen), over the one stream that element keeps per next hop: it opens none of
+// its own. A next hop that dies breaks that stream, and every connection on it heals at once. It reacts at once: the first try is scheduled with
 // no delay, and every try re-enters the chain through begin (begin.FromContext), serialized with
 // the connection's other events. A try that fails is repeated after a wait that starts at 50ms
 // and doubles up to 1s (WithBackoff), for as long as the connection is open: heal stops on Close
@@ -126,6 +127,11 @@ type healer struct {
 	wait     time.Duration
 	timer    clock.Timer // the next try, or the next liveness check
 	conn     *networkservice.Connection
+	// A Request is passing heal: what breaks meanwhile waits for its end (missed says why),
+	// so that its success does not hide it.
+	requesting     bool
+	missed         string
+	missedReselect bool
 }
 
 func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
@@ -138,8 +144,10 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if old := h.current(); ok && old != nil && req.GetConnection().GetState() == networkservice.State_RESELECT_REQUESTED {
 		c.closeOld(ctx, old, opts)
 	}
+	h.requestStarts()
 	conn, err := next.Client(ctx).Request(ctx, req, opts...)
 	if err != nil {
+		h.requestFailed()
 		return nil, err
 	}
 	conn.State = networkservice.State_UP
@@ -183,19 +191,52 @@ func (h *healer) current() *networkservice.Connection {
 	return h.conn.Clone()
 }
 
-// up records a successful Request: healing is over, and the liveness check starts again.
+// requestStarts notes that a Request is on its way through heal.
+func (h *healer) requestStarts() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.requesting = true
+}
+
+// requestFailed ends a Request that failed, and starts healing for what broke meanwhile.
+func (h *healer) requestFailed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.requesting = false
+	h.startMissed()
+}
+
+// up records a successful Request: healing is over, and the liveness check starts again; or,
+// if the path broke again while the Request was on its way (the monitor client hands on what it
+// learned then at the Request's end), healing starts again.
 func (h *healer) up(conn *networkservice.Connection) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.requesting = false
 	if h.healing {
 		h.logger.Info("heal: connection healed", "connection", conn.GetId(), "tries", h.failures+1, "reselected", h.reselect)
 	}
 	h.healing, h.reselect, h.failures = false, false, 0
 	h.conn = conn.Clone()
 	h.stopTimer()
+	if h.startMissed() {
+		return
+	}
 	if h.c.check != nil {
 		h.after(h.c.interval, h.probe)
 	}
+}
+
+// startMissed starts healing for what broke while a Request was on its way, if anything did;
+// the caller holds h.mu.
+func (h *healer) startMissed() bool {
+	why, reselect := h.missed, h.missedReselect
+	h.missed, h.missedReselect = "", false
+	if why == "" {
+		return false
+	}
+	h.begin(reselect, why)
+	return true
 }
 
 func (h *healer) close() {
@@ -232,10 +273,20 @@ func (h *healer) onEvent(e monitor.Event) {
 	}
 }
 
-// start begins healing, unless it is already under way.
+// start begins healing, unless it is already under way; while a Request is on its way, once
+// that Request ended.
 func (h *healer) start(reselect bool, why string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.requesting {
+		h.missed, h.missedReselect = why, h.missedReselect || reselect
+		return
+	}
+	h.begin(reselect, why)
+}
+
+// begin begins healing, unless it is already under way; the caller holds h.mu.
+func (h *healer) begin(reselect bool, why string) {
 	if h.closed || h.c.ctx.Err() != nil {
 		return
 	}

@@ -96,7 +96,8 @@ func socket(t *testing.T) string {
 
 // newClient returns the client chain of a workload reaching the endpoint at sock, with a
 // recorder right after heal that sees every Request heal lets through. Heal stops with
-// healCtx, the rest of the chain with ctx.
+// healCtx, the rest of the chain with ctx. Dial and monitor keep nothing open after the last
+// Close, so that the only timers on a fake clock are heal's.
 func newClient(ctx, healCtx context.Context, sock string, opts ...heal.Option) (networkservice.NetworkServiceClient, *checks.Recorder) {
 	rec := checks.NewServer()
 	return next.NewNetworkServiceClient(
@@ -106,8 +107,8 @@ func newClient(ctx, healCtx context.Context, sock string, opts ...heal.Option) (
 		heal.NewClient(healCtx, opts...),
 		adapters.NewServerToClient(rec),
 		clienturl.NewClient(&url.URL{Scheme: "unix", Path: sock}),
-		dial.NewClient(ctx),
-		monitor.NewClient(ctx),
+		dial.NewClient(ctx, dial.WithIdleTimeout(0)),
+		monitor.NewClient(ctx, monitor.WithIdleTimeout(0)),
 		connect.NewClient(),
 	), rec
 }
@@ -163,6 +164,32 @@ func TestHealsWhenEndpointRestartsOnSameSocket(t *testing.T) {
 			require.Empty(t, second.rec.Open())
 		})
 	}
+}
+
+func TestEveryConnectionOnTheLostHopHeals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sock := socket(t)
+	first := startEndpoint(t, ctx, sock)
+	nsc, _ := newClient(ctx, ctx, sock)
+
+	var conns []*networkservice.Connection
+	for _, id := range []string{"nsc-1", "nsc-2", "nsc-3"} {
+		req := request()
+		req.Connection.Id = id
+		conn, err := nsc.Request(ctx, req)
+		require.NoError(t, err)
+		conns = append(conns, conn)
+	}
+	first.stop()
+	second := startEndpoint(t, ctx, sock)
+	require.Eventually(t, func() bool { return len(second.rec.Open()) == len(conns) }, 10*time.Second, time.Millisecond,
+		"one stream to the endpoint broke, and every connection on it healed")
+	for _, conn := range conns {
+		_, err := nsc.Close(ctx, conn)
+		require.NoError(t, err)
+	}
+	require.Empty(t, second.rec.Open())
 }
 
 func TestDownEventReRequestsSameEndpoint(t *testing.T) {

@@ -2,19 +2,32 @@ package monitor
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
-	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/clock"
 )
+
+// DefaultIdleTimeout is how long the client element keeps a stream to a next hop open after the
+// last connection following it closed, unless WithIdleTimeout says otherwise.
+const DefaultIdleTimeout = 5 * time.Second
+
+// WithIdleTimeout sets how long NewClient keeps a stream to a next hop open once no connection
+// follows it (0: it ends with the last one). The Server ignores it.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) { o.idle = max(d, 0) }
+}
 
 // Event is what the client element learned from the next hop about one connection.
 type Event struct {
@@ -23,199 +36,409 @@ type Event struct {
 	Conn *networkservice.Connection
 	// Err says why the stream from the next hop ended: it stopped, restarted or cannot be
 	// reached (Unimplemented: it serves no MonitorConnection, so there is nothing to follow).
-	// It is the last event of the stream.
+	// It is the last event the connection gets from that stream.
 	Err error
 }
 
 var (
-	watchKey    = metadata.NewKey[*watch]("monitor")
+	memberKey   = metadata.NewKey[*member]("monitor")
 	listenerKey = metadata.NewKey[func(Event)]("monitor listener")
 )
 
 // Listen makes fn receive the events the client element gets for the connection of the event
 // ctx belongs to, so that heal reacts to them without a stream of its own. Call it before the
 // client element in the chain (it needs the client metadata); a later call replaces fn. fn is
-// called from the stream's goroutine, one event at a time, in order: it must not block.
+// called from the stream's goroutine (or, for what arrived while the connection's Request was
+// on its way, from that Request), one event at a time, in order: it must not block.
 func Listen(ctx context.Context, fn func(Event)) {
 	listenerKey.Store(metadata.Client(ctx), fn)
 }
 
-// NewClient returns the client element that follows the next hop's MonitorConnections for each
-// connection and passes what it learns up: to the Sink of a Server before it in the component
-// (an nsmgr or forwarder), which tells the component's own subscribers, and to the Listen
-// function of the connection (heal).
+// NewClient returns the client element that follows what the next hop reports about the
+// connections this hop passes to it, and passes it up: to the Sink of a Server before it in the
+// component (an nsmgr or forwarder), which tells the component's own subscribers, and to the
+// Listen function of each connection (heal).
 //
-// After a successful Request it subscribes at the next hop, over dial.ClientConn, with a scope
-// selector of this hop's own path segment (name and ID): every hop after this one keeps that
-// segment in its copy of the path, and no other connection has it. One stream per connection,
-// read by one goroutine: a hop passes few connections compared with what gRPC multiplexes on
-// one ClientConn, a selector can name only one connection, and a per-connection stream lets
-// the next hop authorize each one by its path. A refresh to the same next hop keeps the
-// stream; a Request that went to another hop (reselect), or that follows a broken stream,
-// replaces it. Close ends it before closing downstream, and waits for its goroutine.
+// It keeps one MonitorConnections stream per next hop (per dial.ClientConn) and per name of this
+// hop, with a scope selector naming only this hop's path segment name: the next hop sends on it
+// every connection whose path passes this hop, and the element hands each event to the
+// connection whose segment ID (this hop's, which every hop after it keeps in its copy of the
+// path) the event carries. A hop passing thousands of connections to a handful of next hops so
+// keeps a handful of streams and goroutines, not one per connection.
 //
-// The stream gives the next hop's copy of the connection; the element keeps this hop's ID, index
-// and own segments and takes the path after this hop and the state from it. When the stream
-// breaks it reports the connection DOWN upstream (and the error to the listener). It belongs in
-// a client chain after metadata and dial, before connect, and needs updatepath in the chain (a
-// connection without this hop's segment is not followed). Streams end when ctx is done.
-func NewClient(ctx context.Context) networkservice.NetworkServiceClient {
+// A connection joins its next hop's stream before its Request goes out, so nothing the next hop
+// reports after taking the Request is missed, even on a stream that started long before; what
+// arrives before the Request returned is applied once it has. A refresh to the same next hop
+// stays on the stream; a Request that went to another hop (reselect) moves to that hop's stream.
+// Close leaves the stream before closing downstream, and the connection gets no event after its
+// Close began. When a stream breaks (the next hop stopped, restarted or cannot be reached), every
+// connection on it is reported DOWN upstream and gets the error (heal learns at once that the
+// next hop is gone); each moves to a new stream with its next successful Request, whose
+// INITIAL_STATE_TRANSFER replays what the next hop holds.
+//
+// The stream belongs to the element, not to any connection: it starts with the first connection
+// going to that next hop, and ends when ctx is done, or once no connection has followed it for
+// the idle timeout (WithIdleTimeout, default DefaultIdleTimeout, on the clock of ctx): a hop
+// whose connections come and go pays no new stream each time. Each stream is read by one
+// goroutine, the only goroutine of the element.
+//
+// The stream gives the next hop's copy of a connection; the element keeps this hop's ID, index
+// and own segments and takes the path after this hop and the state from it. It belongs in a
+// client chain after metadata and dial, before connect, and needs updatepath in the chain (a
+// connection without this hop's segment is not followed).
+func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServiceClient {
 	if ctx == nil {
 		panic("monitor.NewClient: nil ctx")
 	}
-	return &client{ctx: ctx}
+	o := options{idle: DefaultIdleTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &client{ctx: ctx, idle: o.idle, streams: map[streamKey]*stream{}}
 }
 
 type client struct {
-	ctx context.Context
+	ctx  context.Context
+	idle time.Duration
+
+	mu      sync.Mutex // held before a stream's mu, never after
+	streams map[streamKey]*stream
 }
 
-// watch is one connection's stream from the next hop.
-type watch struct {
-	cc     grpc.ClientConnInterface
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the stream's goroutine returned
-	sink   func(*networkservice.Connection)
-	meta   *metadata.Map
+// streamKey names what a stream follows: the connections this hop, named name, passes to cc.
+type streamKey struct {
+	cc   grpc.ClientConnInterface
+	name string
+}
 
-	mu   sync.Mutex
-	conn *networkservice.Connection // this hop's view: as last returned, updated by events
+// stream is one MonitorConnections stream from a next hop and the connections that follow it.
+type stream struct {
+	c      *client
+	key    streamKey
+	cancel context.CancelFunc
+
+	// mu is held while an event is handed on, so a connection that left gets nothing more.
+	mu      sync.Mutex
+	members map[string]*member // by this hop's segment ID
+	ended   bool               // the stream ended; its members wait for their next Request
+	lost    error              // why it ended, when this element did not end it
+	idle    clock.Timer        // ends the stream if no connection comes back in time
+}
+
+// member is one connection following a stream.
+type member struct {
+	s    *stream
+	id   string        // this hop's segment ID
+	meta *metadata.Map // the connection's client metadata, where its listener is
+	// Guarded by s.mu:
+	sink    func(*networkservice.Connection)
+	joining bool                       // its first Request on this stream is on its way
+	early   *networkservice.Connection // the next hop's latest copy, got while joining
+	held    bool                       // returned before the stream opened: the next hop holds it
+	conn    *networkservice.Connection // this hop's view: as last returned, updated by events
 }
 
 func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
+	m := metadata.Client(ctx)
+	old, _ := memberKey.Load(m)
+	own := req.GetConnection().GetCurrentPathSegment()
+	cc := dial.ClientConn(ctx)
+	if cc == nil || own.GetName() == "" || own.GetId() == "" {
+		// Nothing to follow: no dial before this element, or no segment of this hop.
+		conn, err := next.Client(ctx).Request(ctx, req, opts...)
+		if err == nil && old != nil {
+			memberKey.Delete(m)
+			old.leave()
+		}
+		return conn, err
+	}
+	key := streamKey{cc: cc, name: own.GetName()}
+	mem := old
+	if old == nil || old.s.key != key || old.id != own.GetId() || old.s.isEnded() {
+		mem = c.join(key, own.GetId(), m)
+	} else {
+		mem.refreshing()
+	}
 	conn, err := next.Client(ctx).Request(ctx, req, opts...)
 	if err != nil {
+		if mem != old {
+			mem.leave()
+		}
 		return nil, err
 	}
-	m := metadata.Client(ctx)
-	cc := dial.ClientConn(ctx)
-	w, ok := watchKey.Load(m)
-	if ok && w.cc == cc && w.running() {
-		w.set(conn)
-		return conn, nil
+	if old != nil && old != mem {
+		old.leave()
 	}
-	if ok {
-		w.stop()
-		watchKey.Delete(m)
+	if mem.s.isEnded() {
+		// The stream broke while the Request was on its way; the next hop answered, so a new
+		// stream will reach it, and its INITIAL_STATE_TRANSFER says what this one missed.
+		mem.leave()
+		mem = c.join(key, own.GetId(), m)
 	}
-	if cc == nil || conn.GetCurrentPathSegment() == nil {
-		log.FromContext(ctx).Debug("monitor: not following the next hop: no dial or no path segment of this hop",
-			"connection", conn.GetId())
-		return conn, nil
-	}
-	watchKey.Store(m, c.follow(ctx, m, cc, conn))
+	memberKey.Store(m, mem)
+	mem.joined(conn, Sink(ctx))
 	return conn, nil
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	if w, ok := watchKey.LoadAndDelete(metadata.Client(ctx)); ok {
-		w.stop()
+	if mem, ok := memberKey.LoadAndDelete(metadata.Client(ctx)); ok {
+		mem.leave()
 	}
 	return next.Client(ctx).Close(ctx, conn, opts...)
 }
 
-// follow subscribes at the next hop for conn and starts the goroutine that reads the stream.
-func (c *client) follow(ctx context.Context, m *metadata.Map, cc grpc.ClientConnInterface, conn *networkservice.Connection) *watch {
-	// The stream keeps the Request's values (logger, clock) but lives until stopped.
-	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stopWithChain := context.AfterFunc(c.ctx, cancel)
-	w := &watch{
-		cc:     cc,
-		cancel: func() { stopWithChain(); cancel() },
-		done:   make(chan struct{}),
-		sink:   Sink(ctx),
-		meta:   m,
-		conn:   conn.Clone(),
+// join adds the connection with this hop's segment ID id to the stream of key, starting the
+// stream if there is none.
+func (c *client) join(key streamKey, id string, meta *metadata.Map) *member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.streams[key]
+	if s == nil {
+		s = c.start(key)
 	}
-	own := conn.GetCurrentPathSegment()
-	selector := &networkservice.MonitorScopeSelector{
-		PathSegments: []*networkservice.PathSegment{{Name: own.GetName(), Id: own.GetId()}},
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idle = nil
 	}
-	go w.run(streamCtx, selector)
-	return w
+	mem := &member{s: s, id: id, meta: meta, joining: true}
+	s.members[id] = mem
+	return mem
 }
 
-func (w *watch) run(ctx context.Context, selector *networkservice.MonitorScopeSelector) {
-	defer close(w.done)
-	stream, err := networkservice.NewMonitorConnectionClient(w.cc).MonitorConnections(ctx, selector)
+// start opens a stream for key and starts its goroutine; the caller holds c.mu.
+func (c *client) start(key streamKey) *stream {
+	ctx, cancel := context.WithCancel(c.ctx)
+	s := &stream{c: c, key: key, cancel: cancel, members: map[string]*member{}}
+	c.streams[key] = s
+	go s.run(ctx)
+	return s
+}
+
+// leave takes mem off its stream, and ends the stream (after the idle timeout) if it was the
+// last connection on it.
+func (mem *member) leave() {
+	s := mem.s
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.members[mem.id] == mem {
+		delete(s.members, mem.id)
+	}
+	if len(s.members) > 0 || s.ended || c.streams[s.key] != s {
+		return
+	}
+	if c.idle <= 0 {
+		s.stop()
+		return
+	}
+	if s.idle == nil {
+		s.idle = clock.FromContext(c.ctx).AfterFunc(c.idle, s.expire)
+	}
+}
+
+// expire ends the stream if no connection came back during its idle time.
+func (s *stream) expire() {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.members) == 0 && !s.ended && c.streams[s.key] == s {
+		s.stop()
+	}
+}
+
+// stop ends an unused stream; the caller holds c.mu and s.mu.
+func (s *stream) stop() {
+	delete(s.c.streams, s.key)
+	s.ended = true
+	s.idle = nil
+	s.cancel()
+}
+
+// joined records conn, as the connection's Request returned it, as the member's view, and hands
+// on what the stream brought while the Request was on its way.
+func (mem *member) joined(conn *networkservice.Connection, sink func(*networkservice.Connection)) {
+	s := mem.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mem.sink = sink
+	mem.conn = conn.Clone()
+	wasJoining := mem.joining
+	mem.joining = false
+	if early := mem.early; early != nil {
+		mem.early = nil
+		mem.update(early)
+	}
+	if wasJoining && s.lost != nil {
+		mem.lose(s.lost) // the stream it just joined broke before it could tell
+	}
+}
+
+// refreshing notes that a Request of the member is on its way to the next hop: an initial state
+// taken meanwhile may not show the connection yet.
+func (mem *member) refreshing() {
+	mem.s.mu.Lock()
+	defer mem.s.mu.Unlock()
+	mem.held = false
+}
+
+func (s *stream) isEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
+}
+
+func (s *stream) run(ctx context.Context) {
+	s.opening()
+	selector := &networkservice.MonitorScopeSelector{PathSegments: []*networkservice.PathSegment{{Name: s.key.name}}}
+	events, err := networkservice.NewMonitorConnectionClient(s.key.cc).MonitorConnections(ctx, selector)
 	for err == nil {
 		var event *networkservice.ConnectionEvent
-		if event, err = stream.Recv(); err == nil {
-			w.receive(event)
+		if event, err = events.Recv(); err == nil {
+			s.receive(event)
 		}
 	}
-	if ctx.Err() != nil {
-		return // stopped by this element: Close, a new next hop, or the chain's end
-	}
-	if status.Code(err) != codes.Unimplemented {
-		down := w.get()
-		down.State = networkservice.State_DOWN
-		w.tell(down)
-	}
-	w.listen(Event{Err: err})
+	s.end(ctx, err)
 }
 
-// receive passes on what an event says about this watch's connection, if it changed anything.
-func (w *watch) receive(event *networkservice.ConnectionEvent) {
-	mine := w.get()
-	index := mine.GetPath().GetIndex()
+// opening marks the connections whose Requests returned before the stream opened: the next hop
+// held them when it took the subscription, so its initial state must show them.
+func (s *stream) opening() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, mem := range s.members {
+		mem.held = !mem.joining
+	}
+}
+
+// receive hands what an event says to the connections it is about.
+func (s *stream) receive(event *networkservice.ConnectionEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, in := range event.GetConnections() {
-		segs := in.GetPath().GetPathSegments()
-		if int(index) >= len(segs) || segs[index].GetId() != mine.GetId() {
-			continue // another connection, or a path that does not go through this hop's segment
-		}
-		view := mine.Clone()
-		view.Path.PathSegments = append(view.Path.PathSegments[:index+1:index+1], cloneSegments(segs[index+1:])...)
-		view.State = in.GetState()
 		if event.GetType() == networkservice.ConnectionEventType_DELETE {
-			view.State = networkservice.State_DOWN
+			in.State = networkservice.State_DOWN
 		}
-		if view.Equals(mine) {
-			continue
+		mem := s.follower(in)
+		switch {
+		case mem == nil: // not a connection this stream follows
+		case mem.joining:
+			mem.early = in
+		default:
+			mem.held = false
+			mem.update(in)
 		}
-		w.set(view)
-		w.tell(view)
-		w.listen(Event{Conn: view})
+	}
+	if event.GetType() != networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER {
+		return
+	}
+	// A connection the next hop should hold and does not: it lost it (it restarted before this
+	// stream reached it).
+	for _, mem := range s.members {
+		if mem.held {
+			mem.held = false
+			gone := mem.conn.Clone()
+			gone.State = networkservice.State_DOWN
+			mem.update(gone)
+		}
 	}
 }
 
-// tell hands conn to the component's server-side monitor, if it has one.
-func (w *watch) tell(conn *networkservice.Connection) {
-	if w.sink != nil {
-		w.sink(conn.Clone())
+// follower returns the member whose segment ID is in in's path, nil if none; the caller holds
+// s.mu.
+func (s *stream) follower(in *networkservice.Connection) *member {
+	for _, seg := range in.GetPath().GetPathSegments() {
+		if mem := s.members[seg.GetId()]; mem != nil {
+			return mem
+		}
 	}
+	return nil
 }
 
-func (w *watch) listen(e Event) {
-	if fn, ok := listenerKey.Load(w.meta); ok {
+// update takes the path after this hop and the state from the next hop's copy in into the
+// member's view, and hands the view on if that changed it; the caller holds s.mu.
+func (mem *member) update(in *networkservice.Connection) {
+	mine := mem.conn
+	segs := in.GetPath().GetPathSegments()
+	at := -1
+	for i, seg := range segs {
+		if seg.GetId() == mem.id {
+			at = i
+			break
+		}
+	}
+	index := int(mine.GetPath().GetIndex())
+	if at < 0 || index >= len(mine.GetPath().GetPathSegments()) {
+		return
+	}
+	downstream := segs[at+1:]
+	if in.GetState() == mine.GetState() && sameSegments(mine.GetPath().GetPathSegments()[index+1:], downstream) {
+		return // what the next hop says after each Request: nothing new
+	}
+	view := mine.Clone()
+	view.Path.PathSegments = append(view.Path.PathSegments[:index+1:index+1], cloneSegments(downstream)...)
+	view.State = in.GetState()
+	mem.conn = view
+	if mem.sink != nil {
+		mem.sink(view.Clone())
+	}
+	mem.listen(Event{Conn: view.Clone()})
+}
+
+func sameSegments(a, b []*networkservice.PathSegment) bool {
+	return slices.EqualFunc(a, b, func(x, y *networkservice.PathSegment) bool { return proto.Equal(x, y) })
+}
+
+func (mem *member) listen(e Event) {
+	if fn, ok := listenerKey.Load(mem.meta); ok {
 		fn(e)
 	}
 }
 
-func (w *watch) get() *networkservice.Connection {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.conn.Clone()
-}
-
-func (w *watch) set(conn *networkservice.Connection) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.conn = conn.Clone()
-}
-
-func (w *watch) running() bool {
-	select {
-	case <-w.done:
-		return false
-	default:
-		return true
+// end takes the ended stream out of use and, unless this element ended it, reports every
+// connection on it DOWN upstream and the error to its listener.
+func (s *stream) end(ctx context.Context, err error) {
+	c := s.c
+	c.mu.Lock()
+	if c.streams[s.key] == s {
+		delete(c.streams, s.key)
+	}
+	c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	if s.idle != nil {
+		s.idle.Stop()
+		s.idle = nil
+	}
+	stopped := ctx.Err() != nil // by this element (unused) or with the chain
+	s.cancel()
+	if stopped {
+		return
+	}
+	s.lost = err
+	for _, mem := range s.members {
+		if !mem.joining { // a joining one hears it when its Request returns
+			mem.lose(err)
+		}
 	}
 }
 
-// stop ends the stream and waits for its goroutine, which never blocks for long: listeners
-// and sinks do not block.
-func (w *watch) stop() {
-	w.cancel()
-	<-w.done
+// lose reports the member's connection DOWN upstream, unless the next hop just serves no
+// MonitorConnection, and hands err to its listener; the caller holds s.mu.
+func (mem *member) lose(err error) {
+	if status.Code(err) != codes.Unimplemented {
+		down := mem.conn.Clone()
+		down.State = networkservice.State_DOWN
+		mem.conn = down
+		if mem.sink != nil {
+			mem.sink(down.Clone())
+		}
+	}
+	mem.listen(Event{Err: err})
 }

@@ -19,15 +19,17 @@
 // its own handler, blocked in gRPC flow control until it reads again, goes away, or the gRPC
 // server is stopped.)
 //
-// NewClient is the other half: in the client chain of a component in the middle of
-// a path, it follows the next hop's events for each connection and hands them to Sink(ctx),
-// which the Server puts into the context of every event passing through it.
+// NewClient is the other half: in the client chain of a component in the middle of a path, it
+// follows the next hop's events for the connections it passes there, over one stream per next
+// hop, and hands them to Sink(ctx), which the Server puts into the context of every event
+// passing through it.
 package monitor
 
 import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/grpc/codes"
@@ -40,14 +42,17 @@ import (
 // DefaultQueueSize is how many events wait for one subscriber before it is dropped.
 const DefaultQueueSize = 128
 
-// Option configures a Server.
+// Option configures a Server (WithQueueSize) or a client element (WithIdleTimeout); each
+// ignores the other's options.
 type Option func(*options)
 
 type options struct {
 	queueSize int
+	idle      time.Duration
 }
 
-// WithQueueSize sets how many events may wait for one subscriber (at least 1).
+// WithQueueSize sets how many events may wait for one subscriber (at least 1). NewClient
+// ignores it.
 func WithQueueSize(n int) Option {
 	return func(o *options) { o.queueSize = max(n, 1) }
 }

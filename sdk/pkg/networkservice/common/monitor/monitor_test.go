@@ -349,15 +349,20 @@ func TestStreamEndsWhenSubscriberLeaves(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// sinkTaker keeps the sink of the last event it saw.
+// sinkTaker keeps the sink of each connection it saw, by its ID there, and of the last one.
 type sinkTaker struct {
-	mu   sync.Mutex
-	sink func(*networkservice.Connection)
+	mu    sync.Mutex
+	sink  func(*networkservice.Connection)
+	sinks map[string]func(*networkservice.Connection)
 }
 
 func (s *sinkTaker) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
 	s.mu.Lock()
 	s.sink = monitor.Sink(ctx)
+	if s.sinks == nil {
+		s.sinks = map[string]func(*networkservice.Connection){}
+	}
+	s.sinks[req.GetConnection().GetId()] = s.sink
 	s.mu.Unlock()
 	return next.Server(ctx).Request(ctx, req)
 }
@@ -366,6 +371,14 @@ func (s *sinkTaker) get() func(*networkservice.Connection) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sink
+}
+
+// of returns the sink of the connection whose path ends at this element's hop as conn's does.
+func (s *sinkTaker) of(conn *networkservice.Connection) func(*networkservice.Connection) {
+	segs := conn.GetPath().GetPathSegments()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sinks[segs[len(segs)-1].GetId()]
 }
 
 func (s *sinkTaker) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
@@ -427,7 +440,7 @@ func TestNewServerPanicsOnNilContext(t *testing.T) {
 func TestConformance(t *testing.T) {
 	for _, c := range []conformance.Case{
 		{Name: "monitor server", Server: func(ctx context.Context) networkservice.NetworkServiceServer { return monitor.NewServer(ctx) }},
-		{Name: "monitor client", Client: monitor.NewClient},
+		{Name: "monitor client", Client: func(ctx context.Context) networkservice.NetworkServiceClient { return monitor.NewClient(ctx) }},
 	} {
 		c.Request = func() *networkservice.NetworkServiceRequest { return request("a", "ns") }
 		conformance.Run(t, c)
