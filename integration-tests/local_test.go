@@ -1,11 +1,13 @@
 package integrationtests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -13,15 +15,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// mesh runs deployments-k8s/local/mesh.sh with a step, its files in dir.
-func mesh(t *testing.T, dir, step string) (string, error) {
+// mesh runs deployments-k8s/local/mesh.sh with args, its files in dir.
+func mesh(t *testing.T, dir string, args ...string) (string, error) {
 	t.Helper()
 	script, err := filepath.Abs("../deployments-k8s/local/mesh.sh")
 	require.NoError(t, err)
-	cmd := exec.Command(script, step)
+	cmd := exec.Command(script, args...)
 	cmd.Env = append(os.Environ(), "VWIRE_DEMO_DIR="+dir)
 	out, err := cmd.CombinedOutput()
-	t.Logf("mesh.sh %s:\n%s", step, out)
+	t.Logf("mesh.sh %s:\n%s", strings.Join(args, " "), out)
 	return string(out), err
 }
 
@@ -54,6 +56,8 @@ func TestLocalMesh(t *testing.T) {
 	for _, topology := range []string{"k2k", "k2k-eth", "k2wg2k", "k2vx2k"} {
 		require.Contains(t, out, topology+": ping", topology)
 	}
+	heal(t, dir)
+
 	pids, err := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
 	require.NoError(t, err)
 	require.NotEmpty(t, pids)
@@ -71,4 +75,53 @@ func TestLocalMesh(t *testing.T) {
 	for _, pid := range procs {
 		require.NoFileExists(t, filepath.Join("/proc", pid, "cmdline"), "process %s is gone", pid)
 	}
+}
+
+// heal kills forwarder 1 while the k2k client pings its endpoint every 20 ms, starts it again,
+// and waits for the replies to come back by themselves; it prints the longest silence.
+func heal(t *testing.T, dir string) {
+	t.Helper()
+	ping := exec.Command("ip", "netns", "exec", "vw-nsc-k2k", "ping", "-D", "-n", "-i", "0.02", "-W", "1", "172.16.1.1")
+	var out strings.Builder
+	ping.Stdout = &out
+	require.NoError(t, ping.Start())
+	t.Cleanup(func() { _ = ping.Process.Kill(); _ = ping.Wait() })
+
+	replies := func() []float64 {
+		var at []float64
+		for _, line := range strings.Split(out.String(), "\n") {
+			var ts float64
+			if strings.Contains(line, "bytes from") {
+				if _, err := fmt.Sscanf(line, "[%f]", &ts); err == nil {
+					at = append(at, ts)
+				}
+			}
+		}
+		return at
+	}
+	require.Eventually(t, func() bool { return len(replies()) >= 10 }, 10*time.Second, 10*time.Millisecond, "pings before the restart")
+	_, err := mesh(t, dir, "restart", "forwarder1")
+	require.NoError(t, err)
+	restarted := float64(time.Now().UnixMicro()) / 1e6
+	after := func() []float64 {
+		var at []float64
+		for _, ts := range replies() {
+			if ts > restarted {
+				at = append(at, ts)
+			}
+		}
+		return at
+	}
+	require.Eventually(t, func() bool { return len(after()) >= 25 }, 30*time.Second, 10*time.Millisecond,
+		"traffic came back by itself after the forwarder restarted")
+	_ = ping.Process.Kill()
+	_ = ping.Wait()
+	at := replies()
+	gap := 0.0
+	for i := 1; i < len(at); i++ {
+		gap = max(gap, at[i]-at[i-1])
+	}
+	back := after()[0] - restarted
+	t.Logf("forwarder 1 killed and started again: replies resumed %.0f ms after the new forwarder started; the longest silence was %.0f ms",
+		back*1000, gap*1000)
 }

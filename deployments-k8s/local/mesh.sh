@@ -10,6 +10,7 @@
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
 #   mesh.sh down    stop everything and remove every namespace, interface and file it made
+#   mesh.sh restart NAME   kill one process (forwarder1, nsmgr2, nse-k2k, ...) and start it again
 #   mesh.sh demo    up, check, down; down also runs when up or check fails
 #
 # Needs root, Go, iproute2 and ping (iputils-ping). Everything it makes is named vw-*; its files
@@ -52,8 +53,23 @@ start() {
   shift 3
   local prefix=()
   [ "$netns" = - ] || prefix=(ip netns exec "$netns")
-  env -i PATH="$PATH" NSM_LOG_LEVEL=INFO "$@" "${prefix[@]}" "$bin/$cmd" >"$run/$name.log" 2>&1 &
+  printf '%q ' "$name" "$netns" "$cmd" "$@" >"$run/$name.args"
+  env -i PATH="$PATH" NSM_LOG_LEVEL=INFO "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
+}
+
+# restart NAME: kills a process of the mesh at once, as a crash would, and starts it again as it
+# was started; the mesh is to heal by itself.
+restart() {
+  local name=$1
+  [ -f "$run/$name.args" ] || die "no process named $name; see $run/*.pid"
+  local pid
+  pid=$(cat "$run/$name.pid")
+  kill -KILL "$pid" 2>/dev/null || true
+  # Gone, or a zombie nobody has reaped yet: either way it holds nothing any more.
+  while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do sleep 0.01; done
+  eval "start $(cat "$run/$name.args")"
+  log "restarted $name"
 }
 
 # wait_for FILE: waits until a socket exists (a server is up).
@@ -155,10 +171,11 @@ case "${1:-}" in
   up) up ;;
   check) check ;;
   down) down ;;
+  restart) restart "${2:?which process? e.g. forwarder1}" ;;
   demo)
     trap down EXIT
     up
     check
     ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
