@@ -30,6 +30,7 @@ import (
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/common/expire"
+	"vwire.dev/sdk/pkg/registry/common/querycache"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
@@ -166,11 +167,13 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 
 // PassThroughForwarder returns the forwarder of the sandbox's nodes, for any test that needs one
 // without a data plane: the standard endpoint chain, then discovery of the endpoint a Request
-// names through the registry services of the node's nsmgr at cc, and the Request passed on to
-// it unchanged. Its tokens come from gen; its background work ends with ctx.
+// names through the registry services of the node's nsmgr at cc (endpoints cached, as the nsmgr
+// caches them), and the Request passed on to it unchanged. Its tokens come from gen; its
+// background work ends with ctx.
 func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface) endpoint.Endpoint {
 	ns := adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
-	nse := adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+	// Every Request and Close looks its endpoint up: answered from memory, kept current by a watch.
+	nse := regnext.Chain(querycache.NewNSE(ctx), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(

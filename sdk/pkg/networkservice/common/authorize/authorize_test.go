@@ -2,6 +2,8 @@ package authorize_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -175,21 +177,105 @@ func TestDefaultPolicies(t *testing.T) {
 				"policy tokens: segment 1 (nsmgr): the token expired at 2025-06-01T12:01:00Z (now 2025-06-01T12:02:00Z)",
 		},
 	}
-	s := authorize.NewServer()
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rec := checks.NewServer()
-			_, err := next.NewNetworkServiceServer(s, rec).Request(tt.ctx, tt.req)
-			if tt.deny == "" {
-				require.NoError(t, err)
-				require.Len(t, rec.Requests(), 1)
-				return
-			}
-			require.Equal(t, codes.PermissionDenied, status.Code(err))
-			require.Equal(t, "authorize: "+tt.deny, status.Convert(err).Message())
-			require.Empty(t, rec.Requests(), "a refused request does not pass")
-		})
+	// The defaults, and the same policies named as a policy set of one's own: OPA alone decides
+	// those, with no shortcut for the paths the defaults clearly allow.
+	for _, s := range []struct {
+		name   string
+		server networkservice.NetworkServiceServer
+	}{
+		{name: "defaults", server: authorize.NewServer()},
+		{name: "named", server: authorize.NewServer(authorize.WithPolicyFS(authorize.Defaults, "*.rego"))},
+	} {
+		for _, tt := range tests {
+			t.Run(s.name+"/"+tt.name, func(t *testing.T) {
+				rec := checks.NewServer()
+				_, err := next.NewNetworkServiceServer(s.server, rec).Request(tt.ctx, tt.req)
+				if tt.deny == "" {
+					require.NoError(t, err)
+					require.Len(t, rec.Requests(), 1)
+					return
+				}
+				require.Equal(t, codes.PermissionDenied, status.Code(err))
+				require.Equal(t, "authorize: "+tt.deny, status.Convert(err).Message())
+				require.Empty(t, rec.Requests(), "a refused request does not pass")
+			})
+		}
 	}
+}
+
+// FuzzDefaultsDecideAsTheirRego checks that the default policies decide every path as their
+// Rego does when OPA evaluates it alone: the shortcut for the paths they clearly allow never
+// lets through a path the Rego refuses. Each byte of spec makes a segment: its name, its ID
+// (from a few, so that some repeat), its token (valid, expired, expiring now, not a JWT, no or a
+// strange exp) and its expires.
+func FuzzDefaultsDecideAsTheirRego(f *testing.F) {
+	f.Add(uint8(2), []byte{0, 1, 2})
+	f.Add(uint8(1), []byte{0x00, 0x11})
+	f.Add(uint8(3), []byte{0x10, 0x21, 0x32, 0x43})
+	f.Add(uint8(2), []byte{0x50, 0x61, 0x02})
+	f.Add(uint8(2), []byte{0x70, 0x81, 0x92})
+	f.Add(uint8(3), []byte{0xa0, 0xb1, 0xc2, 0xd3})
+	f.Add(uint8(1), []byte{0xe0, 0xf1})
+	f.Add(uint8(0), []byte{0x04})
+	f.Add(uint8(5), []byte{0x00, 0x01})
+	f.Add(uint8(2), []byte{0x08, 0x49, 0x8a})
+	fast := authorize.NewServer()
+	rego := authorize.NewServer(authorize.WithPolicyFS(authorize.Defaults, "*.rego"))
+	ctx := at(now)
+	f.Fuzz(func(t *testing.T, index uint8, spec []byte) {
+		if len(spec) == 0 || len(spec) > 8 {
+			return
+		}
+		req := request(uint32(index%8), fuzzSegments(spec)...)
+		_, fastErr := fast.Request(ctx, req)
+		_, regoErr := rego.Request(ctx, req)
+		require.Equal(t, status.Convert(regoErr).Message(), status.Convert(fastErr).Message(), "%v", req)
+		require.Equal(t, status.Code(regoErr), status.Code(fastErr))
+	})
+}
+
+// fuzzSegments makes a segment of each byte: bits 0-1 pick the ID, bit 2 empties the name,
+// bits 3-5 the token, bits 6-7 the expires.
+func fuzzSegments(spec []byte) []*networkservice.PathSegment {
+	tokens := []func(name string) string{
+		func(name string) string { return signed(name, "", time.Minute).GetToken() },
+		func(name string) string { return expiredToken(name) },
+		func(string) string { return "" },
+		func(string) string { return "e30.e30." },
+		func(name string) string { return jwtWithout(name) },
+		func(name string) string { return jwtWith(name, json.Number("1.7487792e9")) },
+		func(name string) string { return jwtWith(name, json.Number(fmt.Sprint(now.Unix()))) },
+		func(name string) string { return jwtWith(name, json.Number("99999999999999999999")) },
+	}
+	expires := []time.Time{{}, now.Add(-time.Second), now, now.Add(time.Hour)}
+	segs := make([]*networkservice.PathSegment, len(spec))
+	for i, b := range spec {
+		name := fmt.Sprint("hop-", i)
+		if b&4 != 0 {
+			name = ""
+		}
+		seg := &networkservice.PathSegment{Name: name, Id: fmt.Sprint("id-", b&3)}
+		seg.Token = tokens[(b>>3)&7](name)
+		segs[i] = withExpires(seg, expires[b>>6])
+	}
+	return segs
+}
+
+// expiredToken is a token of hop name that expired a minute before now.
+func expiredToken(name string) string {
+	tok, _, err := token.NewInsecure(time.Minute, token.WithClock(clock.NewFake(now.Add(-2*time.Minute))), token.WithName(name))(nil)
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
+
+func jwtWith(name string, exp json.Number) string {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": name, "exp": exp}).SignedString([]byte(token.InsecureKey))
+	if err != nil {
+		panic(err)
+	}
+	return tok
 }
 
 func TestCloseIsAlwaysAccepted(t *testing.T) {
@@ -285,17 +371,40 @@ func TestCancelledContext(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 }
 
-// BenchmarkRequest authorizes a refresh at a forwarder: three hops before it, one after.
+// BenchmarkRequest authorizes a Request at a forwarder of a remote path: three hops before it,
+// one after. The same tokens again are what a hop sees from one peer within a second; new
+// tokens each time (more than the cache holds) cost the decoding too; OPA evaluates the
+// policies when they are named rather than the defaults.
 func BenchmarkRequest(b *testing.B) {
-	s := authorize.NewServer()
-	req := request(3, signed("nsc", "a", time.Hour), signed("nsmgr", "b", time.Hour), signed("nsmgr-2", "c", time.Hour),
-		signed("fwd", "d", time.Hour), signed("nse", "e", time.Hour))
-	ctx := at(now)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Request(ctx, req); err != nil {
-			b.Fatal(err)
-		}
+	path := func(i int) *networkservice.NetworkServiceRequest {
+		return request(3, signed(fmt.Sprint("nsc-", i), "a", time.Hour), signed(fmt.Sprint("nsmgr-a-", i), "b", time.Hour),
+			signed(fmt.Sprint("nsmgr-", i), "c", time.Hour), signed("fwd", "d", time.Hour), signed("nse", "e", time.Hour))
+	}
+	for _, bc := range []struct {
+		name  string
+		paths int
+		opts  []authorize.Option
+	}{
+		{name: "same tokens", paths: 1},
+		{name: "new tokens", paths: 2 * 4096},
+		{name: "same tokens, OPA", paths: 1, opts: []authorize.Option{authorize.WithPolicyFS(authorize.Defaults, "*.rego")}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := authorize.NewServer(bc.opts...)
+			reqs := make([]*networkservice.NetworkServiceRequest, bc.paths)
+			for i := range reqs {
+				reqs[i] = path(i)
+			}
+			ctx := at(now)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := s.Request(ctx, reqs[i%len(reqs)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }
 

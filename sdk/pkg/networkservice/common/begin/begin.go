@@ -163,7 +163,9 @@ func (e *entry) request(ctx context.Context, req *networkservice.NetworkServiceR
 		}
 		return nil, err
 	}
-	last := req.Clone()
+	// What a background Request repeats: the preferences as asked, the connection as returned
+	// (cloned alone: the request's own connection is replaced anyway).
+	last := (&networkservice.NetworkServiceRequest{MechanismPreferences: req.GetMechanismPreferences()}).Clone()
 	last.Connection = conn.Clone()
 	e.last, e.rest = last, context.WithoutCancel(ctx)
 	return conn, nil

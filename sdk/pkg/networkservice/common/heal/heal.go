@@ -4,12 +4,14 @@
 //
 // Heal listens to what the monitor client element learns about each connection from the next
 // hop (monitor.Listen), over the one stream that element keeps per next hop: it opens none of
-// its own. A next hop that dies breaks that stream, and every connection on it heals at once. It reacts at once: the first try is scheduled with
-// no delay, and every try re-enters the chain through begin (begin.FromContext), serialized with
-// the connection's other events. A try that fails is repeated after a wait that starts at 50ms
-// and doubles up to 1s (WithBackoff), for as long as the connection is open: heal stops on Close
-// and when the context given to NewClient is done. The goal is a connection healed well under a
-// second after a next hop died (DESIGN.md).
+// its own. A next hop that dies breaks that stream, and every connection on it heals at once.
+// It reacts at once: the first try is scheduled with no delay, and every try re-enters the chain
+// through begin (begin.FromContext), serialized with the connection's other events. What breaks
+// while a Request of the connection is on its way (a refresh, or a try of heal's own) is not
+// lost to that Request's success: healing starts when the Request has returned. A try that fails
+// is repeated after a wait that starts at 50ms and doubles up to 1s (WithBackoff), for as long
+// as the connection is open: heal stops on Close and when the context given to NewClient is
+// done. The goal is a connection healed well under a second after a next hop died (DESIGN.md).
 //
 // What a try asks for:
 //   - next hop reported DOWN, or the stream was lost: the same request again. A hop that
@@ -227,12 +229,12 @@ func (h *healer) up(conn *networkservice.Connection) {
 	}
 }
 
-// startMissed starts healing for what broke while a Request was on its way, if anything did;
-// the caller holds h.mu.
+// startMissed starts healing for what broke while a Request was on its way, if anything did and
+// the connection was up before; the caller holds h.mu.
 func (h *healer) startMissed() bool {
 	why, reselect := h.missed, h.missedReselect
 	h.missed, h.missedReselect = "", false
-	if why == "" {
+	if why == "" || h.conn == nil {
 		return false
 	}
 	h.begin(reselect, why)

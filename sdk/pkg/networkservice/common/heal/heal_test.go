@@ -192,6 +192,122 @@ func TestEveryConnectionOnTheLostHopHeals(t *testing.T) {
 	require.Empty(t, second.rec.Open())
 }
 
+func TestDownDuringTheRequestHealsAfterIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sock := socket(t)
+	lis, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	nse := &downDuringRequest{held: make(chan *networkservice.Connection, 1), sent: make(chan struct{})}
+	srv := grpc.NewServer()
+	networkservice.RegisterNetworkServiceServer(srv, next.NewNetworkServiceServer(updatepath.NewServer("nse"), nse))
+	networkservice.RegisterMonitorConnectionServer(srv, nse)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	// The first reply waits until the client's monitor stream has handled the DOWN: its reader
+	// came back for the next event. So the DOWN reaches heal before the Request ends.
+	handled := make(chan struct{})
+	var once sync.Once
+	reads := grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		return &secondRead{ClientStream: s, then: func() { once.Do(func() { close(handled) }) }}, err
+	})
+	seen := checks.NewServer()
+	nsc := next.NewNetworkServiceClient(
+		updatepath.NewClient("nsc"),
+		begin.NewClient(),
+		metadata.NewClient(),
+		heal.NewClient(ctx),
+		adapters.NewServerToClient(seen),
+		clienturl.NewClient(&url.URL{Scheme: "unix", Path: sock}),
+		dial.NewClient(ctx, dial.WithDialOptions(reads)),
+		monitor.NewClient(ctx),
+		adapters.NewServerToClient(&afterReply{wait: handled}),
+		connect.NewClient(),
+	)
+	conn, err := nsc.Request(ctx, request())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return nse.requests.Load() == 2 }, 10*time.Second, time.Millisecond,
+		"the DOWN that came during the first Request heals once it returned")
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+// downDuringRequest is an endpoint whose monitor reports its first connection DOWN, as its
+// initial state, before that connection's first Request returns.
+type downDuringRequest struct {
+	held     chan *networkservice.Connection
+	sent     chan struct{}
+	requests atomic.Int32
+}
+
+func (d *downDuringRequest) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if d.requests.Add(1) == 1 {
+		down := req.GetConnection().Clone()
+		down.State = networkservice.State_DOWN
+		d.held <- down
+		select {
+		case <-d.sent:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (d *downDuringRequest) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+func (d *downDuringRequest) MonitorConnections(_ *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
+	select {
+	case down := <-d.held:
+		err := srv.Send(&networkservice.ConnectionEvent{
+			Type:        networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER,
+			Connections: map[string]*networkservice.Connection{down.GetId(): down},
+		})
+		close(d.sent)
+		if err != nil {
+			return err
+		}
+	case <-srv.Context().Done():
+	}
+	<-srv.Context().Done()
+	return nil
+}
+
+// secondRead calls then when its stream is read the second time.
+type secondRead struct {
+	grpc.ClientStream
+	reads int
+	then  func()
+}
+
+func (s *secondRead) RecvMsg(m any) error {
+	if s.reads++; s.reads == 2 {
+		s.then()
+	}
+	return s.ClientStream.RecvMsg(m)
+}
+
+// afterReply holds each reply until wait is closed.
+type afterReply struct{ wait chan struct{} }
+
+func (a *afterReply) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	conn, err := next.Server(ctx).Request(ctx, req)
+	select {
+	case <-a.wait:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return conn, err
+}
+
+func (a *afterReply) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
 func TestDownEventReRequestsSameEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

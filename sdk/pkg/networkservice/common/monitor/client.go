@@ -68,13 +68,16 @@ func Listen(ctx context.Context, fn func(Event)) {
 //
 // A connection joins its next hop's stream before its Request goes out, so nothing the next hop
 // reports after taking the Request is missed, even on a stream that started long before; what
-// arrives before the Request returned is applied once it has. A refresh to the same next hop
-// stays on the stream; a Request that went to another hop (reselect) moves to that hop's stream.
-// Close leaves the stream before closing downstream, and the connection gets no event after its
-// Close began. When a stream breaks (the next hop stopped, restarted or cannot be reached), every
-// connection on it is reported DOWN upstream and gets the error (heal learns at once that the
-// next hop is gone); each moves to a new stream with its next successful Request, whose
-// INITIAL_STATE_TRANSFER replays what the next hop holds.
+// arrives before the Request returned is applied once it has, from the Request (so a listener may
+// hear of a connection DOWN while its Request is still on its way up). A refresh to the same next
+// hop stays on the stream; a Request that went to another hop (reselect) moves to that hop's
+// stream. Close leaves the stream before closing downstream, and the connection gets no event
+// after its Close began. When a stream breaks (the next hop stopped, restarted or cannot be
+// reached), every connection on it is reported DOWN upstream and gets the error (heal learns at
+// once that the next hop is gone); each moves to a new stream with its next successful Request,
+// whose INITIAL_STATE_TRANSFER replays what the next hop holds. A connection whose Request
+// returned before its stream opened must be in that initial state; if the next hop does not hold
+// it (it restarted in between), it is reported DOWN.
 //
 // The stream belongs to the element, not to any connection: it starts with the first connection
 // going to that next hop, and ends when ctx is done, or once no connection has followed it for
