@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,8 +83,8 @@ func TestLocalMesh(t *testing.T) {
 func heal(t *testing.T, dir string) {
 	t.Helper()
 	ping := exec.Command("ip", "netns", "exec", "vw-nsc-k2k", "ping", "-D", "-n", "-i", "0.02", "-W", "1", "172.16.1.1")
-	var out strings.Builder
-	ping.Stdout = &out
+	out := &lockedBuffer{}
+	ping.Stdout = out
 	require.NoError(t, ping.Start())
 	t.Cleanup(func() { _ = ping.Process.Kill(); _ = ping.Wait() })
 
@@ -124,4 +125,22 @@ func heal(t *testing.T, dir string) {
 	back := after()[0] - restarted
 	t.Logf("forwarder 1 killed and started again: replies resumed %.0f ms after the new forwarder started; the longest silence was %.0f ms",
 		back*1000, gap*1000)
+}
+
+// lockedBuffer is ping's output, written by exec's copying goroutine while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
