@@ -164,7 +164,13 @@ func run(ctx context.Context, c *config) error {
 	if err := sweep(ctx, fwd, "a previous run left"); err != nil {
 		return err
 	}
-	defer func() { _ = sweep(ctx, fwd, "connections left at exit") }()
+	defer func() {
+		// Devices of wireguard-go live in this process: close them first, or their sockets stay.
+		if err := wgdevice.CloseAll(); err != nil {
+			log.FromContext(ctx).Warn("closing WireGuard devices at exit", "error", err)
+		}
+		_ = sweep(ctx, fwd, "connections left at exit")
+	}()
 
 	listen := c.ListenOn.URL
 	if listen == nil {

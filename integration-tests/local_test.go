@@ -74,7 +74,7 @@ func TestLocalMesh(t *testing.T) {
 	require.Empty(t, namespaces(t), "down removed every namespace")
 	require.NoDirExists(t, dir, "down removed its files")
 	for _, pid := range procs {
-		require.NoFileExists(t, filepath.Join("/proc", pid, "cmdline"), "process %s is gone", pid)
+		require.False(t, running(pid), "process %s is gone", pid)
 	}
 }
 
@@ -143,4 +143,15 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// running tells whether the process runs: a zombie its parent has not reaped yet holds nothing.
+func running(pid string) bool {
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may hold spaces.
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

@@ -66,8 +66,7 @@ restart() {
   local pid
   pid=$(cat "$run/$name.pid")
   kill -KILL "$pid" 2>/dev/null || true
-  # Gone, or a zombie nobody has reaped yet: either way it holds nothing any more.
-  while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do sleep 0.01; done
+  while alive "$pid"; do sleep 0.01; done
   eval "start $(cat "$run/$name.args")"
   log "restarted $name"
 }
@@ -143,6 +142,9 @@ check() {
   return $failed
 }
 
+# alive PID: the process runs; gone, or a zombie nobody has reaped yet, holds nothing any more.
+alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 # stop GLOB: asks the processes whose pid files match to stop, waits, then kills what is left.
 stop() {
   local f pid
@@ -150,7 +152,7 @@ stop() {
   for f in $1; do
     [ -f "$f" ] || continue
     pid=$(cat "$f")
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 100); do alive "$pid" || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done

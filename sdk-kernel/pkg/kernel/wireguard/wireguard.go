@@ -161,7 +161,45 @@ func New(ns netns.NsHandle, name string, opts ...Option) (*Device, error) {
 		}
 		return nil, err
 	}
+	open.add(d)
 	return d, nil
+}
+
+// open is the devices of this process that are not closed: a wireguard-go device lives in the
+// process, and its socket outlives the process unless the device is closed first (CloseAll).
+var open = &devices{set: map[*Device]struct{}{}}
+
+type devices struct {
+	mu  sync.Mutex
+	set map[*Device]struct{}
+}
+
+func (s *devices) add(d *Device) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.set[d] = struct{}{}
+}
+
+func (s *devices) remove(d *Device) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.set, d)
+}
+
+// CloseAll closes every device of this process still open, for a program that exits with
+// connections open: their interfaces and sockets go with it instead of staying behind.
+func CloseAll() error {
+	open.mu.Lock()
+	all := make([]*Device, 0, len(open.set))
+	for d := range open.set {
+		all = append(all, d)
+	}
+	open.mu.Unlock()
+	var errs []error
+	for _, d := range all {
+		errs = append(errs, d.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // startUserspace runs wireguard-go for d on a TUN device in d's namespace, with its UAPI socket.
@@ -302,6 +340,7 @@ func (d *Device) Close() error {
 		return d.err
 	}
 	d.closed = true
+	open.remove(d)
 	var conns []net.Conn
 	for c := range d.conns {
 		conns = append(conns, c)

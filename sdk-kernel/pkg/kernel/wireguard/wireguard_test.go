@@ -256,3 +256,13 @@ func TestRemoveStaleKeepsLiveSockets(t *testing.T) {
 	require.NoFileExists(t, stale)
 	require.FileExists(t, live)
 }
+
+func TestCloseAllClosesWhatIsOpen(t *testing.T) {
+	ns, _ := nstest.New(t)
+	d, err := wireguard.New(ns, nstest.Name("vw", 13), wireguard.WithUserspace())
+	require.NoError(t, err)
+	require.FileExists(t, wireguard.SocketPath(d.Name()))
+	require.NoError(t, wireguard.CloseAll())
+	require.NoFileExists(t, wireguard.SocketPath(d.Name()), "the device went with its socket")
+	require.NoError(t, d.Close(), "closing again is fine")
+}
