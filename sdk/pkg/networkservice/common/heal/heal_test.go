@@ -205,13 +205,13 @@ func TestDownDuringTheRequestHealsAfterIt(t *testing.T) {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 
-	// The first reply waits until the client's monitor stream has handled the DOWN: its reader
-	// came back for the next event. So the DOWN reaches heal before the Request ends.
+	// The first reply waits until the client's monitor stream has handled the DOWN (its second
+	// event): its reader came back for a third. So the DOWN reaches heal before the Request ends.
 	handled := make(chan struct{})
 	var once sync.Once
 	reads := grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, err := streamer(ctx, desc, cc, method, opts...)
-		return &secondRead{ClientStream: s, then: func() { once.Do(func() { close(handled) }) }}, err
+		return &thirdRead{ClientStream: s, then: func() { once.Do(func() { close(handled) }) }}, err
 	})
 	seen := checks.NewServer()
 	nsc := next.NewNetworkServiceClient(
@@ -234,8 +234,8 @@ func TestDownDuringTheRequestHealsAfterIt(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// downDuringRequest is an endpoint whose monitor reports its first connection DOWN, as its
-// initial state, before that connection's first Request returns.
+// downDuringRequest is an endpoint whose monitor reports its first connection DOWN, after an
+// empty initial state, before that connection's first Request returns.
 type downDuringRequest struct {
 	held     chan *networkservice.Connection
 	sent     chan struct{}
@@ -261,10 +261,13 @@ func (d *downDuringRequest) Close(ctx context.Context, conn *networkservice.Conn
 }
 
 func (d *downDuringRequest) MonitorConnections(_ *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
+	if err := srv.Send(&networkservice.ConnectionEvent{Type: networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER}); err != nil {
+		return err
+	}
 	select {
 	case down := <-d.held:
 		err := srv.Send(&networkservice.ConnectionEvent{
-			Type:        networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER,
+			Type:        networkservice.ConnectionEventType_UPDATE,
 			Connections: map[string]*networkservice.Connection{down.GetId(): down},
 		})
 		close(d.sent)
@@ -277,15 +280,15 @@ func (d *downDuringRequest) MonitorConnections(_ *networkservice.MonitorScopeSel
 	return nil
 }
 
-// secondRead calls then when its stream is read the second time.
-type secondRead struct {
+// thirdRead calls then when its stream is read the third time.
+type thirdRead struct {
 	grpc.ClientStream
 	reads int
 	then  func()
 }
 
-func (s *secondRead) RecvMsg(m any) error {
-	if s.reads++; s.reads == 2 {
+func (s *thirdRead) RecvMsg(m any) error {
+	if s.reads++; s.reads == 3 {
 		s.then()
 	}
 	return s.ClientStream.RecvMsg(m)

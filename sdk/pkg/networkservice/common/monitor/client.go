@@ -66,18 +66,20 @@ func Listen(ctx context.Context, fn func(Event)) {
 // path) the event carries. A hop passing thousands of connections to a handful of next hops so
 // keeps a handful of streams and goroutines, not one per connection.
 //
-// A connection joins its next hop's stream before its Request goes out, so nothing the next hop
-// reports after taking the Request is missed, even on a stream that started long before; what
-// arrives before the Request returned is applied once it has, from the Request (so a listener may
-// hear of a connection DOWN while its Request is still on its way up). A refresh to the same next
-// hop stays on the stream; a Request that went to another hop (reselect) moves to that hop's
-// stream. Close leaves the stream before closing downstream, and the connection gets no event
-// after its Close began. When a stream breaks (the next hop stopped, restarted or cannot be
-// reached), every connection on it is reported DOWN upstream and gets the error (heal learns at
-// once that the next hop is gone); each moves to a new stream with its next successful Request,
-// whose INITIAL_STATE_TRANSFER replays what the next hop holds. A connection whose Request
-// returned before its stream opened must be in that initial state; if the next hop does not hold
-// it (it restarted in between), it is reported DOWN.
+// A connection joins its next hop's stream before its first Request there goes out, and that
+// Request waits until the stream is established (its INITIAL_STATE_TRANSFER arrived, which is one
+// round trip for the first connection to a next hop and nothing after): so whatever the next hop
+// that takes the Request reports about the connection comes on this stream, or the stream breaks;
+// nothing falls between. What arrives before the Request returned is applied once it has, from
+// the Request (a listener may hear of a connection DOWN while its Request is still on its way
+// up). A refresh to the same next hop stays on the stream; a Request that went to another hop
+// (reselect) moves to that hop's stream. Close leaves the stream before closing downstream, and
+// the connection gets no event after its Close began. When a stream breaks (the next hop
+// stopped, restarted or cannot be reached), every connection on it is reported DOWN upstream and
+// gets the error (heal learns at once that the next hop is gone); each moves to a new stream
+// with its next successful Request. A connection whose Request returned before it joined a new
+// stream (its stream broke meanwhile) must be in that stream's INITIAL_STATE_TRANSFER, which
+// replays what the next hop holds: if the next hop does not hold it, it is reported DOWN.
 //
 // The stream belongs to the element, not to any connection: it starts with the first connection
 // going to that next hop, and ends when ctx is done, or once no connection has followed it for
@@ -120,9 +122,12 @@ type stream struct {
 	key    streamKey
 	cancel context.CancelFunc
 
+	ready chan struct{} // closed once the initial state arrived, or the stream ended
+
 	// mu is held while an event is handed on, so a connection that left gets nothing more.
 	mu      sync.Mutex
 	members map[string]*member // by this hop's segment ID
+	started bool               // the initial state arrived
 	ended   bool               // the stream ended; its members wait for their next Request
 	lost    error              // why it ended, when this element did not end it
 	idle    clock.Timer        // ends the stream if no connection comes back in time
@@ -137,7 +142,7 @@ type member struct {
 	sink    func(*networkservice.Connection)
 	joining bool                       // its first Request on this stream is on its way
 	early   *networkservice.Connection // the next hop's latest copy, got while joining
-	held    bool                       // returned before the stream opened: the next hop holds it
+	held    bool                       // returned before it joined: the initial state must show it
 	conn    *networkservice.Connection // this hop's view: as last returned, updated by events
 }
 
@@ -158,9 +163,14 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	key := streamKey{cc: cc, name: own.GetName()}
 	mem := old
 	if old == nil || old.s.key != key || old.id != own.GetId() || old.s.isEnded() {
-		mem = c.join(key, own.GetId(), m)
-	} else {
-		mem.refreshing()
+		mem = c.join(key, own.GetId(), m, false)
+		// The Request goes out once the next hop took the subscription (or the stream failed):
+		// then whatever the next hop that takes the Request reports about it comes on this
+		// stream, or the stream breaks.
+		select {
+		case <-mem.s.ready:
+		case <-ctx.Done():
+		}
 	}
 	conn, err := next.Client(ctx).Request(ctx, req, opts...)
 	if err != nil {
@@ -176,7 +186,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 		// The stream broke while the Request was on its way; the next hop answered, so a new
 		// stream will reach it, and its INITIAL_STATE_TRANSFER says what this one missed.
 		mem.leave()
-		mem = c.join(key, own.GetId(), m)
+		mem = c.join(key, own.GetId(), m, true)
 	}
 	memberKey.Store(m, mem)
 	mem.joined(conn, Sink(ctx))
@@ -191,8 +201,8 @@ func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opt
 }
 
 // join adds the connection with this hop's segment ID id to the stream of key, starting the
-// stream if there is none.
-func (c *client) join(key streamKey, id string, meta *metadata.Map) *member {
+// stream if there is none; returned says that its Request returned already.
+func (c *client) join(key streamKey, id string, meta *metadata.Map, returned bool) *member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.streams[key]
@@ -205,7 +215,7 @@ func (c *client) join(key streamKey, id string, meta *metadata.Map) *member {
 		s.idle.Stop()
 		s.idle = nil
 	}
-	mem := &member{s: s, id: id, meta: meta, joining: true}
+	mem := &member{s: s, id: id, meta: meta, joining: true, held: returned && !s.started}
 	s.members[id] = mem
 	return mem
 }
@@ -213,7 +223,7 @@ func (c *client) join(key streamKey, id string, meta *metadata.Map) *member {
 // start opens a stream for key and starts its goroutine; the caller holds c.mu.
 func (c *client) start(key streamKey) *stream {
 	ctx, cancel := context.WithCancel(c.ctx)
-	s := &stream{c: c, key: key, cancel: cancel, members: map[string]*member{}}
+	s := &stream{c: c, key: key, cancel: cancel, ready: make(chan struct{}), members: map[string]*member{}}
 	c.streams[key] = s
 	go s.run(ctx)
 	return s
@@ -282,14 +292,6 @@ func (mem *member) joined(conn *networkservice.Connection, sink func(*networkser
 	}
 }
 
-// refreshing notes that a Request of the member is on its way to the next hop: an initial state
-// taken meanwhile may not show the connection yet.
-func (mem *member) refreshing() {
-	mem.s.mu.Lock()
-	defer mem.s.mu.Unlock()
-	mem.held = false
-}
-
 func (s *stream) isEnded() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -297,7 +299,6 @@ func (s *stream) isEnded() bool {
 }
 
 func (s *stream) run(ctx context.Context) {
-	s.opening()
 	selector := &networkservice.MonitorScopeSelector{PathSegments: []*networkservice.PathSegment{{Name: s.key.name}}}
 	events, err := networkservice.NewMonitorConnectionClient(s.key.cc).MonitorConnections(ctx, selector)
 	for err == nil {
@@ -307,16 +308,6 @@ func (s *stream) run(ctx context.Context) {
 		}
 	}
 	s.end(ctx, err)
-}
-
-// opening marks the connections whose Requests returned before the stream opened: the next hop
-// held them when it took the subscription, so its initial state must show them.
-func (s *stream) opening() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, mem := range s.members {
-		mem.held = !mem.joining
-	}
 }
 
 // receive hands what an event says to the connections it is about.
@@ -337,11 +328,13 @@ func (s *stream) receive(event *networkservice.ConnectionEvent) {
 			mem.update(in)
 		}
 	}
-	if event.GetType() != networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER {
+	if s.started {
 		return
 	}
-	// A connection the next hop should hold and does not: it lost it (it restarted before this
-	// stream reached it).
+	s.started = true
+	close(s.ready)
+	// A connection whose Request returned before it joined, and that the next hop does not hold
+	// now: the next hop lost it (it restarted in between).
 	for _, mem := range s.members {
 		if mem.held {
 			mem.held = false
@@ -415,6 +408,9 @@ func (s *stream) end(ctx context.Context, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ended = true
+	if !s.started {
+		close(s.ready)
+	}
 	if s.idle != nil {
 		s.idle.Stop()
 		s.idle = nil

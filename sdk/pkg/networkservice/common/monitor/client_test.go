@@ -323,12 +323,13 @@ func TestWhatArrivesDuringTheRequestIsNotLost(t *testing.T) {
 	// connection's Request returns, that the connection is down.
 	ep := &downAtOnce{held: make(chan *networkservice.Connection, 1), sent: make(chan struct{})}
 	nseURL, _ := start(t, next.NewNetworkServiceServer(updatepath.NewServer("nse"), ep), ep)
-	// The reply waits until the stream has handled that event: its reader came back for the next.
+	// The reply waits until the stream has handled that event (the second): its reader came back
+	// for a third.
 	handled := make(chan struct{})
 	var once sync.Once
 	reads := grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		s, err := streamer(ctx, desc, cc, method, opts...)
-		return &countReads{ClientStream: s, second: func() { once.Do(func() { close(handled) }) }}, err
+		return &countReads{ClientStream: s, third: func() { once.Do(func() { close(handled) }) }}, err
 	})
 	heard := newListener()
 	c := next.NewNetworkServiceServer(updatepath.NewServer("mgr"), begin.NewServer(), metadata.NewServer(),
@@ -344,16 +345,16 @@ func TestWhatArrivesDuringTheRequestIsNotLost(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// countReads calls second when its stream is read the second time.
+// countReads calls third when its stream is read the third time.
 type countReads struct {
 	grpc.ClientStream
-	n      int
-	second func()
+	n     int
+	third func()
 }
 
 func (c *countReads) RecvMsg(m any) error {
-	if c.n++; c.n == 2 {
-		c.second()
+	if c.n++; c.n == 3 {
+		c.third()
 	}
 	return c.ClientStream.RecvMsg(m)
 }
@@ -379,8 +380,8 @@ func (w *waiter) Close(ctx context.Context, conn *networkservice.Connection) (*e
 	return next.Server(ctx).Close(ctx, conn)
 }
 
-// downAtOnce is an endpoint and its monitor: the monitor waits for the first Request and sends
-// its connection, DOWN, as the initial state; the Request returns once that is sent.
+// downAtOnce is an endpoint and its monitor: after an empty initial state, the monitor waits
+// for the first Request and sends its connection, DOWN; the Request returns once that is sent.
 type downAtOnce struct {
 	held chan *networkservice.Connection
 	sent chan struct{}
@@ -403,20 +404,23 @@ func (d *downAtOnce) Close(ctx context.Context, conn *networkservice.Connection)
 }
 
 func (d *downAtOnce) MonitorConnections(_ *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
+	if err := srv.Send(&networkservice.ConnectionEvent{Type: networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER}); err != nil {
+		return err
+	}
 	select {
 	case down := <-d.held:
-		if err := srv.Send(&networkservice.ConnectionEvent{
-			Type:        networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER,
+		err := srv.Send(&networkservice.ConnectionEvent{
+			Type:        networkservice.ConnectionEventType_UPDATE,
 			Connections: map[string]*networkservice.Connection{down.GetId(): down},
-		}); err != nil {
+		})
+		close(d.sent)
+		if err != nil {
 			return err
 		}
-		close(d.sent)
 	case <-srv.Context().Done():
-		return srv.Context().Err()
 	}
 	<-srv.Context().Done()
-	return srv.Context().Err()
+	return nil
 }
 
 func TestNoNextHopMonitor(t *testing.T) {
