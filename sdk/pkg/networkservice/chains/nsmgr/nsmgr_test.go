@@ -215,42 +215,35 @@ func TestEndpointDeathHealsToAnother(t *testing.T) {
 	require.NoError(t, err)
 }
 
-func TestForwarderRestartHeals(t *testing.T) {
-	mesh := sandbox.New(t, 1)
-	mesh.RegisterService(&registry.NetworkService{Name: service})
-	_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
-	nsc := mesh.Nodes[0].NewClient("nsc")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := nsc.Request(ctx, request("c", nil))
-	require.NoError(t, err)
+// TestRestartHeals restarts each hop between the client and the endpoint in turn: the
+// connection comes back through the new process by itself.
+func TestRestartHeals(t *testing.T) {
+	for _, tc := range []struct {
+		hop   string
+		which func(*sandbox.Node) *sandbox.Component
+	}{
+		{"forwarder", func(n *sandbox.Node) *sandbox.Component { return n.Forwarders[0] }},
+		{"nsmgr", func(n *sandbox.Node) *sandbox.Component { return n.NSMgr }},
+	} {
+		t.Run(tc.hop, func(t *testing.T) {
+			mesh := sandbox.New(t, 1)
+			mesh.RegisterService(&registry.NetworkService{Name: service})
+			_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
+			nsc := mesh.Nodes[0].NewClient("nsc")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := nsc.Request(ctx, request("c", nil))
+			require.NoError(t, err)
 
-	before := len(rec.Requests())
-	start := time.Now()
-	mesh.Nodes[0].Forwarders[0].Restart()
-	healed(t, rec, "c", before)
-	t.Logf("healed through the restarted forwarder %v after the restart", time.Since(start))
-	_, err = nsc.Close(ctx, conn)
-	require.NoError(t, err)
-}
-
-func TestNsmgrRestartHeals(t *testing.T) {
-	mesh := sandbox.New(t, 1)
-	mesh.RegisterService(&registry.NetworkService{Name: service})
-	_, rec := endpoint(mesh.Nodes[0], "nse-1", nil)
-	nsc := mesh.Nodes[0].NewClient("nsc")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := nsc.Request(ctx, request("c", nil))
-	require.NoError(t, err)
-
-	before := len(rec.Requests())
-	start := time.Now()
-	mesh.Nodes[0].NSMgr.Restart()
-	healed(t, rec, "c", before)
-	t.Logf("healed through the restarted nsmgr %v after the restart", time.Since(start))
-	_, err = nsc.Close(ctx, conn)
-	require.NoError(t, err)
+			before := len(rec.Requests())
+			start := time.Now()
+			tc.which(mesh.Nodes[0]).Restart()
+			healed(t, rec, "c", before)
+			t.Logf("healed through the restarted %s %v after the restart", tc.hop, time.Since(start))
+			_, err = nsc.Close(ctx, conn)
+			require.NoError(t, err)
+		})
+	}
 }
 
 func TestRefreshKeepsTheWholePathAcrossExpiries(t *testing.T) {
