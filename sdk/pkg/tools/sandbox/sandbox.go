@@ -270,10 +270,11 @@ type Component struct {
 	d     *Domain
 	build func(ctx context.Context, self *url.URL) (*served, error)
 
-	mu         sync.Mutex
-	cancel     context.CancelFunc
-	done       <-chan error
-	unregister func() // set once the component announced itself
+	mu          sync.Mutex
+	cancel      context.CancelFunc
+	stopServing context.CancelFunc
+	done        <-chan error
+	unregister  func() // set once the component announced itself
 }
 
 // Stop ends the component as a well-behaved program does: it unregisters, then stops.
@@ -305,12 +306,15 @@ func (c *Component) Kill() {
 	if c.cancel == nil {
 		return
 	}
-	c.cancel()
+	// As a process that dies: its connections drop first, so that its peers see the hop gone
+	// (Unavailable), never an answer of a dying component whose own connections closed first.
+	c.stopServing()
 	if c.done != nil {
 		for range c.done { // drained: serving ended
 		}
 	}
-	c.cancel, c.done = nil, nil
+	c.cancel()
+	c.cancel, c.stopServing, c.done = nil, nil, nil
 }
 
 // Restart kills the component if it runs and starts a fresh one on the same URL.
@@ -320,14 +324,15 @@ func (c *Component) Restart() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ctx, cancel := context.WithCancel(c.d.ctx)
+	serving, stopServing := context.WithCancel(ctx)
 	s, err := c.build(ctx, c.URL)
 	if err == nil {
-		c.done, err = grpcserve.Serve(ctx, c.URL, s.registrar)
+		c.done, err = grpcserve.Serve(serving, c.URL, s.registrar)
 	}
 	if err == nil && s.announce != nil {
 		err = s.announce(c)
 	}
-	c.cancel = cancel
+	c.cancel, c.stopServing = cancel, stopServing
 	if err != nil {
 		c.d.t.Fatalf("sandbox: start %s: %v", c.Name, err)
 	}
