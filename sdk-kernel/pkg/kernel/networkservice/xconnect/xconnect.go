@@ -31,6 +31,7 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/vishvananda/netns"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -250,4 +251,19 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 		return nil, err
 	}
 	return resp, nil
+}
+
+// UndoServer closes conn through the rest of a server chain, with ctx's values and a fresh
+// deadline (ctx's may be spent): for a mechanism element whose end failed after next succeeded.
+func UndoServer(ctx context.Context, conn *networkservice.Connection) {
+	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	_, _ = next.Server(undo).Close(undo, conn)
+}
+
+// UndoClient is UndoServer for a client chain.
+func UndoClient(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) {
+	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	_, _ = next.Client(undo).Close(undo, conn, opts...)
 }

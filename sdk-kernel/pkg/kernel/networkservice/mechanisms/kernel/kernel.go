@@ -41,7 +41,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
@@ -63,9 +62,6 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 )
-
-// undoTimeout bounds the Close that undoes a first Request whose vWire failed.
-const undoTimeout = 15 * time.Second
 
 // vwire is a vWire this element made, as it made it.
 type vwire struct {
@@ -107,9 +103,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
 	if err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Server(undo).Close(undo, conn)
+			xconnect.UndoServer(ctx, conn)
 		}
 		return nil, err
 	}
@@ -211,9 +205,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	xconnect.Keep(ctx, m, clientKey, xconnect.Out, now)
 	if err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Client(undo).Close(undo, conn, opts...)
+			xconnect.UndoClient(ctx, conn, opts...)
 		}
 		return nil, err
 	}

@@ -40,7 +40,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
@@ -62,9 +61,6 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/xconnect"
 	kvxlan "vwire.dev/sdk-kernel/pkg/kernel/vxlan"
 )
-
-// undoTimeout bounds the Close that undoes a first Request whose device failed.
-const undoTimeout = 15 * time.Second
 
 // Option configures an element.
 type Option func(*options)
@@ -230,9 +226,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
 	if err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Server(undo).Close(undo, conn)
+			xconnect.UndoServer(ctx, conn)
 		}
 		return nil, err
 	}
@@ -285,9 +279,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	if err := c.answer(ctx, m, old, conn, mech, proposed); err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Client(undo).Close(undo, conn, opts...)
+			xconnect.UndoClient(ctx, conn, opts...)
 		}
 		return nil, err
 	}

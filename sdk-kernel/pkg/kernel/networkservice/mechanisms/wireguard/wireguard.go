@@ -58,9 +58,6 @@ import (
 	kwireguard "vwire.dev/sdk-kernel/pkg/kernel/wireguard"
 )
 
-// undoTimeout bounds the Close that undoes a first Request whose interface failed.
-const undoTimeout = 15 * time.Second
-
 // Keepalive is the client's persistent keepalive: it starts the handshake at once and keeps
 // NAT mappings on the way open.
 const Keepalive = 25 * time.Second
@@ -161,9 +158,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
 	if err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Server(undo).Close(undo, conn)
+			xconnect.UndoServer(ctx, conn)
 		}
 		return nil, err
 	}
@@ -213,9 +208,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	xconnect.Keep(ctx, m, clientKey, xconnect.Out, now)
 	if err != nil {
 		if !refresh {
-			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-			defer cancel()
-			_, _ = next.Client(undo).Close(undo, conn, opts...)
+			xconnect.UndoClient(ctx, conn, opts...)
 		}
 		return nil, err
 	}
