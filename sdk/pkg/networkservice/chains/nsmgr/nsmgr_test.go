@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -211,8 +212,17 @@ func TestEndpointDeathHealsToAnother(t *testing.T) {
 	victim.Kill()
 	healed(t, survivor, "c", before)
 	t.Logf("healed to the other endpoint %v after the first died", time.Since(start))
+	// Both endpoints draw from the same prefix: the client keeps its addresses, and the survivor
+	// holds one connection however many hops healed (the nsmgr heals as well as the client).
+	require.Eventually(t, func() bool {
+		reqs := survivor.Requests()
+		last := reqs[len(reqs)-1].GetConnection().GetContext().GetIpContext()
+		return len(survivor.Open()) == 1 &&
+			slices.Equal(last.GetSrcIpAddrs(), conn.GetContext().GetIpContext().GetSrcIpAddrs())
+	}, 10*time.Second, 5*time.Millisecond, "the survivor holds the client's one connection, with its addresses")
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
+	require.Empty(t, survivor.Open(), "Close reached the endpoint that holds the connection")
 }
 
 // TestRestartHeals restarts each hop between the client and the endpoint in turn: the

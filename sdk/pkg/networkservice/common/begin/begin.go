@@ -8,6 +8,13 @@
 // closed or when its first Request fails; a factory of a forgotten connection answers
 // ErrForgotten and does nothing. Begin belongs near the head of a chain, after only the elements
 // that settle the connection ID (updatepath).
+//
+// The endpoint chosen and the path beyond this hop belong to the hops downstream, which may
+// change them (an nsmgr healed to another endpoint) without the previous hop learning it before
+// its next Request returns. So a refresh (not a reselection) or a Close of an established
+// connection goes on with the endpoint name and the downstream path segments this hop last got
+// back, not the stale copies the previous hop sends: the next hop sees the connection it knows
+// rather than a new one, and an endpoint's Close releases what it handed out.
 package begin
 
 import (
@@ -151,7 +158,30 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 		return nil, err
 	}
 	defer e.release()
+	if e.last != nil && req.GetConnection().GetState() != networkservice.State_RESELECT_REQUESTED {
+		e.downstream(req.GetConnection())
+	}
 	return e.request(context.WithValue(ctx, factoryKey{}, e), req)
+}
+
+// downstream gives conn the endpoint and the path segments after this hop's from the connection
+// as this hop last got it back, when conn's path up to this hop is the same as that one's.
+func (e *entry) downstream(conn *networkservice.Connection) {
+	last := e.last.GetConnection()
+	if name := last.GetNetworkServiceEndpointName(); name != "" && conn.GetNetworkServiceEndpointName() != "" {
+		conn.NetworkServiceEndpointName = name
+	}
+	path, lastPath := conn.GetPath(), last.GetPath()
+	i := int(path.GetIndex())
+	if i != int(lastPath.GetIndex()) || i >= len(path.GetPathSegments()) || i >= len(lastPath.GetPathSegments()) ||
+		path.GetPathSegments()[i].GetId() != lastPath.GetPathSegments()[i].GetId() {
+		return
+	}
+	segments := path.GetPathSegments()[:i+1:i+1]
+	for _, s := range lastPath.GetPathSegments()[i+1:] {
+		segments = append(segments, s.Clone())
+	}
+	path.PathSegments = segments
 }
 
 // request runs a Request while holding the turn.
@@ -178,6 +208,9 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 	}
 	defer e.release()
 	defer e.forget()
+	if e.last != nil {
+		e.downstream(conn)
+	}
 	ctx = context.WithValue(ctx, factoryKey{}, e)
 	return next.Server(ctx).Close(ctx, conn)
 }

@@ -275,3 +275,69 @@ func TestReselectAsksForANewEndpoint(t *testing.T) {
 	require.Nil(t, got.GetMechanism())
 	require.Equal(t, "KERNEL", rec.Requests()[1].GetMechanismPreferences()[0].GetType(), "preferences stay")
 }
+
+// reroute plays a next hop that moved the connection to another endpoint: it answers with the
+// path and endpoint of its own choice; with no endpoint set it passes the request on as it is.
+type reroute struct{ endpoint string }
+
+func (r *reroute) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if r.endpoint == "" {
+		return next.Server(ctx).Request(ctx, req)
+	}
+	conn := req.GetConnection().Clone()
+	conn.NetworkServiceEndpointName = r.endpoint
+	conn.Path.PathSegments = append(conn.Path.PathSegments[:conn.Path.Index+1], &networkservice.PathSegment{Name: r.endpoint, Id: r.endpoint + "-id"})
+	return next.Server(ctx).Request(ctx, &networkservice.NetworkServiceRequest{Connection: conn})
+}
+
+func (r *reroute) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+func TestRefreshAndCloseGoOnWithTheDownstreamPathThisHopKnows(t *testing.T) {
+	rec := checks.NewServer()
+	moved := &reroute{endpoint: "nse-1"}
+	server := next.NewNetworkServiceServer(begin.NewServer(), moved, rec)
+	// The previous hop's view: this hop at index 1, the endpoint it reached last time after it.
+	stale := func() *networkservice.NetworkServiceRequest {
+		req := request("c")
+		req.Connection.NetworkServiceEndpointName = "nse-1"
+		req.Connection.Path = &networkservice.Path{Index: 1, PathSegments: []*networkservice.PathSegment{
+			{Name: "nsc", Id: "nsc-id"}, {Name: "nsmgr", Id: "c"}, {Name: "nse-1", Id: "nse-1-id"}}}
+		return req
+	}
+	_, err := server.Request(context.Background(), stale())
+	require.NoError(t, err)
+
+	// Downstream healed to nse-2 (a heal re-entering at this hop); the previous hop does not know.
+	moved.endpoint = "nse-2"
+	_, err = server.Request(context.Background(), stale())
+	require.NoError(t, err)
+	moved.endpoint = "" // from now on the next hop answers with what it is sent
+	_, err = server.Request(context.Background(), stale())
+	require.NoError(t, err)
+	refresh := rec.Requests()[2].GetConnection()
+	require.Equal(t, "nse-2", refresh.GetNetworkServiceEndpointName(), "a refresh goes to the endpoint this hop reached last")
+	require.Equal(t, "nse-2-id", refresh.GetPath().GetPathSegments()[2].GetId())
+	require.Equal(t, "nsc-id", refresh.GetPath().GetPathSegments()[0].GetId(), "the path up to this hop is the previous hop's")
+
+	_, err = server.Close(context.Background(), stale().GetConnection())
+	require.NoError(t, err)
+	closed := rec.Closes()[0]
+	require.Equal(t, "nse-2", closed.GetNetworkServiceEndpointName(), "Close goes to the endpoint this hop reached last")
+	require.Equal(t, "nse-2-id", closed.GetPath().GetPathSegments()[2].GetId())
+}
+
+func TestReselectFromThePreviousHopIsNotRedirected(t *testing.T) {
+	rec := checks.NewServer()
+	server := next.NewNetworkServiceServer(begin.NewServer(), rec)
+	req := request("c")
+	req.Connection.NetworkServiceEndpointName = "nse-1"
+	_, err := server.Request(context.Background(), req)
+	require.NoError(t, err)
+	again := request("c")
+	again.Connection.State = networkservice.State_RESELECT_REQUESTED
+	_, err = server.Request(context.Background(), again)
+	require.NoError(t, err)
+	require.Empty(t, rec.Requests()[1].GetConnection().GetNetworkServiceEndpointName())
+}
