@@ -16,6 +16,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
 )
 
@@ -30,24 +31,6 @@ type step struct {
 	path []string
 	want codes.Code
 	says string // part of the error message
-}
-
-// refuse fails Registers of records whose URL is "refuse".
-type refuse struct{}
-
-func (refuse) Register(ctx context.Context, r *nse) (*nse, error) {
-	if r.GetUrl() == "refuse" {
-		return nil, status.Error(codes.Unavailable, "store down")
-	}
-	return next.Of[*nse](ctx).Register(ctx, r)
-}
-
-func (refuse) Find(ctx context.Context, q *next.Query[*nse], send func(*next.Event[*nse]) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (refuse) Unregister(ctx context.Context, r *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, r)
 }
 
 func TestOnlyTheRegistrant(t *testing.T) {
@@ -88,7 +71,8 @@ func TestOnlyTheRegistrant(t *testing.T) {
 			{op: "register", id: alice}, {op: "register", id: bob}, {op: "unregister", id: alice}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			chain := next.Chain(authorize.NewNSE(tc.opts...), next.NSE(refuse{}), memory.NewNSE())
+			fail := inject.NewNSE(nil) // the store refuses while set
+			chain := next.Chain(authorize.NewNSE(tc.opts...), next.NSE(fail), memory.NewNSE())
 			for i, s := range tc.steps {
 				ctx := context.Background()
 				if s.id != "" {
@@ -100,8 +84,9 @@ func TestOnlyTheRegistrant(t *testing.T) {
 				case "register":
 					_, err = chain.Register(ctx, in)
 				case "fail":
-					in.Url = "refuse"
+					fail.FailRegisters(status.Error(codes.Unavailable, "store down"))
 					_, err = chain.Register(ctx, in)
+					fail.FailRegisters(nil)
 				case "unregister":
 					err = chain.Unregister(ctx, in)
 				}

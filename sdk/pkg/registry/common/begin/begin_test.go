@@ -3,6 +3,7 @@ package begin_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/registry/common/begin"
+	"vwire.dev/sdk/pkg/registry/common/memory"
+	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/checks"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -87,79 +92,90 @@ func TestOneEventPerNameAtATime(t *testing.T) {
 	require.Equal(t, int32(2), o.maxAll.Load(), "different names should run in parallel")
 }
 
-// recorder keeps what reaches it and the factory of the last event; it fails Registers while
-// fail is set.
-type recorder struct {
-	mu      sync.Mutex
-	calls   []string
-	values  []any
-	factory begin.EventFactory[*nse]
-	fail    error
-}
-
 type ctxKey struct{}
 
-func (r *recorder) note(ctx context.Context, call string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.calls = append(r.calls, call)
-	r.values = append(r.values, ctx.Value(ctxKey{}))
-	r.factory = begin.FromContext[*nse](ctx)
-	return r.fail
+// grabber keeps the factory of the last event through it, and the value under ctxKey of every
+// event's context.
+type grabber struct {
+	mu      sync.Mutex
+	factory begin.EventFactory[*nse]
+	values  []any
 }
 
-func (r *recorder) Register(ctx context.Context, in *nse) (*nse, error) {
-	if err := r.note(ctx, "register "+in.GetName()+" "+in.GetUrl()); err != nil {
-		return nil, err
+func (g *grabber) note(ctx context.Context) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.factory = begin.FromContext[*nse](ctx)
+	g.values = append(g.values, ctx.Value(ctxKey{}))
+}
+
+func (g *grabber) Register(ctx context.Context, r *nse) (*nse, error) {
+	g.note(ctx)
+	return next.Of[*nse](ctx).Register(ctx, r)
+}
+
+func (g *grabber) Find(ctx context.Context, q *next.Query[*nse], send func(*next.Event[*nse]) error) error {
+	return next.Of[*nse](ctx).Find(ctx, q, send)
+}
+
+func (g *grabber) Unregister(ctx context.Context, r *nse) error {
+	g.note(ctx)
+	return next.Of[*nse](ctx).Unregister(ctx, r)
+}
+
+func (g *grabber) get() (begin.EventFactory[*nse], []any) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.factory, slices.Clone(g.values)
+}
+
+// behind is what lies behind begin in these tests: a grabber, a recorder, an injector of
+// errors, and a store whose hop adds its id to the records it returns, so that a record as
+// registered differs from the record given.
+type behind struct {
+	grab *grabber
+	rec  *checks.Recorder[*nse]
+	fail *inject.Errors[*nse]
+}
+
+func (r behind) chain() next.NSE {
+	return next.Chain(next.NSE(r.grab), next.NSE(r.rec), next.NSE(r.fail), updatepath.NewNSE("registry"), memory.NewNSE())
+}
+
+func newBehind() behind {
+	return behind{grab: &grabber{}, rec: checks.NewNSE(), fail: inject.NewNSE(nil)}
+}
+
+func urls(calls []checks.Call[*nse]) []string {
+	var out []string
+	for _, c := range calls {
+		out = append(out, c.Record.GetUrl())
 	}
-	out := in.Clone()
-	out.Url += "#registered"
-	return out, nil
-}
-
-func (r *recorder) Find(ctx context.Context, q *next.Query[*nse], send func(*next.Event[*nse]) error) error {
-	return send(&next.Event[*nse]{Record: &nse{Name: "found"}})
-}
-
-func (r *recorder) Unregister(ctx context.Context, in *nse) error {
-	return r.note(ctx, "unregister "+in.GetName()+" "+in.GetUrl())
-}
-
-func (r *recorder) get() (begin.EventFactory[*nse], []string, []any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.factory, append([]string(nil), r.calls...), append([]any(nil), r.values...)
-}
-
-func (r *recorder) setFail(err error) {
-	r.mu.Lock()
-	r.fail = err
-	r.mu.Unlock()
+	return out
 }
 
 func TestFactoryReentersWithValuesOfLastRegister(t *testing.T) {
-	rec := &recorder{}
-	chain := next.Chain(begin.NewNSE(), next.NSE(rec))
+	back := newBehind()
+	chain := next.Chain(begin.NewNSE(), back.chain())
 
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "first"))
 	got, err := chain.Register(ctx, &nse{Name: "a", Url: "tcp://[::1]:5000"})
 	require.NoError(t, err)
-	require.Equal(t, "tcp://[::1]:5000#registered", got.GetUrl())
+	require.Equal(t, []string{"registry"}, got.GetPathIds())
 	cancel() // the caller is gone; background events must not depend on its cancel
 
-	factory, _, _ := rec.get()
+	factory, _ := back.grab.get()
 	require.NotNil(t, factory)
 	require.NoError(t, factory.Register(context.Background(), &nse{Name: "a", Url: "tcp://127.0.0.1:5000"}))
 	require.NoError(t, factory.Unregister(context.Background()))
 	require.ErrorIs(t, factory.Register(context.Background(), &nse{Name: "a"}), begin.ErrForgotten)
 	require.ErrorIs(t, factory.Unregister(context.Background()), begin.ErrForgotten)
 
-	_, calls, values := rec.get()
-	require.Equal(t, []string{
-		"register a tcp://[::1]:5000",
-		"register a tcp://127.0.0.1:5000",
-		"unregister a tcp://127.0.0.1:5000#registered", // the record as last registered
-	}, calls)
+	require.Equal(t, []string{"tcp://[::1]:5000", "tcp://127.0.0.1:5000"}, urls(back.rec.Registers()))
+	unregistered := back.rec.Unregisters()
+	require.Equal(t, []string{"tcp://127.0.0.1:5000"}, urls(unregistered))
+	require.Equal(t, []string{"registry"}, unregistered[0].Record.GetPathIds(), "the record as last registered, not as given")
+	_, values := back.grab.get()
 	require.Equal(t, []any{"first", "first", "first"}, values)
 
 	err = factory.Register(context.Background(), &nse{Name: "b"})
@@ -177,17 +193,17 @@ func TestFailedFirstRegisterIsForgotten(t *testing.T) {
 		{"a later Register fails", true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &recorder{}
-			chain := next.Chain(begin.NewNSE(), next.NSE(rec))
+			back := newBehind()
+			chain := next.Chain(begin.NewNSE(), back.chain())
 			if tc.registered {
 				_, err := chain.Register(context.Background(), &nse{Name: "a"})
 				require.NoError(t, err)
 			}
-			rec.setFail(boom)
+			back.fail.FailRegisters(boom)
 			_, err := chain.Register(context.Background(), &nse{Name: "a"})
 			require.ErrorIs(t, err, boom)
-			rec.setFail(nil)
-			factory, _, _ := rec.get()
+			back.fail.FailRegisters(nil)
+			factory, _ := back.grab.get()
 			require.ErrorIs(t, factory.Unregister(context.Background()), tc.want)
 		})
 	}
@@ -195,8 +211,8 @@ func TestFailedFirstRegisterIsForgotten(t *testing.T) {
 
 func TestWithdrawnEventDoesNothing(t *testing.T) {
 	o := &overlap{perName: map[string]int{}, hold: make(chan struct{})}
-	rec := &recorder{}
-	chain := next.Chain(begin.NewNSE(), next.NSE(o), next.NSE(rec))
+	back := newBehind()
+	chain := next.Chain(begin.NewNSE(), next.NSE(o), back.chain())
 
 	registered := make(chan struct{})
 	go func() {
@@ -205,7 +221,7 @@ func TestWithdrawnEventDoesNothing(t *testing.T) {
 	}()
 	o.hold <- struct{}{}
 	<-registered
-	factory, _, _ := rec.get()
+	factory, _ := back.grab.get()
 
 	// Hold the turn with a second Register, queue a background event behind it, withdraw it.
 	second := make(chan struct{})
@@ -222,8 +238,8 @@ func TestWithdrawnEventDoesNothing(t *testing.T) {
 	require.ErrorIs(t, <-withdrawn, context.Canceled)
 	<-second
 
-	_, calls, _ := rec.get()
-	require.Equal(t, []string{"register a ", "register a "}, calls, "the withdrawn Unregister never ran")
+	require.Len(t, back.rec.Registers(), 2)
+	require.Empty(t, back.rec.Unregisters(), "the withdrawn Unregister never ran")
 }
 
 // cancelInside cancels the context of the background event passing through it, as an element
@@ -264,11 +280,11 @@ func (d *deadline) Find(context.Context, *next.Query[*nse], func(*next.Event[*ns
 func (d *deadline) Unregister(context.Context, *nse) error { return nil }
 
 func TestRunningEventIsBoundByDeadlineOnly(t *testing.T) {
-	var factory begin.EventFactory[*nse]
-	inside, d := &cancelInside{}, &deadline{}
-	chain := next.Chain(begin.NewNSE(), next.NSE(grabber{&factory}), next.NSE(inside), next.NSE(d))
+	g, inside, d := &grabber{}, &cancelInside{}, &deadline{}
+	chain := next.Chain(begin.NewNSE(), next.NSE(g), next.NSE(inside), next.NSE(d))
 	_, err := chain.Register(context.Background(), &nse{Name: "a"})
 	require.NoError(t, err)
+	factory, _ := g.get()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -276,22 +292,6 @@ func TestRunningEventIsBoundByDeadlineOnly(t *testing.T) {
 	require.NoError(t, factory.Register(ctx, &nse{Name: "a"}))
 	require.False(t, d.cancelled.Load(), "cancelling a running event's context does not stop it")
 	require.True(t, d.bounded.Load(), "the deadline still bounds it")
-}
-
-// grabber keeps the factory it sees.
-type grabber struct{ got *begin.EventFactory[*nse] }
-
-func (g grabber) Register(ctx context.Context, r *nse) (*nse, error) {
-	*g.got = begin.FromContext[*nse](ctx)
-	return next.Of[*nse](ctx).Register(ctx, r)
-}
-
-func (g grabber) Find(ctx context.Context, q *next.Query[*nse], send func(*next.Event[*nse]) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (g grabber) Unregister(ctx context.Context, r *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, r)
 }
 
 func TestNamesAndFind(t *testing.T) {
@@ -321,8 +321,11 @@ func TestNamesAndFind(t *testing.T) {
 			require.Equal(t, tc.want, status.Code(tc.call(begin.NewNS())))
 		})
 	}
+	store := memory.NewNSE()
+	_, err := store.Register(context.Background(), &nse{Name: "found"})
+	require.NoError(t, err)
 	var found []string
-	require.NoError(t, next.Chain(begin.NewNSE(), next.NSE(&recorder{})).Find(context.Background(), &next.Query[*nse]{},
+	require.NoError(t, next.Chain(begin.NewNSE(), store).Find(context.Background(), &next.Query[*nse]{},
 		func(ev *next.Event[*nse]) error { found = append(found, ev.Record.GetName()); return nil }))
 	require.Equal(t, []string{"found"}, found)
 }

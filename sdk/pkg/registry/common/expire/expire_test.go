@@ -16,6 +16,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
 )
 
@@ -126,34 +127,16 @@ func TestRegisterMovesDeadlineAndUnregisterStopsIt(t *testing.T) {
 	require.Zero(t, f.fake.Pending(), "Unregister stops the timer")
 }
 
-// failing refuses Registers while fail is set.
-type failing struct{ fail bool }
-
-func (x *failing) Register(ctx context.Context, r *nse) (*nse, error) {
-	if x.fail {
-		return nil, status.Error(codes.Unavailable, "store down")
-	}
-	return next.Of[*nse](ctx).Register(ctx, r)
-}
-
-func (x *failing) Find(ctx context.Context, q *next.Query[*nse], send func(*event) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (x *failing) Unregister(ctx context.Context, r *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, r)
-}
-
 func TestFailedRegisterKeepsTheDeadline(t *testing.T) {
 	fake := clock.NewFake(start)
 	ctx := clock.WithClock(context.Background(), fake)
-	fail := &failing{}
+	fail := inject.NewNSE(nil)
 	store := memory.NewNSE()
 	chain := next.Chain(begin.NewNSE(), expire.NewNSE(), next.NSE(fail), store)
 
 	_, err := chain.Register(ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
 	require.NoError(t, err)
-	fail.fail = true
+	fail.FailRegisters(status.Error(codes.Unavailable, "store down"))
 	fake.Advance(30 * time.Second)
 	_, err = chain.Register(ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
 	require.Equal(t, codes.Unavailable, status.Code(err))

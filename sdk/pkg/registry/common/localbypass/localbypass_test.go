@@ -2,7 +2,6 @@ package localbypass_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
@@ -14,6 +13,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/localbypass"
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -22,24 +22,6 @@ type (
 	nse   = registry.NetworkServiceEndpoint
 	event = next.Event[*nse]
 )
-
-// refuse fails Registers while set, as a registry that is down.
-type refuse struct{ on atomic.Bool }
-
-func (r *refuse) Register(ctx context.Context, in *nse) (*nse, error) {
-	if r.on.Load() {
-		return nil, status.Error(codes.Unavailable, "registry down")
-	}
-	return next.Of[*nse](ctx).Register(ctx, in)
-}
-
-func (r *refuse) Find(ctx context.Context, q *next.Query[*nse], send func(*event) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (r *refuse) Unregister(ctx context.Context, in *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, in)
-}
 
 func urls(t *testing.T, e next.NSE, q *nse) map[string]string {
 	t.Helper()
@@ -61,7 +43,7 @@ func TestLocalEndpoints(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			store, gate := memory.NewNSE(), &refuse{}
+			store, gate := memory.NewNSE(), inject.NewNSE(nil)
 			nsmgr := next.Chain(localbypass.NewNSE(tc.nsmgr), next.NSE(gate), store)
 
 			in := &nse{Name: "local", Url: tc.own, NetworkServiceNames: []string{"icmp"}}
@@ -81,12 +63,12 @@ func TestLocalEndpoints(t *testing.T) {
 				"local callers get the endpoint's own URL; the stale one is dropped")
 
 			// A refused update keeps the URL of the registration that stands.
-			gate.on.Store(true)
+			gate.FailRegisters(status.Error(codes.Unavailable, "registry down"))
 			_, err = nsmgr.Register(ctx, &nse{Name: "local", Url: tc.other})
 			require.Equal(t, codes.Unavailable, status.Code(err))
 			_, err = nsmgr.Register(ctx, &nse{Name: "new", Url: tc.own})
 			require.Equal(t, codes.Unavailable, status.Code(err))
-			gate.on.Store(false)
+			gate.FailRegisters(nil)
 			require.Equal(t, tc.own, urls(t, nsmgr, &nse{Name: "local"})["local"])
 
 			require.NoError(t, nsmgr.Unregister(ctx, &nse{Name: "local", Url: tc.own}))

@@ -2,7 +2,6 @@ package refresh_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +17,8 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/common/refresh"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/checks"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
 )
 
@@ -30,51 +31,14 @@ type (
 
 var start = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-// result is a Register as a probe saw it: what went in, and the answer.
-type result struct {
-	in  *nse
-	err error
-}
-
-// probe tells each Register once the rest of the chain (refresh included) answered it; it
-// refuses Registers with Unavailable while closed, as a registry that is down.
-type probe struct {
-	closed atomic.Bool
-	done   chan result
-}
-
-func (p *probe) Register(ctx context.Context, r *nse) (*nse, error) {
-	in := r.Clone()
-	got, err := next.Of[*nse](ctx).Register(ctx, r)
-	p.done <- result{in, err}
-	return got, err
-}
-
-func (p *probe) Find(ctx context.Context, q *next.Query[*nse], send func(*event) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (p *probe) Unregister(ctx context.Context, r *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, r)
-}
-
-// gate is the far side of the probe: it refuses Registers while the probe is closed.
-type gate struct{ *probe }
-
-func (g gate) Register(ctx context.Context, r *nse) (*nse, error) {
-	if g.closed.Load() {
-		return nil, status.Error(codes.Unavailable, "registry down")
-	}
-	return next.Of[*nse](ctx).Register(ctx, r)
-}
-
 // fixture is an endpoint's client chain (begin, refresh) joined in-process to a registry (begin,
 // expire, store) on a fake clock, with a watcher of deletions.
 type fixture struct {
 	ctx     context.Context
 	stop    context.CancelFunc // ends refresh's context
 	fake    *clock.Fake
-	probe   *probe
+	seen    *checks.Recorder[*nse] // the Registers refresh answered, its own refreshes included
+	down    *inject.Errors[*nse]   // the registry's side: refuses Registers when told to
 	chain   next.NSE
 	deleted chan string
 }
@@ -83,10 +47,9 @@ func setup(t *testing.T) *fixture {
 	fake := clock.NewFake(start)
 	ctx := clock.WithClock(context.Background(), fake)
 	refreshCtx, stop := context.WithCancel(ctx)
-	p := &probe{done: make(chan result, 10)}
-	store := memory.NewNSE()
-	f := &fixture{ctx: ctx, stop: stop, fake: fake, probe: p, deleted: make(chan string, 10),
-		chain: next.Chain(begin.NewNSE(), next.NSE(p), refresh.NewNSE(refreshCtx), next.NSE(gate{p}),
+	seen, down, store := checks.NewNSE(), inject.NewNSE(nil), memory.NewNSE()
+	f := &fixture{ctx: ctx, stop: stop, fake: fake, seen: seen, down: down, deleted: make(chan string, 10),
+		chain: next.Chain(begin.NewNSE(), next.NSE(seen), refresh.NewNSE(refreshCtx), next.NSE(down),
 			begin.NewNSE(), expire.NewNSE(), store)}
 	watchCtx, cancel := context.WithCancel(ctx)
 	done, live := make(chan struct{}), make(chan struct{})
@@ -113,8 +76,16 @@ func (f *fixture) register(t *testing.T, r *nse) *nse {
 	t.Helper()
 	got, err := f.chain.Register(f.ctx, r)
 	require.NoError(t, err)
-	<-f.probe.done
 	return got
+}
+
+// answered waits until refresh has answered n Registers and returns the last.
+func (f *fixture) answered(t *testing.T, n int) checks.Call[*nse] {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(f.seen.Registers()) >= n }, 5*time.Second, time.Millisecond)
+	regs := f.seen.Registers()
+	require.Len(t, regs, n)
+	return regs[n-1]
 }
 
 func TestRefreshKeepsEndpointRegistered(t *testing.T) {
@@ -130,11 +101,11 @@ func TestRefreshKeepsEndpointRegistered(t *testing.T) {
 				f.fake.Advance(wait - time.Millisecond)
 				require.Equal(t, 2, f.fake.Pending(), "refresh %d came early (pending: refresh and expiry)", i)
 				f.fake.Advance(time.Millisecond)
-				again := <-f.probe.done
-				require.NoError(t, again.err)
-				require.Equal(t, url, again.in.GetUrl())
-				require.Equal(t, []string{"icmp"}, again.in.GetNetworkServiceNames())
-				require.Nil(t, again.in.GetExpirationTime(), "a refresh lets the registry grant its lifetime")
+				again := f.answered(t, i+2)
+				require.NoError(t, again.Err)
+				require.Equal(t, url, again.Record.GetUrl())
+				require.Equal(t, []string{"icmp"}, again.Record.GetNetworkServiceNames())
+				require.Nil(t, again.Record.GetExpirationTime(), "a refresh lets the registry grant its lifetime")
 			}
 			require.Empty(t, f.deleted, "never expired")
 		})
@@ -155,7 +126,7 @@ func TestUnregisterAndContextEndStopRefreshing(t *testing.T) {
 			require.NoError(t, tc.end(f))
 			f.fake.Advance(time.Minute)
 			require.Equal(t, "nse-1", <-f.deleted, "unregistered or expired, never refreshed")
-			require.Empty(t, f.probe.done)
+			require.Len(t, f.seen.Registers(), 1, "no refresh")
 		})
 	}
 }
@@ -164,9 +135,9 @@ func TestFailedRefreshIsNotRepeatedHere(t *testing.T) {
 	f := setup(t)
 	f.register(t, &nse{Name: "nse-1", Url: "tcp://127.0.0.1:5000"})
 
-	f.probe.closed.Store(true)
+	f.down.FailRegisters(status.Error(codes.Unavailable, "registry down"))
 	f.fake.Advance(20 * time.Second)
-	require.Equal(t, codes.Unavailable, status.Code((<-f.probe.done).err))
+	require.Equal(t, codes.Unavailable, status.Code(f.answered(t, 2).Err))
 	require.Equal(t, 1, f.fake.Pending(), "only the registry's expiry is left")
 	f.fake.Advance(40 * time.Second)
 	require.Equal(t, "nse-1", <-f.deleted, "the registry expired it")

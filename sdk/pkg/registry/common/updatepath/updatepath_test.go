@@ -11,29 +11,10 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/checks"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// seen keeps the path_ids of the last record that reached it.
-type seen[R interface {
-	next.Record
-	GetPathIds() []string
-}] struct{ ids *[]string }
-
-func (s seen[R]) Register(ctx context.Context, r R) (R, error) {
-	*s.ids = r.GetPathIds()
-	return next.Of[R](ctx).Register(ctx, r)
-}
-
-func (s seen[R]) Find(ctx context.Context, q *next.Query[R], send func(*next.Event[R]) error) error {
-	return next.Of[R](ctx).Find(ctx, q, send)
-}
-
-func (s seen[R]) Unregister(ctx context.Context, r R) error {
-	*s.ids = r.GetPathIds()
-	return next.Of[R](ctx).Unregister(ctx, r)
-}
 
 func TestPathIDs(t *testing.T) {
 	for _, tc := range []struct {
@@ -48,23 +29,22 @@ func TestPathIDs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			var got []string
-			nseChain := next.Chain(updatepath.NewNSE("nsmgr"), next.NSE(seen[*registry.NetworkServiceEndpoint]{&got}))
+			seen := checks.NewNSE()
+			nseChain := next.Chain(updatepath.NewNSE("nsmgr"), next.NSE(seen))
 			in := &registry.NetworkServiceEndpoint{Name: "nse-1", Url: "tcp://[::1]:5000", PathIds: tc.in}
 			_, err := nseChain.Register(ctx, in)
 			require.NoError(t, err)
-			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.want, seen.Registers()[0].Record.GetPathIds())
 			require.Equal(t, tc.in, in.GetPathIds(), "the caller's record is left as it was")
 
-			got = nil
 			require.NoError(t, nseChain.Unregister(ctx, in))
-			require.Equal(t, tc.want, got, "Unregister too")
+			require.Equal(t, tc.want, seen.Unregisters()[0].Record.GetPathIds(), "Unregister too")
 
-			got = nil
-			nsChain := next.Chain(updatepath.NewNS("nsmgr"), next.NS(seen[*registry.NetworkService]{&got}))
+			seenNS := checks.NewNS()
+			nsChain := next.Chain(updatepath.NewNS("nsmgr"), next.NS(seenNS))
 			_, err = nsChain.Register(ctx, &registry.NetworkService{Name: "icmp", PathIds: tc.in})
 			require.NoError(t, err)
-			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.want, seenNS.Registers()[0].Record.GetPathIds())
 		})
 	}
 }
