@@ -1,19 +1,26 @@
 // Package heal brings a client's registrations and watches back after the remote registry
 // restarted or was unreachable for a while, without the caller doing anything.
 //
-// Registrations: heal remembers every record registered through it (the record as it passed it
-// on) until it is unregistered. When a Register of a remembered name fails with Unavailable (an
-// endpoint's refresh, typically, or the caller's own update), heal registers the last record that
-// was registered successfully again through begin, after 50 ms, then twice as long after each failure up to 2 s (WithBackoff),
-// until it succeeds, the name is unregistered, or the context given to NewNS or NewNSE ends;
-// each attempt has a deadline of 10 s. When one of the watches through heal broke and the
-// registry answers again, heal registers every remembered record again, all at once, because a
-// registry that restarted lost them; refresh brings endpoint registrations back too, within a
-// third of their lifetime, when no watch notices.
+// A registry that broke answers Unavailable (it stopped, or cannot be reached) or Canceled while
+// the caller's context is alive: a registry that dies can end the streams open on it with
+// Canceled, a proxy in front of it passes on the cancel of its own call, and a closed
+// grpc.ClientConn answers Canceled too. Heal takes both as a broken registry to come back from;
+// only the end of the caller's own context (or of the one given to NewNS or NewNSE, for
+// background work) makes it stop.
 //
-// Watches (Find with watch): when the stream fails with Unavailable, or ends while the caller's
-// context has not, heal opens it again, with the same backoff, until it stands again or the
-// caller's context ends. The caller sees one unbroken stream. On the way back heal waits until
+// Registrations: heal remembers every record registered through it (the record as it passed it
+// on) until it is unregistered. When a Register of a remembered name fails because the registry
+// broke (an endpoint's refresh, typically, or the caller's own update), heal registers the last
+// record that was registered successfully again through begin, after 50 ms, then twice as long
+// after each failure up to 2 s (WithBackoff), until it succeeds, the name is unregistered, or the
+// context given to NewNS or NewNSE ends; each attempt has a deadline of 10 s. When one of the
+// watches through heal broke and the registry answers again, heal registers every remembered
+// record again, all at once, because a registry that restarted lost them; refresh brings
+// endpoint registrations back too, within a third of their lifetime, when no watch notices.
+//
+// Watches (Find with watch): when the stream fails because the registry broke, or ends while the
+// caller's context has not, heal opens it again, with the same backoff, until it stands again or
+// the caller's context ends. The caller sees one unbroken stream. On the way back heal waits until
 // the registry answers a Find without watch of the query, registers the remembered records
 // again (if it has any) and asks for the query's records once more, sends Deleted for the
 // records the caller saw that are gone and the records that are new or changed, then re-opens
@@ -120,7 +127,17 @@ func (g *registration[R]) again() error {
 	return g.factory.Register(ctx, proto.Clone(g.record).(R))
 }
 
-func unavailable(err error) bool { return status.Code(err) == codes.Unavailable }
+// broken tells whether err, answered to a call whose context is ctx, means the registry broke
+// (see the package comment) rather than the caller giving up.
+func broken(ctx context.Context, err error) bool {
+	switch {
+	case status.Code(err) == codes.Unavailable:
+		return true
+	case status.Code(err) == codes.Canceled, errors.Is(err, context.Canceled):
+		return ctx.Err() == nil
+	}
+	return false
+}
 
 func (h *heal[R]) Register(ctx context.Context, r R) (R, error) {
 	factory := begin.FromContext[R](ctx)
@@ -133,7 +150,7 @@ func (h *heal[R]) Register(ctx context.Context, r R) (R, error) {
 	switch {
 	case err == nil:
 		h.remember(saved, factory, clock.FromContext(ctx))
-	case unavailable(err):
+	case broken(ctx, err):
 		h.retryLater(saved.GetName())
 	}
 	return got, err
@@ -164,9 +181,10 @@ func (h *heal[R]) retryLater(name string) {
 		h.mu.Lock()
 		g.retry = nil
 		h.mu.Unlock()
-		// Success replaces g; Unavailable passes through Register, which schedules the next try.
+		// Success replaces g; a broken registry's answer passes through Register, which
+		// schedules the next try.
 		err := g.again()
-		if err != nil && !unavailable(err) && !errors.Is(err, context.Canceled) && !errors.Is(err, begin.ErrForgotten) {
+		if err != nil && g.run.Err() == nil && !broken(g.run, err) && !errors.Is(err, begin.ErrForgotten) {
 			log.FromContext(g.run).Warn("heal: registering again failed; giving up", "name", name, "error", err)
 		}
 	})
@@ -224,7 +242,7 @@ func (h *heal[R]) Find(ctx context.Context, q *next.Query[R], send func(*next.Ev
 			return w.sendErr
 		case ctx.Err() != nil:
 			return err
-		case err != nil && !unavailable(err):
+		case err != nil && !broken(ctx, err):
 			return err
 		}
 		log.FromContext(ctx).Warn("heal: a watch of the registry broke; opening it again", "error", err)
@@ -251,7 +269,7 @@ func (h *heal[R]) resync(ctx context.Context, q *next.Query[R], w *watch[R]) err
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case unavailable(err):
+		case broken(ctx, err):
 			continue
 		case err != nil:
 			return err

@@ -5,7 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync/atomic"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,6 +26,8 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/refresh"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/registry/utils/checks"
+	"vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
 )
 
@@ -37,11 +39,15 @@ type (
 )
 
 // registryAt serves fresh memory stores on the unix socket path until the returned stop.
-func registryAt(t *testing.T, path string) (stop func()) {
+func registryAt(t *testing.T, path string) (stop func()) { return serveAt(t, path, memory.NewNSE()) }
+
+// serveAt serves endpoints, and a fresh store of services, on the unix socket path until the
+// returned stop.
+func serveAt(t *testing.T, path string, endpoints next.NSE) (stop func()) {
 	lis, err := net.Listen("unix", path)
 	require.NoError(t, err)
 	srv := grpc.NewServer()
-	registry.RegisterNetworkServiceEndpointRegistryServer(srv, adapters.NSEServer(memory.NewNSE()))
+	registry.RegisterNetworkServiceEndpointRegistryServer(srv, adapters.NSEServer(endpoints))
 	registry.RegisterNetworkServiceRegistryServer(srv, adapters.NSServer(memory.NewNS()))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
@@ -60,17 +66,36 @@ func names(events []*event) []string {
 	return out
 }
 
-func TestRegistryRestartOverGRPC(t *testing.T) {
+// watch watches every endpoint through e until ctx ends: the events arrive on the returned
+// channel, the watch's end on done.
+func watch(ctx context.Context, e next.NSE, done chan<- error) <-chan *event {
+	events := make(chan *event, 100)
+	go func() {
+		done <- e.Find(ctx, &next.Query[*nse]{Record: &nse{}, Watch: true}, func(ev *event) error {
+			events <- ev
+			return nil
+		})
+	}()
+	return events
+}
+
+// socket returns a unix socket path in a fresh short folder and a connection to it that redials
+// quickly, both removed when the test ends.
+func socket(t *testing.T) (string, *grpc.ClientConn) {
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
-	defer func() { _ = os.RemoveAll(dir) }()
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	path := filepath.Join(dir, "registry.sock")
-	stop := registryAt(t, path)
-
 	cc, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, MaxDelay: 200 * time.Millisecond}}))
 	require.NoError(t, err)
-	defer func() { _ = cc.Close() }()
+	t.Cleanup(func() { _ = cc.Close() })
+	return path, cc
+}
+
+func TestRegistryRestartOverGRPC(t *testing.T) {
+	path, cc := socket(t)
+	stop := registryAt(t, path)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -78,7 +103,7 @@ func TestRegistryRestartOverGRPC(t *testing.T) {
 	plain := connect.NewNSE(cc)                                                 // another client, without
 	services := next.Chain(begin.NewNS(), heal.NewNS(ctx), connect.NewNS(cc))
 
-	_, err = healing.Register(ctx, &nse{Name: "nse-a", Url: "tcp://127.0.0.1:5000", NetworkServiceNames: []string{"icmp"}})
+	_, err := healing.Register(ctx, &nse{Name: "nse-a", Url: "tcp://127.0.0.1:5000", NetworkServiceNames: []string{"icmp"}})
 	require.NoError(t, err)
 	_, err = plain.Register(ctx, &nse{Name: "nse-b", Url: "tcp://[::1]:5000", NetworkServiceNames: []string{"icmp"}})
 	require.NoError(t, err)
@@ -86,13 +111,8 @@ func TestRegistryRestartOverGRPC(t *testing.T) {
 	require.NoError(t, err)
 
 	watchCtx, endWatch := context.WithCancel(ctx)
-	events, watchDone := make(chan *event, 100), make(chan error, 2)
-	go func() {
-		watchDone <- healing.Find(watchCtx, &next.Query[*nse]{Record: &nse{}, Watch: true}, func(ev *event) error {
-			events <- ev
-			return nil
-		})
-	}()
+	watchDone := make(chan error, 2)
+	events := watch(watchCtx, healing, watchDone)
 	nsBack := make(chan struct{}, 1)
 	go func() { // a watch of services, which brings the service's registration back
 		watchDone <- services.Find(watchCtx, &next.Query[*registry.NetworkService]{Record: &registry.NetworkService{}, Watch: true},
@@ -150,168 +170,185 @@ func TestRegistryRestartOverGRPC(t *testing.T) {
 	require.Error(t, <-watchDone)
 }
 
-var start = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-
-// gate refuses Registers with Unavailable while closed, and counts them.
-type gate struct {
-	closed   atomic.Bool
-	attempts atomic.Int32
-}
-
-func (g *gate) Register(ctx context.Context, r *nse) (*nse, error) {
-	g.attempts.Add(1)
-	if g.closed.Load() {
-		return nil, status.Error(codes.Unavailable, "registry down")
-	}
-	return next.Of[*nse](ctx).Register(ctx, r)
-}
-
-func (g *gate) Find(ctx context.Context, q *next.Query[*nse], send func(*event) error) error {
-	return next.Of[*nse](ctx).Find(ctx, q, send)
-}
-
-func (g *gate) Unregister(ctx context.Context, r *nse) error {
-	return next.Of[*nse](ctx).Unregister(ctx, r)
-}
-
-func TestFailedRefreshIsRetriedWithBackoff(t *testing.T) {
+// TestWatchHealsWhenTheRegistryDies breaks a watch the way a dying registry does, then serves a
+// new registry on the same socket: the watcher goes on with the new registry's changes. A
+// registry that stops answers Unavailable; one whose stream handler ends with Canceled (a
+// proxy passing on the cancel of its own upstream call, a handler returning its cancelled
+// context's error) answers Canceled, while the watcher's own context is alive: heal must tell
+// that from the caller's cancel.
+func TestWatchHealsWhenTheRegistryDies(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		end  func(ctx context.Context, chain next.NSE, stopHeal context.CancelFunc, g *gate)
-		left int // timers left at the end: the registry's expiry, the next refresh
+		die  func(fail *inject.Errors[*nse], stop func())
+		want codes.Code // what the client sees when its watch breaks
 	}{
-		{"until the registry is back", func(context.Context, next.NSE, context.CancelFunc, *gate) {}, 2},
-		{"until Unregister", func(ctx context.Context, chain next.NSE, _ context.CancelFunc, g *gate) {
-			g.closed.Store(false)
-			require.NoError(t, chain.Unregister(ctx, &nse{Name: "nse-1"}))
-			g.closed.Store(true)
-		}, 0},
-		{"until heal's context ends", func(_ context.Context, _ next.NSE, stopHeal context.CancelFunc, _ *gate) { stopHeal() }, 1},
+		{"the server stops", func(_ *inject.Errors[*nse], stop func()) { stop() }, codes.Unavailable},
+		{"a stream handler ends with Canceled", func(fail *inject.Errors[*nse], _ func()) {
+			fail.FailFinds(status.Error(codes.Canceled, "registry: shutting down"))
+		}, codes.Canceled},
+		{"a stream handler ends with its context's error", func(fail *inject.Errors[*nse], _ func()) {
+			fail.FailFinds(context.Canceled)
+		}, codes.Canceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := clock.NewFake(start)
-			ctx := clock.WithClock(context.Background(), fake)
-			healCtx, stopHeal := context.WithCancel(ctx)
-			defer stopHeal()
-			g, store := &gate{}, memory.NewNSE()
-			chain := next.Chain(begin.NewNSE(), heal.NewNSE(healCtx), refresh.NewNSE(healCtx), next.NSE(g),
-				begin.NewNSE(), expire.NewNSE(), store)
-			_, err := chain.Register(ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
+			path, cc := socket(t)
+			fail := inject.NewNSE(nil)
+			stop := serveAt(t, path, next.Chain(next.NSE(fail), memory.NewNSE()))
+			defer func() { stop() }()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+
+			rec := checks.NewNSE() // what heal sees of the registry
+			healing := next.Chain(begin.NewNSE(), heal.NewNSE(ctx, heal.WithBackoff(5*time.Millisecond, 50*time.Millisecond)), next.NSE(rec), connect.NewNSE(cc))
+			plain := connect.NewNSE(cc)
+			_, err := healing.Register(ctx, &nse{Name: "nse-a", Url: "tcp://127.0.0.1:5000"})
 			require.NoError(t, err)
 
-			g.closed.Store(true)
-			fake.Advance(20 * time.Second) // the refresh fails
-			// Pending: the registry's expiry and heal's retry.
-			waitPending := func(n int) {
-				require.Eventually(t, func() bool { return fake.Pending() == n }, 5*time.Second, time.Millisecond)
+			watchCtx, endWatch := context.WithCancel(ctx)
+			watchDone := make(chan error, 1)
+			events := watch(watchCtx, healing, watchDone)
+			require.Equal(t, []string{"nse-a"}, names([]*event{<-events}))
+
+			tc.die(fail, stop)
+			require.Eventually(t, func() bool {
+				return slices.ContainsFunc(rec.Finds(), func(c checks.Call[*nse]) bool { return c.Watch && status.Code(c.Err) == tc.want })
+			}, 10*time.Second, time.Millisecond, "the client saw its watch break with %v", tc.want)
+			stop() // whatever is left of the old registry goes; a new one comes up empty
+			stop = registryAt(t, path)
+
+			require.Eventually(t, func() bool {
+				_, err := plain.Register(ctx, &nse{Name: "nse-b", Url: "tcp://[::1]:5000"})
+				return err == nil
+			}, 10*time.Second, 10*time.Millisecond)
+			select {
+			case ev := <-events:
+				require.Equal(t, []string{"nse-b"}, names([]*event{ev}), "the watcher sees the new registry's changes, and not nse-a again")
+			case err := <-watchDone:
+				t.Fatalf("heal gave the watch up: %v", err)
 			}
-			waitPending(2)
-			require.Equal(t, int32(2), g.attempts.Load())
-			for i, wait := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
-				fake.Advance(wait - time.Millisecond)
-				require.Equal(t, int32(2+i), g.attempts.Load(), "retry %d came early", i)
-				fake.Advance(time.Millisecond)
-				waitPending(2)
-				require.Equal(t, int32(3+i), g.attempts.Load())
-			}
-			tc.end(ctx, chain, stopHeal, g)
-			g.closed.Store(false)
-			fake.Advance(400 * time.Millisecond)
-			waitPending(tc.left)
-			if tc.left < 2 {
-				require.Equal(t, int32(5), g.attempts.Load(), "no more retries")
-				return
-			}
-			var exp []time.Time
-			require.NoError(t, store.Find(ctx, &next.Query[*nse]{Record: &nse{Name: "nse-1"}}, func(ev *event) error {
-				exp = append(exp, ev.Record.GetExpirationTime().AsTime())
-				return nil
-			}))
-			require.Equal(t, []time.Time{fake.Now().Add(time.Minute)}, exp, "registered again, with a new lifetime")
+			_, err = plain.Register(ctx, &nse{Name: "nse-c", Url: "unix:///run/vw/nse-c.sock"})
+			require.NoError(t, err)
+			require.Equal(t, []string{"nse-c"}, names([]*event{<-events}), "later changes come through the re-opened watch")
+			endWatch()
+			require.Error(t, <-watchDone, "the caller's own cancel ends the watch")
 		})
 	}
 }
 
-// breaker plays a registry whose watches break with Unavailable until it is mended; then it
-// answers with the records it is given.
-type breaker struct {
-	records []*nse
-	broken  atomic.Int32 // how many more watch opens fail
-	opens   atomic.Int32
-	other   error // when set, every Find fails with it
-}
+var start = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-func (b *breaker) Register(ctx context.Context, r *nse) (*nse, error) { return r, nil }
+func TestFailedRefreshIsRetriedWithBackoff(t *testing.T) {
+	for _, down := range []error{
+		status.Error(codes.Unavailable, "registry down"),
+		status.Error(codes.Canceled, "registry: shutting down"), // a dying registry; heal's context is alive
+	} {
+		for _, tc := range []struct {
+			name string
+			end  func(ctx context.Context, chain next.NSE, stopHeal context.CancelFunc)
+			left int // timers left at the end: the registry's expiry, the next refresh
+		}{
+			{"until the registry is back", func(context.Context, next.NSE, context.CancelFunc) {}, 2},
+			{"until Unregister", func(ctx context.Context, chain next.NSE, _ context.CancelFunc) {
+				require.NoError(t, chain.Unregister(ctx, &nse{Name: "nse-1"}))
+			}, 0},
+			{"until heal's context ends", func(_ context.Context, _ next.NSE, stopHeal context.CancelFunc) { stopHeal() }, 1},
+		} {
+			t.Run(status.Code(down).String()+" "+tc.name, func(t *testing.T) {
+				fake := clock.NewFake(start)
+				ctx := clock.WithClock(context.Background(), fake)
+				healCtx, stopHeal := context.WithCancel(ctx)
+				defer stopHeal()
+				rec, fail, store := checks.NewNSE(), inject.NewNSE(nil), memory.NewNSE()
+				chain := next.Chain(begin.NewNSE(), heal.NewNSE(healCtx), refresh.NewNSE(healCtx), next.NSE(rec), next.NSE(fail),
+					begin.NewNSE(), expire.NewNSE(), store)
+				_, err := chain.Register(ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
+				require.NoError(t, err)
+				attempts := func() int { return len(rec.Registers()) }
 
-func (b *breaker) Unregister(context.Context, *nse) error { return nil }
-
-func (b *breaker) Find(ctx context.Context, q *next.Query[*nse], send func(*event) error) error {
-	if b.other != nil {
-		return b.other
-	}
-	if q.Watch {
-		b.opens.Add(1)
-	}
-	if b.broken.Add(-1) >= 0 {
-		return status.Error(codes.Unavailable, "connection reset")
-	}
-	for _, r := range b.records {
-		if err := send(&event{Record: r.Clone()}); err != nil {
-			return err
+				fail.FailRegisters(down)
+				fake.Advance(20 * time.Second) // the refresh fails
+				// Pending: the registry's expiry and heal's retry.
+				waitPending := func(n int) {
+					require.Eventually(t, func() bool { return fake.Pending() == n }, 5*time.Second, time.Millisecond)
+				}
+				waitPending(2)
+				require.Equal(t, 2, attempts())
+				for i, wait := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
+					fake.Advance(wait - time.Millisecond)
+					require.Equal(t, 2+i, attempts(), "retry %d came early", i)
+					fake.Advance(time.Millisecond)
+					waitPending(2)
+					require.Equal(t, 3+i, attempts())
+				}
+				tc.end(ctx, chain, stopHeal)
+				fail.FailRegisters(nil)
+				fake.Advance(400 * time.Millisecond)
+				waitPending(tc.left)
+				if tc.left < 2 {
+					require.Equal(t, 5, attempts(), "no more retries")
+					return
+				}
+				var exp []time.Time
+				require.NoError(t, store.Find(ctx, &next.Query[*nse]{Record: &nse{Name: "nse-1"}}, func(ev *event) error {
+					exp = append(exp, ev.Record.GetExpirationTime().AsTime())
+					return nil
+				}))
+				require.Equal(t, []time.Time{fake.Now().Add(time.Minute)}, exp, "registered again, with a new lifetime")
+			})
 		}
 	}
-	if q.Watch {
-		<-ctx.Done()
-		return status.FromContextError(ctx.Err()).Err()
-	}
-	return nil
 }
 
 func TestWatch(t *testing.T) {
 	boom := status.Error(codes.PermissionDenied, "no")
 	for _, tc := range []struct {
-		name   string
-		broken int32
-		other  error
-		want   error
+		name  string
+		fails error // how the registry's watches fail, until it is mended
+		want  error // how the caller's Find ends; nil: it goes on
 	}{
-		{"reopened after failures", 5, nil, nil},
-		{"other errors end it", 0, boom, boom},
+		{"reopened after Unavailable", status.Error(codes.Unavailable, "connection reset"), nil},
+		{"reopened after the registry's Canceled", status.Error(codes.Canceled, "registry: shutting down"), nil},
+		{"other errors end it", boom, boom},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			b := &breaker{records: []*nse{{Name: "a", Url: "tcp://[::1]:5000"}}, other: tc.other}
-			b.broken.Store(tc.broken)
-			chain := next.Chain(heal.NewNSE(ctx, heal.WithBackoff(time.Millisecond, 4*time.Millisecond)), next.NSE(b))
-			events := make(chan *event, 10)
-			err := make(chan error, 1)
-			go func() {
-				err <- chain.Find(ctx, &next.Query[*nse]{Record: &nse{}, Watch: true}, func(ev *event) error {
-					events <- ev
-					return nil
-				})
-			}()
+			store, rec, fail := memory.NewNSE(), checks.NewNSE(), inject.NewNSE(nil)
+			_, err := store.Register(ctx, &nse{Name: "a", Url: "tcp://[::1]:5000"})
+			require.NoError(t, err)
+			fail.FailFinds(tc.fails)
+			chain := next.Chain(heal.NewNSE(ctx, heal.WithBackoff(time.Millisecond, 4*time.Millisecond)), next.NSE(rec), next.NSE(fail), store)
+			done := make(chan error, 1)
+			events := watch(ctx, chain, done)
 			if tc.want != nil {
-				require.ErrorIs(t, <-err, tc.want)
+				require.ErrorIs(t, <-done, tc.want)
+				require.Len(t, rec.Finds(), 1, "not opened again")
 				return
 			}
+			require.Eventually(t, func() bool { return len(rec.Finds()) > 3 }, 5*time.Second, time.Millisecond, "heal tries again")
+			fail.FailFinds(nil)
 			require.Equal(t, "a", (<-events).Record.GetName())
-			require.Eventually(t, func() bool { return b.opens.Load() > 1 && b.broken.Load() < 0 }, 5*time.Second, time.Millisecond)
+			fail.FailFinds(tc.fails) // the standing watch breaks too
+			_, err = store.Register(ctx, &nse{Name: "b", Url: "tcp://127.0.0.1:5000"})
+			require.NoError(t, err)
+			fail.FailFinds(nil)
+			require.Equal(t, "b", (<-events).Record.GetName())
 			cancel()
-			require.Error(t, <-err)
-			require.Empty(t, events, "the record came once, however often the watch was opened")
+			<-done // the caller's cancel ends it, whatever heal was doing
+			require.Empty(t, events, "each record came once, however often the watch was opened")
 		})
 	}
 }
 
 func TestSendErrorEndsWatch(t *testing.T) {
 	stop := status.Error(codes.Unavailable, "the caller's stream broke")
-	b := &breaker{records: []*nse{{Name: "a"}}}
-	chain := next.Chain(heal.NewNSE(context.Background()), next.NSE(b))
-	err := chain.Find(context.Background(), &next.Query[*nse]{Record: &nse{}, Watch: true}, func(*event) error { return stop })
+	store, rec := memory.NewNSE(), checks.NewNSE()
+	_, err := store.Register(context.Background(), &nse{Name: "a"})
+	require.NoError(t, err)
+	chain := next.Chain(heal.NewNSE(context.Background()), next.NSE(rec), store)
+	err = chain.Find(context.Background(), &next.Query[*nse]{Record: &nse{}, Watch: true}, func(*event) error { return stop })
 	require.ErrorIs(t, err, stop, "the caller's own error is not healed")
-	require.Equal(t, int32(1), b.opens.Load())
+	require.Len(t, rec.Finds(), 1)
 }
 
 func TestNeedsBegin(t *testing.T) {
