@@ -54,10 +54,26 @@ func TestLocalMesh(t *testing.T) {
 	require.NoError(t, err)
 	out, err := mesh(t, dir, "check")
 	require.NoError(t, err)
-	for _, topology := range []string{"k2k", "k2k-eth", "k2wg2k", "k2vx2k"} {
+	for _, topology := range []string{"k2k", "k2k-eth", "k2wg2k", "k2vx2k", "k2vx2k-ip"} {
 		require.Contains(t, out, topology+": ping", topology)
 	}
-	heal(t, dir)
+	// Node 2 carries WireGuard (a wireguard-go TUN) and VXLAN; node 3 offers VXLAN only, so its
+	// IP service runs over VXLAN.
+	require.Equal(t, map[string]int{"tun": 1, "vxlan": 1}, tunnels(t, "vw-node2"), "node 2's tunnels")
+	require.Equal(t, map[string]int{"vxlan": 1}, tunnels(t, "vw-node3"), "node 3's tunnels")
+
+	silence := outage(t, func() { _, err := mesh(t, dir, "restart", "forwarder1"); require.NoError(t, err) })
+	t.Logf("forwarder 1 killed and started again: the longest silence was %v", silence)
+
+	serving, spare := "k2k", "k2k-2"
+	if len(links(t, "vw-nse-k2k-2")) > 0 {
+		serving, spare = spare, serving
+	}
+	addr := links(t, "vw-nsc-k2k")["nsm-1"]
+	silence = outage(t, func() { _, err := mesh(t, dir, "kill", "nse-"+serving); require.NoError(t, err) })
+	t.Logf("endpoint nse-%s killed, nse-%s took over: the longest silence was %v", serving, spare, silence)
+	require.Len(t, links(t, "vw-nse-"+spare), 1, "the spare endpoint holds the client's vWire")
+	require.Equal(t, addr, links(t, "vw-nsc-k2k")["nsm-1"], "the client kept its addresses: both endpoints draw from one prefix")
 
 	pids, err := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
 	require.NoError(t, err)
@@ -78,9 +94,9 @@ func TestLocalMesh(t *testing.T) {
 	}
 }
 
-// heal kills forwarder 1 while the k2k client pings its endpoint every 20 ms, starts it again,
-// and waits for the replies to come back by themselves; it prints the longest silence.
-func heal(t *testing.T, dir string) {
+// outage runs disrupt while the k2k client pings its endpoint every 20 ms, waits for the replies
+// to come back by themselves, and returns the longest silence between two replies.
+func outage(t *testing.T, disrupt func()) time.Duration {
 	t.Helper()
 	ping := exec.Command("ip", "netns", "exec", "vw-nsc-k2k", "ping", "-D", "-n", "-i", "0.02", "-W", "1", "172.16.1.1")
 	out := &lockedBuffer{}
@@ -100,21 +116,18 @@ func heal(t *testing.T, dir string) {
 		}
 		return at
 	}
-	require.Eventually(t, func() bool { return len(replies()) >= 10 }, 10*time.Second, 10*time.Millisecond, "pings before the restart")
-	_, err := mesh(t, dir, "restart", "forwarder1")
-	require.NoError(t, err)
-	restarted := float64(time.Now().UnixMicro()) / 1e6
-	after := func() []float64 {
-		var at []float64
+	require.Eventually(t, func() bool { return len(replies()) >= 10 }, 10*time.Second, 10*time.Millisecond, "pings before the disruption")
+	disrupt()
+	disrupted := float64(time.Now().UnixMicro()) / 1e6
+	require.Eventually(t, func() bool {
+		n := 0
 		for _, ts := range replies() {
-			if ts > restarted {
-				at = append(at, ts)
+			if ts > disrupted {
+				n++
 			}
 		}
-		return at
-	}
-	require.Eventually(t, func() bool { return len(after()) >= 25 }, 30*time.Second, 10*time.Millisecond,
-		"traffic came back by itself after the forwarder restarted")
+		return n >= 25
+	}, 30*time.Second, 10*time.Millisecond, "traffic came back by itself")
 	_ = ping.Process.Kill()
 	_ = ping.Wait()
 	at := replies()
@@ -122,9 +135,46 @@ func heal(t *testing.T, dir string) {
 	for i := 1; i < len(at); i++ {
 		gap = max(gap, at[i]-at[i-1])
 	}
-	back := after()[0] - restarted
-	t.Logf("forwarder 1 killed and started again: replies resumed %.0f ms after the new forwarder started; the longest silence was %.0f ms",
-		back*1000, gap*1000)
+	return time.Duration(gap * float64(time.Second)).Round(time.Millisecond)
+}
+
+// links returns the interfaces of a network namespace other than lo, with their IPv4 addresses.
+func links(t *testing.T, netns string) map[string]string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", netns, "-brief", "-4", "addr").Output()
+	require.NoError(t, err)
+	all, err := exec.Command("ip", "-n", netns, "-brief", "link").Output()
+	require.NoError(t, err)
+	found := map[string]string{}
+	for _, line := range strings.Split(string(all), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] != "lo" {
+			found[strings.Split(f[0], "@")[0]] = ""
+		}
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 2 {
+			found[strings.Split(f[0], "@")[0]] = strings.Join(f[2:], " ")
+		}
+	}
+	delete(found, "lo")
+	return found
+}
+
+// tunnels counts a node's tunnel interfaces by kind (vxlan, and tun for wireguard-go).
+func tunnels(t *testing.T, netns string) map[string]int {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", netns, "-d", "-o", "link").Output()
+	require.NoError(t, err)
+	kinds := map[string]int{}
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.Contains(line, " vxlan id "):
+			kinds["vxlan"]++
+		case strings.Contains(line, " tun type "):
+			kinds["tun"]++
+		}
+	}
+	return kinds
 }
 
 // lockedBuffer is ping's output, written by exec's copying goroutine while the test reads it.

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# A local vwire mesh in network namespaces, no Kubernetes: two nodes joined by a veth underlay,
+# A local vwire mesh in network namespaces, no Kubernetes: three nodes on one underlay (a bridge),
 # a registry, an nsmgr and a kernel forwarder per node, endpoints and clients in "pods" (network
-# namespaces of their own), for the four ways a vWire is built:
-#   k2k      Kernel2Kernel, IP payload, client and endpoint on node 1
-#   k2k-eth  Kernel2Kernel, Ethernet payload, on node 1
-#   k2wg2k   Kernel2Wireguard2Kernel, IP payload, endpoint on node 2
-#   k2vx2k   Kernel2Vxlan2Kernel, Ethernet payload, endpoint on node 2
+# namespaces of their own), for the ways a vWire is built. Every client runs on node 1:
+#   k2k        Kernel2Kernel, IP payload, endpoint on node 1
+#   k2k-eth    Kernel2Kernel, Ethernet payload, endpoint on node 1
+#   k2wg2k     Kernel2Wireguard2Kernel, IP payload, endpoint on node 2
+#   k2vx2k     Kernel2Vxlan2Kernel, Ethernet payload, endpoint on node 2
+#   k2vx2k-ip  Kernel2Vxlan2Kernel, IP payload, endpoint on node 3, whose forwarder offers VXLAN
+#              only (NSM_REMOTE_MECHANISMS=VXLAN), as on a node without WireGuard
+# The service of k2k has a second endpoint, k2k-2, on node 1: kill the one in use and the client
+# heals to the other.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
 #   mesh.sh down    stop everything and remove every namespace, interface and file it made
-#   mesh.sh restart NAME   kill one process (forwarder1, nsmgr2, nse-k2k, ...) and start it again
+#   mesh.sh kill NAME      kill one process (forwarder1, nsmgr2, nse-k2k, ...) as a crash would
+#   mesh.sh restart NAME   kill one process and start it again as it was started
 #   mesh.sh demo    up, check, down; down also runs when up or check fails
 #
 # Needs root, Go, iproute2 and ping (iputils-ping). Everything it makes is named vw-*; its files
-# live in $VWIRE_DEMO_DIR (default /tmp/vwire-demo).
+# live in $VWIRE_DEMO_DIR (default /tmp/vwire-demo). MESH_LOG_LEVEL=TRACE logs every chain element.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,13 +28,21 @@ dir=${VWIRE_DEMO_DIR:-/tmp/vwire-demo}
 bin=$dir/bin
 run=$dir/run
 
-# name:service:payload:node:cidr (the endpoint's first address is the cidr's first address)
+# Each topology is a client and its endpoint: name:service:payload:node:cidr, the node being the
+# endpoint's (the endpoint's first address is the cidr's first address).
 topologies=(
   "k2k:icmp-k2k:IP:1:172.16.1.0/24"
   "k2k-eth:icmp-k2k-eth:ETHERNET:1:172.16.2.0/24"
   "k2wg2k:icmp-k2wg2k:IP:2:172.16.3.0/24"
   "k2vx2k:icmp-k2vx2k:ETHERNET:2:172.16.4.0/24"
+  "k2vx2k-ip:icmp-k2vx2k-ip:IP:3:172.16.5.0/24"
 )
+# Endpoints without a client of their own, the same fields.
+spares=(
+  "k2k-2:icmp-k2k:IP:1:172.16.1.0/24"
+)
+# The tunnels each node's forwarder offers and accepts.
+mechanisms=(WIREGUARD,VXLAN WIREGUARD,VXLAN VXLAN)
 
 log() { printf '%s %s\n' "$(date +%T)" "$*"; }
 die() { log "error: $*" >&2; exit 1; }
@@ -54,21 +67,26 @@ start() {
   local prefix=()
   [ "$netns" = - ] || prefix=(ip netns exec "$netns")
   printf '%q ' "$name" "$netns" "$cmd" "$@" >"$run/$name.args"
-  env -i PATH="$PATH" NSM_LOG_LEVEL=INFO "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
+  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
 
-# restart NAME: kills a process of the mesh at once, as a crash would, and starts it again as it
-# was started; the mesh is to heal by itself.
-restart() {
+# crash NAME: kills a process of the mesh at once, as a crash would; the mesh is to heal by itself.
+crash() {
   local name=$1
   [ -f "$run/$name.args" ] || die "no process named $name; see $run/*.pid"
   local pid
   pid=$(cat "$run/$name.pid")
   kill -KILL "$pid" 2>/dev/null || true
   while alive "$pid"; do sleep 0.01; done
-  eval "start $(cat "$run/$name.args")"
-  log "restarted $name"
+  log "killed $name"
+}
+
+# restart NAME: crash, then start it again as it was started.
+restart() {
+  crash "$1"
+  eval "start $(cat "$run/$1.args")"
+  log "restarted $1"
 }
 
 # wait_for FILE: waits until a socket exists (a server is up).
@@ -82,26 +100,31 @@ up() {
   [ ! -d "$run" ] || die "$run exists: a mesh is up (mesh.sh down first)"
   build
   mkdir -p "$run"
-  log "making two nodes joined by a veth underlay"
-  for n in 1 2; do ip netns add "vw-node$n"; ip -n "vw-node$n" link set lo up; done
-  ip link add vw-under1 netns vw-node1 type veth peer name vw-under2 netns vw-node2
-  ip -n vw-node1 addr add 10.200.0.1/24 dev vw-under1
-  ip -n vw-node2 addr add 10.200.0.2/24 dev vw-under2
-  ip -n vw-node1 link set vw-under1 up
-  ip -n vw-node2 link set vw-under2 up
+  log "making ${#mechanisms[@]} nodes on one underlay (a bridge in vw-underlay)"
+  ip netns add vw-underlay
+  ip -n vw-underlay link add vw-br type bridge
+  ip -n vw-underlay link set vw-br up
+  for n in $(seq ${#mechanisms[@]}); do
+    ip netns add "vw-node$n"
+    ip -n "vw-node$n" link set lo up
+    ip link add "vw-under$n" netns "vw-node$n" type veth peer name "vw-port$n" netns vw-underlay
+    ip -n vw-underlay link set "vw-port$n" master vw-br up
+    ip -n "vw-node$n" addr add "10.200.0.$n/24" dev "vw-under$n"
+    ip -n "vw-node$n" link set "vw-under$n" up
+  done
 
   log "starting the registry, and an nsmgr and a forwarder per node"
   start registry - cmd-registry-memory NSM_LISTEN_ON="unix://$run/registry.sock"
   wait_for "$run/registry.sock"
-  for n in 1 2; do
+  for n in $(seq ${#mechanisms[@]}); do
     start "nsmgr$n" - cmd-nsmgr NSM_NAME="nsmgr-$n" NSM_LISTEN_ON="unix://$run/nsmgr$n.sock" NSM_REGISTRY_URL="unix://$run/registry.sock"
     wait_for "$run/nsmgr$n.sock"
     start "forwarder$n" "vw-node$n" cmd-forwarder-kernel NSM_NAME="forwarder-$n" NSM_LISTEN_ON="unix://$run/forwarder$n.sock" \
-      NSM_CONNECT_TO="unix://$run/nsmgr$n.sock" NSM_TUNNEL_IP="10.200.0.$n"
+      NSM_CONNECT_TO="unix://$run/nsmgr$n.sock" NSM_TUNNEL_IP="10.200.0.$n" NSM_REMOTE_MECHANISMS="${mechanisms[n-1]}"
     wait_for "$run/forwarder$n.sock"
   done
 
-  for t in "${topologies[@]}"; do
+  for t in "${topologies[@]}" "${spares[@]}"; do
     IFS=: read -r name service payload node cidr <<<"$t"
     ip netns add "vw-nse-$name"; ip -n "vw-nse-$name" link set lo up
     start "nse-$name" "vw-nse-$name" cmd-nse-icmp-responder NSM_NAME="nse-$name" NSM_SERVICE_NAMES="$service" \
@@ -173,11 +196,12 @@ case "${1:-}" in
   up) up ;;
   check) check ;;
   down) down ;;
+  kill) crash "${2:?which process? e.g. nse-k2k}" ;;
   restart) restart "${2:?which process? e.g. forwarder1}" ;;
   demo)
     trap down EXIT
     up
     check
     ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
