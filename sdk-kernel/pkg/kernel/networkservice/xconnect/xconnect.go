@@ -3,8 +3,10 @@
 // client's node) and the end facing the next hop (the endpoint's vWire, or the tunnel to the
 // endpoint's node).
 //
-// How: the mechanism elements put their end in Ends (FromContext) when they have made it; after
-// next returns, both are there and the element joins them in the forwarder's namespace:
+// How: the mechanism elements put their end in Ends (FromContext) when they have made it, through
+// the helpers of mechanism.go (KeepServer, KeepClient, Forget, CloseServer, CloseClient), which
+// also keep what they made in metadata and undo or remove it; after next returns, both ends are
+// there and the element joins them in the forwarder's namespace:
 //   - two ends of the same framing (veth and VXLAN carry Ethernet frames, for ETHERNET payload
 //     and for IP payload alike; two TUN devices carry bare packets): a tc redirect both ways
 //     (sdk-kernel/pkg/kernel/xconnect);
@@ -27,11 +29,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/vishvananda/netns"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -76,51 +76,6 @@ func FromContext(ctx context.Context) *Ends {
 	return e
 }
 
-// Side names one of a connection's two ends.
-type Side int
-
-const (
-	In  Side = iota // facing the previous hop: made by the server's mechanism elements
-	Out             // facing the next hop: made by the client's mechanism elements
-)
-
-// Made is what a mechanism element keeps per connection in metadata: what it made, with its end.
-type Made interface {
-	comparable
-	End() *End
-}
-
-// Keep stores now under key in m and puts its end on side of the connection's Ends (if ctx has
-// them). A zero now says that nothing stands: the key is deleted, and the end it held cleared.
-func Keep[T Made](ctx context.Context, m *metadata.Map, key *metadata.Key[T], side Side, now T) {
-	var none T
-	if now == none {
-		Forget(ctx, m, key, side)
-		return
-	}
-	key.Store(m, now)
-	if ends := FromContext(ctx); ends != nil {
-		*ends.at(side) = now.End()
-	}
-}
-
-// Forget deletes what key holds in m and clears its end on side, if it is still there; it
-// returns what it deleted, for the caller to remove.
-func Forget[T Made](ctx context.Context, m *metadata.Map, key *metadata.Key[T], side Side) (T, bool) {
-	old, ok := key.LoadAndDelete(m)
-	if ends := FromContext(ctx); ok && ends != nil && *ends.at(side) == old.End() {
-		*ends.at(side) = nil
-	}
-	return old, ok
-}
-
-func (e *Ends) at(side Side) **End {
-	if side == In {
-		return &e.In
-	}
-	return &e.Out
-}
-
 // joined is the join made for a connection: the two ends as they were when joined.
 type joined struct {
 	in, out *End
@@ -130,9 +85,6 @@ var (
 	endsMeta   = metadata.NewKey[*Ends]("xconnect ends")
 	joinedMeta = metadata.NewKey[*joined]("xconnect joined")
 )
-
-// undoTimeout bounds the Close that undoes a Request whose join failed.
-const undoTimeout = 15 * time.Second
 
 // NewServer returns the element that joins the ends of each connection in the forwarder's
 // namespace fwd. fwd stays the caller's: it must stay open while the element is used.
@@ -156,9 +108,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 		if refresh {
 			return nil, err // the connection stands as it was; the caller decides
 		}
-		undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-		defer cancel()
-		_, _ = next.Server(undo).Close(context.WithValue(undo, endsKey{}, ends), conn)
+		undoServer(context.WithValue(ctx, endsKey{}, ends), conn)
 		return nil, err
 	}
 	return conn, nil
@@ -247,23 +197,5 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 		unjoinErr = s.unjoin(j, conn.GetId())
 	}
 	resp, err := next.Server(ctx).Close(context.WithValue(ctx, endsKey{}, ends), conn)
-	if err = errors.Join(unjoinErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
-}
-
-// UndoServer closes conn through the rest of a server chain, with ctx's values and a fresh
-// deadline (ctx's may be spent): for a mechanism element whose end failed after next succeeded.
-func UndoServer(ctx context.Context, conn *networkservice.Connection) {
-	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-	defer cancel()
-	_, _ = next.Server(undo).Close(undo, conn)
-}
-
-// UndoClient is UndoServer for a client chain.
-func UndoClient(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) {
-	undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
-	defer cancel()
-	_, _ = next.Client(undo).Close(undo, conn, opts...)
+	return result(resp, errors.Join(unjoinErr, err))
 }

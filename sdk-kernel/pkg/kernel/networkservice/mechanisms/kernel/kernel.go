@@ -100,23 +100,11 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 		return nil, err
 	}
 	now, err := s.ensure(old, conn, kernel.ToMechanism(conn.GetMechanism()))
-	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
-	if err != nil {
-		if !refresh {
-			xconnect.UndoServer(ctx, conn)
-		}
-		return nil, err
-	}
-	return conn, nil
+	return xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err)
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	removeErr := s.forget(ctx, metadata.Server(ctx), serverKey, xconnect.In)
-	resp, err := next.Server(ctx).Close(ctx, conn)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseServer(ctx, conn, serverKey, s.remove)
 }
 
 // checkClient refuses a client's KERNEL mechanism that names no usable namespace or interface.
@@ -196,20 +184,13 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	mech := kernel.ToMechanism(conn.GetMechanism())
 	if mech == nil { // the next hop chose a tunnel to another node
-		return conn, c.forget(ctx, m, clientKey, xconnect.Out)
+		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
 	}
 	now, err := c.checkEndpoint(conn, mech)
 	if err == nil {
 		now, err = c.ensure(old, conn, mech)
 	}
-	xconnect.Keep(ctx, m, clientKey, xconnect.Out, now)
-	if err != nil {
-		if !refresh {
-			xconnect.UndoClient(ctx, conn, opts...)
-		}
-		return nil, err
-	}
-	return conn, nil
+	return xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...)
 }
 
 // offer adds a KERNEL preference unless the request has one.
@@ -246,12 +227,7 @@ func (c *client) checkEndpoint(conn *networkservice.Connection, mech *kernel.Mec
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	removeErr := c.forget(ctx, metadata.Client(ctx), clientKey, xconnect.Out)
-	resp, err := next.Client(ctx).Close(ctx, conn, opts...)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseClient(ctx, conn, clientKey, c.remove, opts...)
 }
 
 // maker makes and removes the vWires of one side.
@@ -349,14 +325,6 @@ func (k *maker) remove(w *vwire) error {
 	defer func() { _ = ns.Close() }()
 	if err := veth.Delete(k.fwd, ns, w.spec); err != nil {
 		return fmt.Errorf("kernel: remove the %s's vWire: %w", k.side, err)
-	}
-	return nil
-}
-
-// forget removes the vWire kept under key, if any, and clears the connection's end.
-func (k *maker) forget(ctx context.Context, m *metadata.Map, key *metadata.Key[*vwire], side xconnect.Side) error {
-	if old, ok := xconnect.Forget(ctx, m, key, side); ok {
-		return k.remove(old)
 	}
 	return nil
 }

@@ -223,23 +223,11 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	want := kvxlan.Config{Name: ifname.Name(conn.GetId(), ifname.ClientTunnel), VNI: vni, Local: s.local, Remote: remote, Port: s.port, MTU: int(overlay)}
 	now, err := s.ensure(old, want)
-	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
-	if err != nil {
-		if !refresh {
-			xconnect.UndoServer(ctx, conn)
-		}
-		return nil, err
-	}
-	return conn, nil
+	return xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err)
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	removeErr := s.forget(ctx, metadata.Server(ctx), serverKey, xconnect.In)
-	resp, err := next.Server(ctx).Close(ctx, conn)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseServer(ctx, conn, serverKey, s.remove)
 }
 
 // NewClient returns the element that offers VXLAN towards another node and makes the client's
@@ -275,51 +263,40 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	mech := vxlan.ToMechanism(conn.GetMechanism())
 	if mech == nil { // the next hop chose another mechanism
-		return conn, c.forget(ctx, m, clientKey, xconnect.Out)
+		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
 	}
-	if err := c.answer(ctx, m, old, conn, mech, proposed); err != nil {
-		if !refresh {
-			xconnect.UndoClient(ctx, conn, opts...)
-		}
-		return nil, err
-	}
-	return conn, nil
+	now, err := c.answer(old, conn, mech, proposed)
+	return xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...)
 }
 
-// answer makes the client's side of the tunnel the server answered with.
-func (c *client) answer(ctx context.Context, m *metadata.Map, old *tunnel, conn *networkservice.Connection, mech *vxlan.Mechanism, proposed uint32) error {
+// answer makes the client's side of the tunnel the server answered with, and returns what
+// stands now (old, if the answer is refused).
+func (c *client) answer(old *tunnel, conn *networkservice.Connection, mech *vxlan.Mechanism, proposed uint32) (*tunnel, error) {
 	remote, err := c.peer(mech, vxlan.DstIP, vxlan.DstPort, "server's")
 	if err != nil {
-		return status.Errorf(codes.FailedPrecondition, "%s (endpoint %s)", status.Convert(err).Message(), conn.GetNetworkServiceEndpointName())
+		return old, status.Errorf(codes.FailedPrecondition, "%s (endpoint %s)", status.Convert(err).Message(), conn.GetNetworkServiceEndpointName())
 	}
 	vni := mech.VNI()
 	if vni == 0 {
-		return status.Errorf(codes.FailedPrecondition, "vxlan: the server's answer (endpoint %s) has no VNI", conn.GetNetworkServiceEndpointName())
+		return old, status.Errorf(codes.FailedPrecondition, "vxlan: the server's answer (endpoint %s) has no VNI", conn.GetNetworkServiceEndpointName())
 	}
 	overlay, err := c.overlayMTU()
 	if err != nil {
-		return err
+		return old, err
 	}
 	if vni != proposed && (old == nil || old.cfg.VNI != vni) { // the server picked another
 		if _, err := c.pool.reserve(c.fwd, vni, false); err != nil {
-			return err
+			return old, err
 		}
 		defer c.pool.release(vni)
 	}
 	mtu.Lower(conn, overlay)
 	want := kvxlan.Config{Name: ifname.Name(conn.GetId(), ifname.EndpointTunnel), VNI: vni, Local: c.local, Remote: remote, Port: c.port, MTU: int(overlay)}
-	now, err := c.ensure(old, want)
-	xconnect.Keep(ctx, m, clientKey, xconnect.Out, now)
-	return err
+	return c.ensure(old, want)
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	removeErr := c.forget(ctx, metadata.Client(ctx), clientKey, xconnect.Out)
-	resp, err := next.Client(ctx).Close(ctx, conn, opts...)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseClient(ctx, conn, clientKey, c.remove, opts...)
 }
 
 // peer reads the other forwarder's address (under key addrKey) and checks its port (portKey).
@@ -389,14 +366,6 @@ func (b *base) ensure(old *tunnel, want kvxlan.Config) (*tunnel, error) {
 func (b *base) remove(t *tunnel) error {
 	if err := kvxlan.Delete(b.fwd, t.cfg.Name); err != nil {
 		return fmt.Errorf("vxlan: %w", err)
-	}
-	return nil
-}
-
-// forget removes the device kept under key, if any, and clears the connection's end.
-func (b *base) forget(ctx context.Context, m *metadata.Map, key *metadata.Key[*tunnel], side xconnect.Side) error {
-	if old, ok := xconnect.Forget(ctx, m, key, side); ok {
-		return b.remove(old)
 	}
 	return nil
 }

@@ -155,11 +155,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	want := &tunnel{peer: peer, remote: netip.AddrPortFrom(remote, 0)}
 	now, err := s.ensure(old, want, conn.GetId(), port, 0)
-	xconnect.Keep(ctx, m, serverKey, xconnect.In, now)
-	if err != nil {
-		if !refresh {
-			xconnect.UndoServer(ctx, conn)
-		}
+	if _, err := xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err); err != nil {
 		return nil, err
 	}
 	answer := wireguard.ToMechanism(conn.GetMechanism())
@@ -170,12 +166,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	removeErr := s.forget(ctx, metadata.Server(ctx), serverKey, xconnect.In)
-	resp, err := next.Server(ctx).Close(ctx, conn)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseServer(ctx, conn, serverKey, s.remove)
 }
 
 // NewClient returns the element that offers WIREGUARD towards another node for IP payload and
@@ -202,14 +193,10 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	mech := wireguard.ToMechanism(conn.GetMechanism())
 	if mech == nil { // the next hop chose another mechanism
-		return conn, c.forget(ctx, m, clientKey, xconnect.Out)
+		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
 	}
 	now, err := c.answer(old, conn, mech)
-	xconnect.Keep(ctx, m, clientKey, xconnect.Out, now)
-	if err != nil {
-		if !refresh {
-			xconnect.UndoClient(ctx, conn, opts...)
-		}
+	if _, err := xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...); err != nil {
 		return nil, err
 	}
 	mech.SetSrcPort(uint16(now.port))
@@ -218,12 +205,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	removeErr := c.forget(ctx, metadata.Client(ctx), clientKey, xconnect.Out)
-	resp, err := next.Client(ctx).Close(ctx, conn, opts...)
-	if err = errors.Join(removeErr, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return xconnect.CloseClient(ctx, conn, clientKey, c.remove, opts...)
 }
 
 // answer makes the client's side of the tunnel the server answered with.
@@ -324,14 +306,6 @@ func (b *base) ensure(old, want *tunnel, id string, port uint16, keepalive time.
 func (b *base) remove(t *tunnel) error {
 	if err := t.dev.Close(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
-	}
-	return nil
-}
-
-// forget removes the interface kept under key, if any, and clears the connection's end.
-func (b *base) forget(ctx context.Context, m *metadata.Map, key *metadata.Key[*tunnel], side xconnect.Side) error {
-	if old, ok := xconnect.Forget(ctx, m, key, side); ok {
-		return b.remove(old)
 	}
 	return nil
 }
