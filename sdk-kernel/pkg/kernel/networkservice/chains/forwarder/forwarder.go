@@ -6,7 +6,8 @@
 // The chain: the standard endpoint chain (path, token, authorize, metadata, timeout, monitor),
 // then discover and roundrobin, which find the connection's endpoint by the name the nsmgr put
 // in the request (through the nsmgr's registry: a local endpoint comes with its own URL, a remote
-// one with its nsmgr's), then xconnect, the mechanism elements facing the previous hop (KERNEL
+// one with its nsmgr's; the endpoints found are cached by querycache, kept current by a watch, so
+// that refreshes and Closes do not ask the registry again), then xconnect, the mechanism elements facing the previous hop (KERNEL
 // from the client, or a tunnel from another node), and connect to the next hop, whose client
 // chain offers the tunnels (in WithRemoteMechanisms' order) and KERNEL, in that order: a local
 // endpoint takes the first it supports (KERNEL), another node's forwarder the first it supports
@@ -39,7 +40,9 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
+	"vwire.dev/sdk/pkg/registry/common/querycache"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/token"
 
 	kernelmech "vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanisms/kernel"
@@ -142,12 +145,13 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 			mechanismtranslation.NewClient(), // before the elements that offer the next hop's mechanisms
 		}, clients...)...),
 	)
+	// Every Request and Close looks its endpoint up: answered from memory, kept current by a watch.
+	nse := regnext.Chain(querycache.NewNSE(ctx), regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
-			discover.NewServer(regadapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)),
-				regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))),
+			discover.NewServer(regadapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)), nse),
 			roundrobin.NewServer(),
 			xconnect.NewServer(fwd), // before both sides' mechanism elements: it acts once both ends exist
 			mechanisms.NewServer(servers),

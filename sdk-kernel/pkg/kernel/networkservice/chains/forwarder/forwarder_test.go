@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +22,12 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	nsclient "vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
@@ -56,20 +60,12 @@ func mesh(t *testing.T, n int, underlay []netip.Prefix, sandboxOpts []sandbox.Op
 	d := sandbox.New(t, n, sandboxOpts...)
 	var nodes []*node
 	for i, sn := range d.Nodes {
-		ns, _ := nstest.New(t)
-		h := nstest.Handle(t, ns)
-		lo, err := h.LinkByName("lo")
-		require.NoError(t, err)
-		require.NoError(t, h.LinkSetUp(lo), "a forwarder's namespace has lo up (l3xconnect sets it up otherwise)")
-		nodes = append(nodes, &node{Node: sn, ns: ns})
+		nodes = append(nodes, newNode(t, sn))
 		if i > 0 && underlay != nil {
-			nstest.Veth(t, nodes[0].ns, "ul"+string(rune('0'+i)), []string{underlay[0].String()}, ns, "ul0", []string{underlay[i].String()})
+			nstest.Veth(t, nodes[0].ns, "ul"+string(rune('0'+i)), []string{underlay[0].String()}, nodes[i].ns, "ul0", []string{underlay[i].String()})
 		}
 	}
 	for i, nd := range nodes {
-		for _, f := range nd.Forwarders {
-			f.Stop()
-		}
 		var all []forwarder.Option
 		if underlay != nil {
 			all = append(all, forwarder.WithTunnelIP(underlay[i].Addr()))
@@ -79,17 +75,31 @@ func mesh(t *testing.T, n int, underlay []netip.Prefix, sandboxOpts []sandbox.Op
 	return d, nodes
 }
 
+// newNode stops the pass-through forwarders of sn and gives it a new namespace for ours.
+func newNode(t *testing.T, sn *sandbox.Node) *node {
+	for _, f := range sn.Forwarders {
+		f.Stop()
+	}
+	ns, _ := nstest.New(t)
+	h := nstest.Handle(t, ns)
+	lo, err := h.LinkByName("lo")
+	require.NoError(t, err)
+	require.NoError(t, h.LinkSetUp(lo), "a forwarder's namespace has lo up (l3xconnect sets it up otherwise)")
+	return &node{Node: sn, ns: ns}
+}
+
 // serveForwarder serves the kernel forwarder of nd and registers it with nd's nsmgr, until the
-// test ends.
-func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.Option) {
+// test ends. It returns the forwarder's URL and its connection to the nsmgr's registry services.
+func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.Option) (*url.URL, *registryConn) {
 	ctx, cancel := context.WithCancel(d.Context())
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
 	self := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "fwd.sock")}
 	cc, err := grpc.NewClient("unix://"+nd.NSMgr.URL.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
+	reg := &registryConn{ClientConn: cc, finds: map[string]int{}, taken: map[string][]bool{}}
 	name := nd.Name + "-kernel-fwd"
-	fwd, err := forwarder.NewServer(ctx, token.NewInsecure(sandbox.TokenLifetime, token.WithName(name), token.WithClock(clock.FromContext(ctx))), cc, nd.ns,
+	fwd, err := forwarder.NewServer(ctx, token.NewInsecure(sandbox.TokenLifetime, token.WithName(name), token.WithClock(clock.FromContext(ctx))), reg, nd.ns,
 		append([]forwarder.Option{forwarder.WithName(name)}, opts...)...)
 	require.NoError(t, err)
 	errs, err := grpcserve.Serve(ctx, self, fwd)
@@ -109,6 +119,7 @@ func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.
 		_ = cc.Close()
 		_ = os.RemoveAll(dir)
 	})
+	return self, reg
 }
 
 // netnsOf states the endpoint's namespace in the KERNEL mechanism it accepts.
@@ -290,4 +301,115 @@ func TestRefreshKeepsTheVWire(t *testing.T) {
 			require.NoError(t, err)
 		})
 	}
+}
+
+// registryConn is a forwarder's connection to its nsmgr's registry services. It counts the
+// endpoint Finds without watch that go to the registry, and the events of watches that the
+// forwarder has taken in (it asked for the next one), by endpoint name.
+type registryConn struct {
+	*grpc.ClientConn
+	mu    sync.Mutex
+	finds map[string]int
+	taken map[string][]bool // Deleted of each event taken in
+}
+
+func (c *registryConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := c.ClientConn.NewStream(ctx, desc, method, opts...)
+	if err != nil || method != "/registry.NetworkServiceEndpointRegistry/Find" {
+		return s, err
+	}
+	return &findStream{ClientStream: s, c: c}, nil
+}
+
+// found is how many Finds without watch for the endpoint name went to the registry.
+func (c *registryConn) found(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.finds[name]
+}
+
+// tookIn reports whether the last event of the endpoint name that the forwarder took in from a
+// watch said it is there (deleted false) or gone (deleted true).
+func (c *registryConn) tookIn(name string, deleted bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	events := c.taken[name]
+	return len(events) > 0 && events[len(events)-1] == deleted
+}
+
+// findStream is one endpoint Find over a registryConn.
+type findStream struct {
+	grpc.ClientStream
+	c     *registryConn
+	watch bool
+	last  *registry.NetworkServiceEndpointResponse // received, and being taken in
+}
+
+func (s *findStream) SendMsg(m any) error {
+	if q, ok := m.(*registry.NetworkServiceEndpointQuery); ok {
+		s.watch = q.GetWatch()
+		if !s.watch {
+			s.c.mu.Lock()
+			s.c.finds[q.GetNetworkServiceEndpoint().GetName()]++
+			s.c.mu.Unlock()
+		}
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *findStream) RecvMsg(m any) error {
+	if s.watch && s.last != nil { // the watch's reader is done with the last event
+		name := s.last.GetNetworkServiceEndpoint().GetName()
+		s.c.mu.Lock()
+		s.c.taken[name] = append(s.c.taken[name], s.last.GetDeleted())
+		s.c.mu.Unlock()
+	}
+	s.last = nil
+	err := s.ClientStream.RecvMsg(m)
+	if resp, ok := m.(*registry.NetworkServiceEndpointResponse); ok && err == nil {
+		s.last = resp
+	}
+	return err
+}
+
+// TestEndpointLookupsAreCached: the forwarder asks the registry (through its nsmgr) for the
+// endpoint a Request names once; later Requests and Closes for it are answered from the
+// forwarder's cache, which a watch keeps current, so that an endpoint that unregistered is no
+// longer found. The client calls the forwarder directly, naming the endpoint, as an nsmgr does.
+func TestEndpointLookupsAreCached(t *testing.T) {
+	d := sandbox.New(t, 1)
+	nd := newNode(t, d.Nodes[0])
+	fwdURL, reg := serveForwarder(t, d, nd, nil)
+	_, _, nscURL := workloads(t, d, nd, payload.IP)
+	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+	defer cancel()
+	direct := nd.NewClient("nsc", nsclient.WithClientURL(fwdURL), nsclient.WithoutRetry(), nsclient.WithoutHeal())
+	req := request(nscURL)
+	req.Connection.NetworkServiceEndpointName = "nse"
+
+	conn, err := direct.Request(ctx, req.Clone())
+	require.NoError(t, err)
+	require.Equal(t, 1, reg.found("nse"), "the first Request looked the endpoint up")
+	require.Eventually(t, func() bool { return reg.tookIn("nse", false) }, 10*time.Second, time.Millisecond,
+		"the forwarder watches the endpoint")
+	refresh := req.Clone()
+	refresh.Connection = conn.Clone()
+	conn, err = direct.Request(ctx, refresh)
+	require.NoError(t, err)
+	_, err = direct.Close(ctx, conn)
+	require.NoError(t, err)
+	second, err := direct.Request(ctx, req.Clone())
+	require.NoError(t, err)
+	require.NotEqual(t, conn.GetId(), second.GetId(), "another connection to the same endpoint")
+	_, err = direct.Close(ctx, second)
+	require.NoError(t, err)
+	require.Equal(t, 1, reg.found("nse"), "the refresh, the other connection and the Closes were answered from the cache")
+
+	found := d.FindEndpoints(ctx, "nse")
+	require.Len(t, found, 1)
+	require.NoError(t, d.UnregisterEndpoint(ctx, found[0]), "the endpoint unregisters, and still serves")
+	require.Eventually(t, func() bool { return reg.tookIn("nse", true) }, 10*time.Second, time.Millisecond,
+		"the watch told the forwarder")
+	_, err = direct.Request(ctx, req.Clone())
+	require.Equal(t, codes.NotFound, status.Code(err), "an unregistered endpoint is not found: %v", err)
 }
