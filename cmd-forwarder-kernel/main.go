@@ -6,11 +6,13 @@
 //
 // It serves the forwarder chain (sdk-kernel/pkg/kernel/networkservice/chains/forwarder) on
 // NSM_LISTEN_ON and registers itself with its nsmgr (NSM_CONNECT_TO) as an endpoint of the
-// network service "forwarder" with NSM_LABELS. At start, before serving, it removes what a
-// previous run left in its namespace (interfaces named "vw" + 13 base32 characters, and the
-// policy rules naming them; see sdk-kernel/pkg/kernel/ifname): connections that were alive come
-// back through the nsmgr's heal, which rebuilds them. At SIGINT or SIGTERM it unregisters, stops
-// serving and removes the same again.
+// network service "forwarder" with NSM_LABELS, through the sdk's registry client
+// (sdk/pkg/registry/chains/client), which refreshes the registration and makes it again after
+// the nsmgr restarted. At start, before serving, it removes what a previous run left in its
+// namespace (interfaces named "vw" + 13 base32 characters, and the policy rules naming them; see
+// sdk-kernel/pkg/kernel/ifname): connections that were alive come back through the nsmgr's heal,
+// which rebuilds them. At SIGINT or SIGTERM it unregisters, stops serving and removes the same
+// again.
 //
 // It works in the network namespace it runs in, which must be its own (a pod's, or one made with
 // ip netns): for WireGuard it turns on IP forwarding and turns off the reverse-path filter there.
@@ -36,12 +38,10 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
-	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
@@ -181,14 +181,9 @@ func run(ctx context.Context, c *config) error {
 		defer func() { _ = os.RemoveAll(dir) }()
 		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "forwarder.sock")}
 	}
-	target, _ := hopurl.Target(c.ConnectTo.URL) // checked with the configuration
-	cc, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Wait for an nsmgr that is starting, and come back to one that restarted, quickly.
-		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
-		}}))
+	// One connection for the registration and the endpoint lookups; it comes back quickly to an
+	// nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
+	cc, err := regclient.Dial(c.ConnectTo.URL, grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}
@@ -216,7 +211,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	logger.Info("serving", "url", listen.String())
 
-	reg, err := register(ctx, c, cc, listen)
+	unregister, err := register(ctx, c, cc, listen)
 	if err != nil {
 		stopServing()
 		for range errs {
@@ -231,7 +226,7 @@ func run(ctx context.Context, c *config) error {
 	case <-ctx.Done():
 	case err = <-errs: // serving failed: unregister, then tell
 	}
-	unregisterErr := reg.unregister()
+	unregisterErr := unregister()
 	stopServing()
 	for e := range errs {
 		err = errors.Join(err, e)
@@ -277,79 +272,57 @@ func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
 	return nil
 }
 
-// registration is the forwarder's registration and the chain that keeps it.
-type registration struct {
-	c       *config
-	chain   regnext.NSE
-	nse     *registry.NetworkServiceEndpoint
-	stop    context.CancelFunc // ends refresh and heal
-	watched chan struct{}      // closed when the watch that lets heal notice a restart ended
-}
-
-// register registers the forwarder with its nsmgr, waiting at most NSM_REGISTER_TIMEOUT for it.
-// Then the registration is refreshed before it expires, and made again when the nsmgr restarted.
-func register(ctx context.Context, c *config, cc grpc.ClientConnInterface, listen *url.URL) (*registration, error) {
-	name := string(c.Name)
-	background, stop := context.WithCancel(context.WithoutCancel(ctx))
-	r := &registration{
-		c:     c,
-		chain: regclient.NewNSE(background, cc, name),
-		stop:  stop,
-		nse: &registry.NetworkServiceEndpoint{
-			Name:                 name,
-			NetworkServiceNames:  []string{"forwarder"},
-			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
-			Url:                  listen.String(),
-		},
+// register registers the forwarder with its nsmgr as an endpoint of the service "forwarder",
+// waiting up to NSM_REGISTER_TIMEOUT for the nsmgr to answer. From then on the registry client
+// keeps it: refreshed before it expires, and made again as soon as an nsmgr that restarted
+// answers, until ctx ends or the returned function unregisters it (waiting at most
+// NSM_REGISTER_TIMEOUT) and ends that work.
+func register(ctx context.Context, c *config, cc grpc.ClientConnInterface, listen *url.URL) (func() error, error) {
+	nse := &registry.NetworkServiceEndpoint{
+		Name:                 string(c.Name),
+		NetworkServiceNames:  []string{"forwarder"},
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
+		Url:                  listen.String(),
 	}
-	first, cancel := context.WithTimeout(ctx, c.RegisterTimeout)
-	defer cancel()
-	got, err := r.chain.Register(first, r.nse)
+	got, unregister, err := regclient.Register(ctx, cc, nse, regclient.WithTimeout(c.RegisterTimeout))
 	if err != nil {
-		stop()
-		return nil, r.explain("register", first, err)
+		return nil, c.explain("register", err, isNoAnswer(err))
 	}
-	// A watch of its own name, through heal: when it breaks and the nsmgr answers again, heal
-	// registers the forwarder again at once instead of at the next refresh.
-	r.watched = make(chan struct{})
-	go func() {
-		defer close(r.watched)
-		own := &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{Name: name, NetworkServiceNames: []string{"forwarder"}}, Watch: true}
-		_ = r.chain.Find(background, own, func(*regnext.Event[*registry.NetworkServiceEndpoint]) error { return nil })
-	}()
-	log.FromContext(ctx).Info("registered", "name", name, "labels", c.Labels, "at", c.ConnectTo.String(),
+	log.FromContext(ctx).Info("registered", "name", nse.GetName(), "labels", c.Labels, "at", c.ConnectTo.String(),
 		"expires", got.GetExpirationTime().AsTime().Format(time.RFC3339))
-	return r, nil
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), c.RegisterTimeout)
+		defer cancel()
+		if err := unregister(ctx); err != nil {
+			return c.explain("unregister", err, ctx.Err() != nil)
+		}
+		return nil
+	}, nil
 }
 
-// explain says that the nsmgr failed, and whether the time ran out (ctx is the attempt's).
-func (r *registration) explain(what string, ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+// isNoAnswer reports whether a registration with a timeout failed because the nsmgr did not
+// answer.
+func isNoAnswer(err error) bool {
+	code := status.Code(err)
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
+}
+
+// explain says that the nsmgr failed, and whether the time ran out.
+func (c *config) explain(what string, err error, timedOut bool) error {
+	if timedOut {
 		return fmt.Errorf("%s at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr running there? (%s)",
-			what, r.c.ConnectTo, r.c.RegisterTimeout, describe(err))
+			what, c.ConnectTo, c.RegisterTimeout, describe(err))
 	}
-	return fmt.Errorf("%s at %s: %s", what, r.c.ConnectTo, describe(err))
+	return fmt.Errorf("%s at %s: %s", what, c.ConnectTo, describe(err))
 }
 
-// describe is a gRPC status as "Code: message", for a person rather than a program.
+// describe is the innermost gRPC status of err as "Code: message", for a person rather than a
+// program.
 func describe(err error) string {
-	if s, ok := status.FromError(err); ok {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		s := se.GRPCStatus()
 		return s.Code().String() + ": " + s.Message()
 	}
 	return err.Error()
-}
-
-// unregister unregisters the forwarder, waiting at most NSM_REGISTER_TIMEOUT, and ends the
-// registration's background work.
-func (r *registration) unregister() error {
-	defer func() {
-		r.stop()
-		<-r.watched
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), r.c.RegisterTimeout)
-	defer cancel()
-	if err := r.chain.Unregister(ctx, r.nse); err != nil {
-		return r.explain("unregister", ctx, err)
-	}
-	return nil
 }

@@ -66,6 +66,20 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 	}
 }
 
+// TestNoNsmgrStopsWithinTheTimeout: with no nsmgr to register with, the forwarder (in a namespace
+// of its own: it sweeps the one it runs in) gives up after NSM_REGISTER_TIMEOUT with one line.
+func TestNoNsmgrStopsWithinTheTimeout(t *testing.T) {
+	name, _ := namespace(t)
+	const timeout = 300 * time.Millisecond
+	nowhere := "unix://" + filepath.Join(cmdtest.TempDir(t), "nsmgr.sock")
+	env := []string{"NSM_LOG_LEVEL=ERROR", "NSM_CONNECT_TO=" + nowhere, "NSM_REGISTER_TIMEOUT=" + timeout.String()}
+	line, took := cmdtest.Fails(t, "ip", env, "netns", "exec", name, bin)
+	want := fmt.Sprintf("cmd-forwarder-kernel: register at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr running there? (", nowhere, timeout)
+	require.True(t, strings.HasPrefix(line, want), "got %s", line)
+	require.GreaterOrEqual(t, took, timeout, "it waited for the nsmgr")
+	require.Less(t, took, timeout+5*time.Second, "and gave up within the timeout")
+}
+
 // namespace makes a named network namespace with lo up and returns its name and a handle,
 // removed when the test ends.
 func namespace(t *testing.T) (string, netns.NsHandle) {
@@ -175,6 +189,38 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())
 	require.Empty(t, forwarders(t, ctx, registered), "it unregistered")
 	require.True(t, strings.Contains(p.Stderr(), "msg=stopped"), "stderr:\n%s", p.Stderr())
+}
+
+// TestRegistersAgainAfterTheNsmgrRestarts: an nsmgr that restarted has forgotten the forwarder;
+// the forwarder registers again as soon as it answers, without waiting for a refresh.
+func TestRegistersAgainAfterTheNsmgrRestarts(t *testing.T) {
+	name, _ := namespace(t)
+	dir := cmdtest.TempDir(t)
+	nsmgrURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nsmgr.sock")}
+	startNsmgr := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		mgr := nsmgr.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nsmgr")), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
+		errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr)
+		require.NoError(t, err)
+		return func() {
+			cancel()
+			for range errs {
+			}
+		}
+	}
+	stop := startNsmgr()
+	p := cmdtest.Start(t, "ip", []string{"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd-1", "NSM_CONNECT_TO=" + nsmgrURL.String(),
+		"NSM_LISTEN_ON=unix://" + filepath.Join(dir, "fwd.sock")}, "netns", "exec", name, bin)
+	p.WaitStderr(`msg=registered`)
+	stop()
+	t.Cleanup(startNsmgr())
+
+	ctx := context.Background()
+	registered := regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cmdtest.Dial(t, nsmgrURL.String())))
+	require.Eventually(t, func() bool { return len(forwarders(t, ctx, registered)) == 1 }, 10*time.Second, 10*time.Millisecond,
+		"registered again at the restarted nsmgr; stderr:\n%s", p.Stderr())
+	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())
+	require.Empty(t, forwarders(t, ctx, registered), "it unregistered")
 }
 
 // ping sends ICMP echo requests from a raw socket in ns to dst until one is answered, at most 3.
