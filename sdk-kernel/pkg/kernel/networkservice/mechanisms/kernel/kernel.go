@@ -186,7 +186,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if mech == nil { // the next hop chose a tunnel to another node
 		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
 	}
-	now, err := c.checkEndpoint(conn, mech)
+	now, err := old, c.checkEndpoint(conn, mech)
 	if err == nil {
 		now, err = c.ensure(old, conn, mech)
 	}
@@ -207,23 +207,22 @@ func (c *client) offer(req *networkservice.NetworkServiceRequest) {
 }
 
 // checkEndpoint refuses an endpoint's KERNEL answer that names no usable namespace or interface.
-// On success it returns nil: there is nothing made yet.
-func (c *client) checkEndpoint(conn *networkservice.Connection, mech *kernel.Mechanism) (*vwire, error) {
+func (c *client) checkEndpoint(conn *networkservice.Connection, mech *kernel.Mechanism) error {
 	nse := conn.GetNetworkServiceEndpointName()
 	if mech.GetNetNSURL() == "" {
-		return nil, status.Errorf(codes.FailedPrecondition,
+		return status.Errorf(codes.FailedPrecondition,
 			"kernel: endpoint %q accepted KERNEL without a network namespace (%s); an endpoint states its own, file:///proc/<pid>/ns/net", nse, kernel.NetNSURL)
 	}
 	if _, err := nsfile.Path(mech.GetNetNSURL()); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "kernel: endpoint %q: %v", nse, err)
+		return status.Errorf(codes.FailedPrecondition, "kernel: endpoint %q: %v", nse, err)
 	}
 	if mech.GetInterfaceName() == "" {
 		mech.SetInterfaceName(c.name(conn))
 	}
 	if err := validate.InterfaceName(mech.GetInterfaceName()); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "kernel: endpoint %q chose a bad interface name: %v", nse, err)
+		return status.Errorf(codes.FailedPrecondition, "kernel: endpoint %q chose a bad interface name: %v", nse, err)
 	}
-	return nil, nil
+	return nil
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {

@@ -178,6 +178,7 @@ func TestServerConformance(t *testing.T) {
 type endpoint struct {
 	netnsURL string
 	other    string // a mechanism type to choose instead, if set
+	ifName   string // an interface name to answer with, if set
 }
 
 func (e endpoint) Request(_ context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
@@ -194,6 +195,9 @@ func (e endpoint) Request(_ context.Context, req *networkservice.NetworkServiceR
 	}
 	if mech := kernel.ToMechanism(conn.GetMechanism()); mech != nil && e.netnsURL != "" {
 		mech.SetNetNSURL(e.netnsURL)
+	}
+	if mech := kernel.ToMechanism(conn.GetMechanism()); mech != nil && e.ifName != "" {
+		mech.SetInterfaceName(e.ifName)
 	}
 	return conn, nil
 }
@@ -279,6 +283,34 @@ func TestClientLeavesOtherMechanisms(t *testing.T) {
 }
 
 type switchable struct{ endpoint }
+
+// TestClientKeepsItsVWireWhenARefreshAnswerIsBad: a refresh the endpoint answers badly fails
+// and leaves the connection's vWire as it was, for Close to remove.
+func TestClientKeepsItsVWireWhenARefreshAnswerIsBad(t *testing.T) {
+	ctx := context.Background()
+	fwd, _ := nstest.New(t)
+	nse, nseName := nstest.New(t)
+	before := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nse)}
+	ep := &switchable{endpoint: endpoint{netnsURL: nstest.URL(nseName)}}
+	c := clientChain(fwd, checks.NewServer(), ep)
+	req := &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{
+		Id: "conn-1", NetworkService: "ns", Context: &networkservice.ConnectionContext{IpContext: ipContext("172.16.0.1/32", "172.16.0.0/32")},
+	}}
+	conn, err := c.Request(ctx, req.Clone())
+	require.NoError(t, err)
+	made := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nse)}
+
+	ep.ifName = "a-name-longer-than-15"
+	refresh := req.Clone()
+	refresh.Connection = conn.Clone()
+	_, err = c.Request(ctx, refresh)
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	require.Equal(t, made, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nse)}, "the vWire stays")
+
+	_, err = c.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Equal(t, before, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nse)}, "Close removed the vWire")
+}
 
 func TestDefaultName(t *testing.T) {
 	for _, tt := range []struct{ service, want string }{
