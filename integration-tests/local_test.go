@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mesh runs deployments-k8s/local/mesh.sh with args, its files in dir.
-func mesh(t *testing.T, dir string, args ...string) (string, error) {
+func mesh(t testing.TB, dir string, args ...string) (string, error) {
 	t.Helper()
 	script, err := filepath.Abs("../deployments-k8s/local/mesh.sh")
 	require.NoError(t, err)
@@ -28,7 +28,7 @@ func mesh(t *testing.T, dir string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func namespaces(t *testing.T) []string {
+func namespaces(t testing.TB) []string {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	require.NoError(t, err)
 	var vw []string
@@ -139,7 +139,7 @@ func outage(t *testing.T, disrupt func()) time.Duration {
 }
 
 // links returns the interfaces of a network namespace other than lo, with their IPv4 addresses.
-func links(t *testing.T, netns string) map[string]string {
+func links(t testing.TB, netns string) map[string]string {
 	t.Helper()
 	out, err := exec.Command("ip", "-n", netns, "-brief", "-4", "addr").Output()
 	require.NoError(t, err)
