@@ -19,36 +19,6 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/wireguard"
 )
 
-// topology is a client of the local mesh and what it reaches.
-type topology struct {
-	name     string // mesh.sh's, which names the client's and the endpoint's namespaces
-	service  string
-	endpoint string // the endpoint's address across the vWire
-}
-
-var topologies = []topology{
-	{"k2k", "icmp-k2k", "172.16.1.1"},
-	{"k2k-eth", "icmp-k2k-eth", "172.16.2.1"},
-	{"k2wg2k", "icmp-k2wg2k", "172.16.3.1"},
-	{"k2vx2k", "icmp-k2vx2k", "172.16.4.1"},
-	{"k2vx2k-ip", "icmp-k2vx2k-ip", "172.16.5.1"},
-}
-
-// upMesh starts the local mesh for a benchmark and returns its folder; the mesh goes down when
-// the benchmark ends.
-func upMesh(b *testing.B) string {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("the local mesh makes network namespaces: run as root")
-	}
-	require.Empty(b, namespaces(b), "vw-* namespaces exist before the benchmark: a mesh is up on this machine")
-	dir := filepath.Join(b.TempDir(), "mesh")
-	b.Cleanup(func() { _, _ = mesh(b, dir, "down") })
-	_, err := mesh(b, dir, "up")
-	require.NoError(b, err)
-	return dir
-}
-
 // run runs a command, failing the benchmark with its output when it fails.
 func run(b *testing.B, name string, args ...string) string {
 	b.Helper()

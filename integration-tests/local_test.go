@@ -40,22 +40,44 @@ func namespaces(t testing.TB) []string {
 	return vw
 }
 
-// TestLocalMesh is the README's main command: every topology carries ping, and down leaves no
-// namespace, process or file.
-func TestLocalMesh(t *testing.T) {
+// topology is a client of the local mesh and what it reaches.
+type topology struct {
+	name     string // mesh.sh's, which names the client's and the endpoint's namespaces
+	service  string
+	endpoint string // the endpoint's address across the vWire
+}
+
+var topologies = []topology{
+	{"k2k", "icmp-k2k", "172.16.1.1"},
+	{"k2k-eth", "icmp-k2k-eth", "172.16.2.1"},
+	{"k2wg2k", "icmp-k2wg2k", "172.16.3.1"},
+	{"k2vx2k", "icmp-k2vx2k", "172.16.4.1"},
+	{"k2vx2k-ip", "icmp-k2vx2k-ip", "172.16.5.1"},
+}
+
+// upMesh starts the local mesh and returns its folder; the mesh goes down when the test or
+// benchmark ends.
+func upMesh(t testing.TB) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the local mesh makes network namespaces: run as root (CI does)")
 	}
-	require.Empty(t, namespaces(t), "vw-* namespaces exist before the test: a mesh is up on this machine")
+	require.Empty(t, namespaces(t), "vw-* namespaces exist already: a mesh is up on this machine")
 	dir := filepath.Join(t.TempDir(), "mesh")
 	t.Cleanup(func() { _, _ = mesh(t, dir, "down") })
-
 	_, err := mesh(t, dir, "up")
 	require.NoError(t, err)
+	return dir
+}
+
+// TestLocalMesh is the README's main command: every topology carries ping, and down leaves no
+// namespace, process or file.
+func TestLocalMesh(t *testing.T) {
+	dir := upMesh(t)
 	out, err := mesh(t, dir, "check")
 	require.NoError(t, err)
-	for _, topology := range []string{"k2k", "k2k-eth", "k2wg2k", "k2vx2k", "k2vx2k-ip"} {
-		require.Contains(t, out, topology+": ping", topology)
+	for _, tc := range topologies {
+		require.Contains(t, out, tc.name+": ping", tc.name)
 	}
 	// Node 2 carries WireGuard (a wireguard-go TUN) and VXLAN; node 3 offers VXLAN only, so its
 	// IP service runs over VXLAN.
