@@ -77,7 +77,8 @@ func TestLocalMesh(t *testing.T) {
 	out, err := mesh(t, dir, "check")
 	require.NoError(t, err)
 	for _, tc := range topologies {
-		require.Contains(t, out, tc.name+": ping", tc.name)
+		require.Contains(t, out, tc.name+": ping 172.16.", "%s carries IPv4", tc.name)
+		require.Contains(t, out, tc.name+": ping fd00:16:", "%s carries IPv6", tc.name)
 	}
 	// Node 2 carries WireGuard (a wireguard-go TUN) and VXLAN; node 3 offers VXLAN only, so its
 	// IP service runs over VXLAN.

@@ -28,18 +28,18 @@ dir=${VWIRE_DEMO_DIR:-/tmp/vwire-demo}
 bin=$dir/bin
 run=$dir/run
 
-# Each topology is a client and its endpoint: name:service:payload:node:cidr, the node being the
-# endpoint's (the endpoint's first address is the cidr's first address).
+# Each topology is a client and its endpoint: name, service, payload, the endpoint's node, and
+# the prefixes the endpoint hands addresses out from (every vWire is dual stack).
 topologies=(
-  "k2k:icmp-k2k:IP:1:172.16.1.0/24"
-  "k2k-eth:icmp-k2k-eth:ETHERNET:1:172.16.2.0/24"
-  "k2wg2k:icmp-k2wg2k:IP:2:172.16.3.0/24"
-  "k2vx2k:icmp-k2vx2k:ETHERNET:2:172.16.4.0/24"
-  "k2vx2k-ip:icmp-k2vx2k-ip:IP:3:172.16.5.0/24"
+  "k2k       icmp-k2k       IP       1 172.16.1.0/24,fd00:16:1::/64"
+  "k2k-eth   icmp-k2k-eth   ETHERNET 1 172.16.2.0/24,fd00:16:2::/64"
+  "k2wg2k    icmp-k2wg2k    IP       2 172.16.3.0/24,fd00:16:3::/64"
+  "k2vx2k    icmp-k2vx2k    ETHERNET 2 172.16.4.0/24,fd00:16:4::/64"
+  "k2vx2k-ip icmp-k2vx2k-ip IP       3 172.16.5.0/24,fd00:16:5::/64"
 )
 # Endpoints without a client of their own, the same fields.
 spares=(
-  "k2k-2:icmp-k2k:IP:1:172.16.1.0/24"
+  "k2k-2     icmp-k2k       IP       1 172.16.1.0/24,fd00:16:1::/64"
 )
 # The tunnels each node's forwarder offers and accepts.
 mechanisms=(WIREGUARD,VXLAN WIREGUARD,VXLAN VXLAN)
@@ -125,7 +125,7 @@ up() {
   done
 
   for t in "${topologies[@]}" "${spares[@]}"; do
-    IFS=: read -r name service payload node cidr <<<"$t"
+    read -r name service payload node cidr <<<"$t"
     ip netns add "vw-nse-$name"; ip -n "vw-nse-$name" link set lo up
     start "nse-$name" "vw-nse-$name" cmd-nse-icmp-responder NSM_NAME="nse-$name" NSM_SERVICE_NAMES="$service" \
       NSM_PAYLOAD="$payload" NSM_CIDR_PREFIX="$cidr" NSM_LISTEN_ON="unix://$run/nse-$name.sock" \
@@ -133,34 +133,38 @@ up() {
     wait_for "$run/nse-$name.sock"
   done
   for t in "${topologies[@]}"; do
-    IFS=: read -r name service payload node cidr <<<"$t"
+    read -r name service payload node cidr <<<"$t"
     ip netns add "vw-nsc-$name"; ip -n "vw-nsc-$name" link set lo up
     start "nsc-$name" "vw-nsc-$name" cmd-nsc NSM_NAME="nsc-$name" NSM_NETWORK_SERVICES="kernel://$service/nsm-1" \
       NSM_CONNECT_TO="unix://$run/nsmgr1.sock"
   done
   for t in "${topologies[@]}"; do
-    IFS=: read -r name _ <<<"$t"
+    read -r name _ <<<"$t"
     for _ in $(seq 300); do ip -n "vw-nsc-$name" link show nsm-1 >/dev/null 2>&1 && break; sleep 0.05; done
     ip -n "vw-nsc-$name" link show nsm-1 >/dev/null 2>&1 || die "client $name has no vWire; see $run/nsc-$name.log"
     log "$name: the client has its vWire nsm-1: $(ip -n "vw-nsc-$name" -brief addr show nsm-1 | awk '{print $3, $4}')"
   done
 }
 
-# endpoint_ip CIDR: the endpoint's side of the first vWire made from CIDR.
-endpoint_ip() { local net=${1%/*}; echo "${net%.*}.$(( ${net##*.} + 1 ))"; }
+# peers NETNS: the endpoint's addresses across the client's vWire nsm-1, one per family: the
+# destinations of its routes.
+peers() {
+  ip -n "$1" -4 route show dev nsm-1 | awk 'NR == 1 {print $1}'
+  ip -n "$1" -6 route show dev nsm-1 | awk '$1 !~ /^fe80/ {print $1; exit}'
+}
 
 check() {
-  local failed=0
+  local failed=0 name ip
   for t in "${topologies[@]}"; do
-    IFS=: read -r name _ _ _ cidr <<<"$t"
-    local ip
-    ip=$(endpoint_ip "$cidr")
-    if ip netns exec "vw-nsc-$name" ping -c 3 -i 0.2 -W 2 "$ip" >"$run/ping-$name.log" 2>&1; then
-      log "$name: ping $ip across the vWire: $(grep -o '[0-9]* received' "$run/ping-$name.log")"
-    else
-      log "$name: ping $ip FAILED; see $run/ping-$name.log and $run/*.log"
-      failed=1
-    fi
+    read -r name _ <<<"$t"
+    for ip in $(peers "vw-nsc-$name"); do
+      if ip netns exec "vw-nsc-$name" ping -c 3 -i 0.2 -W 2 "$ip" >"$run/ping-$name.log" 2>&1; then
+        log "$name: ping $ip across the vWire: $(grep -o '[0-9]* received' "$run/ping-$name.log")"
+      else
+        log "$name: ping $ip FAILED; see $run/ping-$name.log and $run/*.log"
+        failed=1
+      fi
+    done
   done
   return $failed
 }
