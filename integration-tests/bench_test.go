@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"vwire.dev/sdk-kernel/pkg/kernel/wireguard"
 )
 
 // run runs a command, failing the benchmark with its output when it fails.
@@ -82,7 +80,7 @@ func pingOnce(ns string) bool {
 // BenchmarkThroughput measures, per topology, TCP throughput with iperf3 from the client to its
 // endpoint across the vWire, against a baseline between the same namespaces measured in the same
 // iteration: a plain veth pair, or for WireGuard a WireGuard tunnel made by hand between the two
-// nodes on the same underlay (wireguard-go, as the forwarders run it here). It reports both in
+// nodes on the same underlay (two wireguard-go processes, as the forwarders run it here). It reports both in
 // Mbit/s and their ratio; the goals are at least 0.9 for Kernel2Kernel and WireGuard, 0.8 for
 // VXLAN.
 func BenchmarkThroughput(b *testing.B) {
@@ -128,25 +126,32 @@ func vethBaseline(b *testing.B, client, server string) func() float64 {
 }
 
 // wireguardBaseline makes a WireGuard tunnel by hand between two nodes, over the same underlay
-// addresses (10.200.0.N) and with the same wireguard-go the forwarders run, and returns a
-// measurement across it.
+// addresses (10.200.0.N): a wireguard-go process per node, of the version the forwarders run,
+// configured through its UAPI socket; it returns a measurement across the tunnel.
 func wireguardBaseline(b *testing.B, nodes ...string) func() float64 {
+	wireguardGo := filepath.Join(b.TempDir(), "wireguard-go")
+	build := exec.Command("go", "build", "-o", wireguardGo, "golang.zx2c4.com/wireguard")
+	build.Dir = "../sdk-kernel" // the version sdk-kernel requires
+	out, err := build.CombinedOutput()
+	require.NoError(b, err, "build wireguard-go: %s", out)
+	wg, err := wgctrl.New()
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = wg.Close() })
+
 	var keys [2]wgtypes.Key
 	for i := range keys {
-		var err error
 		keys[i], err = wgtypes.GeneratePrivateKey()
 		require.NoError(b, err)
 	}
 	ports := [2]int{51900, 51901}
 	for i, node := range nodes {
-		ns, err := netns.GetFromName(node)
-		require.NoError(b, err)
-		dev, err := wireguard.New(ns, fmt.Sprintf("vw-basewg%d", i))
-		_ = ns.Close()
-		require.NoError(b, err)
-		b.Cleanup(func() { _ = dev.Close() })
+		name := fmt.Sprintf("vw-basewg%d", i)
+		daemon := exec.Command("ip", "netns", "exec", node, wireguardGo, "--foreground", name)
+		require.NoError(b, daemon.Start())
+		b.Cleanup(func() { _ = daemon.Process.Kill(); _ = daemon.Wait(); _ = os.Remove(filepath.Join("/var/run/wireguard", name+".sock")) })
+		require.Eventually(b, func() bool { _, err := wg.Device(name); return err == nil }, 5*time.Second, 10*time.Millisecond, "wireguard-go serves %s", name)
 		other := 1 - i
-		require.NoError(b, dev.Configure(wgtypes.Config{
+		require.NoError(b, wg.ConfigureDevice(name, wgtypes.Config{
 			PrivateKey: &keys[i],
 			ListenPort: &ports[i],
 			Peers: []wgtypes.PeerConfig{{
@@ -155,7 +160,8 @@ func wireguardBaseline(b *testing.B, nodes ...string) func() float64 {
 				AllowedIPs: []net.IPNet{{IP: net.IPv4(10, 251, 0, byte(other+1)), Mask: net.CIDRMask(32, 32)}},
 			}},
 		}))
-		run(b, "ip", "-n", node, "addr", "add", fmt.Sprintf("10.251.0.%d/30", i+1), "dev", dev.Name())
+		run(b, "ip", "-n", node, "addr", "add", fmt.Sprintf("10.251.0.%d/30", i+1), "dev", name)
+		run(b, "ip", "-n", node, "link", "set", name, "up")
 	}
 	iperfServer(b, nodes[1])
 	return func() float64 { return iperf(b, nodes[0], "10.251.0.2") }
