@@ -8,6 +8,14 @@
 // here, so its tokens prove nothing but parse like real ones. The expiry a generator returns is
 // exactly the token's exp claim (whole seconds), so a path segment's expires and its token agree.
 //
+// Signing is the dearest step of a hop's Request (every hop signs its path segment and every
+// call it makes), so a generator signs at most once per second for each audience: asked again
+// within the same second for the same audience, it returns the token it signed then, which has
+// the very claims a new one would have (iat and exp are whole seconds). A token handed out is
+// therefore never older, nor closer to its expiry, than a freshly signed one. Generators are
+// safe for concurrent use and remember the tokens of at most 64 audiences. A signer whose key
+// rotates (NewJWT) signs with the new key from the next second on.
+//
 // Generators read time from their clock option (WithClock), not from a context: they are called
 // by gRPC for per-RPC credentials where no context of ours reaches. Components pass the clock of
 // their context when they build the generator.
@@ -30,6 +38,9 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -87,14 +98,13 @@ func NewInsecure(lifetime time.Duration, opts ...Option) GeneratorFunc {
 	if name == "" {
 		name = InsecureName
 	}
-	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
-		claims, expires := o.claims(name, lifetime, authInfo)
+	return o.generator(name, lifetime, func(claims jwt.RegisteredClaims) (string, error) {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(InsecureKey))
 		if err != nil {
-			return "", time.Time{}, fmt.Errorf("token: sign insecure token: %w", err)
+			return "", fmt.Errorf("token: sign insecure token: %w", err)
 		}
-		return tok, expires, nil
-	}
+		return tok, nil
+	})
 }
 
 // NewJWT returns a generator of tokens lasting lifetime, issued by and about name (a SPIFFE ID
@@ -109,14 +119,13 @@ func NewJWT(signer crypto.Signer, name string, lifetime time.Duration, opts ...O
 		panic("token: NewJWT needs the name of this hop")
 	}
 	o := build(lifetime, opts)
-	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
-		claims, expires := o.claims(name, lifetime, authInfo)
+	return o.generator(name, lifetime, func(claims jwt.RegisteredClaims) (string, error) {
 		tok, err := sign(signer, claims)
 		if err != nil {
-			return "", time.Time{}, fmt.Errorf("token: sign token of %s: %w", name, err)
+			return "", fmt.Errorf("token: sign token of %s: %w", name, err)
 		}
-		return tok, expires, nil
-	}
+		return tok, nil
+	})
 }
 
 func build(lifetime time.Duration, opts []Option) *options {
@@ -130,20 +139,72 @@ func build(lifetime time.Duration, opts []Option) *options {
 	return o
 }
 
-func (o *options) claims(name string, lifetime time.Duration, authInfo credentials.AuthInfo) (jwt.RegisteredClaims, time.Time) {
-	now := o.clock.Now()
-	expires := now.Add(lifetime).Truncate(time.Second)
-	aud := o.audience
-	if aud == nil {
-		aud = peerID(authInfo)
+// generator returns the GeneratorFunc that makes name's tokens lasting lifetime with sign, and
+// hands out again the token it signed last for the same claims: the same audience within the
+// same second (iat and exp have whole seconds), which is the token a new signature would
+// produce (for HS256 byte for byte; for ECDSA a signature just as valid).
+func (o *options) generator(name string, lifetime time.Duration, sign func(jwt.RegisteredClaims) (string, error)) GeneratorFunc {
+	reused := &recent{tokens: map[string]signed{}}
+	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
+		now := o.clock.Now()
+		issued, expires := now.Truncate(time.Second), now.Add(lifetime).Truncate(time.Second)
+		aud := o.audience
+		if aud == nil {
+			aud = peerID(authInfo)
+		}
+		key := strings.Join(aud, "\x00")
+		if tok, ok := reused.get(key, issued, expires); ok {
+			return tok, expires, nil
+		}
+		tok, err := sign(jwt.RegisteredClaims{
+			Issuer:    name,
+			Subject:   name,
+			Audience:  aud,
+			ExpiresAt: jwt.NewNumericDate(expires),
+			IssuedAt:  jwt.NewNumericDate(issued),
+		})
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		reused.put(key, signed{token: tok, issued: issued, expires: expires})
+		return tok, expires, nil
 	}
-	return jwt.RegisteredClaims{
-		Issuer:    name,
-		Subject:   name,
-		Audience:  aud,
-		ExpiresAt: jwt.NewNumericDate(expires),
-		IssuedAt:  jwt.NewNumericDate(now),
-	}, expires
+}
+
+// recentLimit bounds how many audiences a generator remembers a token for.
+const recentLimit = 64
+
+// recent holds the last token a generator signed for each audience.
+type recent struct {
+	mu     sync.Mutex
+	tokens map[string]signed // by audience, joined; at most recentLimit
+}
+
+type signed struct {
+	token           string
+	issued, expires time.Time
+}
+
+// get returns the token signed for aud with these iat and exp claims, if there is one.
+func (r *recent) get(aud string, issued, expires time.Time) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.tokens[aud]
+	if !ok || !s.issued.Equal(issued) || !s.expires.Equal(expires) {
+		return "", false
+	}
+	return s.token, true
+}
+
+// put remembers s for aud; when as many audiences are remembered as allowed, it forgets them
+// all first (their tokens are of an earlier second or soon will be).
+func (r *recent) put(aud string, s signed) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.tokens[aud]; !ok && len(r.tokens) >= recentLimit {
+		clear(r.tokens)
+	}
+	r.tokens[aud] = s
 }
 
 // peerID returns the first URI of the TLS peer's certificate (its SPIFFE ID), if any.
@@ -221,19 +282,30 @@ func rawECDSA(der []byte, size int) ([]byte, error) {
 	return out, nil
 }
 
-// NewPerRPCCredentials returns credentials that send a fresh token from gen with every call, as
-// the metadata TokenKey and ExpiresKey. They do not require transport security: a local mesh
+// NewPerRPCCredentials returns credentials that send the token gen gives for every call (the
+// generators of this package give the same token within a second), as the metadata TokenKey and
+// ExpiresKey. They do not require transport security: a local mesh
 // runs over unix sockets without TLS, and the token is checked by policy, not by the transport.
 func NewPerRPCCredentials(gen GeneratorFunc) credentials.PerRPCCredentials {
 	if gen == nil {
 		panic("token: NewPerRPCCredentials needs a generator")
 	}
-	return perRPC{gen: gen}
+	return &perRPC{gen: gen}
 }
 
-type perRPC struct{ gen GeneratorFunc }
+type perRPC struct {
+	gen  GeneratorFunc
+	last atomic.Pointer[sent] // what was sent last: the same again while the token is reused
+}
 
-func (c perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+// sent is the metadata of one token; gRPC only reads it, so calls with the same token share it.
+type sent struct {
+	token   string
+	expires time.Time
+	md      map[string]string
+}
+
+func (c *perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
 	var authInfo credentials.AuthInfo
 	if p, ok := peer.FromContext(ctx); ok {
 		authInfo = p.AuthInfo
@@ -242,22 +314,24 @@ func (c perRPC) GetRequestMetadata(ctx context.Context, _ ...string) (map[string
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{
-		TokenKey:   tok,
-		ExpiresKey: expires.UTC().Format(time.RFC3339Nano),
-	}, nil
+	if last := c.last.Load(); last != nil && last.token == tok && last.expires.Equal(expires) {
+		return last.md, nil
+	}
+	md := map[string]string{TokenKey: tok, ExpiresKey: expires.UTC().Format(time.RFC3339Nano)}
+	c.last.Store(&sent{token: tok, expires: expires, md: md})
+	return md, nil
 }
 
-func (perRPC) RequireTransportSecurity() bool { return false }
+func (*perRPC) RequireTransportSecurity() bool { return false }
 
 // FromIncomingContext returns the token and expiry a caller sent with the call ctx belongs to;
 // ok is false when either is missing, repeated or unreadable.
 func FromIncomingContext(ctx context.Context) (token string, expires time.Time, ok bool) {
-	md, found := metadata.FromIncomingContext(ctx)
-	if !found {
+	toks := metadata.ValueFromIncomingContext(ctx, TokenKey)
+	if len(toks) == 0 {
 		return "", time.Time{}, false
 	}
-	toks, exps := md.Get(TokenKey), md.Get(ExpiresKey)
+	exps := metadata.ValueFromIncomingContext(ctx, ExpiresKey)
 	if len(toks) != 1 || len(exps) != 1 || toks[0] == "" {
 		return "", time.Time{}, false
 	}

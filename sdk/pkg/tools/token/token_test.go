@@ -10,16 +10,19 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -91,17 +94,120 @@ func TestGeneratorsRoundTrip(t *testing.T) {
 	}
 }
 
-func TestAudienceIsTheTLSPeer(t *testing.T) {
-	peerID, err := url.Parse("spiffe://example.org/ns/default/sa/nsc")
-	require.NoError(t, err)
-	info := credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{{URIs: []*url.URL{peerID}}}}}
+// tlsPeer is the transport's view of a TLS peer whose certificate names id.
+func tlsPeer(id string) credentials.AuthInfo {
+	u, err := url.Parse(id)
+	if err != nil {
+		panic(err)
+	}
+	return credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{{URIs: []*url.URL{u}}}}}
+}
 
-	tok, _, err := token.NewInsecure(time.Minute)(info)
-	require.NoError(t, err)
+func claimsOf(t *testing.T, tok string) *jwt.RegisteredClaims {
+	t.Helper()
 	var claims jwt.RegisteredClaims
-	_, _, err = jwt.NewParser().ParseUnverified(tok, &claims)
+	_, _, err := jwt.NewParser().ParseUnverified(tok, &claims)
 	require.NoError(t, err)
-	require.Equal(t, jwt.ClaimStrings{peerID.String()}, claims.Audience)
+	return &claims
+}
+
+func TestTokensAreReusedWithinTheirSecond(t *testing.T) {
+	p256 := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	generators := map[string]func(clock.Clock) token.GeneratorFunc{
+		"insecure": func(c clock.Clock) token.GeneratorFunc { return token.NewInsecure(time.Minute, token.WithClock(c)) },
+		"ES256": func(c clock.Clock) token.GeneratorFunc {
+			return token.NewJWT(p256, "fwd-a", time.Minute, token.WithClock(c))
+		},
+	}
+	// Steps run in order on one generator; the clock starts at 12:00:00.250.
+	steps := []struct {
+		name    string
+		advance time.Duration
+		peer    string // "": no TLS peer, no audience
+		want    string // the earlier step whose token this one returns; "": a new token
+	}{
+		{name: "first"},
+		{name: "later in the same second", advance: 700 * time.Millisecond, want: "first"},
+		{name: "another audience", peer: "spiffe://example.org/nsc"},
+		{name: "back to the first audience", want: "first"},
+		{name: "the first audience again, same second", peer: "spiffe://example.org/nsc", want: "another audience"},
+		{name: "the next second", advance: 100 * time.Millisecond},
+		{name: "the next second, later", advance: 899 * time.Millisecond, want: "the next second"},
+		{name: "a minute on", advance: time.Minute},
+	}
+	for name, newGen := range generators {
+		t.Run(name, func(t *testing.T) {
+			fake := clock.NewFake(start)
+			gen := newGen(fake)
+			got := map[string]string{}
+			for _, step := range steps {
+				fake.Advance(step.advance)
+				var info credentials.AuthInfo
+				if step.peer != "" {
+					info = tlsPeer(step.peer)
+				}
+				tok, expires, err := gen(info)
+				require.NoError(t, err, step.name)
+				// Exactly what a fresh token would say: never older, never closer to expiry.
+				now := fake.Now()
+				require.Equal(t, now.Add(time.Minute).Truncate(time.Second), expires, step.name)
+				claims := claimsOf(t, tok)
+				require.True(t, claims.ExpiresAt.Equal(expires), step.name)
+				require.True(t, claims.IssuedAt.Equal(now.Truncate(time.Second)), step.name)
+				if step.peer != "" {
+					require.Equal(t, jwt.ClaimStrings{step.peer}, claims.Audience, step.name)
+				} else {
+					require.Empty(t, claims.Audience, step.name)
+				}
+				if step.want != "" {
+					require.Equal(t, got[step.want], tok, "%s: the token of %q is reused", step.name, step.want)
+				} else {
+					for earlier, other := range got {
+						require.NotEqual(t, other, tok, "%s: a new token, not the one of %q", step.name, earlier)
+					}
+				}
+				got[step.name] = tok
+			}
+		})
+	}
+}
+
+func TestReuseIsSafeAndBounded(t *testing.T) {
+	fake := clock.NewFake(start)
+	gen := token.NewInsecure(time.Minute, token.WithClock(fake))
+	want, wantExpires, err := gen(nil)
+	require.NoError(t, err)
+
+	// Many audiences in one second: each gets its own token; what is remembered stays bounded
+	// (nothing to see from outside but that every answer is right).
+	for i := range 200 {
+		peer := fmt.Sprintf("spiffe://example.org/nsc-%d", i)
+		tok, _, err := gen(tlsPeer(peer))
+		require.NoError(t, err)
+		require.Equal(t, jwt.ClaimStrings{peer}, claimsOf(t, tok).Audience)
+	}
+
+	// Concurrent callers all get the token of the second (HS256 signs the same claims to the
+	// same token, whether reused or signed again).
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				tok, expires, err := gen(nil)
+				assert.NoError(t, err)
+				assert.Equal(t, want, tok)
+				assert.Equal(t, wantExpires, expires)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestAudienceIsTheTLSPeer(t *testing.T) {
+	const peerID = "spiffe://example.org/ns/default/sa/nsc"
+	tok, _, err := token.NewInsecure(time.Minute)(tlsPeer(peerID))
+	require.NoError(t, err)
+	require.Equal(t, jwt.ClaimStrings{peerID}, claimsOf(t, tok).Audience)
 }
 
 // oddSigner has a key type JWT has no algorithm for.
@@ -212,20 +318,29 @@ func TestPerRPCCredentialsOverGRPC(t *testing.T) {
 	}
 }
 
+// BenchmarkGenerators measures a generator asked within one second (the token is reused, as on
+// a busy hop) and asked once a second (each call signs).
 func BenchmarkGenerators(b *testing.B) {
 	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(b, err)
-	for name, gen := range map[string]token.GeneratorFunc{
-		"insecure": token.NewInsecure(time.Minute),
-		"ES256":    token.NewJWT(p256, "spiffe://example.org/nsc", time.Minute),
+	for name, newGen := range map[string]func(clock.Clock) token.GeneratorFunc{
+		"insecure": func(c clock.Clock) token.GeneratorFunc { return token.NewInsecure(time.Minute, token.WithClock(c)) },
+		"ES256": func(c clock.Clock) token.GeneratorFunc {
+			return token.NewJWT(p256, "spiffe://example.org/nsc", time.Minute, token.WithClock(c))
+		},
 	} {
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, _, err := gen(nil); err != nil {
-					b.Fatal(err)
+		for _, step := range []time.Duration{0, time.Second} {
+			b.Run(fmt.Sprintf("%s/every-%v", name, step), func(b *testing.B) {
+				fake := clock.NewFake(start)
+				gen := newGen(fake)
+				b.ReportAllocs()
+				for b.Loop() {
+					fake.Advance(step)
+					if _, _, err := gen(nil); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
