@@ -145,6 +145,20 @@ func (d *Domain) RegisterService(ns *registry.NetworkService) {
 	}
 }
 
+// UnregisterService removes a network service from the domain's registry.
+func (d *Domain) UnregisterService(ns *registry.NetworkService) {
+	d.t.Helper()
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	cc, err := d.dial(ctx, d.Registry.URL)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if _, err := registry.NewNetworkServiceRegistryClient(cc).Unregister(ctx, ns); err != nil {
+		d.t.Fatalf("sandbox: unregister service %s: %v", ns.GetName(), err)
+	}
+}
+
 // NewForwarder starts a pass-through forwarder on the node, registered with its nsmgr under
 // labels (nil: {p2p: true}).
 func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component {
@@ -167,12 +181,13 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 
 // PassThroughForwarder returns the forwarder of the sandbox's nodes, for any test that needs one
 // without a data plane: the standard endpoint chain, then discovery of the endpoint a Request
-// names through the registry services of the node's nsmgr at cc (endpoints cached, as the nsmgr
-// caches them), and the Request passed on to it unchanged. Its tokens come from gen; its
+// names through the registry services of the node's nsmgr at cc (services and endpoints cached,
+// as the nsmgr caches them), and the Request passed on to it unchanged. Its tokens come from gen; its
 // background work ends with ctx.
 func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface) endpoint.Endpoint {
-	ns := adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
-	// Every Request and Close looks its endpoint up: answered from memory, kept current by a watch.
+	// Every Request looks its service and endpoint up (Close its endpoint): answered from
+	// memory, kept current by a watch.
+	ns := regnext.Chain(querycache.NewNS(ctx), adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
 	nse := regnext.Chain(querycache.NewNSE(ctx), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(name),

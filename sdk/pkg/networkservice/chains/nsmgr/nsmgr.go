@@ -4,7 +4,9 @@
 // Request to that forwarder, which reaches the endpoint directly or through the endpoint's own
 // manager on another node. The manager is also its node's registry entry point: endpoints
 // register through it (with the manager's URL, so other nodes come through it) and forwarders
-// register with it (they stay on the node).
+// register with it (they stay on the node). With the mesh's registry (WithRegistry), the
+// services and endpoints every Request looks up are answered from a cache that watches keep
+// current (registry/common/querycache), not by a registry call per Request.
 //
 // Its client side joins the server's events (begin), so when a forwarder or the path under it
 // breaks, heal re-enters the whole chain and discovery may pick anew.

@@ -133,6 +133,52 @@ func TestSelectionByLabelsThroughMatches(t *testing.T) {
 	}
 }
 
+// The manager and the forwarder answer service lookups from a cache: a service registered
+// again with other matches, or removed, must still reach their choices, through the cache's watch.
+func TestServiceChangesReachDiscovery(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	to := func(role string) *registry.NetworkService {
+		return &registry.NetworkService{Name: service, Matches: []*registry.Match{
+			{Routes: []*registry.Destination{{DestinationSelector: map[string]string{"role": role}}}},
+		}}
+	}
+	mesh.RegisterService(to("silver"))
+	endpoint(mesh.Nodes[0], "nse-silver", map[string]string{"role": "silver"})
+	endpoint(mesh.Nodes[0], "nse-bronze", map[string]string{"role": "bronze"})
+	nsc := mesh.Nodes[0].NewClient("nsc", client.WithoutRetry())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	i := 0
+	// chosen requests a new connection and closes it; it returns the endpoint that took it, or
+	// the error's code.
+	chosen := func() string {
+		i++
+		conn, err := nsc.Request(ctx, request(fmt.Sprintf("c-%d", i), nil))
+		if err != nil {
+			return status.Code(err).String()
+		}
+		_, err = nsc.Close(ctx, conn)
+		require.NoError(t, err)
+		return conn.GetNetworkServiceEndpointName()
+	}
+
+	steps := []struct {
+		name   string
+		change func()
+		want   string
+	}{
+		{"as registered", func() {}, "nse-silver"},
+		{"registered again with other matches", func() { mesh.RegisterService(to("bronze")) }, "nse-bronze"},
+		{"removed", func() { mesh.UnregisterService(&registry.NetworkService{Name: service}) }, codes.NotFound.String()},
+		{"registered anew", func() { mesh.RegisterService(to("silver")) }, "nse-silver"},
+	}
+	for _, step := range steps {
+		step.change()
+		require.Eventually(t, func() bool { return chosen() == step.want }, 5*time.Second, 10*time.Millisecond, step.name)
+		require.Equal(t, step.want, chosen(), "%s: and it stays so", step.name)
+	}
+}
+
 func TestForwarderSelectionByMatchMetadata(t *testing.T) {
 	mesh := sandbox.New(t, 1)
 	mesh.Nodes[0].NewForwarder("node-0-fwd-p2mp", map[string]string{"p2mp": "true"})

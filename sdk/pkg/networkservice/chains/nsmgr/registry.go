@@ -35,13 +35,10 @@ func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface
 	var ns next.NS
 	var nse next.NSE
 	if cc != nil {
-		ns = adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc))
-		nse = next.Chain(
-			// Every Request and Close looks its endpoints up, here and in the forwarders
-			// that ask this manager: answered from memory, kept current by a watch.
-			querycache.NewNSE(ctx),
-			adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)),
-		)
+		// Every Request looks its service and endpoints up, here and in the forwarders that
+		// ask this manager (Close its endpoint): answered from memory, kept current by a watch.
+		ns = next.Chain(querycache.NewNS(ctx), adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
+		nse = next.Chain(querycache.NewNSE(ctx), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	} else {
 		ns = next.Chain(setpayload.NewNS(), memory.NewNS())
 		nse = next.Chain(expire.NewNSE(), memory.NewNSE())
