@@ -14,6 +14,8 @@
 //     serves. When the serving context ends it says NOT_SERVING (to the watchers it reaches before
 //     their stream closes) and the server stops, closing every call and connection at once; a
 //     unix socket file is removed.
+//   - Servers are tuned for a mesh's calls: calls run on goroutines the server keeps, and
+//     flow-control windows are fixed (see tuned); options given to Serve replace these.
 //   - The returned channel gets the error that ended serving, if any (the listener failed), and
 //     is closed once serving has ended: draining it waits for the end.
 package grpcserve
@@ -49,7 +51,7 @@ func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOpti
 	if err != nil {
 		return nil, err
 	}
-	srv := grpc.NewServer(append(withValuesOf(ctx), opts...)...)
+	srv := grpc.NewServer(append(append(withValuesOf(ctx), tuned...), opts...)...)
 	r.Register(srv)
 	status := health.NewServer()
 	grpc_health_v1.RegisterHealthServer(srv, status)
@@ -70,6 +72,21 @@ func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOpti
 		}
 	}()
 	return errs, nil
+}
+
+// tuned are the server options every component gets (opts given to Serve come after and may
+// replace them):
+//   - calls run on 16 goroutines the server keeps, not a fresh one per call: a call through a
+//     component's chains needs tens of KB of stack, which a fresh goroutine grows, copying it, on
+//     every call, where a kept one has grown it already. Long-lived streams (monitor subscribers,
+//     registry watches) hold a goroutine each; when all are busy a call gets a fresh one.
+//   - HTTP/2 flow-control windows are fixed at 1 MiB instead of estimated: the estimate pings the
+//     peer after nearly every message read, as many packets again as the mesh's own few-KB
+//     messages.
+var tuned = []grpc.ServerOption{
+	grpc.NumStreamWorkers(16),
+	grpc.StaticStreamWindowSize(1 << 20),
+	grpc.StaticConnWindowSize(1 << 20),
 }
 
 // withValuesOf returns interceptors that give every call the values of ctx under its own: a

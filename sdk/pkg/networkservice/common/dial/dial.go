@@ -72,8 +72,17 @@ var fastReconnect = grpc.WithConnectParams(grpc.ConnectParams{
 	MinConnectTimeout: time.Second,
 })
 
-// WithDialOptions adds gRPC dial options, applied after the default (insecure transport
-// credentials), so a grpc.WithTransportCredentials here replaces it: pass TLS this way.
+// fixedWindow and fixedConnWindow fix HTTP/2 flow-control windows at 1 MiB instead of letting gRPC
+// estimate them: the estimate pings the next hop after nearly every message read, as many packets
+// again as the mesh's own few-KB messages.
+var (
+	fixedWindow     = grpc.WithStaticStreamWindowSize(1 << 20)
+	fixedConnWindow = grpc.WithStaticConnWindowSize(1 << 20)
+)
+
+// WithDialOptions adds gRPC dial options, applied after the defaults (insecure transport
+// credentials, fast reconnects, fixed flow-control windows), so a grpc.WithTransportCredentials
+// here replaces the first: pass TLS this way.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
@@ -119,7 +128,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		ctx:         ctx,
 		timeout:     o.timeout,
 		idle:        o.idle,
-		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect}, o.dialOptions...),
+		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect, fixedWindow, fixedConnWindow}, o.dialOptions...),
 		conns:       map[string]*shared{},
 	}
 	context.AfterFunc(ctx, p.closeAll)
