@@ -177,7 +177,7 @@ func (e *entry) downstream(conn *networkservice.Connection) {
 		path.GetPathSegments()[i].GetId() != lastPath.GetPathSegments()[i].GetId() {
 		return
 	}
-	segments := path.GetPathSegments()[:i+1:i+1]
+	segments := path.GetPathSegments()[: i+1 : i+1]
 	for _, s := range lastPath.GetPathSegments()[i+1:] {
 		segments = append(segments, s.Clone())
 	}

@@ -143,8 +143,10 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 		h = c.newHealer(ctx)
 		monitor.Listen(ctx, h.onEvent)
 	}
-	if old := h.current(); ok && old != nil && req.GetConnection().GetState() == networkservice.State_RESELECT_REQUESTED {
-		c.closeOld(ctx, old, opts)
+	if ok && req.GetConnection().GetState() == networkservice.State_RESELECT_REQUESTED {
+		if old := h.current(); old != nil {
+			c.closeOld(ctx, old, opts)
+		}
 	}
 	h.requestStarts()
 	conn, err := next.Client(ctx).Request(ctx, req, opts...)

@@ -12,7 +12,8 @@
 //
 // Failover (TryEach): when the rest of the chain fails with a code that says the endpoint could
 // not serve (Unavailable, Unknown, ResourceExhausted, Aborted, or DeadlineExceeded while the
-// Request's own context lives), the Request goes to the next candidate, as a fresh copy; any
+// Request's own context lives), the Request goes to the next candidate, as a fresh copy of the
+// request as it came (the last candidate gets the request itself, as any element's next does); any
 // other error (InvalidArgument, PermissionDenied, NotFound, ...) and any error after the
 // Request's context ended is returned at once. When no candidate accepts, the error names every
 // endpoint tried, its URL and why it failed:
@@ -146,8 +147,9 @@ func index(nses []*registry.NetworkServiceEndpoint, name string) int {
 
 // TryEach sends req through the rest of the chain with each of hops, in order, as the next hop
 // (clienturl set to the hop's URL), until one accepts it; it returns the connection and the hop
-// that accepted. Each try gets its own copy of req, which edit, if not nil, changes for its
-// hop. A hop whose URL no next hop can have fails without being tried.
+// that accepted. Each try gets req as it came, which edit, if not nil, changes for its hop: a
+// copy while another hop may follow, req itself for the last hop. A hop whose URL no next hop
+// can have fails without being tried.
 //
 // TryEach moves on only when an error says the hop could not serve (see the package comment).
 // When no hop accepts, the error reads "<none> accepted the request; tried <hop> (<url>):
@@ -160,7 +162,11 @@ func TryEach(ctx context.Context, req *networkservice.NetworkServiceRequest, non
 	tried := make([]string, 0, len(hops))
 	var shared codes.Code
 	for i, hop := range hops {
-		conn, err := try(ctx, req, hop, edit)
+		r := req
+		if i < len(hops)-1 {
+			r = req.Clone() // another hop may follow: each gets the request as it came
+		}
+		conn, err := try(ctx, r, hop, edit)
 		if err == nil {
 			return conn, hop, nil
 		}
@@ -199,12 +205,11 @@ func try(ctx context.Context, req *networkservice.NetworkServiceRequest, hop *re
 		// The hop cannot be reached, whatever the request: try the next one.
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	r := req.Clone()
 	if edit != nil {
-		edit(r, hop)
+		edit(req, hop)
 	}
 	ctx = clienturl.WithClientURL(ctx, u)
-	return next.Server(ctx).Request(ctx, r)
+	return next.Server(ctx).Request(ctx, req)
 }
 
 // retriable tells whether an error of code c leaves hope for another hop.

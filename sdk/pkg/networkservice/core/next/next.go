@@ -59,12 +59,20 @@ func WithClient(ctx context.Context, c networkservice.NetworkServiceClient) cont
 // NewNetworkServiceServer links servers into one server; each calls the next with next.Server.
 // With no servers it passes everything on: a do-nothing element for an optional slot.
 func NewNetworkServiceServer(servers ...networkservice.NetworkServiceServer) networkservice.NetworkServiceServer {
-	return &serverChain{servers: servers}
+	c := &serverChain{servers: servers, alone: make([]serverLink, len(servers)+1)}
+	for i := range c.alone {
+		c.alone[i] = serverLink{chain: c, index: i, after: tailServer{}}
+	}
+	return c
 }
 
 // NewNetworkServiceClient links clients into one client; each calls the next with next.Client.
 func NewNetworkServiceClient(clients ...networkservice.NetworkServiceClient) networkservice.NetworkServiceClient {
-	return &clientChain{clients: clients}
+	c := &clientChain{clients: clients, alone: make([]clientLink, len(clients)+1)}
+	for i := range c.alone {
+		c.alone[i] = clientLink{chain: c, index: i, after: tailClient{}}
+	}
+	return c
 }
 
 // NewMonitorConnectionServer links monitor servers into one; each calls the next with
@@ -75,14 +83,23 @@ func NewMonitorConnectionServer(servers ...networkservice.MonitorConnectionServe
 
 type serverChain struct {
 	servers []networkservice.NetworkServiceServer
+	alone   []serverLink // the links when nothing follows the chain, made once
+}
+
+// first returns the link to the chain's first element, followed by what follows the chain in ctx.
+func (c *serverChain) first(ctx context.Context) *serverLink {
+	if after, ok := ctx.Value(serverKey{}).(networkservice.NetworkServiceServer); ok {
+		return &serverLink{chain: c, after: after}
+	}
+	return &c.alone[0]
 }
 
 func (c *serverChain) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
-	return (&serverLink{chain: c, after: Server(ctx)}).Request(ctx, req)
+	return c.first(ctx).Request(ctx, req)
 }
 
 func (c *serverChain) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	return (&serverLink{chain: c, after: Server(ctx)}).Close(ctx, conn)
+	return c.first(ctx).Close(ctx, conn)
 }
 
 // serverLink is the position index in a chain; after is what follows the whole chain.
@@ -96,7 +113,10 @@ func (l *serverLink) step(ctx context.Context) (networkservice.NetworkServiceSer
 	if l.index == len(l.chain.servers) {
 		return l.after, WithServer(ctx, l.after)
 	}
-	following := &serverLink{chain: l.chain, index: l.index + 1, after: l.after}
+	following := &l.chain.alone[l.index+1]
+	if l != &l.chain.alone[l.index] {
+		following = &serverLink{chain: l.chain, index: l.index + 1, after: l.after}
+	}
 	return l.chain.servers[l.index], WithServer(ctx, following)
 }
 
@@ -112,14 +132,23 @@ func (l *serverLink) Close(ctx context.Context, conn *networkservice.Connection)
 
 type clientChain struct {
 	clients []networkservice.NetworkServiceClient
+	alone   []clientLink // the links when nothing follows the chain, made once
+}
+
+// first returns the link to the chain's first element, followed by what follows the chain in ctx.
+func (c *clientChain) first(ctx context.Context) *clientLink {
+	if after, ok := ctx.Value(clientKey{}).(networkservice.NetworkServiceClient); ok {
+		return &clientLink{chain: c, after: after}
+	}
+	return &c.alone[0]
 }
 
 func (c *clientChain) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
-	return (&clientLink{chain: c, after: Client(ctx)}).Request(ctx, req, opts...)
+	return c.first(ctx).Request(ctx, req, opts...)
 }
 
 func (c *clientChain) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	return (&clientLink{chain: c, after: Client(ctx)}).Close(ctx, conn, opts...)
+	return c.first(ctx).Close(ctx, conn, opts...)
 }
 
 type clientLink struct {
@@ -132,7 +161,10 @@ func (l *clientLink) step(ctx context.Context) (networkservice.NetworkServiceCli
 	if l.index == len(l.chain.clients) {
 		return l.after, WithClient(ctx, l.after)
 	}
-	following := &clientLink{chain: l.chain, index: l.index + 1, after: l.after}
+	following := &l.chain.alone[l.index+1]
+	if l != &l.chain.alone[l.index] {
+		following = &clientLink{chain: l.chain, index: l.index + 1, after: l.after}
+	}
 	return l.chain.clients[l.index], WithClient(ctx, following)
 }
 

@@ -67,23 +67,36 @@ func With[R Record](ctx context.Context, e Element[R]) context.Context {
 // Chain links elements into one; each calls the next with Of[R]. With no elements it passes
 // everything on: a do-nothing element for an optional slot.
 func Chain[R Record](elements ...Element[R]) Element[R] {
-	return &chain[R]{elements: elements}
+	c := &chain[R]{elements: elements, alone: make([]link[R], len(elements)+1)}
+	for i := range c.alone {
+		c.alone[i] = link[R]{chain: c, index: i, after: tail[R]{}}
+	}
+	return c
 }
 
 type chain[R Record] struct {
 	elements []Element[R]
+	alone    []link[R] // the links when nothing follows the chain, made once
+}
+
+// first returns the link to the chain's first element, followed by what follows the chain in ctx.
+func (c *chain[R]) first(ctx context.Context) *link[R] {
+	if after, ok := ctx.Value(key[R]{}).(Element[R]); ok {
+		return &link[R]{chain: c, after: after}
+	}
+	return &c.alone[0]
 }
 
 func (c *chain[R]) Register(ctx context.Context, r R) (R, error) {
-	return (&link[R]{chain: c, after: Of[R](ctx)}).Register(ctx, r)
+	return c.first(ctx).Register(ctx, r)
 }
 
 func (c *chain[R]) Find(ctx context.Context, q *Query[R], send func(*Event[R]) error) error {
-	return (&link[R]{chain: c, after: Of[R](ctx)}).Find(ctx, q, send)
+	return c.first(ctx).Find(ctx, q, send)
 }
 
 func (c *chain[R]) Unregister(ctx context.Context, r R) error {
-	return (&link[R]{chain: c, after: Of[R](ctx)}).Unregister(ctx, r)
+	return c.first(ctx).Unregister(ctx, r)
 }
 
 type link[R Record] struct {
@@ -96,7 +109,11 @@ func (l *link[R]) step(ctx context.Context) (Element[R], context.Context) {
 	if l.index == len(l.chain.elements) {
 		return l.after, With[R](ctx, l.after)
 	}
-	return l.chain.elements[l.index], With[R](ctx, &link[R]{chain: l.chain, index: l.index + 1, after: l.after})
+	following := &l.chain.alone[l.index+1]
+	if l != &l.chain.alone[l.index] {
+		following = &link[R]{chain: l.chain, index: l.index + 1, after: l.after}
+	}
+	return l.chain.elements[l.index], With[R](ctx, following)
 }
 
 func (l *link[R]) Register(ctx context.Context, r R) (R, error) {
