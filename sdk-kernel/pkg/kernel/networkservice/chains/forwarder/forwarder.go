@@ -6,9 +6,9 @@
 // The chain: the standard endpoint chain (path, token, authorize, metadata, timeout, monitor),
 // then discover and roundrobin, which find the connection's endpoint by the name the nsmgr put
 // in the request (through the nsmgr's registry: a local endpoint comes with its own URL, a remote
-// one with its nsmgr's; the endpoints found are cached by querycache, kept current by a watch, so
-// that refreshes and Closes do not ask the registry again), then xconnect, the mechanism elements facing the previous hop (KERNEL
-// from the client, or a tunnel from another node), and connect to the next hop, whose client
+// one with its nsmgr's; the services and endpoints found are cached by querycache, kept current
+// by watches, so that refreshes and Closes do not ask the registry again), then xconnect, the
+// mechanism elements facing the previous hop (KERNEL from the client, or a tunnel from another node), and connect to the next hop, whose client
 // chain offers the tunnels (in WithRemoteMechanisms' order) and KERNEL, in that order: a local
 // endpoint takes the first it supports (KERNEL), another node's forwarder the first it supports
 // (a tunnel). mechanismtranslation keeps the two hops' mechanisms apart.
@@ -146,12 +146,13 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 		}, clients...)...),
 	)
 	// Every Request and Close looks its endpoint up: answered from memory, kept current by a watch.
+	ns := regnext.Chain(querycache.NewNS(ctx), regadapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
 	nse := regnext.Chain(querycache.NewNSE(ctx), regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
-			discover.NewServer(regadapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)), nse),
+			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
 			xconnect.NewServer(fwd), // before both sides' mechanism elements: it acts once both ends exist
 			mechanisms.NewServer(servers),

@@ -304,28 +304,33 @@ func TestRefreshKeepsTheVWire(t *testing.T) {
 }
 
 // registryConn is a forwarder's connection to its nsmgr's registry services. It counts the
-// endpoint Finds without watch that go to the registry, and the events of watches that the
-// forwarder has taken in (it asked for the next one), by endpoint name.
+// Finds without watch that go to the registry, by service name and by endpoint name, and the
+// events of endpoint watches that the forwarder has taken in (it asked for the next one).
 type registryConn struct {
 	*grpc.ClientConn
 	mu    sync.Mutex
-	finds map[string]int
-	taken map[string][]bool // Deleted of each event taken in
+	finds map[string]int    // by "service/<name>" or "endpoint/<name>"
+	taken map[string][]bool // Deleted of each endpoint event taken in, by endpoint name
 }
 
 func (c *registryConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	s, err := c.ClientConn.NewStream(ctx, desc, method, opts...)
-	if err != nil || method != "/registry.NetworkServiceEndpointRegistry/Find" {
+	if err != nil || (method != "/registry.NetworkServiceEndpointRegistry/Find" && method != "/registry.NetworkServiceRegistry/Find") {
 		return s, err
 	}
 	return &findStream{ClientStream: s, c: c}, nil
 }
 
 // found is how many Finds without watch for the endpoint name went to the registry.
-func (c *registryConn) found(name string) int {
+func (c *registryConn) found(name string) int { return c.count("endpoint/" + name) }
+
+// foundService is how many Finds without watch for the service name went to the registry.
+func (c *registryConn) foundService(name string) int { return c.count("service/" + name) }
+
+func (c *registryConn) count(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.finds[name]
+	return c.finds[key]
 }
 
 // tookIn reports whether the last event of the endpoint name that the forwarder took in from a
@@ -346,13 +351,17 @@ type findStream struct {
 }
 
 func (s *findStream) SendMsg(m any) error {
-	if q, ok := m.(*registry.NetworkServiceEndpointQuery); ok {
-		s.watch = q.GetWatch()
-		if !s.watch {
-			s.c.mu.Lock()
-			s.c.finds[q.GetNetworkServiceEndpoint().GetName()]++
-			s.c.mu.Unlock()
-		}
+	key := ""
+	switch q := m.(type) {
+	case *registry.NetworkServiceEndpointQuery:
+		s.watch, key = q.GetWatch(), "endpoint/"+q.GetNetworkServiceEndpoint().GetName()
+	case *registry.NetworkServiceQuery:
+		s.watch, key = q.GetWatch(), "service/"+q.GetNetworkService().GetName()
+	}
+	if key != "" && !s.watch {
+		s.c.mu.Lock()
+		s.c.finds[key]++
+		s.c.mu.Unlock()
 	}
 	return s.ClientStream.SendMsg(m)
 }
@@ -390,6 +399,7 @@ func TestEndpointLookupsAreCached(t *testing.T) {
 	conn, err := direct.Request(ctx, req.Clone())
 	require.NoError(t, err)
 	require.Equal(t, 1, reg.found("nse"), "the first Request looked the endpoint up")
+	require.Equal(t, 1, reg.foundService(service), "the first Request looked the service up")
 	require.Eventually(t, func() bool { return reg.tookIn("nse", false) }, 10*time.Second, time.Millisecond,
 		"the forwarder watches the endpoint")
 	refresh := req.Clone()
@@ -404,6 +414,7 @@ func TestEndpointLookupsAreCached(t *testing.T) {
 	_, err = direct.Close(ctx, second)
 	require.NoError(t, err)
 	require.Equal(t, 1, reg.found("nse"), "the refresh, the other connection and the Closes were answered from the cache")
+	require.Equal(t, 1, reg.foundService(service), "and so were their service lookups")
 
 	found := d.FindEndpoints(ctx, "nse")
 	require.Len(t, found, 1)
