@@ -9,9 +9,9 @@
 // one with its nsmgr's; the services and endpoints found are cached by querycache, kept current
 // by watches, so that refreshes and Closes do not ask the registry again), then xconnect, the
 // mechanism elements facing the previous hop (KERNEL from the client, or a tunnel from another
-// node), and connect to the next hop, whose client chain offers the tunnels (in WithRemoteMechanisms' order) and KERNEL, in that order: a local
-// endpoint takes the first it supports (KERNEL), another node's forwarder the first it supports
-// (a tunnel). mechanismtranslation keeps the two hops' mechanisms apart.
+// node), and connect to the next hop, whose client chain offers the tunnels (in
+// WithRemoteMechanisms' order) and KERNEL, in that order: a local endpoint takes the first it
+// supports (KERNEL), another node's forwarder the first it supports (a tunnel). mechanismtranslation keeps the two hops' mechanisms apart.
 //
 // The forwarder works in the network namespace given to NewServer: every interface, route and
 // rule it makes is there or in a workload's namespace. Before serving, remove what a previous run
