@@ -11,7 +11,8 @@
 // mechanism elements facing the previous hop (KERNEL from the client, or a tunnel from another
 // node), and connect to the next hop, whose client chain offers the tunnels (in
 // WithRemoteMechanisms' order) and KERNEL, in that order: a local endpoint takes the first it
-// supports (KERNEL), another node's forwarder the first it supports (a tunnel). mechanismtranslation keeps the two hops' mechanisms apart.
+// supports (KERNEL), another node's forwarder the first it supports (a tunnel).
+// mechanismtranslation keeps the two hops' mechanisms apart.
 //
 // The forwarder works in the network namespace given to NewServer: every interface, route and
 // rule it makes is there or in a workload's namespace. Before serving, remove what a previous run
