@@ -3,6 +3,7 @@ package nsmgr_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"syscall"
 	"testing"
@@ -11,15 +12,19 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 
+	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/tools/sandbox"
 )
 
 // benchRequestClose measures one Request and its Close from a client on node 0 to an endpoint
-// on node `at`, through every hop over gRPC on unix sockets.
+// on node `at`, through every hop over gRPC on unix sockets. The endpoint hands out addresses,
+// as a real one does, and records nothing: the tests' recorder keeps a copy of every request,
+// which a benchmark would measure along with the mesh.
 func benchRequestClose(b *testing.B, nodes, at int) {
 	mesh := sandbox.New(b, nodes)
 	mesh.RegisterService(&registry.NetworkService{Name: service})
-	endpoint(mesh.Nodes[at], "nse-1", nil)
+	mesh.Nodes[at].NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse-1", NetworkServiceNames: []string{service}},
+		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/16"), netip.MustParsePrefix("fd16::/64")))
 	nsc := mesh.Nodes[0].NewClient("nsc")
 	ctx := context.Background()
 	b.ReportAllocs()
