@@ -148,7 +148,11 @@ func wireguardBaseline(b *testing.B, nodes ...string) func() float64 {
 		name := fmt.Sprintf("vw-basewg%d", i)
 		daemon := exec.Command("ip", "netns", "exec", node, wireguardGo, "--foreground", name)
 		require.NoError(b, daemon.Start())
-		b.Cleanup(func() { _ = daemon.Process.Kill(); _ = daemon.Wait(); _ = os.Remove(filepath.Join("/var/run/wireguard", name+".sock")) })
+		b.Cleanup(func() {
+			_ = daemon.Process.Kill()
+			_ = daemon.Wait()
+			_ = os.Remove(filepath.Join("/var/run/wireguard", name+".sock"))
+		})
 		require.Eventually(b, func() bool { _, err := wg.Device(name); return err == nil }, 5*time.Second, 10*time.Millisecond, "wireguard-go serves %s", name)
 		other := 1 - i
 		require.NoError(b, wg.ConfigureDevice(name, wgtypes.Config{
