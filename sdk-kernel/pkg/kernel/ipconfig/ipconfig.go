@@ -17,6 +17,12 @@
 //     again after a restart; if no routes are given, it holds default routes; routes without a
 //     next hop go through the endpoint's address, as the client's routes do.
 //
+// Neighbour resolution on the interface retries every 100 ms rather than every second (its
+// retrans_time_ms, IPv4 and IPv6, set in ns): the first ARP request or neighbour solicitation
+// of a new vWire may go out before the forwarder has joined the vWire to the other side, and
+// with the kernel's default the packets waiting behind it would wait a second. This is best
+// effort: a namespace whose /proc/sys is not writable keeps the default.
+//
 // A route the same list gives twice is installed once, the later one winning (NSM's
 // point-to-point IPAM repeats the link route in src_routes). Other conflicts, such as a route
 // another interface already owns, fail with AlreadyExists rather than take the route over.
@@ -37,6 +43,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -49,6 +56,7 @@ import (
 
 	"vwire.dev/api/validate"
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/kerr"
+	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 )
 
 // Side says which end of the connection an interface is.
@@ -132,6 +140,7 @@ func Apply(ns netns.NsHandle, name string, side Side, ipc *networkservice.IPCont
 	if link == nil {
 		return kerr.New(codes.NotFound, "ipconfig: no interface %q in namespace %s", name, ns)
 	}
+	fastNeighbourRetries(ns, name)
 	steps, v6 := plan(link, side, ipc, id)
 	var watch *nl.NetlinkSocket
 	if len(v6) > 0 {
@@ -156,6 +165,21 @@ func Apply(ns netns.NsHandle, name string, side Side, ipc *networkservice.IPCont
 		settle(watch, link.Attrs().Index, v6)
 	}
 	return nil
+}
+
+// NeighbourRetransMillis is how often neighbour resolution retries on a vWire.
+const NeighbourRetransMillis = 100
+
+// fastNeighbourRetries sets the neighbour retransmission time of interface name in ns, for IPv4
+// and IPv6 (where IPv6 is on), to NeighbourRetransMillis; errors leave the default.
+func fastNeighbourRetries(ns netns.NsHandle, name string) {
+	_ = nsfile.Do(ns, func() error {
+		for _, family := range []string{"ipv4", "ipv6"} {
+			path := "/proc/sys/net/" + family + "/neigh/" + name + "/retrans_time_ms"
+			_ = os.WriteFile(path, []byte(strconv.Itoa(NeighbourRetransMillis)), 0)
+		}
+		return nil
+	})
 }
 
 // settle waits, at most a second, until the kernel has announced each IPv6 address in want on

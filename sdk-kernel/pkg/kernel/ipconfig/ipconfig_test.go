@@ -1,6 +1,8 @@
 package ipconfig_test
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -13,6 +15,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
+	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -148,4 +151,25 @@ func TestApplyNeedsTheLink(t *testing.T) {
 	err := ipconfig.Apply(ns, "nsm-1", ipconfig.Client, &networkservice.IPContext{SrcIpAddrs: []string{"10.0.0.1/24"}}, "conn-1")
 	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
 	require.ErrorContains(t, err, `ipconfig: no interface "nsm-1" in namespace`)
+}
+
+// TestApplyMakesNeighbourResolutionRetryFast: on the vWire, and only there, a lost first ARP
+// request or neighbour solicitation is repeated after 100 ms, not a second.
+func TestApplyMakesNeighbourResolutionRetryFast(t *testing.T) {
+	ns := link(t)
+	retrans := func(family, name string) string {
+		var got []byte
+		require.NoError(t, nsfile.Do(ns, func() error {
+			var err error
+			got, err = os.ReadFile("/proc/sys/net/" + family + "/neigh/" + name + "/retrans_time_ms")
+			return err
+		}))
+		return strings.TrimSpace(string(got))
+	}
+	before := retrans("ipv4", "lo")
+	ipc := &networkservice.IPContext{SrcIpAddrs: []string{"10.0.0.1/32", "fd00::1/128"}, DstIpAddrs: []string{"10.0.0.2/32", "fd00::2/128"}}
+	require.NoError(t, ipconfig.Apply(ns, "nsm-1", ipconfig.Client, ipc, "conn-1"))
+	require.Equal(t, strconv.Itoa(ipconfig.NeighbourRetransMillis), retrans("ipv4", "nsm-1"))
+	require.Equal(t, strconv.Itoa(ipconfig.NeighbourRetransMillis), retrans("ipv6", "nsm-1"))
+	require.Equal(t, before, retrans("ipv4", "lo"), "other interfaces keep theirs")
 }
