@@ -9,10 +9,12 @@ replace vwire.dev/api => ../api
 require (
 	github.com/networkservicemesh/api v1.15.0-rc.1.0.20250625083423-2e0c8496e4e3
 	github.com/stretchr/testify v1.12.1
+	github.com/vishvananda/netns v0.0.5
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 	vwire.dev/api v0.0.0-00010101000000-000000000000
 	vwire.dev/sdk v0.0.0-00010101000000-000000000000
+	vwire.dev/sdk-kernel v0.0.0-00010101000000-000000000000
 )
 
 require (
@@ -39,6 +41,7 @@ require (
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect
 	github.com/vektah/gqlparser/v2 v2.5.58 // indirect
+	github.com/vishvananda/netlink v1.3.1 // indirect
 	github.com/xeipuuv/gojsonpointer v0.0.0-20190905194746-02993c407bfb // indirect
 	github.com/xeipuuv/gojsonreference v0.0.0-20180127040603-bd5ef7bd5415 // indirect
 	github.com/yashtewari/glob-intersection v0.2.0 // indirect
@@ -56,3 +59,5 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260819154853-08b0e4226688 // indirect
 )
+
+replace vwire.dev/sdk-kernel => ../sdk-kernel

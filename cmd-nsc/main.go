@@ -8,6 +8,10 @@
 // (sdk/pkg/networkservice/chains/client: refresh, heal, retry). The forwarder makes the
 // interface; the client states where (its netns, as inodeURL file:///proc/<pid>/ns/net) and how
 // it is named.
+//
+// The names are the client's own in its namespace: at start, a vWire already there under one of
+// them (its alias says it is one) is what a previous run left when it died, and is removed
+// before the request; any other interface of that name stops the client with an error.
 package main
 
 import (
@@ -21,11 +25,13 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/vishvananda/netns"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/api/nsurl"
 
+	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/log"
@@ -129,10 +135,13 @@ func run(ctx context.Context, c *config) error {
 		return errs
 	}
 
-	netns := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
+	if err := removeLeftovers(ctx, c.NetworkServices); err != nil {
+		return err
+	}
+	netnsURL := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
 	for _, u := range c.NetworkServices {
 		requesting, cancel := context.WithTimeout(ctx, c.RequestTimeout)
-		conn, err := nsc.Request(requesting, request(u, c.Labels, netns))
+		conn, err := nsc.Request(requesting, request(u, c.Labels, netnsURL))
 		cancel()
 		if err != nil {
 			closeErr := closeAll()
@@ -150,6 +159,29 @@ func run(ctx context.Context, c *config) error {
 
 	<-ctx.Done()
 	return closeAll()
+}
+
+// removeLeftovers removes the vWires a previous run of the client left in its namespace under
+// the names it asks for. Without the right to (no CAP_NET_ADMIN) it says so and goes on: the
+// forwarder then refuses the name, saying why.
+func removeLeftovers(ctx context.Context, services serviceURLs) error {
+	self, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open this process's network namespace: %w", err)
+	}
+	defer func() { _ = self.Close() }()
+	for _, u := range services {
+		removed, err := veth.RemoveLeftover(self, u.Interface)
+		switch {
+		case status.Code(err) == codes.AlreadyExists:
+			return fmt.Errorf("NSM_NETWORK_SERVICES: %s: %w", u, err)
+		case err != nil:
+			log.FromContext(ctx).Warn("could not check for a vWire a previous run left", "interface", u.Interface, "error", err)
+		case removed:
+			log.FromContext(ctx).Info("removed the vWire a previous run left", "interface", u.Interface)
+		}
+	}
+	return nil
 }
 
 // request is the first Request for u.

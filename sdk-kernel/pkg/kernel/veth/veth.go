@@ -19,6 +19,11 @@
 // second Create for the same connection ID is AlreadyExists: on a refresh, keep what the first
 // made, or Delete it first.
 //
+// The workload's end carries the alias "vwire:<connection ID>" (Alias), which tells a vWire from
+// the workload's other interfaces: a client that restarts after a crash, in the same namespace,
+// finds the vWires its previous run left under the names it asks for, and removes them
+// (RemoveLeftover) before asking again.
+//
 // Delete removes the pair (which takes the addresses, routes and neighbours with it) and the
 // policy rules ipconfig added, skips what is gone, and so can be repeated or run after a restart
 // with only the Spec. If the workload's namespace is gone, its end died with it: pass a closed
@@ -150,7 +155,41 @@ func configure(hf, hw *netlink.Handle, workload netns.NsHandle, peer string, s S
 	if err := setUp(hw, s.Name); err != nil {
 		return err
 	}
+	if err := hw.LinkSetAlias(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: s.Name}}, Alias(s.ConnID)); err != nil {
+		return kerr.Wrap(err, "veth: set the alias of %q", s.Name)
+	}
 	return ipconfig.Apply(workload, s.Name, s.Side, s.IP, s.ConnID)
+}
+
+// aliasPrefix starts the alias of every workload end of a vWire.
+const aliasPrefix = "vwire:"
+
+// Alias is the alias of the workload's end of connection connID's vWire.
+func Alias(connID string) string { return aliasPrefix + connID }
+
+// RemoveLeftover removes the interface name from the workload's namespace if it is the
+// workload's end of a vWire (its alias says so), and says whether there was one. An interface of
+// that name that is not a vWire is AlreadyExists, and stays: it is the workload's own.
+func RemoveLeftover(workload netns.NsHandle, name string) (bool, error) {
+	h, err := netlink.NewHandleAt(workload, unix.NETLINK_ROUTE)
+	if err != nil {
+		return false, kerr.Wrap(err, "veth: open netlink in the workload's namespace")
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if kerr.Missing(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, kerr.Wrap(err, "veth: find %q", name)
+	}
+	if !strings.HasPrefix(link.Attrs().Alias, aliasPrefix) {
+		return false, kerr.New(codes.AlreadyExists, "veth: interface %q exists in the workload's namespace and is not a vWire; ask for another name", name)
+	}
+	if err := h.LinkDel(link); err != nil && !kerr.Missing(err) {
+		return false, kerr.Wrap(err, "veth: delete the vWire %q (%s) a previous run left", name, link.Attrs().Alias)
+	}
+	return true, nil
 }
 
 func setUp(h *netlink.Handle, name string) error {

@@ -7,6 +7,7 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
@@ -251,4 +252,35 @@ func BenchmarkVethSetup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestRemoveLeftover: a client restarted in its namespace removes the vWire its previous run
+// left under a name it asks for, both ends of it, and leaves an interface of its own alone.
+func TestRemoveLeftover(t *testing.T) {
+	fwd, workload, unchanged := namespaces(t)
+	spec := veth.Spec{ConnID: "conn-1", Name: "nsm-1", Side: ipconfig.Client, IP: p2p("172.16.1.1/32", "172.16.1.0/32")}
+	_, err := veth.Create(fwd, workload, spec)
+	require.NoError(t, err)
+	link, err := nstest.Handle(t, workload).LinkByName("nsm-1")
+	require.NoError(t, err)
+	require.Equal(t, veth.Alias("conn-1"), link.Attrs().Alias, "the workload's end says it is a vWire, and whose")
+
+	removed, err := veth.RemoveLeftover(workload, "nsm-1")
+	require.NoError(t, err)
+	require.True(t, removed)
+	unchanged()
+	require.NoError(t, veth.Delete(fwd, workload, spec), "the old connection's Close later finds nothing and succeeds")
+
+	removed, err = veth.RemoveLeftover(workload, "nsm-1")
+	require.NoError(t, err)
+	require.False(t, removed, "nothing of that name")
+
+	h := nstest.Handle(t, workload)
+	require.NoError(t, h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nsm-1"}, PeerName: "own-1"}))
+	removed, err = veth.RemoveLeftover(workload, "nsm-1")
+	require.Equal(t, codes.AlreadyExists, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "is not a vWire")
+	require.False(t, removed)
+	_, err = h.LinkByName("nsm-1")
+	require.NoError(t, err, "the workload's own interface stays")
 }
