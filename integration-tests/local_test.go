@@ -64,7 +64,15 @@ func upMesh(t testing.TB) string {
 	}
 	require.Empty(t, namespaces(t), "vw-* namespaces exist already: a mesh is up on this machine")
 	dir := filepath.Join(t.TempDir(), "mesh")
-	t.Cleanup(func() { _, _ = mesh(t, dir, "down") })
+	t.Cleanup(func() {
+		if t.Failed() { // keep the components' logs, which down removes
+			kept := filepath.Join(os.TempDir(), fmt.Sprintf("vwire-mesh-logs-%d", time.Now().UnixNano()))
+			if err := exec.Command("cp", "-r", filepath.Join(dir, "run"), kept).Run(); err == nil {
+				t.Logf("the components' logs are in %s", kept)
+			}
+		}
+		_, _ = mesh(t, dir, "down")
+	})
 	_, err := mesh(t, dir, "up")
 	require.NoError(t, err)
 	return dir
@@ -87,6 +95,8 @@ func TestLocalMesh(t *testing.T) {
 
 	silence := outage(t, func() { _, err := mesh(t, dir, "restart", "forwarder1"); require.NoError(t, err) })
 	t.Logf("forwarder 1 killed and started again: the longest silence was %v", silence)
+	require.Eventually(t, func() bool { _, err := mesh(t, dir, "check"); return err == nil }, 20*time.Second, 500*time.Millisecond,
+		"every client healed after forwarder 1 restarted, those through other nodes too")
 
 	serving, spare := "k2k", "k2k-2"
 	if len(links(t, "vw-nse-k2k-2")) > 0 {
@@ -97,6 +107,20 @@ func TestLocalMesh(t *testing.T) {
 	t.Logf("endpoint nse-%s killed, nse-%s took over: the longest silence was %v", serving, spare, silence)
 	require.Len(t, links(t, "vw-nse-"+spare), 1, "the spare endpoint holds the client's vWire")
 	require.Equal(t, addr, links(t, "vw-nsc-k2k")["nsm-1"], "the client kept its addresses: both endpoints draw from one prefix")
+
+	// A client that dies and starts again in its namespace finds its old vWire there, removes it
+	// and gets a new one.
+	_, err = mesh(t, dir, "restart", "nsc-k2wg2k")
+	require.NoError(t, err)
+	clientLog := func() string {
+		b, err := os.ReadFile(filepath.Join(dir, "run", "nsc-k2wg2k.log"))
+		require.NoError(t, err)
+		return string(b)
+	}
+	require.Eventually(t, func() bool { return strings.Count(clientLog(), "msg=connected") == 2 }, 20*time.Second, 20*time.Millisecond,
+		"the restarted client connected")
+	require.Contains(t, clientLog(), "removed the vWire a previous run left")
+	require.True(t, pingOnce("vw-nsc-k2wg2k"), "the new vWire carries ping")
 
 	pids, err := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
 	require.NoError(t, err)
