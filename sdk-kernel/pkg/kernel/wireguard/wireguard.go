@@ -165,6 +165,39 @@ func New(ns netns.NsHandle, name string, opts ...Option) (*Device, error) {
 	return d, nil
 }
 
+// Remove makes the name free in namespace ns: it closes this process's device of that name if
+// one is open, or else deletes an interface of that name in ns and the socket file of the name.
+// It is for names the caller owns (a forwarder's, by ifname's rule) that something left behind.
+func Remove(ns netns.NsHandle, name string) error {
+	open.mu.Lock()
+	var found *Device
+	for d := range open.set {
+		if d.name == name {
+			found = d
+		}
+	}
+	open.mu.Unlock()
+	if found != nil {
+		return found.Close()
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return kerr.Wrap(err, "wireguard: open netlink in namespace %s", ns)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err == nil {
+		err = h.LinkDel(link)
+	}
+	if err != nil && !kerr.Missing(err) {
+		return kerr.Wrap(err, "wireguard: delete %q", name)
+	}
+	if err := os.Remove(SocketPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return kerr.Wrap(err, "wireguard: remove socket of %q", name)
+	}
+	return nil
+}
+
 // open is the devices of this process that are not closed: a wireguard-go device lives in the
 // process, and its socket outlives the process unless the device is closed first (CloseAll).
 var open = &devices{set: map[*Device]struct{}{}}

@@ -25,7 +25,8 @@
 // Guarantees: the offer and the answer are checked (InvalidArgument, or FailedPrecondition for a
 // bad answer, naming the field; ETHERNET payload is InvalidArgument); a first Request whose
 // interface cannot be made closes downstream and returns the error, with nothing left; a refresh
-// keeps the interface, or makes it anew when the peer's key or address changed; on the client
+// keeps the interface, or makes it anew when the peer's key or address changed (replacing an
+// interface of the connection's name that nothing kept, left by an earlier try); on the client
 // side, a next hop that chose another mechanism removes it; Close removes it and always calls
 // next. A forwarder without a tunnel address has no WireGuard: the forwarder chain leaves it out.
 package wireguard
@@ -268,7 +269,15 @@ func (b *base) ensure(old, want *tunnel, id string, port uint16, keepalive time.
 		}
 	}
 	name := ifname.Name(id, b.role)
-	dev, err := kwireguard.New(b.fwd, name, append([]kwireguard.Option{kwireguard.WithMTU(b.mtu)}, b.opts...)...)
+	opts := append([]kwireguard.Option{kwireguard.WithMTU(b.mtu)}, b.opts...)
+	dev, err := kwireguard.New(b.fwd, name, opts...)
+	if status.Code(err) == codes.AlreadyExists {
+		// The name is this connection's (ifname's rule) and nothing kept holds it: whatever
+		// does is left from an earlier try of this connection. Free it and make the interface.
+		if rerr := kwireguard.Remove(b.fwd, name); rerr == nil {
+			dev, err = kwireguard.New(b.fwd, name, opts...)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: %w", err)
 	}

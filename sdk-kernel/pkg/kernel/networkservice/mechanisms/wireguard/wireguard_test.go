@@ -216,3 +216,24 @@ func TestClientConformance(t *testing.T) {
 		Request: func() *networkservice.NetworkServiceRequest { return request(id(t), payload.IP) },
 	})
 }
+
+// TestLeftoverInterfaceIsReplaced: an interface of the connection's name that nothing keeps
+// (left by an earlier try) does not stop the connection: the server replaces it, and Close
+// leaves nothing.
+func TestLeftoverInterfaceIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	n := underlay(t, "10.254.0.1/24", "10.254.0.2/24")
+	before := [2]string{nstest.Dump(t, n.a), nstest.Dump(t, n.b)}
+	connID := id(t)
+	leftover, err := kwireguard.New(n.b, ifname.Name(connID, ifname.ClientTunnel), kwireguard.WithUserspace())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = leftover.Close() })
+
+	c := pair(n, checks.NewServer())
+	conn, err := c.Request(ctx, request(connID, payload.IP))
+	require.NoError(t, err)
+	require.Equal(t, n.ka.PublicKey(), state(t, n.b, connID, ifname.ClientTunnel).Peers[0].PublicKey, "the new interface has the client as its peer")
+	_, err = c.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Equal(t, before, [2]string{nstest.Dump(t, n.a), nstest.Dump(t, n.b)}, "nothing is left")
+}
