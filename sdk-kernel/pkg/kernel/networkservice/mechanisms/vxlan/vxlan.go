@@ -27,7 +27,8 @@
 // Guarantees: the offer and the answer are checked (InvalidArgument for a missing or malformed
 // address, or one of the other family than the tunnel address); a first Request whose device
 // cannot be made closes downstream and returns the error, with nothing left; a refresh keeps the
-// device, or makes it anew when the remote address, VNI or MTU changed; on the client side, a
+// device, or makes it anew when the remote address, VNI or MTU changed (replacing a device of the
+// connection's name that nothing kept, left by an earlier try); on the client side, a
 // next hop that chose another mechanism removes the device; Close removes it and always calls
 // next. A forwarder without a tunnel address has no VXLAN: the forwarder chain leaves it out.
 package vxlan
@@ -356,7 +357,13 @@ func (b *base) ensure(old *tunnel, want kvxlan.Config) (*tunnel, error) {
 			return old, err
 		}
 	}
-	if err := kvxlan.Create(b.fwd, want); err != nil {
+	err := kvxlan.Create(b.fwd, want)
+	if status.Code(err) == codes.AlreadyExists && kvxlan.Delete(b.fwd, want.Name) == nil {
+		// The name is this connection's (ifname's rule) and nothing kept holds it: the device
+		// is left from an earlier try of this connection.
+		err = kvxlan.Create(b.fwd, want)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("vxlan: %w", err)
 	}
 	return &tunnel{cfg: want, end: &xconnect.End{Name: want.Name}}, nil

@@ -251,3 +251,20 @@ func TestClientConformance(t *testing.T) {
 		Request: request,
 	})
 }
+
+// TestLeftoverDeviceIsReplaced: a device of the connection's name that nothing keeps (left by
+// an earlier try) does not stop the connection: the server replaces it.
+func TestLeftoverDeviceIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	n := underlay(t, "10.254.0.1/24", "10.254.0.2/24")
+	before := nstest.Dump(t, n.b)
+	name := ifname.Name("conn-1", ifname.ClientTunnel)
+	require.NoError(t, kvxlan.Create(n.b, kvxlan.Config{Name: name, VNI: 7, Local: n.ib, Remote: netip.MustParseAddr("10.254.0.9")}))
+	s := server(n, checks.NewServer())
+	conn, err := s.Request(ctx, offered(n.ia, 42, ""))
+	require.NoError(t, err)
+	require.Equal(t, n.ia.String(), device(t, n.b, ifname.ClientTunnel).Group.String(), "the device leads to the client now")
+	_, err = s.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Equal(t, before, nstest.Dump(t, n.b), "nothing is left")
+}
