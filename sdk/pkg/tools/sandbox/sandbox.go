@@ -134,19 +134,23 @@ func (d *Domain) dial(ctx context.Context, u *url.URL) (*grpc.ClientConn, error)
 // RegisterService registers a network service in the domain's registry.
 func (d *Domain) RegisterService(ns *registry.NetworkService) {
 	d.t.Helper()
-	ctx, cancel := context.WithCancel(d.ctx)
-	defer cancel()
-	cc, err := d.dial(ctx, d.Registry.URL)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if _, err := registry.NewNetworkServiceRegistryClient(cc).Register(ctx, ns); err != nil {
-		d.t.Fatalf("sandbox: register service %s: %v", ns.GetName(), err)
-	}
+	d.services("register", ns, func(ctx context.Context, c registry.NetworkServiceRegistryClient) error {
+		_, err := c.Register(ctx, ns)
+		return err
+	})
 }
 
 // UnregisterService removes a network service from the domain's registry.
 func (d *Domain) UnregisterService(ns *registry.NetworkService) {
+	d.t.Helper()
+	d.services("unregister", ns, func(ctx context.Context, c registry.NetworkServiceRegistryClient) error {
+		_, err := c.Unregister(ctx, ns)
+		return err
+	})
+}
+
+// services calls the registry's network service API, failing the test on an error.
+func (d *Domain) services(verb string, ns *registry.NetworkService, call func(context.Context, registry.NetworkServiceRegistryClient) error) {
 	d.t.Helper()
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
@@ -154,8 +158,8 @@ func (d *Domain) UnregisterService(ns *registry.NetworkService) {
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	if _, err := registry.NewNetworkServiceRegistryClient(cc).Unregister(ctx, ns); err != nil {
-		d.t.Fatalf("sandbox: unregister service %s: %v", ns.GetName(), err)
+	if err := call(ctx, registry.NewNetworkServiceRegistryClient(cc)); err != nil {
+		d.t.Fatalf("sandbox: %s service %s: %v", verb, ns.GetName(), err)
 	}
 }
 
