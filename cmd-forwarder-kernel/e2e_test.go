@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
@@ -96,7 +97,7 @@ func TestServesAConnectionAndLeavesNothing(t *testing.T) {
 	})
 	require.NoError(t, err, "stderr:\n%s", p.Stderr())
 	for _, dst := range conn.GetContext().GetIpContext().GetDstIpAddrs() {
-		require.NoError(t, ping(nscNS, netip.MustParsePrefix(dst).Addr()), "ping %s", dst)
+		require.NoError(t, ping.Ping(nscNS, netip.MustParsePrefix(dst).Addr()), "ping %s", dst)
 	}
 
 	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/netip"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
@@ -31,7 +26,6 @@ import (
 	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
-	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 )
 
 var bin string // the command, built once
@@ -221,44 +215,4 @@ func TestRegistersAgainAfterTheNsmgrRestarts(t *testing.T) {
 		"registered again at the restarted nsmgr; stderr:\n%s", p.Stderr())
 	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())
 	require.Empty(t, forwarders(t, ctx, registered), "it unregistered")
-}
-
-// ping sends ICMP echo requests from a raw socket in ns to dst until one is answered, at most 3.
-func ping(ns netns.NsHandle, dst netip.Addr) error {
-	network, listen, proto := "ip4:icmp", "0.0.0.0", 1
-	var request, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
-	if dst.Is6() {
-		network, listen, proto = "ip6:ipv6-icmp", "::", 58
-		request, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
-	}
-	var conn *icmp.PacketConn
-	err := nsfile.Do(ns, func() (err error) {
-		conn, err = icmp.ListenPacket(network, listen)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	buf := make([]byte, 1500)
-	for seq := 1; seq <= 3; seq++ {
-		msg, err := (&icmp.Message{Type: request, Body: &icmp.Echo{ID: 7, Seq: seq, Data: []byte("vwire")}}).Marshal(nil)
-		if err != nil {
-			return err
-		}
-		if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-			return err
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				break
-			}
-			if m, err := icmp.ParseMessage(proto, buf[:n]); err == nil && m.Type == reply {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("ping %s: no reply", dst)
 }

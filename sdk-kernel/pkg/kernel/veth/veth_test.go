@@ -15,6 +15,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 )
 
@@ -223,10 +224,10 @@ func TestPing(t *testing.T) {
 			require.NoError(t, ipconfig.Apply(endpoint, peer, ipconfig.Endpoint, tt.ip, spec.ConnID))
 
 			for _, dst := range tt.ip.GetDstIPNets() {
-				require.NoError(t, nstest.Ping(client, netip.MustParseAddr(dst.IP.String())))
+				require.NoError(t, ping.Ping(client, netip.MustParseAddr(dst.IP.String())))
 			}
 			for _, src := range tt.ip.GetSrcIPNets() {
-				require.NoError(t, nstest.Ping(endpoint, netip.MustParseAddr(src.IP.String())))
+				require.NoError(t, ping.Ping(endpoint, netip.MustParseAddr(src.IP.String())))
 			}
 			require.NoError(t, veth.Delete(endpoint, client, spec))
 		})

@@ -13,6 +13,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	"vwire.dev/sdk-kernel/pkg/kernel/vxlan"
 )
 
@@ -115,10 +116,10 @@ func TestTunnel(t *testing.T) {
 				require.NoError(t, ipconfig.Apply(ns, cfg.Name, sides[i], overlay, "vx"))
 			}
 			for _, dst := range []string{"192.168.100.2", "fd00:100::2"} {
-				require.NoError(t, nstest.Ping(a, netip.MustParseAddr(dst)))
+				require.NoError(t, ping.Ping(a, netip.MustParseAddr(dst)))
 			}
 			for _, dst := range []string{"192.168.100.1", "fd00:100::1"} {
-				require.NoError(t, nstest.Ping(b, netip.MustParseAddr(dst)))
+				require.NoError(t, ping.Ping(b, netip.MustParseAddr(dst)))
 			}
 		})
 	}

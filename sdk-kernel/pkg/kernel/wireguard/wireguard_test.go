@@ -20,6 +20,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	"vwire.dev/sdk-kernel/pkg/kernel/wireguard"
 )
 
@@ -110,10 +111,10 @@ func tunnel(t *testing.T, underlay [2]string, overlay *networkservice.IPContext,
 	}
 
 	for _, dst := range addrs[1] {
-		require.NoError(t, nstest.Ping(a, netip.MustParseAddr(dst.IP.String())))
+		require.NoError(t, ping.Ping(a, netip.MustParseAddr(dst.IP.String())))
 	}
 	for _, dst := range addrs[0] {
-		require.NoError(t, nstest.Ping(b, netip.MustParseAddr(dst.IP.String())))
+		require.NoError(t, ping.Ping(b, netip.MustParseAddr(dst.IP.String())))
 	}
 	state, err := devs[0].State()
 	require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
 	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 	"vwire.dev/sdk-kernel/pkg/kernel/vxlan"
 	"vwire.dev/sdk-kernel/pkg/kernel/xconnect"
@@ -53,13 +54,13 @@ func wires(t *testing.T, fwd, client, endpoint netns.NsHandle, pl string) (strin
 	}
 }
 
-func ping(t *testing.T, client, endpoint netns.NsHandle) {
+func pingBothWays(t *testing.T, client, endpoint netns.NsHandle) {
 	t.Helper()
 	for _, dst := range []string{"172.16.1.0", "fd00:16::"} {
-		require.NoError(t, nstest.Ping(client, netip.MustParseAddr(dst)))
+		require.NoError(t, ping.Ping(client, netip.MustParseAddr(dst)))
 	}
 	for _, dst := range []string{"172.16.1.1", "fd00:16::1"} {
-		require.NoError(t, nstest.Ping(endpoint, netip.MustParseAddr(dst)))
+		require.NoError(t, ping.Ping(endpoint, netip.MustParseAddr(dst)))
 	}
 }
 
@@ -77,7 +78,7 @@ func TestLocal(t *testing.T) {
 
 			require.NoError(t, xconnect.Create(fwd, in, out))
 			nstest.Golden(t, nstest.Dump(t, fwd))
-			ping(t, client, endpoint)
+			pingBothWays(t, client, endpoint)
 
 			require.NoError(t, xconnect.Delete(fwd, in, out))
 			require.Equal(t, wired, nstest.Dump(t, fwd))
@@ -115,7 +116,7 @@ func TestRemoteVXLAN(t *testing.T) {
 				}))
 				require.NoError(t, xconnect.Create(fwds[i], peer, "vx-1"))
 			}
-			ping(t, client, endpoint)
+			pingBothWays(t, client, endpoint)
 		})
 	}
 }

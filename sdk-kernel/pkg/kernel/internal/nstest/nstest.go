@@ -1,13 +1,12 @@
-// Package nstest gives this module's tests throwaway network namespaces, a text picture of a
-// namespace's state for golden files, and a ping that needs no ping binary.
+// Package nstest gives this module's tests throwaway network namespaces and a text picture of a
+// namespace's state for golden files (the ping package checks traffic).
 //
 // Why: every package here changes kernel state, and its tests must check exactly what was made
 // and that removal leaves nothing, without touching the host's interfaces. New makes a named
 // namespace (visible to `ip netns list` while a test runs) and removes it in t.Cleanup, failed
 // test or not; Dump lists links, addresses, routes, rules, neighbours and tc state in a stable
 // order without the values the kernel makes up (indexes, random MACs, IPv6 link-local
-// addresses); Golden compares it with testdata/<test name>.golden, rewritten by -update; Ping
-// sends ICMP echo requests from a raw socket opened inside a namespace, so CI needs no iputils.
+// addresses); Golden compares it with testdata/<test name>.golden, rewritten by -update.
 package nstest
 
 import (
@@ -17,21 +16,16 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
@@ -118,61 +112,6 @@ func Veth(t testing.TB, a netns.NsHandle, aName string, aAddrs []string, b netns
 		ipc := &networkservice.IPContext{SrcIpAddrs: end.addrs}
 		require.NoError(t, ipconfig.Apply(end.ns, end.name, ipconfig.Client, ipc, "underlay"))
 	}
-}
-
-// Ping sends up to three ICMP echo requests, one a second, from a raw socket in ns to dst and
-// returns nil at the first matching reply: `ping -c 1 -W 1` with two retries.
-func Ping(ns netns.NsHandle, dst netip.Addr) error {
-	network, listen, proto := "ip4:icmp", "0.0.0.0", 1
-	var request, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
-	if dst.Is6() {
-		network, listen, proto = "ip6:ipv6-icmp", "::", 58
-		request, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
-	}
-	var conn *icmp.PacketConn
-	err := nsfile.Do(ns, func() (err error) {
-		conn, err = icmp.ListenPacket(network, listen)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close() }()
-	var idBytes [2]byte
-	_, _ = rand.Read(idBytes[:])
-	id := int(idBytes[0])<<8 | int(idBytes[1])
-	buf := make([]byte, 1500)
-	for seq := 1; seq <= 3; seq++ {
-		msg, err := (&icmp.Message{Type: request, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("vwire")}}).Marshal(nil)
-		if err != nil {
-			return err
-		}
-		if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-			return fmt.Errorf("ping %s: %w", dst, err)
-		}
-		if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
-			return err
-		}
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("ping %s: %w", dst, err)
-			}
-			m, err := icmp.ParseMessage(proto, buf[:n])
-			if err != nil || m.Type != reply {
-				continue
-			}
-			echo, ok := m.Body.(*icmp.Echo)
-			fromAddr, _ := netip.AddrFromSlice(from.(*net.IPAddr).IP)
-			if ok && echo.ID == id && echo.Seq == seq && fromAddr.Unmap() == dst {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("ping %s: no echo reply to 3 requests, 1 s each", dst)
 }
 
 // Golden compares got with testdata/<test name>.golden, or writes it there under -update.

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -39,6 +40,6 @@ func TestDumpAndPing(t *testing.T) {
 	require.Equal(t, "links:\n  lo device down mtu 65536\naddresses:\nroutes:\nrules:\nneighbours:\ntc:\n", nstest.Dump(t, a))
 	nstest.Veth(t, a, "a0", []string{"10.1.0.1/24", "fd00:1::1/64"}, b, "b0", []string{"10.1.0.2/24", "fd00:1::2/64"})
 	nstest.Golden(t, nstest.Dump(t, a))
-	require.NoError(t, nstest.Ping(a, netip.MustParseAddr("10.1.0.2")))
-	require.NoError(t, nstest.Ping(b, netip.MustParseAddr("fd00:1::1")))
+	require.NoError(t, ping.Ping(a, netip.MustParseAddr("10.1.0.2")))
+	require.NoError(t, ping.Ping(b, netip.MustParseAddr("fd00:1::1")))
 }

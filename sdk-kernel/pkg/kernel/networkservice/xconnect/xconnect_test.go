@@ -29,6 +29,7 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanismtranslation"
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/xconnect"
 	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -116,11 +117,11 @@ func TestKernel2Kernel(t *testing.T) {
 			conn, err := fwd.Request(ctx, request(s.nscURL, p))
 			require.NoError(t, err)
 			nstest.Golden(t, nstest.Dump(t, s.fwd))
-			for _, ping := range []struct {
+			for _, hop := range []struct {
 				from netns.NsHandle
 				to   string
 			}{{s.nsc, "172.16.0.0"}, {s.nsc, "fd16::"}, {s.nse, "172.16.0.1"}, {s.nse, "fd16::1"}} {
-				require.NoError(t, nstest.Ping(ping.from, netip.MustParseAddr(ping.to)))
+				require.NoError(t, ping.Ping(hop.from, netip.MustParseAddr(hop.to)))
 			}
 
 			refresh := request(s.nscURL, p)

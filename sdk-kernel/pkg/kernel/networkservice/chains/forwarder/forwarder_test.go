@@ -41,6 +41,7 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/chains/forwarder"
+	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -167,7 +168,7 @@ func pingAcross(t *testing.T, nsc, nse netns.NsHandle, conn *networkservice.Conn
 		to   []string
 	}{{nsc, ipc.GetDstIpAddrs()}, {nse, ipc.GetSrcIpAddrs()}} {
 		for _, dst := range side.to {
-			require.NoError(t, nstest.Ping(side.from, netip.MustParsePrefix(dst).Addr()), "ping %s", dst)
+			require.NoError(t, ping.Ping(side.from, netip.MustParsePrefix(dst).Addr()), "ping %s", dst)
 		}
 	}
 }
