@@ -82,7 +82,7 @@ func pingOnce(ns string) bool {
 // iteration: a plain veth pair, or for WireGuard a WireGuard tunnel made by hand between the two
 // nodes on the same underlay (two wireguard-go processes, as the forwarders run it here). It reports both in
 // Mbit/s and their ratio; the goals are at least 0.9 for Kernel2Kernel and WireGuard, 0.8 for
-// VXLAN.
+// VXLAN. A VXLAN vWire is also compared with a VXLAN tunnel made by hand (vs-hand-vxlan).
 func BenchmarkThroughput(b *testing.B) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		b.Skip("iperf3 is missing (Debian: apt-get install iperf3)")
@@ -100,15 +100,27 @@ func BenchmarkThroughput(b *testing.B) {
 			} else {
 				baseline = vethBaseline(b, client, server)
 			}
+			// A VXLAN vWire is also measured against a VXLAN device pair made by hand between the
+			// same nodes: what the kernel's VXLAN costs on this machine, whatever the mesh does.
+			var handVXLAN func() float64
+			if strings.HasPrefix(tc.name, "k2vx2k") {
+				handVXLAN = vxlanBaseline(b, 1, tc.node)
+			}
 			iperfServer(b, server)
-			var vwire, base float64
+			var vwire, base, hand float64
 			for i := 0; i < b.N; i++ {
 				vwire += iperf(b, client, tc.endpoint)
 				base += baseline()
+				if handVXLAN != nil {
+					hand += handVXLAN()
+				}
 			}
 			b.ReportMetric(vwire/float64(b.N), "Mbit/s")
 			b.ReportMetric(base/float64(b.N), "baseline-Mbit/s")
 			b.ReportMetric(vwire/base, "ratio")
+			if handVXLAN != nil {
+				b.ReportMetric(vwire/hand, "vs-hand-vxlan")
+			}
 		})
 	}
 }
@@ -123,6 +135,21 @@ func vethBaseline(b *testing.B, client, server string) func() float64 {
 	run(b, "ip", "-n", client, "link", "set", "vw-base0", "up")
 	run(b, "ip", "-n", server, "link", "set", "vw-base1", "up")
 	return func() float64 { return iperf(b, client, "10.250.0.2") }
+}
+
+// vxlanBaseline makes a VXLAN device pair by hand between node from and node to, over their
+// underlay addresses (10.200.0.N), and returns a measurement across it.
+func vxlanBaseline(b *testing.B, from, to int) func() float64 {
+	for _, end := range [][2]int{{from, to}, {to, from}} {
+		node := fmt.Sprintf("vw-node%d", end[0])
+		run(b, "ip", "-n", node, "link", "add", "vw-handvx", "type", "vxlan", "id", "999",
+			"local", fmt.Sprintf("10.200.0.%d", end[0]), "remote", fmt.Sprintf("10.200.0.%d", end[1]), "dstport", "4789")
+		b.Cleanup(func() { _ = exec.Command("ip", "-n", node, "link", "del", "vw-handvx").Run() })
+		run(b, "ip", "-n", node, "addr", "add", fmt.Sprintf("10.252.0.%d/24", end[0]), "dev", "vw-handvx")
+		run(b, "ip", "-n", node, "link", "set", "vw-handvx", "up")
+	}
+	iperfServer(b, fmt.Sprintf("vw-node%d", to))
+	return func() float64 { return iperf(b, fmt.Sprintf("vw-node%d", from), fmt.Sprintf("10.252.0.%d", to)) }
 }
 
 // wireguardBaseline makes a WireGuard tunnel by hand between two nodes, over the same underlay

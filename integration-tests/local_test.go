@@ -45,14 +45,15 @@ type topology struct {
 	name     string // mesh.sh's, which names the client's and the endpoint's namespaces
 	service  string
 	endpoint string // the endpoint's address across the vWire
+	node     int    // the endpoint's node (every client runs on node 1)
 }
 
 var topologies = []topology{
-	{"k2k", "icmp-k2k", "172.16.1.1"},
-	{"k2k-eth", "icmp-k2k-eth", "172.16.2.1"},
-	{"k2wg2k", "icmp-k2wg2k", "172.16.3.1"},
-	{"k2vx2k", "icmp-k2vx2k", "172.16.4.1"},
-	{"k2vx2k-ip", "icmp-k2vx2k-ip", "172.16.5.1"},
+	{"k2k", "icmp-k2k", "172.16.1.1", 1},
+	{"k2k-eth", "icmp-k2k-eth", "172.16.2.1", 1},
+	{"k2wg2k", "icmp-k2wg2k", "172.16.3.1", 2},
+	{"k2vx2k", "icmp-k2vx2k", "172.16.4.1", 2},
+	{"k2vx2k-ip", "icmp-k2vx2k-ip", "172.16.5.1", 3},
 }
 
 // upMesh starts the local mesh and returns its folder; the mesh goes down when the test or
