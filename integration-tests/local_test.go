@@ -98,6 +98,14 @@ func TestLocalMesh(t *testing.T) {
 	t.Logf("forwarder 1 killed and started again: the longest silence was %v", silence)
 	require.Eventually(t, func() bool { _, err := mesh(t, dir, "check"); return err == nil }, 20*time.Second, 500*time.Millisecond,
 		"every client healed after forwarder 1 restarted, those through other nodes too")
+	// The other components, one at a time: the endpoints' forwarders (whose vWires are made again
+	// while the clients' stay), the registry and an nsmgr. Every client heals within seconds.
+	for _, name := range []string{"forwarder2", "forwarder3", "registry", "nsmgr1", "nsmgr2"} {
+		_, err := mesh(t, dir, "restart", name)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { _, err := mesh(t, dir, "check"); return err == nil }, 10*time.Second, 500*time.Millisecond,
+			"every client healed after %s restarted", name)
+	}
 
 	serving, spare := "k2k", "k2k-2"
 	if len(links(t, "vw-nse-k2k-2")) > 0 {

@@ -10,9 +10,10 @@
 // per connection and stable across restarts, so a restarted forwarder finds it again.
 //
 // Create, in order: checks the whole Spec (InvalidArgument for a bad field, AlreadyExists when a
-// name is taken, before anything is made); makes the pair with the MTU on both ends and, for
-// ETHERNET payload, the workload end's MAC from the EthernetContext (client: src_mac, endpoint:
-// dst_mac); sets both ends up; applies the IPContext to the workload end (see ipconfig). The
+// name is taken, before anything is made); makes the pair with the MTU on both ends and the
+// workload end's MAC: for ETHERNET payload the EthernetContext's (client: src_mac, endpoint:
+// dst_mac), otherwise, or when it has none, one derived from the connection ID and the side, the
+// same each time the vWire is made again; sets both ends up; applies the IPContext to the workload end (see ipconfig). The
 // ends go up before the addresses go on: an IPv6 address added to a link that is not yet up
 // stays unusable until IPv6 sees the link ready, which costs the first packets a second or two
 // of neighbour discovery retries. A failure at any step removes everything made before it. A
@@ -67,7 +68,19 @@ func PeerName(connID string) string {
 	return "vw" + strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:13]
 }
 
-// check returns the workload end's MAC (nil: the kernel's choice) or the first problem of s.
+// derivedMAC is the workload end's MAC when the Ethernet context gives none: locally
+// administered, unicast, from the connection ID and the side. A vWire made again for the same
+// connection (a forwarder restarted) has the MAC it had, so the other side's neighbour cache
+// stays right; with a new random one, frames would go to the old MAC until that entry expired,
+// half a minute and more when the other side's vWire outlived the restart.
+func (s *Spec) derivedMAC() net.HardwareAddr {
+	sum := sha256.Sum256([]byte(s.ConnID + "/" + s.Side.String()))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^1 | 2
+	return mac
+}
+
+// check returns the workload end's MAC or the first problem of s.
 func (s *Spec) check() (net.HardwareAddr, error) {
 	if s.ConnID == "" {
 		return nil, kerr.New(codes.InvalidArgument, "veth: no connection ID; the forwarder's end is named after it")
@@ -83,7 +96,7 @@ func (s *Spec) check() (net.HardwareAddr, error) {
 	}
 	switch s.Payload {
 	case "", payload.IP:
-		return nil, nil
+		return s.derivedMAC(), nil
 	case payload.Ethernet:
 	default:
 		return nil, kerr.New(codes.InvalidArgument, "veth: payload %q; want %s or %s", s.Payload, payload.IP, payload.Ethernet)
@@ -93,7 +106,7 @@ func (s *Spec) check() (net.HardwareAddr, error) {
 		field, mac = "dst_mac", s.Ethernet.GetDstMac()
 	}
 	if mac == "" {
-		return nil, nil
+		return s.derivedMAC(), nil
 	}
 	hw, err := net.ParseMAC(mac)
 	if err != nil || len(hw) != 6 || hw[0]&1 != 0 {

@@ -285,3 +285,31 @@ func TestRemoveLeftover(t *testing.T) {
 	_, err = h.LinkByName("nsm-1")
 	require.NoError(t, err, "the workload's own interface stays")
 }
+
+// TestMACIsStableAcrossRecreation: a vWire made again for the same connection has the MAC it had
+// (the other side's neighbour cache stays right); another side or connection has another one.
+func TestMACIsStableAcrossRecreation(t *testing.T) {
+	fwd, workload, _ := namespaces(t)
+	mac := func(s veth.Spec) string {
+		_, err := veth.Create(fwd, workload, s)
+		require.NoError(t, err)
+		link, err := nstest.Handle(t, workload).LinkByName(s.Name)
+		require.NoError(t, err)
+		require.NoError(t, veth.Delete(fwd, workload, s))
+		hw := link.Attrs().HardwareAddr
+		require.Equal(t, byte(2), hw[0]&3, "locally administered, unicast: %s", hw)
+		return hw.String()
+	}
+	client := veth.Spec{ConnID: "conn-1", Name: "nsm-1", Side: ipconfig.Client}
+	first := mac(client)
+	require.Equal(t, first, mac(client), "made again, the same MAC")
+	endpoint := client
+	endpoint.Side = ipconfig.Endpoint
+	require.NotEqual(t, first, mac(endpoint))
+	other := client
+	other.ConnID = "conn-2"
+	require.NotEqual(t, first, mac(other))
+	ethernet := client
+	ethernet.Payload, ethernet.Ethernet = payload.Ethernet, &networkservice.EthernetContext{SrcMac: "02:00:00:00:00:07"}
+	require.Equal(t, "02:00:00:00:00:07", mac(ethernet), "the Ethernet context's MAC wins")
+}
