@@ -91,9 +91,12 @@ func WithTimeout(d time.Duration) Option {
 // Register registers nse through cc and keeps it registered until ctx ends or it is
 // unregistered: refreshed before it expires, and registered again at once when the registry
 // comes back after a restart, which a watch on the record's own name notices (the one goroutine
-// this takes; Register returns once it stands). The first registration ends with ctx, and with WithTimeout's deadline; when it
-// fails, nothing is left running, and an error after WithTimeout's deadline says so
-// (Unavailable or DeadlineExceeded: the registry did not answer; the message names it).
+// this takes; Register returns once it stands). The first registration ends with ctx, and with
+// WithTimeout's deadline; when it fails, nothing is left running, and an error after
+// WithTimeout's deadline says so (Unavailable or DeadlineExceeded: the registry did not answer;
+// the message names it). When ctx ends while the first registration is on its way, the registry
+// may have taken it: Register unregisters the record before it returns (waiting at most
+// undoTimeout), so that a program stopped while it registers leaves nothing registered.
 // It returns the record as registered and the function that unregisters it, ends the
 // background work and waits until it has ended.
 func Register(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint, opts ...Option) (*registry.NetworkServiceEndpoint, func(context.Context) error, error) {
@@ -122,6 +125,11 @@ func keep[R next.Record](ctx context.Context, r, own R, chain func(context.Conte
 	registered, err := first(ctx, reg, r, o.timeout)
 	if err != nil {
 		stop() // heal may have started to try again
+		if ctx.Err() != nil {
+			undo, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+			_ = chain(undo).Unregister(undo, r)
+			cancel()
+		}
 		var zero R
 		return zero, nil, err
 	}
@@ -148,6 +156,9 @@ func keep[R next.Record](ctx context.Context, r, own R, chain func(context.Conte
 	}
 	return registered, unregister, nil
 }
+
+// undoTimeout bounds the Unregister of a first registration the caller gave up on.
+const undoTimeout = 5 * time.Second
 
 // first is the first registration: one attempt, or attempts while the registry is unreachable
 // until the timeout (when it is not zero).

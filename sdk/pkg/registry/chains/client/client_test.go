@@ -200,3 +200,41 @@ func TestDialRefusesURLsThatNameNoRegistry(t *testing.T) {
 		})
 	}
 }
+
+// answerLost lets the first Register reach the registry, then plays a caller that gave up
+// before the answer came: it cancels and reports Canceled.
+type answerLost struct {
+	*grpc.ClientConn
+	once   sync.Once
+	cancel context.CancelFunc
+}
+
+func (a *answerLost) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	err := a.ClientConn.Invoke(ctx, method, args, reply, opts...)
+	lost := false
+	if method == "/registry.NetworkServiceEndpointRegistry/Register" {
+		a.once.Do(func() { lost = true })
+	}
+	if lost {
+		a.cancel()
+		return status.FromContextError(context.Canceled).Err()
+	}
+	return err
+}
+
+// TestCallerGivingUpDuringTheFirstRegistrationLeavesNothing: a program stopped while its first
+// registration is on its way has nothing registered afterwards, though the registry took it.
+func TestCallerGivingUpDuringTheFirstRegistrationLeavesNothing(t *testing.T) {
+	path := socketPath(t)
+	reg, stop := serve(t, path)
+	t.Cleanup(stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cc := &answerLost{ClientConn: dial(t, path), cancel: cancel}
+	nse := &registry.NetworkServiceEndpoint{Name: "nse-1", NetworkServiceNames: []string{"icmp"}, Url: "tcp://127.0.0.1:5001"}
+
+	_, unregister, err := client.Register(ctx, cc, nse, client.WithTimeout(time.Second))
+	require.Equal(t, codes.Canceled, status.Code(err), "%v", err)
+	require.Nil(t, unregister)
+	require.Empty(t, names(t, reg), "the registration the caller gave up on was undone")
+}
