@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,6 +30,17 @@ var bin string // the command, built once
 
 func TestMain(m *testing.M) {
 	cmdtest.Main(m, map[string]*string{".": &bin})
+}
+
+// clientCommand returns how to run the client so that it works in a network namespace of its own: at
+// start it looks for vWires a previous run left under its interface names, and the host's
+// interfaces are none of its business. Without root it runs in the test's namespace, where it
+// could not remove anything.
+func clientCommand(args ...string) (string, []string) {
+	if os.Geteuid() != 0 {
+		return bin, args
+	}
+	return "unshare", append([]string{"--net", bin}, args...)
 }
 
 func TestHelpAndREADMEListEveryVariable(t *testing.T) {
@@ -145,7 +157,8 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			if tc.env[0] == "NSM_NETWORK_SERVICES" { // not set at all
 				env = env[:2]
 			}
-			line, took := cmdtest.Fails(t, bin, env)
+			cmd, args := clientCommand()
+			line, took := cmdtest.Fails(t, cmd, env, args...)
 			require.Less(t, took, timeout+5*time.Second, "gave up within the timeout")
 			require.True(t, strings.HasPrefix(line, "cmd-nsc: "+tc.want), "got %s", line)
 		})
@@ -160,16 +173,24 @@ func TestConnectsKeepsAndCloses(t *testing.T) {
 	u := serveEndpoint(t)
 	m := watch(t, ctx, u)
 
-	nsc := cmdtest.Start(t, bin, []string{
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{
 		"NSM_NAME=nsc-1",
 		"NSM_CONNECT_TO=" + u.String(),
 		"NSM_NETWORK_SERVICES=kernel://icmp-responder/eth-web?app=web,kernel://icmp-responder",
 		"NSM_LABELS=app=any,pod=nsc-1",
-	})
+	}, args...)
 	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
 	second := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
 
 	netns := fmt.Sprintf("file:///proc/%d/ns/net", nsc.Pid())
+	if os.Geteuid() == 0 {
+		own, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", nsc.Pid()))
+		require.NoError(t, err)
+		host, err := os.Readlink("/proc/self/ns/net")
+		require.NoError(t, err)
+		require.NotEqual(t, host, own, "the client runs in a namespace of its own, not the test's")
+	}
 	for _, tc := range []struct {
 		conn      *networkservice.Connection
 		iface     string
@@ -213,10 +234,11 @@ func TestFailedRequestClosesTheOthers(t *testing.T) {
 	u := serveEndpoint(t)
 	m := watch(t, ctx, u)
 
-	code, _, stderr := cmdtest.Run(t, bin, []string{
+	cmd, args := clientCommand()
+	code, _, stderr := cmdtest.Run(t, cmd, []string{
 		"NSM_CONNECT_TO=" + u.String(),
 		"NSM_NETWORK_SERVICES=kernel://icmp-responder/nsm-1,kernel://broken/nsm-2",
-	})
+	}, args...)
 	require.Equal(t, 1, code)
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	require.Equal(t, fmt.Sprintf("cmd-nsc: request kernel://broken/nsm-2 through %s: FailedPrecondition: connect: next hop %s: test endpoint: broken is broken", u, u), lines[len(lines)-1])
