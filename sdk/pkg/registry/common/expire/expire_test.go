@@ -29,7 +29,7 @@ type (
 
 var start = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-// registry is begin, expire and a store on a fake clock, with a watcher of everything.
+// fixture is begin, expire and a store on a fake clock, with a watcher of everything.
 type fixture struct {
 	ctx    context.Context
 	fake   *clock.Fake
