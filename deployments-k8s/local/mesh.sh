@@ -18,7 +18,7 @@
 #   mesh.sh restart NAME   kill one process and start it again as it was started
 #   mesh.sh demo    up, check, down; down also runs when up or check fails
 #
-# Needs root, Go, iproute2 and ping (iputils-ping). Everything it makes is named vw-*; its files
+# Needs root and Go; installs iproute2 and ping (iputils-ping) with apt-get when missing. Everything it makes is named vw-*; its files
 # live in $VWIRE_DEMO_DIR (default /tmp/vwire-demo). MESH_LOG_LEVEL=TRACE logs every chain element.
 set -euo pipefail
 
@@ -49,7 +49,18 @@ die() { log "error: $*" >&2; exit 1; }
 
 need() {
   [ "$(id -u)" = 0 ] || die "run as root: it makes network namespaces"
-  for c in go ip ping; do command -v "$c" >/dev/null || die "$c is missing (Debian: golang, iproute2, iputils-ping)"; done
+  [ -x /usr/local/go/bin/go ] && PATH="/usr/local/go/bin:$PATH"
+  command -v go >/dev/null || die "go is missing: install Go 1.26 (https://go.dev/dl) and put it on PATH"
+  # What the mesh runs besides Go, installed from Debian's packages when missing.
+  local missing=()
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v ping >/dev/null || missing+=(iputils-ping)
+  if [ ${#missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || die "${missing[*]} missing and no apt-get to install them; install them by hand"
+    log "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      die "could not install ${missing[*]} with apt-get"
+  fi
 }
 
 build() {
