@@ -36,7 +36,7 @@ func (c Command) Main() {
 //
 // Before Run, it makes the logger (a text handler on stderr at NSM_LOG_LEVEL, also slog's
 // default), turns on chain tracing at TRACE, warns about NSM_* variables the command does not
-// read, and logs the configuration; Run's context ends at SIGINT or SIGTERM, or with ctx.
+// read and about those it accepts without using them yet, and logs the configuration; Run's context ends at SIGINT or SIGTERM, or with ctx.
 func (c Command) Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, arg := range args {
 		if arg == "-h" || arg == "--help" || arg == "-help" {
@@ -67,6 +67,9 @@ func (c Command) Execute(ctx context.Context, args []string, stdout, stderr io.W
 	for _, key := range Unknown(c.Spec, os.Environ()) {
 		logger.Warn("ignoring a variable this command does not read; see --help", "variable", key)
 	}
+	for _, u := range unusedSet(c.Spec) {
+		logger.Warn("accepted, not used yet", "variable", u[0], "why", u[1])
+	}
 	logger.Info("starting", configAttrs(c.Spec)...)
 	if err := c.Run(log.WithLogger(ctx, logger)); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
@@ -82,12 +85,14 @@ func (c Command) Help(w io.Writer) error {
 	return Usage(w, c.Spec)
 }
 
-// configAttrs is the configuration as log attributes, one per variable.
+// configAttrs is the configuration as log attributes, one per variable it uses.
 func configAttrs(spec any) []any {
 	all, _ := vars(spec)
 	attrs := make([]any, 0, len(all))
 	for _, v := range all {
-		attrs = append(attrs, slog.Any(v.Key, fmt.Sprint(v.Field.Interface())))
+		if v.unused() == "" {
+			attrs = append(attrs, slog.Any(v.Key, fmt.Sprint(v.Field.Interface())))
+		}
 	}
 	return attrs
 }

@@ -25,20 +25,23 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // config has a variable of every kind the package handles.
 type config struct {
 	envconfig.Common
-	Name       envconfig.Name      `default:"nse" split_words:"true" desc:"the name"`
-	Offers     envconfig.Names     `default:"icmp-responder" split_words:"true" desc:"network services"`
-	ListenOn   envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/x.sock" split_words:"true" desc:"where to serve"`
-	ConnectTo  envconfig.URL       `default:"tcp://127.0.0.1:5001" split_words:"true" desc:"where to connect"`
-	CIDRPrefix envconfig.Prefixes  `default:"169.254.0.0/16" split_words:"true" desc:"addresses to give"`
-	Labels     envconfig.Labels    `split_words:"true" desc:"labels"`
-	Timeout    time.Duration       `default:"15s" split_words:"true" desc:"how long to wait"`
-	Services   []string            `required:"true" split_words:"true" desc:"services to offer"`
-	Register   bool                `default:"true" split_words:"true" desc:"register or not"`
-	Retries    uint8               `default:"3" split_words:"true" desc:"how many tries | at most"`
+	Name       envconfig.Name       `default:"nse" split_words:"true" desc:"the name"`
+	Offers     envconfig.Names      `default:"icmp-responder" split_words:"true" desc:"network services"`
+	ListenOn   envconfig.ListenURL  `default:"unix:///var/lib/networkservicemesh/x.sock" split_words:"true" desc:"where to serve"`
+	ConnectTo  envconfig.URL        `default:"tcp://127.0.0.1:5001" split_words:"true" desc:"where to connect"`
+	CIDRPrefix envconfig.Prefixes   `default:"169.254.0.0/16" split_words:"true" desc:"addresses to give"`
+	Labels     envconfig.Labels     `split_words:"true" desc:"labels"`
+	Timeout    time.Duration        `default:"15s" split_words:"true" alias:"NSM_WAIT,NSM_DEADLINE" desc:"how long to wait"`
+	Services   []string             `required:"true" split_words:"true" alias:"NSM_SERVICE_NAMES" desc:"services to offer"`
+	Register   bool                 `default:"true" split_words:"true" desc:"register or not"`
+	Retries    uint8                `default:"3" split_words:"true" desc:"how many tries | at most"`
+	Serve      envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/y.sock,tcp://:5002" split_words:"true" desc:"where else to serve"`
+	IdleTime   time.Duration        `default:"0" split_words:"true" desc:"how long to stay idle; 0 for ever"`
+	envconfig.NotYet
 }
 
 // setenv clears the NSM_* variables of the test's environment, then sets those of env
-// (NAME=value), and the required one unless env sets it.
+// (NAME=value; a NAME alone unsets it), and the required one unless env sets it.
 func setenv(t *testing.T, env ...string) {
 	t.Helper()
 	for _, kv := range os.Environ() {
@@ -49,8 +52,11 @@ func setenv(t *testing.T, env ...string) {
 	}
 	t.Setenv("NSM_SERVICES", "icmp-responder")
 	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
+		k, v, set := strings.Cut(kv, "=")
 		t.Setenv(k, v)
+		if !set {
+			require.NoError(t, os.Unsetenv(k))
+		}
 	}
 }
 
@@ -172,7 +178,11 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 func TestRequiredVariableUnset(t *testing.T) {
 	t.Setenv("NSM_SERVICES", "")
 	require.NoError(t, os.Unsetenv("NSM_SERVICES"))
-	err := envconfig.Process(&config{})
+	var c struct {
+		envconfig.Common
+		Services []string `required:"true" split_words:"true" desc:"services to offer"`
+	}
+	err := envconfig.Process(&c)
 	require.EqualError(t, err, "NSM_SERVICES: not set; it is required: services to offer")
 }
 
@@ -197,7 +207,7 @@ func TestSpecMustNotUseEnvconfigTags(t *testing.T) {
 }
 
 func TestUnknownVariables(t *testing.T) {
-	got := envconfig.Unknown(&config{}, []string{"NSM_NAME=x", "NSM_CIDR_PREFX=10.0.0.0/8", "HOME=/root", "NSM_LOG_LEVEL=DEBUG"})
+	got := envconfig.Unknown(&config{}, []string{"NSM_NAME=x", "NSM_CIDR_PREFX=10.0.0.0/8", "HOME=/root", "NSM_LOG_LEVEL=DEBUG", "NSM_WAIT=1s", "NSM_PPROF_ENABLED=true"})
 	require.Equal(t, []string{"NSM_CIDR_PREFX"}, got)
 }
 
@@ -241,6 +251,9 @@ func TestExecute(t *testing.T) {
 		{name: "runs", logs: []string{"level=INFO msg=starting cmd=cmd-test", "NSM_CIDR_PREFIX=[169.254.0.0/16]", "msg=stopped"}},
 		{name: "run fails", run: failed, code: 1, logs: []string{"cmd-test: " + failed.Error() + "\n"}},
 		{name: "warns of unknown variables", env: []string{"NSM_NAEM=x"}, logs: []string{"level=WARN", "variable=NSM_NAEM"}},
+		{name: "warns of variables accepted and not used", env: []string{"NSM_PPROF_ENABLED=true", "SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock"},
+			logs: []string{`level=WARN msg="accepted, not used yet" cmd=cmd-test variable=NSM_PPROF_ENABLED why="no pprof server yet"`,
+				`variable=SPIFFE_ENDPOINT_SOCKET why="tokens are unsigned`}},
 		{name: "trace", env: []string{"NSM_LOG_LEVEL=TRACE"}, traceOn: true, logs: []string{"NSM_LOG_LEVEL=TRACE"}},
 		{name: "error level hides info", env: []string{"NSM_LOG_LEVEL=ERROR"}, stderr: ""},
 	} {
@@ -290,13 +303,136 @@ func TestExecuteEndsRunWithContext(t *testing.T) {
 // FuzzDecode: every value type answers any text with a value or an error, never a panic.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{"", "unix:///a/b.sock", "tcp://[::1]:5001", "tcp://:0", "10.0.0.0/8,fd00::/64",
-		"a=b,c:d", ",,", "TRACE", "::ffff:1.2.3.4/120", "tcp://[fe80::1%25eth0]:1", "unix://%zz"} {
+		"a=b,c:d", ",,", "TRACE", "::ffff:1.2.3.4/120", "tcp://[fe80::1%25eth0]:1", "unix://%zz", "registry:5002", ":5002,tcp://fd00::1:5001"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		values := []envconfig.Value{new(envconfig.Name), &envconfig.Names{}, &envconfig.URL{}, &envconfig.ListenURL{}, &envconfig.Prefixes{}, &envconfig.Labels{}, new(envconfig.Level)}
+		values := []envconfig.Value{new(envconfig.Name), &envconfig.Names{}, &envconfig.URL{}, &envconfig.ListenURL{}, &envconfig.ListenURLs{}, &envconfig.Prefixes{}, &envconfig.Labels{}, new(envconfig.Level)}
 		for _, v := range values {
 			_ = v.Decode(s)
+		}
+	})
+}
+
+func TestAliases(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env      []string
+		timeout  time.Duration
+		services []string
+		err      string // the whole message, when Process fails
+	}{
+		{name: "primary", env: []string{"NSM_TIMEOUT=1s"}, timeout: time.Second},
+		{name: "alias when the primary is unset", env: []string{"NSM_WAIT=2s"}, timeout: 2 * time.Second},
+		{name: "second alias", env: []string{"NSM_DEADLINE=3s"}, timeout: 3 * time.Second},
+		{name: "first alias before the second", env: []string{"NSM_WAIT=4s", "NSM_DEADLINE=4s"}, timeout: 4 * time.Second},
+		{name: "both with one value", env: []string{"NSM_TIMEOUT=5s", "NSM_WAIT=5s"}, timeout: 5 * time.Second},
+		{name: "none: the default", timeout: 15 * time.Second},
+		{name: "conflict", env: []string{"NSM_TIMEOUT=1s", "NSM_WAIT=2s"},
+			err: `NSM_TIMEOUT: "1s": NSM_WAIT="2s" is set too; both name one setting, so set only one of them`},
+		{name: "conflict between aliases", env: []string{"NSM_WAIT=1s", "NSM_DEADLINE=1m"},
+			err: `NSM_WAIT: "1s": NSM_DEADLINE="1m" is set too; both name one setting, so set only one of them`},
+		{name: "a bad alias is named", env: []string{"NSM_WAIT=soon"},
+			err: `NSM_WAIT: "soon": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
+		{name: "a zero alias is named", env: []string{"NSM_DEADLINE=0s"},
+			err: `NSM_DEADLINE: "0s": must be positive`},
+		{name: "a required variable set by its alias", env: []string{"NSM_SERVICES", "NSM_SERVICE_NAMES=a,b"},
+			timeout: 15 * time.Second, services: []string{"a", "b"}},
+		{name: "a required variable set by neither", env: []string{"NSM_SERVICES"},
+			err: "NSM_SERVICES: not set (nor NSM_SERVICE_NAMES); it is required: services to offer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setenv(t, tc.env...)
+			var c config
+			err := envconfig.Process(&c)
+			if tc.err != "" {
+				require.EqualError(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.timeout, c.Timeout)
+			if tc.services == nil {
+				tc.services = []string{"icmp-responder"}
+			}
+			require.Equal(t, tc.services, c.Services)
+		})
+	}
+}
+
+func TestNSMForms(t *testing.T) {
+	setenv(t,
+		"NSM_CONNECT_TO=registry:5002",
+		"NSM_LISTEN_ON=:5003",
+		"NSM_SERVE=unix:///var/lib/networkservicemesh/nsm.io.sock, tcp://fd00::5:5001,[::1]:5004",
+		"NSM_LOG_LEVEL=fatal",
+		"NSM_IDLE_TIME=0",
+	)
+	var c config
+	require.NoError(t, envconfig.Process(&c))
+	require.Equal(t, "tcp://registry:5002", c.ConnectTo.String())
+	require.Equal(t, "tcp://:5003", c.ListenOn.String())
+	require.Equal(t, "unix:///var/lib/networkservicemesh/nsm.io.sock,tcp://fd00::5:5001,tcp://[::1]:5004", c.Serve.String())
+	require.Equal(t, "fd00::5", c.Serve[1].Hostname(), "an unbracketed IPv6 address (tcp://$(POD_IP):5001) ends before the port")
+	require.Equal(t, envconfig.Level(slog.LevelError), c.LogLevel)
+	require.Zero(t, c.IdleTime, "a duration whose default is 0 may be 0: off")
+
+	setenv(t, "NSM_SERVE=tcp://:5002,tcp://:5002")
+	require.EqualError(t, envconfig.Process(&config{}), `NSM_SERVE: "tcp://:5002,tcp://:5002": item 2 "tcp://:5002": given twice`)
+	setenv(t, "NSM_CONNECT_TO=registry:http")
+	require.EqualError(t, envconfig.Process(&config{}), `NSM_CONNECT_TO: "registry:http": scheme "registry" is not supported; use unix:///path/to/socket or tcp://host:port`)
+	setenv(t, "NSM_IDLE_TIME=-1s")
+	require.EqualError(t, envconfig.Process(&config{}), `NSM_IDLE_TIME: "-1s": must be positive`)
+}
+
+func TestNamesGivenTwiceAreTheCommandsMistake(t *testing.T) {
+	var c struct {
+		envconfig.Common
+		Wait  time.Duration `split_words:"true" alias:"NSM_LOG_LEVEL"`
+		Other string        `split_words:"true" alias:"nsm_lower"`
+	}
+	require.ErrorContains(t, envconfig.Process(&c), "NSM_WAIT: the name NSM_LOG_LEVEL is given twice")
+	require.ErrorContains(t, envconfig.Usage(&bytes.Buffer{}, &c), "NSM_WAIT: the name NSM_LOG_LEVEL is given twice")
+}
+
+// FuzzAliases: a variable set under its name and an alias is read as the one value they give,
+// or refused naming both when they differ; never a panic.
+func FuzzAliases(f *testing.F) {
+	f.Add("1s", "1s", true, true)
+	f.Add("1s", "2s", true, true)
+	f.Add("", "5m", false, true)
+	f.Add("x", "", true, false)
+	f.Fuzz(func(t *testing.T, primary, alias string, setPrimary, setAlias bool) {
+		if strings.ContainsRune(primary+alias, 0) {
+			t.Skip("the environment cannot hold a NUL")
+		}
+		alone := func(env ...string) (time.Duration, error) {
+			setenv(t, env...)
+			var c config
+			err := envconfig.Process(&c)
+			return c.Timeout, err
+		}
+		var env []string
+		if setPrimary {
+			env = append(env, "NSM_TIMEOUT="+primary)
+		}
+		if setAlias {
+			env = append(env, "NSM_WAIT="+alias)
+		}
+		got, err := alone(env...)
+		switch {
+		case setPrimary && setAlias && primary != alias:
+			require.ErrorContains(t, err, "NSM_TIMEOUT: ")
+			require.ErrorContains(t, err, "NSM_WAIT=")
+		case setPrimary:
+			want, wantErr := alone("NSM_TIMEOUT=" + primary)
+			require.Equal(t, wantErr == nil, err == nil)
+			require.Equal(t, want, got)
+		case setAlias:
+			want, wantErr := alone("NSM_TIMEOUT=" + alias)
+			require.Equal(t, want, got)
+			if wantErr != nil {
+				require.EqualError(t, err, strings.Replace(wantErr.Error(), "NSM_TIMEOUT", "NSM_WAIT", 1))
+			}
 		}
 	})
 }

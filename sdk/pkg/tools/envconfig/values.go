@@ -16,7 +16,8 @@ import (
 )
 
 // URL is the URL of a next hop, to dial (and, for an endpoint, to listen on and register):
-// unix:///path/to/socket or tcp://host:port, as hopurl accepts it. Its URL is nil while unset.
+// unix:///path/to/socket or tcp://host:port, as hopurl accepts it; host:port without a scheme,
+// as NSM's manifests give it (registry:5002), is tcp://host:port. Its URL is nil while unset.
 type URL struct{ *url.URL }
 
 // Decode implements envconfig.Decoder.
@@ -42,8 +43,8 @@ func (u URL) String() string {
 	return u.URL.String()
 }
 
-// ListenURL is a URL to serve on: a URL, or a tcp URL without a host (tcp://:5002) for every
-// address of the host.
+// ListenURL is a URL to serve on: a URL, or a tcp URL without a host (tcp://:5002 or :5002)
+// for every address of the host.
 type ListenURL struct{ *url.URL }
 
 // Decode implements envconfig.Decoder.
@@ -73,11 +74,57 @@ func (u ListenURL) String() string {
 	return u.URL.String()
 }
 
+// ListenURLs is a list of ListenURLs, each once: unix:///var/lib/networkservicemesh/nsm.io.sock,tcp://10.0.0.1:5001.
+type ListenURLs []*url.URL
+
+// Decode implements envconfig.Decoder.
+func (l *ListenURLs) Decode(value string) error {
+	var out ListenURLs
+	err := DecodeList(value, func(item string) error {
+		var u ListenURL
+		if err := u.Decode(item); err != nil {
+			return err
+		}
+		for _, o := range out {
+			if o.String() == u.String() {
+				return errors.New("given twice")
+			}
+		}
+		out = append(out, u.URL)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(out) == 0 {
+		return errors.New("no URL; give at least one, e.g. unix:///var/lib/networkservicemesh/nsm.io.sock")
+	}
+	*l = out
+	return nil
+}
+
+// TypeName implements Value.
+func (ListenURLs) TypeName() string { return "URL list" }
+
+func (l ListenURLs) String() string {
+	s := make([]string, len(l))
+	for i, u := range l {
+		s[i] = u.String()
+	}
+	return strings.Join(s, ",")
+}
+
 const urlForms = "use unix:///path/to/socket or tcp://host:port"
 
 func parseURL(value string) (*url.URL, error) {
 	if strings.TrimSpace(value) == "" {
 		return nil, errors.New("empty; " + urlForms)
+	}
+	if !strings.Contains(value, "://") {
+		// NSM's manifests name a tcp peer as host:port.
+		if _, port, err := net.SplitHostPort(value); err == nil && port != "" && strings.Trim(port, "0123456789") == "" {
+			value = "tcp://" + value
+		}
 	}
 	u, err := url.Parse(value)
 	if err != nil {
@@ -234,11 +281,15 @@ var levels = []struct {
 	{"ERROR", Level(slog.LevelError)},
 }
 
-// Decode implements envconfig.Decoder; case does not matter, and WARNING is WARN.
+// Decode implements envconfig.Decoder; case does not matter. NSM's levels (logrus's) work too:
+// WARNING is WARN, FATAL and PANIC are ERROR.
 func (l *Level) Decode(value string) error {
 	name := strings.ToUpper(strings.TrimSpace(value))
-	if name == "WARNING" {
+	switch name {
+	case "WARNING":
 		name = "WARN"
+	case "FATAL", "PANIC":
+		name = "ERROR"
 	}
 	for _, x := range levels {
 		if x.name == name {
