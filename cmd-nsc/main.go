@@ -99,7 +99,10 @@ const about = `cmd-nsc: a Network Service Mesh client. It asks NSM_CONNECT_TO (t
 network service of NSM_NETWORK_SERVICES, a KERNEL interface in this process's network namespace
 each, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then closes them.`
 
-func main() { command(&config{}).Main() }
+func main() {
+	waitMain() // cmd-nsc wait: runs and exits there (wait.go)
+	command(&config{}).Main()
+}
 
 func command(c *config) envconfig.Command {
 	return envconfig.Command{Name: "cmd-nsc", About: about, Spec: c, Run: func(ctx context.Context) error {
