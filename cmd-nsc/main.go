@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -33,6 +34,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -41,12 +43,36 @@ import (
 type config struct {
 	envconfig.Common
 	Name             envconfig.Name   `default:"nsc" split_words:"true" desc:"the client's name: its segment of each connection's path"`
-	NetworkServices  serviceURLs      `required:"true" split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position)"`
+	NetworkServices  serviceURLs      `required:"true" split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position; mechanism default: NSM_MECHANISM)"`
 	Labels           envconfig.Labels `split_words:"true" desc:"labels of the client, sent with every request; a URL's own labels win"`
 	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr (or, to test, an endpoint)"`
+	DialTimeout      time.Duration    `default:"5s" split_words:"true" desc:"how long a call waits for NSM_CONNECT_TO to accept a connection"`
 	RequestTimeout   time.Duration    `default:"15s" split_words:"true" desc:"how long the first Request of each service may take, retries included; also bounds each Close at exit"`
 	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections are refreshed before they expire"`
+	Mechanism        mechanism        `default:"kernel" split_words:"true" desc:"the mechanism of a URL of NSM_NETWORK_SERVICES written without one (icmp-responder/nsm-1): kernel, the only one this client asks for"`
+
+	AwarenessGroups       string        `split_words:"true" unused:"no excluded-prefix sharing between endpoints yet" desc:"groups of network service URLs whose endpoints must not hand out overlapping addresses: [kernel://a,kernel://b],[kernel://c]"`
+	LocalDNSServerEnabled bool          `split_words:"true" unused:"no DNS for vWires yet" desc:"serve DNS locally with the endpoints' DNS configs"`
+	LocalDNSServerAddress string        `split_words:"true" unused:"no DNS for vWires yet" desc:"where the local DNS server listens, host:port"`
+	LivenessCheckEnabled  bool          `split_words:"true" unused:"heal follows the control plane only, no ping check of the vWire yet" desc:"ping through each vWire and heal when it stops answering"`
+	LivenessCheckInterval time.Duration `split_words:"true" unused:"no ping check of the vWire yet" desc:"how often the vWire is pinged"`
+	LivenessCheckTimeout  time.Duration `split_words:"true" unused:"no ping check of the vWire yet" desc:"how long a ping may take"`
+	envconfig.NotYet
 }
+
+// mechanism is the client's default mechanism: kernel, NSM's default; NSM's other one, vfio,
+// is refused.
+type mechanism string
+
+func (m *mechanism) Decode(value string) error {
+	if !strings.EqualFold(strings.TrimSpace(value), kernel.MECHANISM) {
+		return errors.New("this client asks for kernel interfaces only; use kernel")
+	}
+	*m = "kernel"
+	return nil
+}
+
+func (mechanism) TypeName() string { return "mechanism" }
 
 // serviceURLs is the list of client URLs, each with its interface name.
 type serviceURLs []*nsurl.URL
@@ -55,6 +81,10 @@ func (s *serviceURLs) Decode(value string) error {
 	var out serviceURLs
 	names := map[string]bool{}
 	err := envconfig.DecodeList(value, func(item string) error {
+		if !strings.Contains(item, "://") {
+			// As NSM's client, which takes these for NSM_MECHANISM's; kernel is the only one here.
+			item = "kernel://" + item
+		}
 		u, err := nsurl.Parse(item)
 		if err != nil {
 			return err
@@ -120,6 +150,7 @@ func run(ctx context.Context, c *config) error {
 	nsc := client.NewClient(clientCtx,
 		client.WithName(name),
 		client.WithClientURL(c.ConnectTo.URL),
+		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
 		client.WithTokenGenerator(token.NewInsecure(c.MaxTokenLifetime, token.WithName(name))))
 
 	var open []*networkservice.Connection

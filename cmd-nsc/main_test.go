@@ -143,6 +143,9 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		{"bad label", []string{"NSM_LABELS=app"}, `NSM_LABELS: "app": not key=value`},
 		{"bad nsmgr URL", []string{"NSM_CONNECT_TO=unix://nsm.io.sock"},
 			`NSM_CONNECT_TO: "unix://nsm.io.sock": has host "nsm.io.sock"; a unix URL has three slashes: unix:///nsm.io.sock`},
+		{"NSM's other mechanism", []string{"NSM_MECHANISM=vfio"},
+			`NSM_MECHANISM: "vfio": this client asks for kernel interfaces only; use kernel`},
+		{"zero dial timeout", []string{"NSM_DIAL_TIMEOUT=0s"}, `NSM_DIAL_TIMEOUT: "0s": must be positive`},
 		{"request timeout without unit", []string{"NSM_REQUEST_TIMEOUT=15"},
 			`NSM_REQUEST_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
 		{"no nsmgr", []string{"NSM_NETWORK_SERVICES=kernel://icmp-responder/nsm-1", "NSM_CONNECT_TO=" + nowhere},
@@ -226,6 +229,38 @@ func TestConnectsKeepsAndCloses(t *testing.T) {
 	require.Equal(t, 2, strings.Count(nsc.Stderr(), "msg=closed"))
 }
 
+// TestNSMsVariables: the client runs with the environment of NSM's own client manifests
+// (deployments-k8s apps/nsc-kernel), a URL without a mechanism as NSM's README writes them, and
+// says which variables it accepts without using them yet.
+func TestNSMsVariables(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{
+		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
+		"NSM_LOG_LEVEL=TRACE",
+		"NSM_NAME=alpine-nsc",
+		"NSM_CONNECT_TO=" + u.String(),
+		"NSM_NETWORK_SERVICES=icmp-responder/nsm-1",
+		"NSM_MECHANISM=kernel",
+		"NSM_DIAL_TIMEOUT=5s",
+		"NSM_LIVENESS_CHECK_ENABLED=false",
+		"NSM_AWARENESS_GROUPS=[kernel://a,kernel://b]",
+	}, args...)
+	conn := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	require.Equal(t, "nsm-1", kernel.ToMechanism(conn.GetMechanism()).GetInterfaceName())
+	require.Equal(t, "alpine-nsc", conn.GetPath().GetPathSegments()[0].GetName())
+	nsc.WaitStderr("msg=connected cmd=cmd-nsc service=kernel://icmp-responder/nsm-1")
+	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_LIVENESS_CHECK_ENABLED", "NSM_AWARENESS_GROUPS"} {
+		require.Contains(t, nsc.Stderr(), `msg="accepted, not used yet" cmd=cmd-nsc variable=`+v+" why=")
+	}
+	require.NotContains(t, nsc.Stderr(), "ignoring a variable")
+	require.Zero(t, nsc.Stop())
+}
+
 // TestFailedRequestClosesTheOthers: when the second service is refused, the first connection is
 // closed before the client exits with the reason.
 func TestFailedRequestClosesTheOthers(t *testing.T) {
@@ -249,7 +284,7 @@ func TestFailedRequestClosesTheOthers(t *testing.T) {
 // FuzzServiceURLs: any text gives URLs or an error, never a panic, and every URL it gives is
 // KERNEL with an interface name of its own.
 func FuzzServiceURLs(f *testing.F) {
-	for _, s := range []string{"kernel://icmp-responder/nsm-1?app=web", "kernel://a,kernel://b/nsm-1", "memif://x", ",", "kernel://vpn@corp.example"} {
+	for _, s := range []string{"kernel://icmp-responder/nsm-1?app=web", "kernel://a,kernel://b/nsm-1", "memif://x", ",", "kernel://vpn@corp.example", "vpn/if-vpn,kernel://a"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
