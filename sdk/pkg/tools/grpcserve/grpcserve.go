@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 )
 
@@ -76,6 +77,8 @@ func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOpti
 
 // tuned are the server options every component gets (opts given to Serve come after and may
 // replace them):
+//   - callers on unix sockets may pass files beside their calls (fdpass.Credentials: a client's
+//     network namespace, an endpoint's socket); TLS given to Serve should wrap the same way.
 //   - calls run on 16 goroutines the server keeps, not a fresh one per call: a call through a
 //     component's chains needs tens of KB of stack, which a fresh goroutine grows, copying it, on
 //     every call, where a kept one has grown it already. Long-lived streams (monitor subscribers,
@@ -84,6 +87,7 @@ func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOpti
 //     peer after nearly every message read, as many packets again as the mesh's own few-KB
 //     messages.
 var tuned = []grpc.ServerOption{
+	grpc.Creds(fdpass.Credentials(nil)),
 	grpc.NumStreamWorkers(16),
 	grpc.StaticStreamWindowSize(1 << 20),
 	grpc.StaticConnWindowSize(1 << 20),

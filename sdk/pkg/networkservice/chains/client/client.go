@@ -4,6 +4,11 @@
 // over one shared gRPC connection per URL. The caller fills the request (network service,
 // mechanism preferences, labels); WithAdditionalFunctionality adds elements that act on it
 // just before it leaves (for example, a kernel interface for the returned mechanism).
+//
+// Files a mechanism names (the KERNEL mechanism's network namespace) travel as descriptors beside
+// every Request and Close over a unix socket, as NSM's clients send them (sendfd, recvfd): a
+// client names its own namespace by file:// path, the next hop sees an inode:// URL and gets the
+// descriptor, and the client gets its file:// URL back.
 package client
 
 import (
@@ -19,6 +24,8 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/heal"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/refresh"
@@ -115,6 +122,8 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	}
 	elements = append(elements, o.extra...)
 	elements = append(elements,
+		sendfd.NewClient(), // files named in the request go beside it: the client's namespace
+		recvfd.NewClient(), // after the extra elements, which use the answer's files on the way back
 		updatetoken.NewClient(o.gen),
 		dial.NewClient(ctx, append([]dial.Option{perRPC}, o.dial...)...),
 		monitor.NewClient(ctx), // after dial: follows the next hop over the same connection

@@ -10,6 +10,11 @@
 //
 // Its client side joins the server's events (begin), so when a forwarder or the path under it
 // breaks, heal re-enters the whole chain and discovery may pick anew.
+//
+// A client's network namespace arrives as a descriptor beside its Request (an inode:// URL,
+// recvfd); the manager holds it for the connection until Close and sends it on to the forwarder
+// with every call, also those of heal, which has no client call to take it from. A file:// path a
+// client names is passed on unopened: the forwarder decides whether paths are allowed.
 package nsmgr
 
 import (
@@ -26,6 +31,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -79,6 +85,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
+			recvfd.NewServer(), // a client's namespace comes as a descriptor; its client chain sends it on
 			discover.NewServer(reg.ns, reg.nse),
 			roundrobin.NewServer(),
 			discoverforwarder.NewServer(reg.forwarders),

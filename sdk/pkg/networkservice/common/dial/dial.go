@@ -37,13 +37,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 )
@@ -81,8 +81,9 @@ var (
 )
 
 // WithDialOptions adds gRPC dial options, applied after the defaults (insecure transport
-// credentials, fast reconnects, fixed flow-control windows), so a grpc.WithTransportCredentials
-// here replaces the first: pass TLS this way.
+// credentials that pass files over unix sockets, fdpass.Credentials; fast reconnects, fixed
+// flow-control windows), so a grpc.WithTransportCredentials here replaces the first: pass TLS
+// this way, wrapped in fdpass.Credentials to keep passing files.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
 }
@@ -128,7 +129,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		ctx:         ctx,
 		timeout:     o.timeout,
 		idle:        o.idle,
-		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), fastReconnect, fixedWindow, fixedConnWindow}, o.dialOptions...),
+		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow}, o.dialOptions...),
 		conns:       map[string]*shared{},
 	}
 	context.AfterFunc(ctx, p.closeAll)

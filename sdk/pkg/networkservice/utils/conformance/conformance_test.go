@@ -21,6 +21,8 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/excludedprefixes"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
@@ -132,6 +134,10 @@ func TestElements(t *testing.T) {
 		{Name: "singlepointipam server", Server: server(singlepointipam.NewServer(netip.MustParsePrefix("172.17.0.0/24")))},
 		{Name: "mechanisms server", Server: server(mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: next.NewNetworkServiceServer()}))},
 		{Name: "mechanisms client", Client: client(mechanisms.NewClient(map[string]networkservice.NetworkServiceClient{kernel.MECHANISM: next.NewNetworkServiceClient()}))},
+		{Name: "recvfd server", Server: server(recvfd.NewServer())},
+		{Name: "recvfd client", Client: client(recvfd.NewClient())},
+		{Name: "sendfd server", Server: server(sendfd.NewServer())},
+		{Name: "sendfd client", Client: client(sendfd.NewClient())},
 		{Name: "onidle server", Server: func(ctx context.Context) networkservice.NetworkServiceServer {
 			return onidle.NewServer(ctx, func() {}, onidle.WithTimeout(time.Hour))
 		}},

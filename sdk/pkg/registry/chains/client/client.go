@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -27,20 +26,22 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/refresh"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 )
 
 // Dial returns a connection to the registry (or the nsmgr in front of it) at u, unix:///path or
 // tcp://host:port, that comes back quickly after a restart (100 ms, then 1.6 times longer up to a
-// second), as heal expects; opts come after the defaults (insecure transport credentials), so
-// grpc.WithTransportCredentials here replaces them.
+// second), as heal expects; opts come after the defaults (insecure transport credentials that
+// pass files over unix sockets, fdpass.Credentials), so grpc.WithTransportCredentials here
+// replaces them.
 func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	target, err := hopurl.Target(u)
 	if err != nil {
 		return nil, err
 	}
 	return grpc.NewClient(target, append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(fdpass.Credentials(nil)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}}),
