@@ -17,10 +17,10 @@ package v1
 
 import (
 	"github.com/networkservicemesh/api/pkg/api/registry"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"vwire.dev/sdk/pkg/registry/core/next"
 )
