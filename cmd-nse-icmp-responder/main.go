@@ -3,7 +3,8 @@
 // endpoint of NSM's examples and of vwire's own tests.
 //
 // It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) with point2pointipam and
-// the KERNEL mechanism on NSM_LISTEN_ON, and registers itself (and, unless told not to, its
+// the KERNEL mechanism (and dnscontext with NSM_DNS_CONFIGS, onidle with NSM_IDLE_TIMEOUT, which
+// stops the program as a signal does) on NSM_LISTEN_ON, and registers itself (and, unless told not to, its
 // network services first) at NSM_CONNECT_TO: the node's nsmgr, or a registry, with the registry
 // client (sdk/pkg/registry/chains/client), which waits up to NSM_REGISTER_TIMEOUT for a registry
 // that is not up yet; the registration is refreshed before it expires, and both are made again
@@ -18,11 +19,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -32,10 +36,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/onidle"
+	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
@@ -57,6 +64,51 @@ type config struct {
 	RegisterService  bool               `default:"true" split_words:"true" desc:"register its network services too, not only itself"`
 	RegisterTimeout  time.Duration      `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
 	MaxTokenLifetime time.Duration      `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+	DNSConfigs       dnsConfigs         `split_words:"true" desc:"DNS configurations given to every client with its vWire, a JSON list: [{\"dns_server_ips\":[\"172.16.1.2\"],\"search_domains\":[\"my.coredns.service\"]}]"`
+	IdleTimeout      time.Duration      `default:"0" split_words:"true" desc:"stop (unregistering) after this long without a connection; 0: never"`
+
+	BaseDir                string `split_words:"true" unused:"no policy files are read yet" desc:"the directory relative policy paths start from"`
+	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies for the registry's answers yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	IPAMPolicy             string `split_words:"true" unused:"vwire's IPAM acts as NSM's strict (a client keeps the addresses it brings only when they are free in NSM_CIDR_PREFIX)" desc:"polite (take a client's addresses as they are) or strict"`
+	UnregisterItself       bool   `split_words:"true" unused:"the endpoint always unregisters at exit" desc:"unregister at exit (NSM's default: no, the registration expires)"`
+	PBRConfigPath          string `split_words:"true" unused:"no policy-based routing yet" desc:"a file of policy-based routes for the endpoint's side of each vWire"`
+	envconfig.NotYet
+}
+
+// dnsConfigs is a JSON list of NSM's DNSConfig messages, as NSM's endpoints read it; the field
+// names are the proto's (dns_server_ips) or their JSON form (dnsServerIps).
+type dnsConfigs []*networkservice.DNSConfig
+
+func (d *dnsConfigs) Decode(value string) error {
+	var items []json.RawMessage
+	if err := json.Unmarshal([]byte(value), &items); err != nil {
+		return fmt.Errorf("not a JSON list (%v); write [{\"dns_server_ips\":[\"10.0.0.1\"],\"search_domains\":[\"example.com\"]}]", err)
+	}
+	out := make(dnsConfigs, 0, len(items))
+	for i, item := range items {
+		c := &networkservice.DNSConfig{}
+		if err := protojson.Unmarshal(item, c); err != nil {
+			return fmt.Errorf("item %d: %v", i+1, err)
+		}
+		for _, ip := range c.GetDnsServerIps() {
+			if _, err := netip.ParseAddr(ip); err != nil {
+				return fmt.Errorf("item %d: dns_server_ips: %q is not an IP address", i+1, ip)
+			}
+		}
+		out = append(out, c)
+	}
+	*d = out
+	return nil
+}
+
+func (dnsConfigs) TypeName() string { return "JSON" }
+
+func (d dnsConfigs) String() string {
+	s := make([]string, len(d))
+	for i, c := range d {
+		s[i] = protojson.Format(c)
+	}
+	return "[" + strings.Join(s, ",") + "]"
 }
 
 // payloadName is IP or ETHERNET.
@@ -86,6 +138,9 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
+	// An endpoint idle for NSM_IDLE_TIMEOUT stops as a signal would stop it.
+	ctx, retire := context.WithCancel(ctx)
+	defer retire()
 	listen := c.ListenOn.URL
 	if listen == nil {
 		dir, err := os.MkdirTemp("", "vw-nse")
@@ -104,6 +159,11 @@ func run(ctx context.Context, c *config) error {
 	ep := endpoint.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)),
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(
+			onidle.NewServer(serving, func() {
+				log.FromContext(ctx).Info("no connection for NSM_IDLE_TIMEOUT; stopping", "NSM_IDLE_TIMEOUT", c.IdleTimeout)
+				retire()
+			}, onidle.WithTimeout(c.IdleTimeout)),
+			dnscontext.NewServer(c.DNSConfigs...),
 			point2pointipam.NewServer(c.CIDRPrefix...),
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
 				kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 )
 
@@ -59,6 +60,15 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			`NSM_LABELS: "app": not key=value`},
 		{"unknown payload", []string{"NSM_PAYLOAD=L2"},
 			`NSM_PAYLOAD: "L2": want IP or ETHERNET`},
+		{"DNS configs not JSON", []string{"NSM_DNS_CONFIGS=8.8.8.8"},
+			`NSM_DNS_CONFIGS: "8.8.8.8": not a JSON list (invalid character '.' after top-level value); write [{"dns_server_ips":["10.0.0.1"],"search_domains":["example.com"]}]`},
+		{"DNS server not an IP", []string{`NSM_DNS_CONFIGS=[{"dns_server_ips":["10.0.0.1"]},{"dns_server_ips":["dns.example"]}]`},
+			`NSM_DNS_CONFIGS: "[{\"dns_server_ips\":[\"10.0.0.1\"]},{\"dns_server_ips\":[\"dns.example\"]}]": item 2: dns_server_ips: "dns.example" is not an IP address`},
+		{"DNS config field unknown", []string{`NSM_DNS_CONFIGS=[{"servers":["10.0.0.1"]}]`},
+			`NSM_DNS_CONFIGS: "[{\"servers\":[\"10.0.0.1\"]}]": item 1: `},
+		{"NSM's CIDR groups", []string{"NSM_CIDR_PREFIX=[10.0.0.0/24,fd00::/120],[10.1.0.0/24]"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/24,fd00::/120],[10.1.0.0/24]": item 1 "[10.0.0.0/24": NSM's groups in [brackets] are not supported; list the CIDRs without brackets`},
+		{"negative idle timeout", []string{"NSM_IDLE_TIMEOUT=-1s"}, `NSM_IDLE_TIMEOUT: "-1s": must be positive`},
 		{"timeout without unit", []string{"NSM_REGISTER_TIMEOUT=15"},
 			`NSM_REGISTER_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
 		{"zero token lifetime", []string{"NSM_MAX_TOKEN_LIFETIME=0s"},
@@ -216,6 +226,84 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 	_, err = monitor.Recv()
 	require.Error(t, err, "the endpoint stopped serving")
 	require.Zero(t, m.registry.Stop())
+}
+
+// TestNSMsVariables: the endpoint runs with the environment of NSM's own endpoint manifests
+// (deployments-k8s apps/nse-kernel with the Kernel2IP2Kernel patch: no NSM_LISTEN_ON, a /31,
+// labels as key:value, DNS configs), registers, and gives a client all of it.
+func TestNSMsVariables(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	regURL := "unix://" + filepath.Join(cmdtest.TempDir(t), "registry.sock")
+	reg, regCC := startRegistry(t, regURL)
+	w := watch(t, ctx, regCC, "nse-kernel-1")
+	nse := cmdtest.Start(t, nseBin, []string{
+		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
+		"NSM_NAME=nse-kernel-1",
+		"NSM_LOG_LEVEL=TRACE",
+		"NSM_CONNECT_TO=" + regURL,
+		"NSM_CIDR_PREFIX=172.16.1.100/31",
+		"NSM_SERVICE_NAMES=kernel2ip2kernel",
+		"NSM_PAYLOAD=IP",
+		"NSM_LABELS=app:gateway",
+		`NSM_DNS_CONFIGS=[{"dns_server_ips": ["172.16.1.100"], "search_domains": ["my.coredns.service"]}]`,
+		"NSM_REGISTRY_CLIENT_POLICIES=etc/nsm/opa/common/.*.rego",
+	})
+	w.nse = nse
+	registered := w.next().GetNetworkServiceEndpoint()
+	require.Equal(t, map[string]string{"app": "gateway"}, registered.GetNetworkServiceLabels()["kernel2ip2kernel"].GetLabels())
+	u, err := url.Parse(registered.GetUrl())
+	require.NoError(t, err)
+
+	clientCtx, stopClient := context.WithCancel(ctx)
+	defer stopClient()
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u))
+	req := kernelRequest()
+	req.Connection.NetworkService = "kernel2ip2kernel"
+	conn, err := nsc.Request(ctx, req)
+	require.NoError(t, err, "endpoint stderr:\n%s", nse.Stderr())
+	require.Equal(t, []string{"172.16.1.101/32"}, conn.GetContext().GetIpContext().GetSrcIpAddrs())
+	require.Equal(t, []string{"172.16.1.100/32"}, conn.GetContext().GetIpContext().GetDstIpAddrs())
+	dns := conn.GetContext().GetDnsContext().GetConfigs()
+	require.Len(t, dns, 1)
+	require.Equal(t, []string{"172.16.1.100"}, dns[0].GetDnsServerIps())
+	require.Equal(t, []string{"my.coredns.service"}, dns[0].GetSearchDomains())
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	stopClient()
+
+	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_REGISTRY_CLIENT_POLICIES"} {
+		require.Contains(t, nse.Stderr(), `msg="accepted, not used yet" cmd=cmd-nse-icmp-responder variable=`+v+" why=")
+	}
+	require.Zero(t, nse.Stop())
+	require.True(t, w.next().GetDeleted())
+	require.Zero(t, reg.Stop())
+}
+
+// TestStopsWhenIdle: with NSM_IDLE_TIMEOUT (NSM's scale-from-zero example), an endpoint that
+// had no connection for that long unregisters and exits 0.
+func TestStopsWhenIdle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, _ := start(t, ctx, nil, []string{"NSM_IDLE_TIMEOUT=1s"})
+	require.True(t, m.watch.next().GetDeleted(), "unregistered when idle")
+	require.Zero(t, m.nse.Wait())
+	require.Contains(t, m.nse.Stderr(), "no connection for NSM_IDLE_TIMEOUT; stopping")
+	require.Zero(t, m.registry.Stop())
+}
+
+// FuzzDNSConfigs: any text gives DNS configurations or an error, never a panic, and what it
+// gives builds the dnscontext element (which panics on a server that is not an IP address).
+func FuzzDNSConfigs(f *testing.F) {
+	for _, s := range []string{`[]`, `[{"dns_server_ips":["10.0.0.1"],"search_domains":["a.b"]}]`, `[{"dnsServerIps":["fd00::1"]}]`, `[null]`, `{}`, `[{"dns_server_ips":["x"]}]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var d dnsConfigs
+		if d.Decode(s) == nil {
+			dnscontext.NewServer(d...)
+		}
+	})
 }
 
 // TestRefreshOutlivesTheExpirePeriod: with a registry that gives a second, the endpoint

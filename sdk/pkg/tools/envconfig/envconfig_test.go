@@ -131,6 +131,8 @@ func TestBadConfigurationNamesTheVariable(t *testing.T) {
 			`NSM_CIDR_PREFIX: "fd00::1/64": has host bits set; did you mean fd00::/64?`},
 		{"overlapping CIDRs", []string{"NSM_CIDR_PREFIX=10.0.0.0/8,10.1.0.0/16"},
 			`NSM_CIDR_PREFIX: "10.0.0.0/8,10.1.0.0/16": item 2 "10.1.0.0/16": overlaps 10.0.0.0/8`},
+		{"NSM's CIDR groups", []string{"NSM_CIDR_PREFIX=[10.0.0.0/8],[fd00::/64]"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/8],[fd00::/64]": item 1 "[10.0.0.0/8]": NSM's groups in [brackets] are not supported; list the CIDRs without brackets`},
 		{"IPv4-mapped CIDR", []string{"NSM_CIDR_PREFIX=::ffff:10.0.0.0/104"},
 			`NSM_CIDR_PREFIX: "::ffff:10.0.0.0/104": an IPv4-mapped IPv6 prefix; write it as IPv4`},
 		{"no CIDR", []string{"NSM_CIDR_PREFIX= "},

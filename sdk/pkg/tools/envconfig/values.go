@@ -155,6 +155,8 @@ func (p *Prefixes) Decode(value string) error {
 	err := DecodeList(value, func(item string) error {
 		prefix, err := netip.ParsePrefix(item)
 		switch {
+		case strings.ContainsAny(item, "[]"):
+			return errors.New("NSM's groups in [brackets] are not supported; list the CIDRs without brackets")
 		case err != nil:
 			return errors.New("not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64")
 		case prefix.Addr().Is4In6():
