@@ -1,12 +1,12 @@
 // Package grpcserve serves a component's gRPC services on a next-hop URL (unix:///path or
-// tcp://host:port): an endpoint, a forwarder, a Network Service Manager, a registry, in a
+// tcp://host:port), or on several at once (ServeAll): an endpoint, a forwarder, a Network Service Manager, a registry, in a
 // program (cmd-*) or in a test. It is the one place that listens, adds the standard health
 // service and stops, so that every component starts and ends the same way.
 //
 // Guarantees:
-//   - Serve listens through sdk/pkg/tools/hopurl before it returns: a URL that cannot be served
-//     (a bad form, a socket another process answers on, a port in use) is its error, naming the
-//     URL, and nothing is left running.
+//   - Serve and ServeAll listen through sdk/pkg/tools/hopurl before they return: a URL that
+//     cannot be served (a bad form, a socket another process answers on, a port in use) is their
+//     error, naming the URL, and nothing is left running or listening.
 //   - Every call sees the values of the serving context (its clock, its logger) where the call's
 //     own context has none, as the elements of an in-process chain would; the call keeps its own
 //     deadline and cancellation.
@@ -24,7 +24,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -48,9 +50,27 @@ func (f RegistrarFunc) Register(s *grpc.Server) { f(s) }
 // Serve serves r's services and the health service on u until ctx ends; opts configure the
 // server (credentials, interceptors, run after the one that adds ctx's values).
 func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
-	lis, err := hopurl.Listen(u)
-	if err != nil {
-		return nil, err
+	return ServeAll(ctx, []*url.URL{u}, r, opts...)
+}
+
+// ServeAll is Serve on every URL of us at once (a node's socket and its tcp address): one
+// server, so one set of services and one health status, with a listener per URL. A URL that
+// cannot be served closes those listened on already, and is the error. Serving ends on all of
+// them together: when ctx ends, or when one listener fails.
+func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.ServerOption) (<-chan error, error) {
+	if len(us) == 0 {
+		return nil, errors.New("grpcserve: no URL to serve on")
+	}
+	var listeners []net.Listener
+	for _, u := range us {
+		lis, err := hopurl.Listen(u)
+		if err != nil {
+			for _, l := range listeners {
+				_ = l.Close()
+			}
+			return nil, err
+		}
+		listeners = append(listeners, lis)
 	}
 	srv := grpc.NewServer(append(append(withValuesOf(ctx), tuned...), opts...)...)
 	r.Register(srv)
@@ -60,17 +80,23 @@ func Serve(ctx context.Context, u *url.URL, r Registrar, opts ...grpc.ServerOpti
 		status.Shutdown() // NOT_SERVING, for the watchers that hear it before Stop ends their stream
 		srv.Stop()
 	})
-	errs := make(chan error, 1)
+	errs := make(chan error, len(listeners))
+	var serving sync.WaitGroup
+	for i, lis := range listeners {
+		serving.Go(func() {
+			err := srv.Serve(lis)
+			// Serve returned on its own when the listener failed: end the calls too.
+			srv.Stop()
+			// ErrServerStopped: ctx ended, or another listener failed, before Serve began.
+			if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				errs <- fmt.Errorf("grpcserve: serve on %s: %w", us[i], err)
+			}
+		})
+	}
 	go func() {
-		defer close(errs)
-		defer stop()
-		err := srv.Serve(lis)
-		// Serve returned on its own when the listener failed: end the calls too.
-		srv.Stop()
-		// ErrServerStopped: ctx ended before Serve began; nothing failed.
-		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errs <- fmt.Errorf("grpcserve: serve on %s: %w", u, err)
-		}
+		serving.Wait()
+		stop()
+		close(errs)
 	}()
 	return errs, nil
 }

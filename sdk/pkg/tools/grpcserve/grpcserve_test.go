@@ -98,6 +98,39 @@ func TestURLsThatCannotBeServed(t *testing.T) {
 	}
 }
 
+// TestServeAll: one server answers on every URL, and ends on all of them with its context; a URL
+// that cannot be served leaves none of the others listening.
+func TestServeAll(t *testing.T) {
+	a, b := socket(t), socket(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs, err := grpcserve.ServeAll(ctx, []*url.URL{a, b}, nothing)
+	require.NoError(t, err)
+	for _, u := range []*url.URL{a, b} {
+		resp, err := grpc_health_v1.NewHealthClient(dial(t, u)).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+		require.NoError(t, err)
+		require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, resp.GetStatus())
+	}
+	cancel()
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, u := range []*url.URL{a, b} {
+		_, err := os.Stat(u.Path)
+		require.ErrorIs(t, err, os.ErrNotExist, "the socket file is removed")
+	}
+
+	busy := socket(t)
+	lis, err := net.Listen("unix", busy.Path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = lis.Close() })
+	_, err = grpcserve.ServeAll(context.Background(), []*url.URL{a, busy}, nothing)
+	require.ErrorContains(t, err, "another process is serving on this socket")
+	_, err = os.Stat(a.Path)
+	require.ErrorIs(t, err, os.ErrNotExist, "the first URL is not left listening")
+	_, err = grpcserve.ServeAll(context.Background(), nil, nothing)
+	require.EqualError(t, err, "grpcserve: no URL to serve on")
+}
+
 // valueKey is where the serving context keeps a value for the calls.
 type valueKey struct{}
 
