@@ -1,5 +1,5 @@
 // Package registryserver is the mesh's registry: it refuses malformed records, stores network services and endpoints in
-// memory, lets only an endpoint's registrant change or remove it, gives services without a payload
+// memory (or in the stores WithStores gives), lets only an endpoint's registrant change or remove it, gives services without a payload
 // the default one, removes endpoints whose registration expired, and streams every change to
 // watchers.
 package registryserver
@@ -25,6 +25,8 @@ type Option func(*options)
 type options struct {
 	name   string
 	expire []expire.Option
+	ns     next.NS
+	nse    next.NSE
 }
 
 // WithName is the registry's id in records' path_ids.
@@ -32,6 +34,12 @@ func WithName(name string) Option { return func(o *options) { o.name = name } }
 
 // WithExpireOptions configures endpoint expiry (the default lifetime of a registration).
 func WithExpireOptions(opts ...expire.Option) Option { return func(o *options) { o.expire = opts } }
+
+// WithStores replaces the in-memory stores that end the chains (sdk-k8s keeps the records in
+// Kubernetes custom resources); the elements before them stay.
+func WithStores(ns next.NS, nse next.NSE) Option {
+	return func(o *options) { o.ns, o.nse = ns, nse }
+}
 
 // Server is the registry's two chains.
 type Server struct {
@@ -45,6 +53,9 @@ func New(opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(o)
 	}
+	if o.ns == nil || o.nse == nil {
+		o.ns, o.nse = memory.NewNS(), memory.NewNSE()
+	}
 	return &Server{
 		// Services have no owner: every endpoint of a service may register it.
 		NS: next.Chain(
@@ -52,7 +63,7 @@ func New(opts ...Option) *Server {
 			updatepath.NewNS(o.name),
 			begin.NewNS(), // one change per name at a time
 			setpayload.NewNS(),
-			memory.NewNS(),
+			o.ns,
 		),
 		NSE: next.Chain(
 			validate.NewNSE(),
@@ -60,7 +71,7 @@ func New(opts ...Option) *Server {
 			begin.NewNSE(), // one change per name at a time; expiry re-enters here
 			authorize.NewNSE(),
 			expire.NewNSE(o.expire...),
-			memory.NewNSE(),
+			o.nse,
 		),
 	}
 }

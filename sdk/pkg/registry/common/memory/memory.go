@@ -60,13 +60,13 @@ func WithWatchQueue(n int) Option {
 
 // NewNS returns a store of network services.
 func NewNS(opts ...Option) next.NS {
-	return newStore(schema[*registry.NetworkService]{match: matchNS}, opts)
+	return newStore(schema[*registry.NetworkService]{match: MatchNS}, opts)
 }
 
 // NewNSE returns a store of network service endpoints.
 func NewNSE(opts ...Option) next.NSE {
 	return newStore(schema[*registry.NetworkServiceEndpoint]{
-		match:    matchNSE,
+		match:    MatchNSE,
 		services: (*registry.NetworkServiceEndpoint).GetNetworkServiceNames,
 	}, opts)
 }
@@ -286,11 +286,15 @@ func (s *store[R]) push(w *watcher[R], ev *next.Event[R]) {
 	}
 }
 
-func matchNS(query, ns *registry.NetworkService) bool {
+// MatchNS tells whether ns matches the query's fields other than the name, as Find matches them;
+// exported for the other stores, so that every backend finds alike.
+func MatchNS(query, ns *registry.NetworkService) bool {
 	return query.GetPayload() == "" || query.GetPayload() == ns.GetPayload()
 }
 
-func matchNSE(query, nse *registry.NetworkServiceEndpoint) bool {
+// MatchNSE tells whether nse matches the query's fields other than the name, as Find matches
+// them; exported for the other stores, so that every backend finds alike.
+func MatchNSE(query, nse *registry.NetworkServiceEndpoint) bool {
 	if names := query.GetNetworkServiceNames(); len(names) > 0 &&
 		!slices.ContainsFunc(names, func(n string) bool { return slices.Contains(nse.GetNetworkServiceNames(), n) }) {
 		return false
