@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,26 +42,26 @@ import (
 
 type config struct {
 	envconfig.Common
-	Name                  envconfig.Name      `default:"admission-webhook-k8s" split_words:"true" desc:"the name of its MutatingWebhookConfiguration; the webhook in it is <NSM_NAME>.<NSM_ANNOTATION>"`
-	ServiceName           dnsLabel            `default:"default" split_words:"true" desc:"the Service the API server calls it through: https://<NSM_SERVICE_NAME>.<NSM_NAMESPACE>.svc:443/mutate"`
-	Namespace             dnsLabel            `default:"default" split_words:"true" desc:"its own namespace: its Service's, and, with kube-system, never sent to it"`
-	Annotation            string              `default:"networkservicemesh.io" split_words:"true" desc:"the annotation holding a pod's client URLs (a pod without one takes its namespace's)"`
-	Labels                envconfig.Labels    `split_words:"true" desc:"labels added to every injected pod: spiffe.io/spiffe-id:true"`
-	NSURLEnvName          string              `default:"NSM_NETWORK_SERVICES" split_words:"true" desc:"the variable the injected containers get the annotation's client URLs in"`
-	InitContainerImages   images              `split_words:"true" desc:"images of init containers run to completion before the client (vwire's client needs none)"`
-	ContainerImages       images              `required:"true" split_words:"true" desc:"the client's image (vwire's cmd-nsc), run as a native sidecar and, as <name>-wait, to wait for the vWires; more images run as more sidecars"`
-	Envs                  envs                `split_words:"true" desc:"more variables for every injected container: NSM_LOG_LEVEL=DEBUG,NSM_REQUEST_TIMEOUT=30s"`
-	WebhookMode           mode                `default:"selfregister" split_words:"true" desc:"selfregister: make its own certificate and configuration (NSM's spire mode needs SPIFFE, which vwire has not yet)"`
-	CertFilePath          string              `split_words:"true" desc:"a serving certificate (PEM) to use instead of making one; with NSM_KEY_FILE_PATH"`
-	KeyFilePath           string              `split_words:"true" desc:"the key of NSM_CERT_FILE_PATH (PEM)"`
-	CABundleFilePath      string              `split_words:"true" desc:"the CA of NSM_CERT_FILE_PATH (PEM), for the configuration's caBundle; without it the API server's own roots"`
-	SidecarLimitsMemory   quantity            `default:"80Mi" split_words:"true" desc:"memory limit of each injected container"`
-	SidecarLimitsCPU      quantity            `default:"200m" split_words:"true" desc:"CPU limit of each injected container"`
-	SidecarRequestsMemory quantity            `default:"40Mi" split_words:"true" desc:"memory request of each injected container"`
-	SidecarRequestsCPU    quantity            `default:"100m" split_words:"true" desc:"CPU request of each injected container"`
-	KubeletQPS            int                 `default:"50" split_words:"true" desc:"requests per second to the API server (burst: twice as many)"`
-	ListenOn              envconfig.ListenURL `default:"tcp://:443" split_words:"true" desc:"where it serves HTTPS: /mutate for the API server, /ready for a readiness probe"`
-	WebhookURL            httpsURL            `split_words:"true" desc:"URL mode: the API server calls this https URL instead of the Service (outside a cluster, tests); without a port, the one it listens on"`
+	Name                  envconfig.Name   `default:"admission-webhook-k8s" split_words:"true" desc:"the name of its MutatingWebhookConfiguration; the webhook in it is <NSM_NAME>.<NSM_ANNOTATION>"`
+	ServiceName           dnsLabel         `default:"default" split_words:"true" desc:"the Service the API server calls it through: https://<NSM_SERVICE_NAME>.<NSM_NAMESPACE>.svc:443/mutate"`
+	Namespace             dnsLabel         `default:"default" split_words:"true" desc:"its own namespace: its Service's, and, with kube-system, never sent to it"`
+	Annotation            string           `default:"networkservicemesh.io" split_words:"true" desc:"the annotation holding a pod's client URLs (a pod without one takes its namespace's)"`
+	Labels                envconfig.Labels `split_words:"true" desc:"labels added to every injected pod: spiffe.io/spiffe-id:true"`
+	NSURLEnvName          string           `default:"NSM_NETWORK_SERVICES" split_words:"true" desc:"the variable the injected containers get the annotation's client URLs in"`
+	InitContainerImages   images           `split_words:"true" desc:"images of init containers run to completion before the client (vwire's client needs none)"`
+	ContainerImages       images           `required:"true" split_words:"true" desc:"the client's image (vwire's cmd-nsc), run as a native sidecar and, as <name>-wait, to wait for the vWires; more images run as more sidecars"`
+	Envs                  envs             `split_words:"true" desc:"more variables for every injected container: NSM_LOG_LEVEL=DEBUG,NSM_REQUEST_TIMEOUT=30s"`
+	WebhookMode           mode             `default:"selfregister" split_words:"true" desc:"selfregister: make its own certificate and configuration (NSM's spire mode needs SPIFFE, which vwire has not yet)"`
+	CertFilePath          string           `split_words:"true" desc:"a serving certificate (PEM) to use instead of making one; with NSM_KEY_FILE_PATH"`
+	KeyFilePath           string           `split_words:"true" desc:"the key of NSM_CERT_FILE_PATH (PEM)"`
+	CABundleFilePath      string           `split_words:"true" desc:"the CA of NSM_CERT_FILE_PATH (PEM), for the configuration's caBundle; without it the API server's own roots"`
+	SidecarLimitsMemory   quantity         `default:"80Mi" split_words:"true" desc:"memory limit of each injected container"`
+	SidecarLimitsCPU      quantity         `default:"200m" split_words:"true" desc:"CPU limit of each injected container"`
+	SidecarRequestsMemory quantity         `default:"40Mi" split_words:"true" desc:"memory request of each injected container"`
+	SidecarRequestsCPU    quantity         `default:"100m" split_words:"true" desc:"CPU request of each injected container"`
+	KubeletQPS            int              `default:"50" split_words:"true" desc:"requests per second to the API server (burst: twice as many)"`
+	ListenOn              listenURL        `default:"tcp://:443" split_words:"true" desc:"where it serves HTTPS: /mutate for the API server, /ready for a readiness probe; port 0 picks a free one"`
+	WebhookURL            httpsURL         `split_words:"true" desc:"URL mode: the API server calls this https URL instead of the Service (outside a cluster, tests); without a port, the one it listens on"`
 }
 
 const about = `cmd-admission-webhook-k8s: a mutating admission webhook that injects vwire's client into
@@ -91,9 +92,6 @@ func command(c *config) envconfig.Command {
 
 // check checks what no single variable can: how they go together.
 func (c *config) check() error {
-	if c.ListenOn.Scheme != "tcp" {
-		return fmt.Errorf("NSM_LISTEN_ON: %q: serves HTTPS; use tcp://host:port or tcp://:443", c.ListenOn)
-	}
 	if c.KubeletQPS <= 0 {
 		return fmt.Errorf("NSM_KUBELET_QPS: %d: must be positive", c.KubeletQPS)
 	}
@@ -143,7 +141,7 @@ func run(ctx context.Context, c *config) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 
-	ln, err := net.Listen("tcp", c.ListenOn.Host)
+	ln, err := net.Listen("tcp", c.ListenOn.addr)
 	if err != nil {
 		return fmt.Errorf("NSM_LISTEN_ON: %w", err)
 	}
@@ -215,7 +213,12 @@ func run(ctx context.Context, c *config) error {
 	}
 	removing, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
-	return errors.Join(err, unregister(removing), stopServing())
+	if unregErr := unregister(removing); unregErr != nil {
+		err = errors.Join(err, unregErr)
+	} else {
+		logger.Info("removed its configuration", "configuration", c.Name)
+	}
+	return errors.Join(err, stopServing())
 }
 
 // restConfig is how to reach the API server: the kubeconfig file KUBECONFIG names, else the
@@ -391,3 +394,26 @@ func (h httpsURL) String() string {
 }
 
 func (q quantity) String() string { return q.Quantity.String() }
+
+// listenURL is a tcp URL to serve on: tcp://host:port, tcp://:443 for every address of the host.
+type listenURL struct{ addr string }
+
+func (l *listenURL) Decode(value string) error {
+	u, err := url.Parse(value)
+	if err != nil || u.Scheme != "tcp" || u.Port() == "" || u.Path != "" {
+		return errors.New("serves HTTPS; use tcp://host:port or tcp://:443")
+	}
+	if _, err := strconv.ParseUint(u.Port(), 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number 0-65535 (0 picks a free one)", u.Port())
+	}
+	host := u.Hostname()
+	if host != "" && net.ParseIP(host) == nil && len(validation.IsDNS1123Subdomain(host)) > 0 {
+		return fmt.Errorf("host %q is no IP address or host name", host)
+	}
+	l.addr = net.JoinHostPort(host, u.Port())
+	return nil
+}
+
+func (listenURL) TypeName() string { return "URL" }
+
+func (l listenURL) String() string { return "tcp://" + l.addr }
