@@ -4,8 +4,8 @@
 // expires, and watchers are told.
 //
 // It serves NSM's two registry services (NetworkServiceRegistry, NetworkServiceEndpointRegistry)
-// of sdk/pkg/registry/chains/registryserver and the gRPC health service on NSM_LISTEN_ON, until
-// SIGINT or SIGTERM. What it stores is lost
+// of sdk/pkg/registry/chains/registryserver and the gRPC health service on each URL of
+// NSM_LISTEN_ON, until SIGINT or SIGTERM. What it stores is lost
 // when it stops: endpoints register again at their next refresh.
 package main
 
@@ -22,9 +22,15 @@ import (
 
 type config struct {
 	envconfig.Common
-	Name         envconfig.Name      `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
-	ListenOn     envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve: unix:///path/to/socket, or tcp://host:port (tcp://:5002 for every address)"`
-	ExpirePeriod time.Duration       `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is unregistered"`
+	Name         envconfig.Name       `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
+	ListenOn     envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5002 for every address)"`
+	ExpirePeriod time.Duration        `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is unregistered"`
+
+	MaxTokenLifetime       time.Duration `split_words:"true" unused:"this registry signs nothing: it passes no registration on" desc:"lifetime of the tokens it signs"`
+	RegistryServerPolicies string        `split_words:"true" unused:"no OPA policies yet; only a record's registrant may change or remove it" desc:"OPA policy files (.rego) and directories that check registrations and queries"`
+	RegistryClientPolicies string        `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the answers of registries it asks"`
+	ProxyRegistryURL       envconfig.URL `split_words:"true" unused:"no interdomain registry yet" desc:"the registry proxy that answers for other domains (name@domain)"`
+	envconfig.NotYet
 }
 
 const about = `cmd-registry-memory: a Network Service Mesh registry that keeps network services and
@@ -45,7 +51,7 @@ func run(ctx context.Context, c *config) error {
 		registryserver.WithName(string(c.Name)),
 		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
 	)
-	errs, err := grpcserve.Serve(ctx, c.ListenOn.URL, registry)
+	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry)
 	if err != nil {
 		return err
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,8 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			`NSM_LISTEN_ON: "unix//x": has no scheme; use unix:///path/to/socket or tcp://host:port`},
 		{"listen URL with a path", []string{"NSM_LISTEN_ON=tcp://:5002/registry"}, nil,
 			`NSM_LISTEN_ON: "tcp://:5002/registry": has path "/registry"; a tcp URL is only tcp://host:port`},
+		{"a listen URL twice", []string{"NSM_LISTEN_ON=tcp://:5002,tcp://:5002"}, nil,
+			`NSM_LISTEN_ON: "tcp://:5002,tcp://:5002": item 2 "tcp://:5002": given twice`},
 		{"expire period without unit", []string{"NSM_EXPIRE_PERIOD=60"}, nil,
 			`NSM_EXPIRE_PERIOD: "60": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
 		{"zero expire period", []string{"NSM_EXPIRE_PERIOD=0s"}, nil,
@@ -74,12 +78,43 @@ type served struct {
 	sock string
 }
 
-// startRegistry starts the command on listen (a unix URL) and waits until it serves.
+// startRegistry starts the command on listen (a unix URL first, maybe others after a comma) and
+// waits until it serves on the first.
 func startRegistry(t *testing.T, listen string, env ...string) *served {
 	p := cmdtest.Start(t, bin, append([]string{"NSM_LOG_LEVEL=DEBUG", "NSM_LISTEN_ON=" + listen}, env...))
-	cc := cmdtest.Dial(t, listen)
+	first, _, _ := strings.Cut(listen, ",")
+	cc := cmdtest.Dial(t, first)
 	cmdtest.WaitServing(t, cc)
-	return &served{Process: p, cc: cc, sock: listen[len("unix://"):]}
+	return &served{Process: p, cc: cc, sock: strings.TrimPrefix(first, "unix://")}
+}
+
+// TestNSMsVariables: the registry runs with the environment of NSM's own registry manifest
+// (deployments-k8s apps/registry-memory: a tcp address, a proxy registry named host:port), and
+// a unix socket besides, and serves on both.
+func TestNSMsVariables(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0") // a free port, given back for the registry
+	require.NoError(t, err)
+	tcp := "tcp://" + lis.Addr().String()
+	require.NoError(t, lis.Close())
+	unix := "unix://" + filepath.Join(cmdtest.TempDir(t), "registry.sock")
+
+	r := startRegistry(t, unix+","+tcp,
+		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
+		"NSM_LOG_LEVEL=TRACE",
+		"NSM_PROXY_REGISTRY_URL=nsmgr-proxy:5004",
+	)
+	cmdtest.WaitServing(t, cmdtest.Dial(t, tcp))
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	_, err = registry.NewNetworkServiceEndpointRegistryClient(cmdtest.Dial(t, tcp)).Register(ctx, &registry.NetworkServiceEndpoint{
+		Name: "nse-1", Url: "tcp://10.0.0.1:5003", NetworkServiceNames: []string{"icmp-responder"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{"nse-1"}, findNames(t, ctx, registry.NewNetworkServiceEndpointRegistryClient(r.cc)), "one registry behind both URLs")
+	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PROXY_REGISTRY_URL"} {
+		require.Contains(t, r.Stderr(), `msg="accepted, not used yet" cmd=cmd-registry-memory variable=`+v+" why=")
+	}
+	require.Zero(t, r.Stop())
 }
 
 func TestRegistersFindsExpiresAndStops(t *testing.T) {
