@@ -5,8 +5,8 @@
 // (NSM_ADVERTISE_URL), so that other nodes come through it, and keeps its forwarders itself.
 //
 // It serves the nsmgr chain of sdk/pkg/networkservice/chains/nsmgr (NetworkService,
-// MonitorConnection, both registry services) and the gRPC health service on NSM_LISTEN_ON, until
-// SIGINT or SIGTERM. With NSM_REGISTRY_URL it uses the mesh's registry; without it, a registry
+// MonitorConnection, both registry services) and the gRPC health service on every URL of
+// NSM_LISTEN_ON, until SIGINT or SIGTERM. With NSM_REGISTRY_URL it uses the mesh's registry; without it, a registry
 // of its own in memory, enough for a mesh of one node. Its tokens are unsigned (no SPIFFE yet).
 //
 // A manager that restarts has lost what it kept in memory (its forwarders, the URLs of its
@@ -34,12 +34,17 @@ import (
 
 type config struct {
 	envconfig.Common
-	Name             envconfig.Name      `split_words:"true" desc:"the manager's name: its segment of each connection's path and the issuer of its tokens (default: the host name)"`
-	ListenOn         envconfig.ListenURL `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to serve: unix:///path/to/socket, or tcp://host:port (tcp://:5001 for every address, with NSM_ADVERTISE_URL)"`
-	AdvertiseURL     envconfig.URL       `split_words:"true" desc:"the URL other hops dial to reach this manager, registered for the endpoints of its node (default: NSM_LISTEN_ON; required when that is every address)"`
-	RegistryURL      envconfig.URL       `split_words:"true" desc:"the mesh's registry: unix:///var/lib/networkservicemesh/registry.sock or tcp://host:port (default: a registry of its own, in memory, for a mesh of one node)"`
-	MaxTokenLifetime time.Duration       `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
-	DialTimeout      time.Duration       `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
+	Name             envconfig.Name       `split_words:"true" desc:"the manager's name: its segment of each connection's path and the issuer of its tokens (default: the host name)"`
+	ListenOn         envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5001 for every address, with NSM_ADVERTISE_URL)"`
+	AdvertiseURL     envconfig.URL        `split_words:"true" desc:"the URL other hops dial to reach this manager, registered for the endpoints of its node (default: the first tcp URL of NSM_LISTEN_ON, else its first; required when that tcp URL is every address)"`
+	RegistryURL      envconfig.URL        `split_words:"true" desc:"the mesh's registry: unix:///var/lib/networkservicemesh/registry.sock, tcp://host:port or host:port (default: a registry of its own, in memory, for a mesh of one node)"`
+	MaxTokenLifetime time.Duration        `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
+	DialTimeout      time.Duration        `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
+
+	ForwarderNetworkServiceName envconfig.Name `default:"forwarder" split_words:"true" desc:"the network service forwarders register under; this manager finds them under forwarder only"`
+	RegistryServerPolicies      string         `split_words:"true" unused:"no OPA policies yet; only a record's registrant may change or remove it" desc:"OPA policy files (.rego) and directories that check registrations and queries"`
+	RegistryClientPolicies      string         `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	envconfig.NotYet
 }
 
 const about = `cmd-nsmgr: the Network Service Manager of a node. Clients of the node request network
@@ -56,6 +61,10 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
+	if c.ForwarderNetworkServiceName != "forwarder" {
+		return &envconfig.Error{Var: "NSM_FORWARDER_NETWORK_SERVICE_NAME", Value: string(c.ForwarderNetworkServiceName),
+			Problem: "this manager finds forwarders under the network service forwarder only; leave it unset"}
+	}
 	name, err := managerName(c)
 	if err != nil {
 		return err
@@ -82,7 +91,7 @@ func run(ctx context.Context, c *config) error {
 	}
 
 	mgr := nsmgr.NewServer(ctx, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), opts...)
-	errs, err := grpcserve.Serve(ctx, c.ListenOn.URL, mgr)
+	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, mgr)
 	if err != nil {
 		return err
 	}
@@ -109,19 +118,23 @@ func managerName(c *config) (string, error) {
 	return string(n), nil
 }
 
-// advertised is the URL other hops dial to reach the manager: NSM_ADVERTISE_URL, else the one it
-// listens on, which must then name one address.
+// advertised is the URL other hops dial to reach the manager: NSM_ADVERTISE_URL, else the first
+// tcp URL it listens on (as NSM's manager registers), which must then name one address, else
+// the first URL it listens on.
 func advertised(c *config) (*url.URL, error) {
 	if c.AdvertiseURL.URL != nil {
 		return c.AdvertiseURL.URL, nil
 	}
-	listen := c.ListenOn.URL
-	if listen.Scheme == hopurl.TCP {
+	for _, listen := range c.ListenOn {
+		if listen.Scheme != hopurl.TCP {
+			continue
+		}
 		if ip, err := netip.ParseAddr(listen.Hostname()); listen.Hostname() == "" || (err == nil && ip.IsUnspecified()) {
 			return nil, &envconfig.Error{Var: "NSM_ADVERTISE_URL", Unset: true, Problem: fmt.Sprintf(
-				"not set, and NSM_LISTEN_ON=%s is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:%s",
+				"not set, and NSM_LISTEN_ON's %s is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:%s",
 				listen, listen.Port())}
 		}
+		return listen, nil
 	}
-	return listen, nil
+	return c.ListenOn[0], nil
 }

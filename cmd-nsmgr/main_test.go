@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,11 +53,11 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		{"unix URL with two slashes", []string{"NSM_LISTEN_ON=unix://nsm.io.sock"}, nil,
 			`NSM_LISTEN_ON: "unix://nsm.io.sock": has host "nsm.io.sock"; a unix URL has three slashes: unix:///nsm.io.sock`},
 		{"every address, not advertised", []string{"NSM_LISTEN_ON=tcp://:5001"}, nil,
-			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON=tcp://:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
+			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON's tcp://:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
 		{"every IPv4 address, not advertised", []string{"NSM_LISTEN_ON=tcp://0.0.0.0:5001"}, nil,
-			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON=tcp://0.0.0.0:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
+			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON's tcp://0.0.0.0:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
 		{"every IPv6 address, not advertised", []string{"NSM_LISTEN_ON=tcp://[::]:5001"}, nil,
-			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON=tcp://[::]:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
+			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON's tcp://[::]:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
 		{"port picked at start", []string{"NSM_LISTEN_ON=tcp://127.0.0.1:0", "NSM_ADVERTISE_URL=tcp://127.0.0.1:5001"}, nil,
 			`NSM_LISTEN_ON: "tcp://127.0.0.1:0": port "0" is not a port number 1-65535`},
 		{"advertised URL without host", []string{"NSM_LISTEN_ON=tcp://:5001", "NSM_ADVERTISE_URL=tcp://:5001"}, nil,
@@ -68,6 +70,10 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			`NSM_MAX_TOKEN_LIFETIME: "0s": must be positive`},
 		{"dial timeout without unit", []string{"NSM_DIAL_TIMEOUT=5"}, nil,
 			`NSM_DIAL_TIMEOUT: "5": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
+		{"a forwarder service of another name", []string{"NSM_FORWARDER_NETWORK_SERVICE_NAME=fwd"}, nil,
+			`NSM_FORWARDER_NETWORK_SERVICE_NAME: "fwd": this manager finds forwarders under the network service forwarder only; leave it unset`},
+		{"every address among others, not advertised", []string{"NSM_LISTEN_ON=unix:///tmp/vw-never/nsm.io.sock,tcp://:5001"}, nil,
+			"NSM_ADVERTISE_URL: not set, and NSM_LISTEN_ON's tcp://:5001 is every address of the node, which other hops cannot dial; set it to the node's URL, e.g. tcp://10.0.0.1:5001"},
 		{"an argument", nil, []string{"serve"},
 			`unexpected argument "serve"; the command takes NSM_* environment variables only (see --help)`},
 	} {
@@ -88,6 +94,54 @@ func TestDefaultsServeAndStop(t *testing.T) {
 	p.WaitStderr(fmt.Sprintf("msg=serving cmd=cmd-nsmgr name=%s url=%s advertised=%s registry=\"in memory\"", host, listen, listen))
 	require.Zero(t, p.Stop())
 	require.Contains(t, p.Stderr(), "msg=stopped")
+}
+
+// freeTCP returns a tcp URL on a port of the loopback address that was free a moment ago.
+func freeTCP(t *testing.T) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = lis.Close() }()
+	return "tcp://" + lis.Addr().String()
+}
+
+// TestNSMsVariables: the nsmgr runs with the environment of NSM's own manifest
+// (deployments-k8s apps/nsmgr: a socket and a tcp address in one NSM_LISTEN_ON, the registry
+// as host:port), serves on both, and registers its node's endpoints under the tcp one.
+func TestNSMsVariables(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	registryURL, tcp := freeTCP(t), freeTCP(t)
+	unix := "unix://" + filepath.Join(cmdtest.TempDir(t), "nsm.io.sock")
+	reg := cmdtest.Start(t, registryBin, []string{"NSM_LISTEN_ON=" + registryURL})
+	p := cmdtest.Start(t, bin, []string{
+		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
+		"NSM_NAME=nsmgr-abcde",
+		"NSM_LOG_LEVEL=TRACE",
+		"NSM_PPROF_ENABLED=true",
+		"NSM_PPROF_LISTEN_ON=localhost:6060",
+		"NSM_REGISTRY_URL=" + strings.TrimPrefix(registryURL, "tcp://"),
+		"NSM_LISTEN_ON=" + unix + "," + tcp,
+		"NSM_FORWARDER_NETWORK_SERVICE_NAME=forwarder",
+		"NSM_DIAL_TIMEOUT=750ms",
+	})
+	for _, u := range []string{unix, tcp} {
+		cmdtest.WaitServing(t, cmdtest.Dial(t, u))
+	}
+	_, err := registry.NewNetworkServiceEndpointRegistryClient(cmdtest.Dial(t, unix)).Register(ctx, &registry.NetworkServiceEndpoint{
+		Name: "nse-1", Url: "unix:///var/lib/nse-1.sock", NetworkServiceNames: []string{"icmp-responder"},
+	})
+	require.NoError(t, err, "nsmgr stderr:\n%s", p.Stderr())
+	found, err := registry.NewNetworkServiceEndpointRegistryClient(cmdtest.Dial(t, registryURL)).Find(ctx,
+		&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: &registry.NetworkServiceEndpoint{Name: "nse-1"}})
+	require.NoError(t, err)
+	resp, err := found.Recv()
+	require.NoError(t, err)
+	require.Equal(t, tcp, resp.GetNetworkServiceEndpoint().GetUrl(), "the first tcp URL is the one other nodes dial")
+	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PPROF_ENABLED", "NSM_PPROF_LISTEN_ON"} {
+		require.Contains(t, p.Stderr(), `msg="accepted, not used yet" cmd=cmd-nsmgr variable=`+v+" why=")
+	}
+	require.Zero(t, p.Stop())
+	require.Zero(t, reg.Stop())
 }
 
 // node is one node's mesh: the registry, the nsmgr and the endpoint as processes of their own,
