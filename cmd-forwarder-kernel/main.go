@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -60,11 +61,48 @@ type config struct {
 	ListenOn         envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
 	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr: where it registers and finds endpoints"`
 	TunnelIP         tunnelIP         `split_words:"true" desc:"its underlay address, one of its namespace's, the source of its tunnels to other nodes; unset: connections within the node only"`
-	VXLANPort        port             `default:"4789" split_words:"true" desc:"UDP port of VXLAN tunnels; the same on every node"`
+	VXLANPort        port             `default:"4789" split_words:"true" desc:"UDP port of VXLAN tunnels; the same on every node (0: 4789)"`
 	RemoteMechanisms remoteMechanisms `default:"WIREGUARD,VXLAN" split_words:"true" desc:"the tunnels it offers and accepts, in the order it prefers them (WireGuard carries IP payload only)"`
 	Labels           envconfig.Labels `default:"p2p=true" split_words:"true" desc:"its labels for the forwarder service, which the nsmgr picks forwarders by"`
 	RegisterTimeout  time.Duration    `default:"15s" split_words:"true" desc:"how long the first registration may wait for the nsmgr to answer; also bounds the unregistration at exit"`
 	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+	DialTimeout      time.Duration    `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (an endpoint, or the nsmgr of another node) to accept a connection"`
+
+	MechanismPriority      mechanismPriority `split_words:"true" desc:"NSM's order of mechanisms: the tunnels of NSM_REMOTE_MECHANISMS named here come first, in this order; other names are ignored"`
+	NSName                 envconfig.Name    `default:"forwarder" desc:"the network service it registers under; nsmgrs find forwarders under forwarder only"`
+	RegistryClientPolicies string            `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the nsmgr's registry answers"`
+	envconfig.NotYet
+}
+
+// mechanismPriority is a list of mechanism types, upper case.
+type mechanismPriority []string
+
+func (m *mechanismPriority) Decode(value string) error {
+	var out mechanismPriority
+	err := envconfig.DecodeList(value, func(item string) error {
+		out = append(out, strings.ToUpper(item))
+		return nil
+	})
+	*m = out
+	return err
+}
+
+func (mechanismPriority) TypeName() string { return "mechanism list" }
+
+// ordered is r with the tunnels that priority names first, in its order.
+func (r remoteMechanisms) ordered(priority mechanismPriority) remoteMechanisms {
+	out := make(remoteMechanisms, 0, len(r))
+	for _, p := range priority {
+		if slices.Contains(r, p) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	for _, t := range r {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // tunnelIP is an optional unicast IP address.
@@ -91,13 +129,16 @@ func (a tunnelIP) String() string {
 	return a.Addr.String()
 }
 
-// port is a UDP port, 1..65535.
+// port is a UDP port, 1..65535; 0, NSM's default, is VXLAN's standard port.
 type port uint16
 
 func (p *port) Decode(value string) error {
 	n, err := strconv.ParseUint(strings.TrimSpace(value), 10, 16)
-	if err != nil || n == 0 {
+	if err != nil {
 		return errors.New("not a UDP port 1..65535")
+	}
+	if n == 0 {
+		n = 4789
 	}
 	*p = port(n)
 	return nil
@@ -148,6 +189,10 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
+	if c.NSName != "forwarder" {
+		return &envconfig.Error{Var: "NSM_NSNAME", Value: string(c.NSName),
+			Problem: "nsmgrs find forwarders under the network service forwarder only; leave it unset"}
+	}
 	logger := log.FromContext(ctx)
 	fwd, err := nsfile.Open("file:///proc/self/ns/net")
 	if err != nil {
@@ -196,7 +241,8 @@ func run(ctx context.Context, c *config) error {
 	opts := []forwarder.Option{
 		forwarder.WithName(name),
 		forwarder.WithVXLANPort(uint16(c.VXLANPort)),
-		forwarder.WithRemoteMechanisms(c.RemoteMechanisms...),
+		forwarder.WithRemoteMechanisms(c.RemoteMechanisms.ordered(c.MechanismPriority)...),
+		forwarder.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
 	}
 	if c.TunnelIP.IsValid() {
 		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))

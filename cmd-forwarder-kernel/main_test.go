@@ -48,7 +48,10 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		{"tunnel IP unspecified", []string{"NSM_TUNNEL_IP=::"}, `NSM_TUNNEL_IP: "::": not a unicast address of an interface`},
 		{"tunnel IP of no interface", []string{"NSM_TUNNEL_IP=192.0.2.77"},
 			`NSM_TUNNEL_IP: "192.0.2.77": no interface of this network namespace has it; give one of its addresses`},
-		{"VXLAN port zero", []string{"NSM_VXLAN_PORT=0"}, `NSM_VXLAN_PORT: "0": not a UDP port 1..65535`},
+		{"VXLAN port too high", []string{"NSM_VXLAN_PORT=65536"}, `NSM_VXLAN_PORT: "65536": not a UDP port 1..65535`},
+		{"a forwarder service of another name", []string{"NSM_NSNAME=fwd"},
+			`NSM_NSNAME: "fwd": nsmgrs find forwarders under the network service forwarder only; leave it unset`},
+		{"zero dial timeout", []string{"NSM_DIAL_TIMEOUT=0s"}, `NSM_DIAL_TIMEOUT: "0s": must be positive`},
 		{"unknown remote mechanism", []string{"NSM_REMOTE_MECHANISMS=WIREGUARD,KERNEL"},
 			`NSM_REMOTE_MECHANISMS: "WIREGUARD,KERNEL": item 2 "KERNEL": not a tunnel this forwarder makes; use WIREGUARD or VXLAN`},
 		{"bad label", []string{"NSM_LABELS=p2p"}, `NSM_LABELS: "p2p": not key=value`},
@@ -57,6 +60,24 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			line, _ := cmdtest.Fails(t, bin, append([]string{"NSM_LOG_LEVEL=ERROR"}, tc.env...))
 			require.Equal(t, "cmd-forwarder-kernel: "+tc.want, line)
 		})
+	}
+}
+
+func TestMechanismPriorityOrdersTheTunnels(t *testing.T) {
+	for _, tc := range []struct {
+		remote, priority, want string
+	}{
+		{"WIREGUARD,VXLAN", "", "WIREGUARD,VXLAN"},
+		{"WIREGUARD,VXLAN", "vxlan", "VXLAN,WIREGUARD"},
+		{"WIREGUARD,VXLAN", "KERNEL,VXLAN,MEMIF,WIREGUARD", "VXLAN,WIREGUARD"},
+		{"VXLAN", "WIREGUARD,VXLAN", "VXLAN"},
+		{"WIREGUARD,VXLAN", "VXLAN,VXLAN", "VXLAN,WIREGUARD"},
+	} {
+		var r remoteMechanisms
+		var p mechanismPriority
+		require.NoError(t, r.Decode(tc.remote))
+		require.NoError(t, p.Decode(tc.priority))
+		require.Equal(t, tc.want, r.ordered(p).String(), "%s ordered by %s", tc.remote, tc.priority)
 	}
 }
 
@@ -159,11 +180,17 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 	registered := regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
 
 	fwdURL := "unix://" + filepath.Join(dir, "fwd.sock")
-	p := cmdtest.Start(t, "ip", []string{
+	p := cmdtest.Start(t, "ip", []string{ // with NSM's variables, as NSM's forwarder manifests set them
 		"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd-1", "NSM_CONNECT_TO=" + nsmgrURL.String(), "NSM_LISTEN_ON=" + fwdURL,
-		"NSM_TUNNEL_IP=10.99.0.1", "NSM_LABELS=p2p=true,node=n1",
+		"NSM_TUNNEL_IP=10.99.0.1", "NSM_LABELS=p2p:true,node:n1", "NSM_NSNAME=forwarder", "NSM_VXLAN_PORT=0",
+		"NSM_DIAL_TIMEOUT=750ms", "NSM_MECHANISM_PRIORITY=VXLAN", "NSM_PPROF_ENABLED=true",
+		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 	}, "netns", "exec", name, bin)
 	p.WaitStderr(`msg=registered`)
+	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PPROF_ENABLED"} {
+		require.Contains(t, p.Stderr(), `msg="accepted, not used yet" cmd=cmd-forwarder-kernel variable=`+v+" why=")
+	}
+	require.Contains(t, p.Stderr(), "NSM_VXLAN_PORT=4789", "0 is the standard port")
 	require.Contains(t, p.Stderr(), "removed interfaces a previous run left")
 	require.NotContains(t, links(t, h), left, "the leftover is gone")
 	require.NotContains(t, links(t, h), "eth-left", "with its peer")
