@@ -6,8 +6,10 @@
 // nsm-1 in this process's network namespace, to an endpoint of icmp-responder labelled app=web.
 // The requests go through NSM_CONNECT_TO, the node's nsmgr, with the standard client chain
 // (sdk/pkg/networkservice/chains/client: refresh, heal, retry). The forwarder makes the
-// interface; the client states where (its netns, as inodeURL file:///proc/<pid>/ns/net) and how
-// it is named.
+// interface; the client states where and how it is named: its netns, named
+// file:///proc/<pid>/ns/net, goes to the nsmgr as a descriptor beside every Request and Close
+// (inodeURL inode://<dev>/<ino>, as NSM's clients send it; the client chain's sendfd), so that it
+// works from a mount namespace of its own (a pod's), over NSM_CONNECT_TO's unix socket.
 //
 // The names are the client's own in its namespace: at start, a vWire already there under one of
 // them (its alias says it is one) is what a previous run left when it died, and is removed

@@ -23,6 +23,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -186,7 +187,10 @@ func TestConnectsKeepsAndCloses(t *testing.T) {
 	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
 	second := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
 
-	netns := fmt.Sprintf("file:///proc/%d/ns/net", nsc.Pid())
+	// The client names its namespace file:///proc/<pid>/ns/net and passes it as a descriptor:
+	// the endpoint sees the inode URL.
+	netns, err := fdpass.PathURL(fmt.Sprintf("/proc/%d/ns/net", nsc.Pid()))
+	require.NoError(t, err)
 	if os.Geteuid() == 0 {
 		own, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", nsc.Pid()))
 		require.NoError(t, err)
@@ -209,7 +213,7 @@ func TestConnectsKeepsAndCloses(t *testing.T) {
 		mech := kernel.ToMechanism(tc.conn.GetMechanism())
 		require.NotNil(t, mech)
 		require.Equal(t, tc.iface, mech.GetInterfaceName())
-		require.Equal(t, netns, mech.GetNetNSURL(), "the client states its own netns")
+		require.Equal(t, netns, mech.GetNetNSURL(), "the client passes its own netns")
 		require.Equal(t, tc.labels, tc.conn.GetLabels())
 		require.Equal(t, tc.src, tc.conn.GetContext().GetIpContext().GetSrcIpAddrs())
 		require.Equal(t, tc.dst, tc.conn.GetContext().GetIpContext().GetDstIpAddrs())

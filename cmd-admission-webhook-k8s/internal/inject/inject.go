@@ -250,7 +250,7 @@ func (c *Config) patch(ctx context.Context, req *admissionv1.AdmissionRequest) (
 	}
 	level := ns.Labels[enforceLabel]
 	restricted := level == "restricted"
-	volumes, err := newVolumes(t.spec.Volumes, volumes(level == "" || level == "privileged"))
+	newVols, err := newVolumes(t.spec.Volumes, volumes(level == "" || level == "privileged"))
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +266,7 @@ func (c *Config) patch(ctx context.Context, req *admissionv1.AdmissionRequest) (
 
 	var ops []operation
 	ops = prepend(ops, t.prefix+"/spec/initContainers", len(t.spec.InitContainers), ours)
-	ops = appendAll(ops, t.prefix+"/spec/volumes", len(t.spec.Volumes), volumes)
+	ops = appendAll(ops, t.prefix+"/spec/volumes", len(t.spec.Volumes), newVols)
 	ops = c.addLabels(ops, t.prefix+"/metadata/labels", t.meta.Labels)
 	return json.Marshal(ops)
 }
