@@ -85,6 +85,9 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	apiServer := &envtest.APIServer{CertDir: filepath.Join(dir, "apiserver")}
 	// On loopback there is no address to publish as the kubernetes Service's endpoint.
 	apiServer.Configure().Set("endpoint-reconciler-type", "none")
+	// A stopping API server otherwise waits a minute for open watches, which never end by
+	// themselves; with this it answers new requests 429 and closes the rest after 2 s.
+	apiServer.Configure().Set("shutdown-send-retry-after", "true")
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: bin,
 		ControlPlane: envtest.ControlPlane{
