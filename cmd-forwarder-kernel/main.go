@@ -16,6 +16,11 @@
 //
 // It works in the network namespace it runs in, which must be its own (a pod's, or one made with
 // ip netns): for WireGuard it turns on IP forwarding and turns off the reverse-path filter there.
+//
+// Workloads' namespaces reach it as descriptors beside the calls over unix sockets (inode://
+// URLs, NSM's grpcfd): the client's from its nsmgr, the endpoint's with the endpoint's answer.
+// It opens only those; a file:// path is refused with PermissionDenied unless
+// NSM_ALLOW_NETNS_PATHS=true, and one of its own (/proc/self, /proc/thread-self) always.
 package main
 
 import (
@@ -72,6 +77,8 @@ type config struct {
 	NSName                 envconfig.Name    `default:"forwarder" desc:"the network service it registers under; nsmgrs find forwarders under forwarder only"`
 	RegistryClientPolicies string            `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the nsmgr's registry answers"`
 	envconfig.NotYet
+
+	AllowNetnsPaths bool `default:"false" split_words:"true" desc:"let clients and endpoints name their network namespaces by file:// path, opened in this forwarder's mount namespace, besides passing them as descriptors (never /proc/self, /proc/thread-self or its own): only where every workload is trusted with the node's view, as in a mesh of ip netns namespaces"`
 }
 
 // mechanismPriority is a list of mechanism types, upper case.
@@ -246,6 +253,9 @@ func run(ctx context.Context, c *config) error {
 	}
 	if c.TunnelIP.IsValid() {
 		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))
+	}
+	if c.AllowNetnsPaths {
+		opts = append(opts, forwarder.WithNetNSPaths())
 	}
 	fwdChain, err := forwarder.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), cc, fwd, opts...)
 	if err != nil {

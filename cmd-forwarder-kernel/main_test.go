@@ -28,10 +28,14 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 )
 
-var bin string // the command, built once
+var (
+	bin      string // the command, built once
+	nsmgrBin string // cmd-nsmgr and cmd-nsc, for e2e_test.go
+	nscBin   string
+)
 
 func TestMain(m *testing.M) {
-	cmdtest.Main(m, map[string]*string{".": &bin})
+	cmdtest.Main(m, map[string]*string{".": &bin, "vwire.dev/cmd-nsmgr": &nsmgrBin, "vwire.dev/cmd-nsc": &nscBin})
 }
 
 func TestHelpAndREADMEListEveryVariable(t *testing.T) {

@@ -13,8 +13,10 @@
 //
 // The endpoint makes no interface itself: the forwarder builds the vWire's end in the
 // endpoint's network namespace, which the endpoint states in the KERNEL mechanism it accepts
-// (inodeURL file:///proc/<pid>/ns/net), and puts the endpoint's address on it (the IP context's
-// dst_ip_addrs). The kernel then answers ICMP echo on it: there is nothing else to do.
+// (inodeURL file:///proc/<pid>/ns/net) and passes to the forwarder as a descriptor with its
+// answer (sdk's sendfd server: inode://<dev>/<ino>, as NSM's endpoints do), and puts the
+// endpoint's address on it (the IP context's dst_ip_addrs). The kernel then answers ICMP echo on
+// it: there is nothing else to do.
 package main
 
 import (
@@ -41,6 +43,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
@@ -165,6 +168,7 @@ func run(ctx context.Context, c *config) error {
 			}, onidle.WithTimeout(c.IdleTimeout)),
 			dnscontext.NewServer(c.DNSConfigs...),
 			point2pointipam.NewServer(c.CIDRPrefix...),
+			sendfd.NewServer(), // the namespace goes to the forwarder as a descriptor, not as a path
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
 				kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),
 			}),

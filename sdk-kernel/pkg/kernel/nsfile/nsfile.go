@@ -1,18 +1,22 @@
-// Package nsfile opens the network namespace that NSM's kernel mechanism names by URL, and runs
-// code inside a network namespace without leaking it into other goroutines.
+// Package nsfile opens network namespaces, from a descriptor a peer passed or from a path, and
+// runs code inside a network namespace without leaking it into other goroutines.
 //
-// Why: a workload's namespace reaches the forwarder as a URL in the mechanism parameters
-// (kernel.NetNSURL): file:///proc/<pid>/ns/net for a process, file:///var/run/netns/<name> for a
-// namespace made by `ip netns add`. Open turns it into a netns.NsHandle for netlink.NewHandleAt,
-// which is how the rest of this module works in a namespace: a netlink socket opened there serves
-// any goroutine, with no thread switching. Do is for the few calls that have no netlink form
-// (opening a TUN device or a UDP socket in a namespace).
+// Why: a workload's namespace reaches the forwarder named in the mechanism parameters
+// (kernel.NetNSURL). NSM's clients and endpoints pass it as a descriptor beside the gRPC call,
+// named inode://<device>/<inode> (sdk/pkg/tools/fdpass); FromFile turns the received file into
+// a handle. A path, file:///proc/<pid>/ns/net or file:///var/run/netns/<name>, means something
+// only in the forwarder's mount namespace and names whatever its sender likes, so Open is for a
+// forwarder's own namespace and for meshes whose operator allows paths. A netns.NsHandle serves
+// netlink.NewHandleAt, which is how the rest of this module works in a namespace: a netlink
+// socket opened there serves any goroutine, with no thread switching. Do is for the few calls
+// that have no netlink form (opening a TUN device or a UDP socket in a namespace).
 //
 // Guarantees:
-//   - Open accepts only file:// URLs with an absolute path, refuses inode:// URLs (NSM passes the
-//     namespace as a file descriptor beside the gRPC call there, which needs grpcfd, not yet here)
-//     with Unimplemented, and checks that the file is a network namespace before returning it:
-//     a missing file is NotFound, anything else InvalidArgument; it never blocks on a FIFO;
+//   - Open accepts only file:// URLs with an absolute path (an inode:// URL is InvalidArgument:
+//     its file comes as a descriptor, see FromFile); FromFile opens the file a descriptor refers
+//     to anew (a descriptor sent by path is O_PATH and serves no setns), never a path that a
+//     peer could have chosen. Both check that the file is a network namespace before returning
+//     it: a missing file is NotFound, anything else InvalidArgument; neither blocks on a FIFO;
 //   - Do runs fn on a fresh goroutine locked to its OS thread; the caller's thread never changes
 //     namespace. The thread goes back to its namespace afterwards, or, if that fails, dies with
 //     the goroutine instead of returning to the scheduler in the wrong namespace. A panic in fn
@@ -23,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path"
 	"runtime"
 
@@ -41,6 +46,19 @@ func Open(u string) (netns.NsHandle, error) {
 	if err != nil {
 		return netns.None(), err
 	}
+	return open(file, u)
+}
+
+// FromFile returns a handle to the network namespace f refers to, a descriptor received from a
+// peer (any open mode, O_PATH included), named u in messages. The caller closes the handle; f
+// stays the caller's.
+func FromFile(f *os.File, u string) (netns.NsHandle, error) {
+	// The descriptor's own entry in /proc reopens the very file it refers to, whatever its path.
+	return open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), u)
+}
+
+// open opens file, which must be a network namespace, named u in messages.
+func open(file, u string) (netns.NsHandle, error) {
 	// O_NONBLOCK: opening a FIFO someone named here must not hang the forwarder.
 	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -53,6 +71,12 @@ func Open(u string) (netns.NsHandle, error) {
 	return netns.NsHandle(fd), nil
 }
 
+// Same reports whether a and b are the same namespace.
+func Same(a, b netns.NsHandle) bool {
+	var sa, sb unix.Stat_t
+	return unix.Fstat(int(a), &sa) == nil && unix.Fstat(int(b), &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
+
 // Path returns the file a netns URL names, or why Open would refuse the URL, without opening it.
 func Path(u string) (string, error) {
 	parsed, err := url.Parse(u)
@@ -62,8 +86,8 @@ func Path(u string) (string, error) {
 	switch parsed.Scheme {
 	case kernel.NetNSURLScheme:
 	case "inode":
-		return "", kerr.New(codes.Unimplemented,
-			"nsfile: netns URL %q needs the namespace passed as a file descriptor (grpcfd), which vwire does not support yet; send file:///proc/<pid>/ns/net", u)
+		return "", kerr.New(codes.InvalidArgument,
+			"nsfile: netns URL %q names a namespace passed as a descriptor, not a path; open the received file with FromFile", u)
 	default:
 		return "", kerr.New(codes.InvalidArgument, "nsfile: netns URL %q has scheme %q; want file:///proc/<pid>/ns/net or file:///var/run/netns/<name>", u, parsed.Scheme)
 	}

@@ -39,8 +39,8 @@ func TestOpen(t *testing.T) {
 		{name: "named namespace", url: nstest.URL(name), want: ns},
 		{name: "process namespace", url: fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid()), want: self(t)},
 		{name: "localhost host", url: "file://localhost" + "/var/run/netns/" + name, want: ns},
-		{name: "inode URL", url: "inode://4/4026531992", code: codes.Unimplemented,
-			msg: `nsfile: netns URL "inode://4/4026531992" needs the namespace passed as a file descriptor (grpcfd), which vwire does not support yet; send file:///proc/<pid>/ns/net`},
+		{name: "inode URL", url: "inode://4/4026531992", code: codes.InvalidArgument,
+			msg: `nsfile: netns URL "inode://4/4026531992" names a namespace passed as a descriptor, not a path; open the received file with FromFile`},
 		{name: "other scheme", url: "unix:///var/run/netns/x", code: codes.InvalidArgument,
 			msg: `nsfile: netns URL "unix:///var/run/netns/x" has scheme "unix"; want file:///proc/<pid>/ns/net or file:///var/run/netns/<name>`},
 		{name: "bare path", url: "/var/run/netns/x", code: codes.InvalidArgument},
@@ -68,6 +68,44 @@ func TestOpen(t *testing.T) {
 			}
 			defer func() { _ = got.Close() }()
 			require.True(t, got.Equal(tt.want), "opened %s, want %s", got.UniqueId(), tt.want.UniqueId())
+		})
+	}
+}
+
+// TestFromFile: a received descriptor, O_PATH as NSM's clients send it or opened for reading,
+// gives its namespace; one of anything else is refused, and nothing blocks.
+func TestFromFile(t *testing.T) {
+	ns, name := nstest.New(t)
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "regular")
+	require.NoError(t, os.WriteFile(regular, nil, 0o600))
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, unix.Mkfifo(fifo, 0o600))
+	for _, tt := range []struct {
+		name  string
+		path  string
+		flags int
+		code  codes.Code
+	}{
+		{"O_PATH namespace", "/var/run/netns/" + name, unix.O_PATH, codes.OK},
+		{"namespace opened for reading", "/var/run/netns/" + name, unix.O_RDONLY, codes.OK},
+		{"regular file", regular, unix.O_PATH, codes.InvalidArgument},
+		{"fifo", fifo, unix.O_PATH, codes.InvalidArgument},
+		{"namespace of another kind", "/proc/self/ns/uts", unix.O_PATH, codes.InvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := os.OpenFile(tt.path, tt.flags|unix.O_CLOEXEC, 0)
+			require.NoError(t, err)
+			defer f.Close()
+			got, err := nsfile.FromFile(f, "inode://1/2")
+			require.Equal(t, tt.code, status.Code(err), "%v", err)
+			if tt.code != codes.OK {
+				require.Contains(t, err.Error(), "inode://1/2", "the error names the URL")
+				return
+			}
+			defer func() { _ = got.Close() }()
+			require.True(t, nsfile.Same(got, ns))
+			require.False(t, nsfile.Same(got, self(t)))
 		})
 	}
 }
@@ -142,7 +180,7 @@ func FuzzPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, u string) {
 		path, err := nsfile.Path(u)
 		if err != nil {
-			require.Contains(t, []codes.Code{codes.InvalidArgument, codes.Unimplemented}, status.Code(err))
+			require.Equal(t, codes.InvalidArgument, status.Code(err))
 			return
 		}
 		require.True(t, filepath.IsAbs(path) && filepath.Clean(path) == path, "path %q", path)

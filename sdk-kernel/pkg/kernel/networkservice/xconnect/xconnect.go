@@ -41,7 +41,6 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
 	"vwire.dev/sdk-kernel/pkg/kernel/l3xconnect"
-	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 	kxconnect "vwire.dev/sdk-kernel/pkg/kernel/xconnect"
 )
 
@@ -54,10 +53,10 @@ type End struct {
 
 // Workload is the workload's side of a vWire, which routing to it needs.
 type Workload struct {
-	NetNSURL string                    // the workload's namespace
-	Name     string                    // the workload's end
-	Side     ipconfig.Side             // which end of the connection the workload is
-	IP       *networkservice.IPContext // the connection's IP context
+	NetNS netns.NsHandle            // the workload's namespace, held by the mechanism element
+	Name  string                    // the workload's end
+	Side  ipconfig.Side             // which end of the connection the workload is
+	IP    *networkservice.IPContext // the connection's IP context
 }
 
 // Ends are the two ends of one connection. A mechanism element sets In (facing the previous
@@ -156,14 +155,9 @@ func (s *server) join(in, out *End, id string) error {
 		return status.Errorf(codes.FailedPrecondition,
 			"xconnect: cannot join %q (Ethernet) with %q (bare IP): routing needs a vWire on one side", veth.Name, l3.Name)
 	}
-	ns, err := nsfile.Open(veth.Workload.NetNSURL)
-	if err != nil {
-		return wrap(err)
-	}
-	defer func() { _ = ns.Close() }()
 	return wrap(l3xconnect.Create(s.fwd, l3xconnect.Veth{
 		Name:         veth.Name,
-		Workload:     ns,
+		Workload:     veth.Workload.NetNS,
 		WorkloadName: veth.Workload.Name,
 		Side:         veth.Workload.Side,
 		IP:           veth.Workload.IP,

@@ -50,6 +50,9 @@ func (endpoint) Close(context.Context, *networkservice.Connection) (*emptypb.Emp
 	return &emptypb.Empty{}, nil
 }
 
+// paths lets these tests name namespaces by path: there is no gRPC to pass descriptors over.
+var paths = kernelmech.WithNetNSPaths()
+
 // forwarder is a forwarder's chain without gRPC: xconnect, the client's KERNEL, then a client
 // chain with the endpoint's KERNEL, a recorder, extra elements, and the next hop (last).
 func forwarder(fwd netns.NsHandle, rec *checks.Recorder, last networkservice.NetworkServiceServer, extra ...networkservice.NetworkServiceServer) networkservice.NetworkServiceServer {
@@ -58,12 +61,12 @@ func forwarder(fwd netns.NsHandle, rec *checks.Recorder, last networkservice.Net
 		clients = append(clients, adapters.NewServerToClient(e))
 	}
 	nextHop := next.NewNetworkServiceClient(append([]networkservice.NetworkServiceClient{
-		begin.NewClient(), metadata.NewClient(), mechanismtranslation.NewClient(), kernelmech.NewClient(fwd),
+		begin.NewClient(), metadata.NewClient(), mechanismtranslation.NewClient(), kernelmech.NewClient(fwd, paths),
 	}, clients...)...)
 	return next.NewNetworkServiceServer(
 		begin.NewServer(), metadata.NewServer(),
 		xconnect.NewServer(fwd),
-		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(fwd)}),
+		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(fwd, paths)}),
 		adapters.NewClientToServer(nextHop),
 	)
 }
@@ -245,7 +248,7 @@ func TestJoinFailureUndoes(t *testing.T) {
 			fwd := next.NewNetworkServiceServer(
 				begin.NewServer(), metadata.NewServer(),
 				xconnect.NewServer(s.fwd),
-				mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(s.fwd)}),
+				mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(s.fwd, paths)}),
 				next.NewNetworkServiceServer(tt.extra...),
 				rec,
 			)

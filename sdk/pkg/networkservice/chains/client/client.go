@@ -8,7 +8,9 @@
 // Files a mechanism names (the KERNEL mechanism's network namespace) travel as descriptors beside
 // every Request and Close over a unix socket, as NSM's clients send them (sendfd, recvfd): a
 // client names its own namespace by file:// path, the next hop sees an inode:// URL and gets the
-// descriptor, and the client gets its file:// URL back.
+// descriptor, and the client gets its file:// URL back. A component that uses the files of the
+// next hop's answer (a forwarder, the endpoint's namespace) adds recvfd's client after the
+// elements that use them.
 package client
 
 import (
@@ -24,7 +26,6 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/heal"
-	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
@@ -123,7 +124,6 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	elements = append(elements, o.extra...)
 	elements = append(elements,
 		sendfd.NewClient(), // files named in the request go beside it: the client's namespace
-		recvfd.NewClient(), // after the extra elements, which use the answer's files on the way back
 		updatetoken.NewClient(o.gen),
 		dial.NewClient(ctx, append([]dial.Option{perRPC}, o.dial...)...),
 		monitor.NewClient(ctx), // after dial: follows the next hop over the same connection

@@ -14,6 +14,12 @@
 // supports (KERNEL), another node's forwarder the first it supports (a tunnel).
 // mechanismtranslation keeps the two hops' mechanisms apart.
 //
+// Workloads' namespaces come as descriptors beside the calls, named by inode:// URLs (NSM's
+// grpcfd): recvfd, first after the endpoint chain, receives the client's from the nsmgr and
+// holds it for the connection; the client chain's recvfd receives the endpoint's with its answer.
+// The kernel elements open namespaces from those descriptors only; a file:// path is refused
+// (PermissionDenied) unless WithNetNSPaths allows it.
+//
 // The forwarder works in the network namespace given to NewServer: every interface, route and
 // rule it makes is there or in a workload's namespace. Before serving, remove what a previous run
 // left there (ifname.Sweep).
@@ -40,6 +46,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	"vwire.dev/sdk/pkg/registry/common/querycache"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
@@ -65,6 +72,7 @@ type options struct {
 	wireguard []wgmech.Option
 	dial      []dial.Option
 	authorize []authorize.Option
+	kernel    []kernelmech.Option
 }
 
 // WithName names the forwarder: its path segment, its tokens' issuer, its registration.
@@ -91,6 +99,13 @@ func WithWireGuardOptions(opts ...wgmech.Option) Option {
 	return func(o *options) { o.wireguard = append(o.wireguard, opts...) }
 }
 
+// WithNetNSPaths lets clients and endpoints name their namespaces by file:// path, opened in
+// the forwarder's mount namespace, besides passing them as descriptors: for a mesh whose
+// operator trusts every workload with the forwarder's view of the node (see kernel.WithNetNSPaths).
+func WithNetNSPaths() Option {
+	return func(o *options) { o.kernel = append(o.kernel, kernelmech.WithNetNSPaths()) }
+}
+
 // WithDialOptions configures how next hops are reached.
 func WithDialOptions(opts ...dial.Option) Option { return func(o *options) { o.dial = opts } }
 
@@ -107,7 +122,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 	for _, opt := range opts {
 		opt(o)
 	}
-	servers := map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(fwd)}
+	servers := map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(fwd, o.kernel...)}
 	var clients []networkservice.NetworkServiceClient
 	if o.tunnelIP.IsValid() {
 		if o.key == nil {
@@ -135,7 +150,10 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 			}
 		}
 	}
-	clients = append(clients, kernelmech.NewClient(fwd)) // last: local endpoints take it, forwarders a tunnel
+	clients = append(clients,
+		kernelmech.NewClient(fwd, o.kernel...), // last: local endpoints take it, forwarders a tunnel
+		recvfd.NewClient(),                     // the endpoint's namespace, for the kernel client on the way back
+	)
 
 	nextHop := client.NewClient(ctx,
 		client.WithName(o.name),
@@ -153,6 +171,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
+			recvfd.NewServer(), // the client's namespace, passed by the nsmgr, held for the connection
 			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
 			xconnect.NewServer(fwd), // before both sides' mechanism elements: it acts once both ends exist

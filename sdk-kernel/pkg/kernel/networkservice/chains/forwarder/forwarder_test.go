@@ -29,6 +29,7 @@ import (
 
 	nsclient "vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
@@ -141,6 +142,7 @@ func workloads(t *testing.T, d *sandbox.Domain, nseNode *node, p string, extra .
 	d.RegisterService(&registry.NetworkService{Name: service, Payload: p})
 	nse, nseName := nstest.New(t)
 	nseNode.NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}}, append([]networkservice.NetworkServiceServer{
+		sendfd.NewServer(), // the endpoint's namespace goes to the forwarder as a descriptor
 		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
 		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
 	}, extra...)...)

@@ -3,7 +3,7 @@
 // and the other in the forwarder's, for xconnect to join with the connection's other end.
 //
 // The server (NewServer) faces the client (NSC): its KERNEL mechanism names the client's
-// namespace (inodeURL, a file:// URL) and interface (name); the client's end gets the client's
+// namespace (inodeURL) and interface (name); the client's end gets the client's
 // share of the IP context (src_ip_addrs, src_routes, policies) and, for ETHERNET payload,
 // ethernet_context.src_mac. The client (NewClient) faces a local endpoint (NSE): it offers a
 // KERNEL mechanism whose interface name it derives from the connection (DefaultName); the
@@ -16,11 +16,22 @@
 // carries its IP context and MTU, and put the forwarder's end into xconnect.Ends (In for the
 // server, Out for the client).
 //
+// Namespaces: a peer may only hand over a namespace it holds. An inode:// URL names one the peer
+// passed as a descriptor beside the call, which sdk's recvfd received and holds for the
+// connection (the server's from fdpass.FromContext, the client's from recvfd.ClientFiles); the
+// element opens the namespace from that descriptor, never from a path. A file:// path names
+// whatever its sender likes, in the forwarder's mount namespace (/proc/1/ns/net is the node's),
+// so one is accepted only with WithNetNSPaths, the operator's choice, and never one of
+// /proc/self, /proc/thread-self or the forwarder's own pid; and no namespace is ever the
+// forwarder's own. Each vWire keeps a handle on its workload's namespace until it is removed.
+//
 // Guarantees:
-//   - the server checks the client's mechanism before next (InvalidArgument for a netns URL
-//     that is not a file:// URL or an interface name Linux refuses; Unimplemented for inode://);
-//     the client checks the endpoint's answer after next (FailedPrecondition, naming the
-//     endpoint);
+//   - the server checks the client's mechanism before next: PermissionDenied for a namespace
+//     the client does not hold (an inode:// URL whose descriptor did not come, a path while
+//     paths are not allowed, a path of the forwarder's own), InvalidArgument for a malformed
+//     URL or an interface name Linux refuses; so nothing is made for a refused client. The
+//     client checks the endpoint's answer after next (FailedPrecondition, or PermissionDenied as
+//     above, naming the endpoint);
 //   - a first Request whose vWire cannot be made closes downstream (the caller's values, a fresh
 //     deadline) and returns the error, with nothing left in either namespace;
 //   - a refresh keeps the vWire. If the IP context changed, the workload's addresses, routes and
@@ -30,8 +41,8 @@
 //     removes it;
 //   - on the client side, a refresh whose next hop chose another mechanism (heal found an
 //     endpoint on another node) removes the vWire;
-//   - Close removes the vWire (when the workload's namespace is gone, its end went with it and
-//     only the forwarder's end is removed) and always calls next.
+//   - Close removes the vWire, closes the handle on the workload's namespace, and always calls
+//     next.
 package kernel
 
 import (
@@ -40,6 +51,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -53,8 +66,10 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/api/validate"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
@@ -63,9 +78,10 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 )
 
-// vwire is a vWire this element made, as it made it.
+// vwire is a vWire this element made, as it made it, and the workload's namespace it holds.
 type vwire struct {
 	netnsURL string
+	ns       netns.NsHandle
 	spec     veth.Spec
 	end      *xconnect.End
 }
@@ -77,10 +93,39 @@ var (
 	clientKey = metadata.NewKey[*vwire]("kernel client vWire")
 )
 
+// Option configures the elements.
+type Option func(*options)
+
+type options struct {
+	name  func(*networkservice.Connection) string
+	paths bool
+}
+
+// WithInterfaceName names the endpoint's interface by name(conn) in the mechanism the client
+// offers, instead of DefaultName; an endpoint may still choose another. The server ignores it.
+func WithInterfaceName(name func(*networkservice.Connection) string) Option {
+	return func(o *options) { o.name = name }
+}
+
+// WithNetNSPaths lets peers name namespaces by file:// path, opened in the forwarder's mount
+// namespace (still never /proc/self, /proc/thread-self or the forwarder's own namespace): for a
+// mesh whose operator trusts every client and endpoint with the forwarder's view of the node
+// (processes in `ip netns` namespaces). Without it, namespaces come only as descriptors.
+func WithNetNSPaths() Option { return func(o *options) { o.paths = true } }
+
+func newOptions(opts []Option) options {
+	o := options{name: DefaultName}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // NewServer returns the element that makes the client's vWire, with its other end in the
 // forwarder's namespace fwd (which stays the caller's, open while the element is used).
-func NewServer(fwd netns.NsHandle) networkservice.NetworkServiceServer {
-	return &server{maker{fwd: fwd, side: ipconfig.Client, role: ifname.Client}}
+func NewServer(fwd netns.NsHandle, opts ...Option) networkservice.NetworkServiceServer {
+	o := newOptions(opts)
+	return &server{maker{fwd: fwd, side: ipconfig.Client, role: ifname.Client, paths: o.paths}}
 }
 
 type server struct{ maker }
@@ -90,7 +135,8 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if mech == nil {
 		return next.Server(ctx).Request(ctx, req)
 	}
-	if err := checkClient(mech); err != nil {
+	files := fdpass.FromContext(ctx)
+	if err := s.checkClient(files, mech); err != nil {
 		return nil, err
 	}
 	m := metadata.Server(ctx)
@@ -99,42 +145,30 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	now, err := s.ensure(old, conn, kernel.ToMechanism(conn.GetMechanism()))
+	now, err := s.ensure(files, old, conn, kernel.ToMechanism(conn.GetMechanism()))
 	return xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err)
 }
 
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	return xconnect.CloseServer(ctx, conn, serverKey, s.remove)
+	return xconnect.CloseServer(ctx, conn, serverKey, s.discard)
 }
 
-// checkClient refuses a client's KERNEL mechanism that names no usable namespace or interface.
-func checkClient(mech *kernel.Mechanism) error {
+// checkClient refuses a client's KERNEL mechanism that names no namespace the client holds, or
+// no usable interface.
+func (s *server) checkClient(files *fdpass.Files, mech *kernel.Mechanism) error {
 	if mech.GetNetNSURL() == "" {
 		return status.Errorf(codes.InvalidArgument,
-			"kernel: the client's mechanism parameter %s is missing: a client states its network namespace, file:///proc/<pid>/ns/net "+
+			"kernel: the client's mechanism parameter %s is missing: a client states its network namespace, passed as a descriptor (inode://) "+
 				"(a forwarder of another node offers KERNEL last, after its tunnels: if one sent this, the two forwarders share no tunnel for the payload; see their remote mechanisms)",
 			kernel.NetNSURL)
 	}
-	if _, err := nsfile.Path(mech.GetNetNSURL()); err != nil {
+	if err := s.held(files, mech.GetNetNSURL()); err != nil {
 		return fmt.Errorf("kernel: the client's mechanism parameter %s: %w", kernel.NetNSURL, err)
 	}
 	if err := validate.InterfaceName(mech.GetInterfaceName()); err != nil {
 		return status.Errorf(codes.InvalidArgument, "kernel: the client's mechanism parameter %s: %v", kernel.InterfaceNameKey, err)
 	}
 	return nil
-}
-
-// Option configures the client.
-type Option func(*clientOptions)
-
-type clientOptions struct {
-	name func(*networkservice.Connection) string
-}
-
-// WithInterfaceName names the endpoint's interface by name(conn) in the mechanism the client
-// offers, instead of DefaultName; an endpoint may still choose another.
-func WithInterfaceName(name func(*networkservice.Connection) string) Option {
-	return func(o *clientOptions) { o.name = name }
 }
 
 // DefaultName is the endpoint's interface the client asks for: up to six characters of the
@@ -162,11 +196,8 @@ func DefaultName(conn *networkservice.Connection) string {
 // NewClient returns the element that offers KERNEL to a local endpoint and makes the endpoint's
 // vWire, with its other end in the forwarder's namespace fwd (which stays the caller's).
 func NewClient(fwd netns.NsHandle, opts ...Option) networkservice.NetworkServiceClient {
-	o := clientOptions{name: DefaultName}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return &client{maker: maker{fwd: fwd, side: ipconfig.Endpoint, role: ifname.Endpoint}, name: o.name}
+	o := newOptions(opts)
+	return &client{maker: maker{fwd: fwd, side: ipconfig.Endpoint, role: ifname.Endpoint, paths: o.paths}, name: o.name}
 }
 
 type client struct {
@@ -184,11 +215,12 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	mech := kernel.ToMechanism(conn.GetMechanism())
 	if mech == nil { // the next hop chose a tunnel to another node
-		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
+		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.discard)
 	}
-	now, err := old, c.checkEndpoint(conn, mech)
+	files := recvfd.ClientFiles(ctx)
+	now, err := old, c.checkEndpoint(files, conn, mech)
 	if err == nil {
-		now, err = c.ensure(old, conn, mech)
+		now, err = c.ensure(files, old, conn, mech)
 	}
 	return xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...)
 }
@@ -206,14 +238,18 @@ func (c *client) offer(req *networkservice.NetworkServiceRequest) {
 	req.MechanismPreferences = append(req.MechanismPreferences, mech)
 }
 
-// checkEndpoint refuses an endpoint's KERNEL answer that names no usable namespace or interface.
-func (c *client) checkEndpoint(conn *networkservice.Connection, mech *kernel.Mechanism) error {
+// checkEndpoint refuses an endpoint's KERNEL answer that names no namespace the endpoint holds,
+// or no usable interface.
+func (c *client) checkEndpoint(files *fdpass.Files, conn *networkservice.Connection, mech *kernel.Mechanism) error {
 	nse := conn.GetNetworkServiceEndpointName()
 	if mech.GetNetNSURL() == "" {
 		return status.Errorf(codes.FailedPrecondition,
-			"kernel: endpoint %q accepted KERNEL without a network namespace (%s); an endpoint states its own, file:///proc/<pid>/ns/net", nse, kernel.NetNSURL)
+			"kernel: endpoint %q accepted KERNEL without a network namespace (%s); an endpoint states its own, file:///proc/<pid>/ns/net, and sends it with sendfd's server", nse, kernel.NetNSURL)
 	}
-	if _, err := nsfile.Path(mech.GetNetNSURL()); err != nil {
+	if err := c.held(files, mech.GetNetNSURL()); err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			return fmt.Errorf("kernel: endpoint %q: %w", nse, err)
+		}
 		return status.Errorf(codes.FailedPrecondition, "kernel: endpoint %q: %v", nse, err)
 	}
 	if mech.GetInterfaceName() == "" {
@@ -226,14 +262,69 @@ func (c *client) checkEndpoint(conn *networkservice.Connection, mech *kernel.Mec
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
-	return xconnect.CloseClient(ctx, conn, clientKey, c.remove, opts...)
+	return xconnect.CloseClient(ctx, conn, clientKey, c.discard, opts...)
 }
 
 // maker makes and removes the vWires of one side.
 type maker struct {
-	fwd  netns.NsHandle
-	side ipconfig.Side
-	role string // ifname role of the forwarder's end
+	fwd   netns.NsHandle
+	side  ipconfig.Side
+	role  string // ifname role of the forwarder's end
+	paths bool   // peers may name namespaces by path
+}
+
+// held fails unless u names a namespace the peer holds: one it passed (in files), or a path when
+// paths are allowed.
+func (k *maker) held(files *fdpass.Files, u string) error {
+	if fdpass.IsURL(u) {
+		if err := fdpass.Check(u); err != nil {
+			return err
+		}
+		if files == nil || files.Get(u) == nil {
+			return status.Errorf(codes.PermissionDenied,
+				"the %s names its network namespace %s but did not pass it; a peer hands over only a namespace it holds, sent as a descriptor beside the call (grpcfd), as NSM's clients and endpoints do", k.side, u)
+		}
+		return nil
+	}
+	path, err := nsfile.Path(u)
+	if err != nil {
+		return err
+	}
+	if !k.paths {
+		return status.Errorf(codes.PermissionDenied,
+			"the %s names its network namespace by path (%s), which this forwarder does not open for peers: pass it as a descriptor beside the call (inode://, grpcfd), or let its operator allow paths (forwarder.WithNetNSPaths, NSM_ALLOW_NETNS_PATHS)", k.side, u)
+	}
+	if ownProc(path) {
+		return status.Errorf(codes.PermissionDenied, "the %s names %s, which is the forwarder's own; name the workload's namespace", k.side, u)
+	}
+	return nil
+}
+
+// ownProc reports whether path is under /proc/self, /proc/thread-self or /proc/<this pid>: in
+// the forwarder they are the forwarder's.
+func ownProc(path string) bool {
+	first, _, _ := strings.Cut(strings.TrimPrefix(path, "/proc/"), "/")
+	return strings.HasPrefix(path, "/proc/") && (first == "self" || first == "thread-self" || first == strconv.Itoa(os.Getpid()))
+}
+
+// open returns a handle on the namespace u names, checked by held: from the passed descriptor,
+// or the path. The forwarder's own namespace is refused whichever way it came.
+func (k *maker) open(files *fdpass.Files, u string) (netns.NsHandle, error) {
+	var ns netns.NsHandle
+	var err error
+	if fdpass.IsURL(u) {
+		ns, err = nsfile.FromFile(files.Get(u), u)
+	} else {
+		ns, err = nsfile.Open(u)
+	}
+	if err != nil {
+		return netns.None(), err
+	}
+	if nsfile.Same(ns, k.fwd) {
+		_ = ns.Close()
+		return netns.None(), status.Errorf(codes.PermissionDenied, "the %s's namespace %s is the forwarder's own; name the workload's namespace", k.side, u)
+	}
+	return ns, nil
 }
 
 // want is the vWire conn asks for on this side.
@@ -254,7 +345,8 @@ func (k *maker) want(conn *networkservice.Connection, mech *kernel.Mechanism) *v
 }
 
 // ensure makes the vWire conn asks for, keeping old where it can, and returns what stands now.
-func (k *maker) ensure(old *vwire, conn *networkservice.Connection, mech *kernel.Mechanism) (*vwire, error) {
+// files are the descriptors the peer passed for the connection.
+func (k *maker) ensure(files *fdpass.Files, old *vwire, conn *networkservice.Connection, mech *kernel.Mechanism) (*vwire, error) {
 	want := k.want(conn, mech)
 	if old != nil && sameLink(old, want) {
 		if proto.Equal(old.spec.IP, want.spec.IP) {
@@ -267,22 +359,26 @@ func (k *maker) ensure(old *vwire, conn *networkservice.Connection, mech *kernel
 			return old, err
 		}
 	}
-	ns, err := nsfile.Open(want.netnsURL)
+	if err := k.held(files, want.netnsURL); err != nil {
+		return nil, fmt.Errorf("kernel: the %s's namespace: %w", k.side, err)
+	}
+	ns, err := k.open(files, want.netnsURL)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: the %s's namespace: %w", k.side, err)
 	}
-	defer func() { _ = ns.Close() }()
 	peer, err := veth.Create(k.fwd, ns, want.spec)
 	if err != nil {
+		_ = ns.Close()
 		return nil, fmt.Errorf("kernel: the %s's vWire: %w", k.side, err)
 	}
+	want.ns = ns
 	want.end = k.end(peer, want)
 	return want, nil
 }
 
 func (k *maker) end(peer string, w *vwire) *xconnect.End {
 	return &xconnect.End{Name: peer, Workload: &xconnect.Workload{
-		NetNSURL: w.netnsURL, Name: w.spec.Name, Side: k.side, IP: w.spec.IP,
+		NetNS: w.ns, Name: w.spec.Name, Side: k.side, IP: w.spec.IP,
 	}}
 }
 
@@ -296,11 +392,7 @@ func sameLink(a, b *vwire) bool {
 // readdress replaces old's share of the IP context on the workload's end with want's. The end is
 // new (a new pointer), so that xconnect joins again with the new addresses.
 func (k *maker) readdress(old, want *vwire) (*vwire, error) {
-	ns, err := nsfile.Open(old.netnsURL)
-	if err != nil {
-		return old, fmt.Errorf("kernel: the %s's namespace: %w", k.side, err)
-	}
-	defer func() { _ = ns.Close() }()
+	ns := old.ns
 	s := old.spec
 	if err := ipconfig.Remove(ns, s.Name, s.Side, s.IP, s.ConnID); err != nil {
 		return old, fmt.Errorf("kernel: remove the %s's old addresses: %w", k.side, err)
@@ -311,19 +403,25 @@ func (k *maker) readdress(old, want *vwire) (*vwire, error) {
 		}
 		return old, fmt.Errorf("kernel: the %s's new addresses: %w", k.side, err)
 	}
+	want.ns = old.ns
 	want.end = k.end(old.end.Name, want)
 	return want, nil
 }
 
-// remove deletes w.
+// remove deletes w and lets go of its workload's namespace; if deleting fails, w stays whole for
+// another try.
 func (k *maker) remove(w *vwire) error {
-	ns, err := nsfile.Open(w.netnsURL)
-	if err != nil {
-		ns = netns.None() // the workload's namespace is gone, and its end with it
-	}
-	defer func() { _ = ns.Close() }()
-	if err := veth.Delete(k.fwd, ns, w.spec); err != nil {
+	if err := veth.Delete(k.fwd, w.ns, w.spec); err != nil {
 		return fmt.Errorf("kernel: remove the %s's vWire: %w", k.side, err)
 	}
-	return nil
+	return w.ns.Close()
+}
+
+// discard removes w for good, on Close: its namespace is let go of even if deleting failed.
+func (k *maker) discard(w *vwire) error {
+	err := k.remove(w)
+	if err != nil {
+		_ = w.ns.Close()
+	}
+	return err
 }

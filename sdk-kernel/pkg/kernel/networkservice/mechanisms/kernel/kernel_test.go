@@ -2,6 +2,8 @@ package kernel_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -13,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -24,6 +27,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/networkservice/utils/conformance"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
@@ -57,18 +61,22 @@ type server struct {
 	rec   *checks.Recorder
 }
 
-func newServer(fwd netns.NsHandle) *server {
+// newServer is the server element in a chain; most tests name namespaces by path (opts has
+// WithNetNSPaths) and TestServerOpensAPassedNamespace by descriptor.
+func newServer(fwd netns.NsHandle, opts ...kernelmech.Option) *server {
 	s := &server{fail: inject.NewServer(nil), rec: checks.NewServer()}
-	s.chain = next.NewNetworkServiceServer(begin.NewServer(), metadata.NewServer(), kernelmech.NewServer(fwd), s.fail, s.rec)
+	s.chain = next.NewNetworkServiceServer(begin.NewServer(), metadata.NewServer(), kernelmech.NewServer(fwd, opts...), s.fail, s.rec)
 	return s
 }
+
+var paths = kernelmech.WithNetNSPaths()
 
 func TestServer(t *testing.T) {
 	ctx := context.Background()
 	fwd, _ := nstest.New(t)
 	nsc, nscName := nstest.New(t)
 	before := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nsc)}
-	s := newServer(fwd)
+	s := newServer(fwd, paths)
 
 	req := request(nstest.URL(nscName), &networkservice.IPContext{
 		SrcIpAddrs: []string{"172.16.0.1/32", "fd16::1/128"}, DstIpAddrs: []string{"172.16.0.0/32", "fd16::/128"},
@@ -110,23 +118,38 @@ func TestServer(t *testing.T) {
 	require.NoError(t, err, "a second Close is fine")
 }
 
+// TestServerRefusesBadMechanisms: a client naming a namespace it does not hold (an inode URL
+// whose descriptor did not come, a path while paths are not allowed, a path of the forwarder's
+// own even when they are) or a malformed one is refused before next: nothing is made.
 func TestServerRefusesBadMechanisms(t *testing.T) {
 	fwd, _ := nstest.New(t)
 	_, nscName := nstest.New(t)
+	self := func(m *kernel.Mechanism) { m.SetNetNSURL(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())) }
 	tests := []struct {
 		name   string
+		paths  bool
 		change func(*kernel.Mechanism)
 		code   codes.Code
 	}{
-		{"no netns", func(m *kernel.Mechanism) { delete(m.GetParameters(), kernel.NetNSURL) }, codes.InvalidArgument},
-		{"inode URL", func(m *kernel.Mechanism) { m.SetNetNSURL("inode://4/4026532000") }, codes.Unimplemented},
-		{"relative path", func(m *kernel.Mechanism) { m.SetNetNSURL("file://proc/1/ns/net") }, codes.InvalidArgument},
-		{"name too long", func(m *kernel.Mechanism) { m.SetInterfaceName("a-name-too-long-0") }, codes.InvalidArgument},
-		{"no name", func(m *kernel.Mechanism) { m.SetInterfaceName("") }, codes.InvalidArgument},
+		{"no netns", true, func(m *kernel.Mechanism) { delete(m.GetParameters(), kernel.NetNSURL) }, codes.InvalidArgument},
+		{"inode URL not passed", false, func(m *kernel.Mechanism) { m.SetNetNSURL("inode://4/4026532000") }, codes.PermissionDenied},
+		{"malformed inode URL", false, func(m *kernel.Mechanism) { m.SetNetNSURL("inode://4/x") }, codes.InvalidArgument},
+		{"path not allowed", false, func(*kernel.Mechanism) {}, codes.PermissionDenied},
+		{"the node's namespace by path", false, func(m *kernel.Mechanism) { m.SetNetNSURL("file:///proc/1/ns/net") }, codes.PermissionDenied},
+		{"/proc/self", true, func(m *kernel.Mechanism) { m.SetNetNSURL("file:///proc/self/ns/net") }, codes.PermissionDenied},
+		{"/proc/thread-self", true, func(m *kernel.Mechanism) { m.SetNetNSURL("file:///proc/thread-self/ns/net") }, codes.PermissionDenied},
+		{"the forwarder's pid", true, self, codes.PermissionDenied},
+		{"relative path", true, func(m *kernel.Mechanism) { m.SetNetNSURL("file://proc/1/ns/net") }, codes.InvalidArgument},
+		{"name too long", true, func(m *kernel.Mechanism) { m.SetInterfaceName("a-name-too-long-0") }, codes.InvalidArgument},
+		{"no name", true, func(m *kernel.Mechanism) { m.SetInterfaceName("") }, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newServer(fwd)
+			var opts []kernelmech.Option
+			if tt.paths {
+				opts = append(opts, paths)
+			}
+			s := newServer(fwd, opts...)
 			req := request(nstest.URL(nscName), nil)
 			tt.change(kernel.ToMechanism(req.GetConnection().GetMechanism()))
 			_, err := s.chain.Request(context.Background(), req)
@@ -137,6 +160,70 @@ func TestServerRefusesBadMechanisms(t *testing.T) {
 	}
 }
 
+// TestServerRefusesTheForwardersOwnNamespace: a path that names the forwarder's own namespace
+// by another name is refused once opened, and what next made is closed.
+func TestServerRefusesTheForwardersOwnNamespace(t *testing.T) {
+	fwd, fwdName := nstest.New(t)
+	before := nstest.Dump(t, fwd)
+	s := newServer(fwd, paths)
+	_, err := s.chain.Request(context.Background(), request(nstest.URL(fwdName), ipContext("172.16.0.1/32", "172.16.0.0/32")))
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), "is the forwarder's own")
+	require.Empty(t, s.rec.Open(), "what next made was closed")
+	require.Equal(t, before, nstest.Dump(t, fwd))
+}
+
+// passed returns the inode URL of the named namespace and the files a recvfd server would hold
+// for it: a descriptor opened O_PATH, as NSM's clients send it.
+func passed(t *testing.T, name string) (string, *fdpass.Files) {
+	f, err := os.OpenFile("/var/run/netns/"+name, unix.O_PATH|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	u, err := fdpass.URLOf(f)
+	require.NoError(t, err)
+	files := fdpass.NewFiles()
+	files.Put(u, f)
+	t.Cleanup(files.Close)
+	return u, files
+}
+
+// handlesOn counts this process's descriptors that refer to the namespace ns.
+func handlesOn(t *testing.T, ns netns.NsHandle) int {
+	var want unix.Stat_t
+	require.NoError(t, unix.Fstat(int(ns), &want))
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range entries {
+		var got unix.Stat_t
+		if unix.Stat("/proc/self/fd/"+e.Name(), &got) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			n++
+		}
+	}
+	return n
+}
+
+// TestServerOpensAPassedNamespace: with the client's namespace passed as a descriptor (and
+// paths not allowed) the vWire is made in it; Close leaves nothing, not even a descriptor.
+func TestServerOpensAPassedNamespace(t *testing.T) {
+	fwd, _ := nstest.New(t)
+	nsc, nscName := nstest.New(t)
+	before := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nsc)}
+	u, files := passed(t, nscName)
+	ctx := fdpass.WithFiles(context.Background(), files)
+	s := newServer(fwd)
+	fds := handlesOn(t, nsc)
+
+	conn, err := s.chain.Request(ctx, request(u, ipContext("172.16.0.1/32", "172.16.0.0/32")))
+	require.NoError(t, err)
+	_, err = nstest.Handle(t, nsc).LinkByName("nsm-1")
+	require.NoError(t, err, "the vWire is in the namespace passed")
+	require.Equal(t, fds+1, handlesOn(t, nsc), "the vWire holds its namespace")
+	_, err = s.chain.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Equal(t, before, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nsc)}, "nothing is left")
+	require.Equal(t, fds, handlesOn(t, nsc), "the element let go of the namespace")
+}
+
 func TestServerUndoesWhatFails(t *testing.T) {
 	ctx := context.Background()
 	fwd, _ := nstest.New(t)
@@ -145,7 +232,7 @@ func TestServerUndoesWhatFails(t *testing.T) {
 	require.NoError(t, h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "nsm-1"}, PeerName: "other"}))
 	before := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nsc)}
 
-	s := newServer(fwd)
+	s := newServer(fwd, paths)
 	_, err := s.chain.Request(ctx, request(nstest.URL(nscName), nil))
 	require.Equal(t, codes.AlreadyExists, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), `kernel: the client's vWire: veth: interface "nsm-1" already exists`)
@@ -166,7 +253,7 @@ func TestServerConformance(t *testing.T) {
 	_, nscName := nstest.New(t)
 	conformance.Run(t, conformance.Case{
 		Name:   "kernel server",
-		Server: func(context.Context) networkservice.NetworkServiceServer { return kernelmech.NewServer(fwd) },
+		Server: func(context.Context) networkservice.NetworkServiceServer { return kernelmech.NewServer(fwd, paths) },
 		Request: func() *networkservice.NetworkServiceRequest {
 			return request(nstest.URL(nscName), ipContext("172.16.0.1/32", "172.16.0.0/32"))
 		},
@@ -207,7 +294,7 @@ func (endpoint) Close(context.Context, *networkservice.Connection) (*emptypb.Emp
 }
 
 func clientChain(fwd netns.NsHandle, rec *checks.Recorder, ep networkservice.NetworkServiceServer) networkservice.NetworkServiceClient {
-	return next.NewNetworkServiceClient(begin.NewClient(), metadata.NewClient(), kernelmech.NewClient(fwd),
+	return next.NewNetworkServiceClient(begin.NewClient(), metadata.NewClient(), kernelmech.NewClient(fwd, paths),
 		adapters.NewServerToClient(rec), adapters.NewServerToClient(ep))
 }
 

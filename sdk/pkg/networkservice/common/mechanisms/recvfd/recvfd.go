@@ -79,7 +79,7 @@ func (server) Request(ctx context.Context, req *networkservice.NetworkServiceReq
 		forget()
 		return nil, err
 	}
-	files.Retain(named(conn))
+	keepTaken(files, conn)
 	return conn, nil
 }
 
@@ -92,10 +92,14 @@ func (server) Close(ctx context.Context, conn *networkservice.Connection) (*empt
 	return next.Server(ctx).Close(fdpass.WithFiles(ctx, files), conn)
 }
 
-// named keeps only the URL the connection's mechanism names.
-func named(conn *networkservice.Connection) func(string) bool {
+// keepTaken closes the files of preferences not taken: all but the one the connection's
+// mechanism names, if it names one of them (a hop that passes the next hop's mechanism back
+// names a file of the next hop's instead; then all are kept).
+func keepTaken(files *fdpass.Files, conn *networkservice.Connection) {
 	taken := conn.GetMechanism().GetParameters()[common.InodeURL]
-	return func(u string) bool { return u == taken }
+	if files.Get(taken) != nil {
+		files.Retain(func(u string) bool { return u == taken })
+	}
 }
 
 // NewClient returns the element that receives the file named in the next hop's answer.
@@ -134,7 +138,7 @@ func (client) Request(ctx context.Context, req *networkservice.NetworkServiceReq
 		}
 		files.Put(u, f)
 	}
-	files.Retain(named(conn))
+	keepTaken(files, conn)
 	return conn, nil
 }
 

@@ -1,0 +1,127 @@
+package forwarder_test
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
+	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	"vwire.dev/sdk/pkg/tools/fdpass"
+
+	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
+)
+
+// asIs is a context in which a client chain passes its request's namespace URLs on as they are,
+// as a client that sends paths (or names what it does not hold) would: sendfd takes the request
+// for one it received, and opens no path.
+func asIs(ctx context.Context) context.Context { return fdpass.WithFiles(ctx, fdpass.NewFiles()) }
+
+// TestAClientNamingANamespaceItDoesNotHoldIsRefused: an inode URL whose descriptor the client
+// did not send, or a path (the forwarder allows none), is refused with PermissionDenied, and
+// nothing is made: the endpoint never hears of it, no namespace changes.
+func TestAClientNamingANamespaceItDoesNotHoldIsRefused(t *testing.T) {
+	d, nodes := mesh(t, 1, nil, nil)
+	rec := checks.NewServer()
+	nsc, nse, nscURL := workloads(t, d, nodes[0], payload.IP, rec)
+	inode, err := fdpass.PathURL(strings.TrimPrefix(nscURL, "file://"))
+	require.NoError(t, err)
+	before := [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}
+	client := nodes[0].NewClient("nsc")
+	for _, tt := range []struct{ name, url string }{
+		{"an inode URL whose descriptor was not sent", inode},
+		{"the node's namespace by path", "file:///proc/1/ns/net"},
+		{"its own namespace by path", nscURL},
+		{"the forwarder's namespace by path", "file:///proc/thread-self/ns/net"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(asIs(d.Context()), 30*time.Second)
+			defer cancel()
+			_, err := client.Request(ctx, request(tt.url))
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+			require.Empty(t, rec.Requests(), "the endpoint never heard of it")
+			require.Equal(t, before, [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}, "nothing is made")
+		})
+	}
+}
+
+// TestAnEndpointNamingAPathIsRefused: an endpoint that states its namespace by path, not passed
+// (file:///proc/thread-self/ns/net would be the forwarder's own there), gets no vWire: the
+// Request fails with PermissionDenied and the endpoint's connection is closed again.
+func TestAnEndpointNamingAPathIsRefused(t *testing.T) {
+	d, nodes := mesh(t, 1, nil, nil)
+	d.RegisterService(&registry.NetworkService{Name: service, Payload: payload.IP})
+	rec := checks.NewServer()
+	nodes[0].NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}},
+		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24")),
+		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf("file:///proc/thread-self/ns/net")}),
+		rec)
+	nsc, nscName := nstest.New(t)
+	before := [2]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc)}
+	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+	defer cancel()
+	_, err := nodes[0].NewClient("nsc").Request(ctx, request(nstest.URL(nscName)))
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Contains(t, err.Error(), `endpoint "nse"`)
+	require.Empty(t, rec.Open(), "the endpoint's connection was closed")
+	require.Equal(t, before, [2]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc)}, "nothing is made")
+}
+
+// handlesOn counts this process's descriptors that refer to the namespace ns (the client, the
+// nsmgr and the forwarder of these tests are all this process).
+func handlesOn(t *testing.T, ns netns.NsHandle) int {
+	var want unix.Stat_t
+	require.NoError(t, unix.Fstat(int(ns), &want))
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range entries {
+		var got unix.Stat_t
+		if unix.Stat("/proc/self/fd/"+e.Name(), &got) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			n++
+		}
+	}
+	return n
+}
+
+// TestNamespacesAreHeldPerConnectionAndLetGo: the descriptors of a client's and an endpoint's
+// namespaces are held while their connection lives, refreshes add none, and once the connection
+// is closed and the hops' gRPC connections idle out, none is left.
+func TestNamespacesAreHeldPerConnectionAndLetGo(t *testing.T) {
+	d, nodes := mesh(t, 1, nil, nil)
+	nsc, nse, nscURL := workloads(t, d, nodes[0], payload.IP)
+	idle := [2]int{handlesOn(t, nsc), handlesOn(t, nse)}
+	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+	defer cancel()
+	client := nodes[0].NewClient("nsc")
+	conn, err := client.Request(ctx, request(nscURL))
+	require.NoError(t, err)
+	held := [2]int{handlesOn(t, nsc), handlesOn(t, nse)}
+	require.Greater(t, held[0], idle[0], "the client's namespace is held")
+	require.Greater(t, held[1], idle[1], "the endpoint's namespace is held")
+	for range 3 {
+		refresh := request(nscURL)
+		refresh.Connection = conn.Clone()
+		conn, err = client.Request(ctx, refresh)
+		require.NoError(t, err)
+	}
+	require.Equal(t, held, [2]int{handlesOn(t, nsc), handlesOn(t, nse)}, "refreshes hold nothing more")
+	_, err = client.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return [2]int{handlesOn(t, nsc), handlesOn(t, nse)} == idle }, 20*time.Second, 20*time.Millisecond,
+		"descriptors on the namespaces: %v idle, %v with the connection, %v after Close", idle, held, [2]int{handlesOn(t, nsc), handlesOn(t, nse)})
+}
