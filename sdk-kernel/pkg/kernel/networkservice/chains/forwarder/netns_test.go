@@ -8,20 +8,26 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edwarnicke/grpcfd"
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/tools/fdpass"
+	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 )
@@ -124,4 +130,55 @@ func TestNamespacesAreHeldPerConnectionAndLetGo(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return [2]int{handlesOn(t, nsc), handlesOn(t, nse)} == idle }, 20*time.Second, 20*time.Millisecond,
 		"descriptors on the namespaces: %v idle, %v with the connection, %v after Close", idle, held, [2]int{handlesOn(t, nsc), handlesOn(t, nse)})
+}
+
+// TestAClientAsNSMsGetsAVWire: a client that speaks as NSM's cmd-nsc does, written here with
+// NSM's API types and grpcfd only (no vwire client chain): its KERNEL mechanism names its
+// namespace by inode URL and the descriptor goes beside the Request and the Close, over
+// transport and per-RPC credentials of grpcfd. vwire's nsmgr and kernel forwarder give it a
+// working vWire, and its Close removes it.
+func TestAClientAsNSMsGetsAVWire(t *testing.T) {
+	d, nodes := mesh(t, 1, nil, nil)
+	nsc, nse, nscURL := workloads(t, d, nodes[0], payload.IP)
+	before := [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}
+	cc, err := grpc.NewClient("unix://"+nodes[0].NSMgr.URL.Path,
+		grpc.WithTransportCredentials(grpcfd.TransportCredentials(insecure.NewCredentials())),
+		grpcfd.WithChainUnaryInterceptor())
+	require.NoError(t, err)
+	defer cc.Close()
+	nsm := networkservice.NewNetworkServiceClient(cc)
+	path := strings.TrimPrefix(nscURL, "file://")
+	inode, err := grpcfd.FilenameToURL(path)
+	require.NoError(t, err)
+	// send is what NSM's sendfd client does for each call: the file goes with the call.
+	send := func() grpc.CallOption {
+		creds := grpcfd.PerRPCCredentials(nil)
+		sender, _ := grpcfd.FromPerRPCCredentials(creds)
+		sender.SendFilename(path)
+		return grpc.PerRPCCredentials(creds)
+	}
+	tok, expires, err := token.NewInsecure(time.Minute, token.WithName("nsm-nsc"))(nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
+	defer cancel()
+	conn, err := nsm.Request(ctx, &networkservice.NetworkServiceRequest{
+		Connection: &networkservice.Connection{
+			Id:             "nsm-nsc-1",
+			NetworkService: service,
+			Path: &networkservice.Path{PathSegments: []*networkservice.PathSegment{
+				{Name: "nsm-nsc", Id: "nsm-nsc-1", Token: tok, Expires: timestamppb.New(expires)},
+			}},
+		},
+		MechanismPreferences: []*networkservice.Mechanism{{
+			Cls: cls.LOCAL, Type: kernel.MECHANISM,
+			Parameters: map[string]string{kernel.NetNSURL: inode.String(), kernel.InterfaceNameKey: "nsm-1"},
+		}},
+	}, send())
+	require.NoError(t, err)
+	require.Equal(t, inode.String(), conn.GetMechanism().GetParameters()[kernel.NetNSURL], "the answer names the client's namespace as it did")
+	pingAcross(t, nsc, nse, conn)
+
+	_, err = nsm.Close(ctx, conn, send())
+	require.NoError(t, err)
+	require.Equal(t, before, [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}, "nothing is left")
 }
