@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz demo demo-down kube-bins
+.PHONY: all lint test bench fuzz demo demo-down kube-bins images
 
 # Programs the tests run that are not ours (kube-apiserver, etcd), built from the Go module proxy
 # into .build/bin (never in git). Each comes from a module of its own under tools/, outside
@@ -38,6 +38,13 @@ kube-bins:
 	@mkdir -p $(BUILD)/bin
 	cd tools/etcd && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/etcd .
 	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+
+# One image per cmd, as docker-style tarballs in .build/images (images/README.md): named
+# $(IMAGE_REPO)/<cmd>:<version>, the version `git describe --tags --always --dirty` unless
+# VERSION is given; CMDS picks some cmds by name (default: every cmd-* with a main package).
+IMAGE_REPO ?= ghcr.io/vwire
+images:
+	$(GO) run ./images -out $(BUILD)/images -repo $(IMAGE_REPO) $(if $(VERSION),-version $(VERSION)) $(CMDS)
 
 bench: kube-bins
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PACKAGES)
