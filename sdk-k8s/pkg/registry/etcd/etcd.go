@@ -239,4 +239,3 @@ func checkName(name string) error {
 	}
 	return nil
 }
-

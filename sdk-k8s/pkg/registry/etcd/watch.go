@@ -216,4 +216,3 @@ func (w *watcher[R]) watchOnce(ctx context.Context, rv string) (string, error) {
 		rv = obj.ResourceVersion // bookmarks carry only this
 	}
 }
-
