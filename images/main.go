@@ -44,6 +44,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"vwire.dev/images/pkg/ociimage"
 )
@@ -144,28 +145,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return err
 	}
+	base := ociimage.Config{Env: []string{"PATH=/bin"}, OS: goos, Architecture: goarch, Created: created, CreatedBy: "vwire.dev/images"}
 	for i, c := range cmds {
-		if _, err := goOutput(ctx, ws, nil, slices.Concat(goBuild, []string{"-o", filepath.Join(bin, c.Name), c.ImportPath})...); err != nil {
-			return fmt.Errorf("build %s: %w", c.Name, err)
-		}
-		files := []ociimage.File{
-			{Path: "bin", Mode: fs.ModeDir | 0o755},
-			{Path: "bin/" + c.Name, Mode: 0o755, Source: filepath.Join(bin, c.Name)},
-			{Path: "tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
-		}
-		if c.ServesGRPC {
-			files = append(files, ociimage.File{Path: "bin/" + probe, Mode: 0o755, Source: filepath.Join(bin, probe)})
-		}
-		img, err := ociimage.New(files, ociimage.Config{
-			Entrypoint:   []string{"/bin/" + c.Name},
-			Env:          []string{"PATH=/bin"},
-			OS:           goos,
-			Architecture: goarch,
-			Created:      created,
-			CreatedBy:    "vwire.dev/images",
-		})
+		img, err := image(ctx, ws, bin, c, base)
 		if err != nil {
-			return fmt.Errorf("image of %s: %w", c.Name, err)
+			return err
 		}
 		compressed, uncompressed, err := ociimage.Sizes(img)
 		if err != nil {
@@ -186,6 +170,28 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%s %s %s compressed, %s unpacked: %s\n", tags[i], digest, mb(compressed), mb(uncompressed), file)
 	}
 	return nil
+}
+
+// image builds c into bin (where grpc-health-probe already is, if c serves gRPC) and returns its
+// image.
+func image(ctx context.Context, ws, bin string, c cmd, config ociimage.Config) (v1.Image, error) {
+	if _, err := goOutput(ctx, ws, nil, slices.Concat(goBuild, []string{"-o", filepath.Join(bin, c.Name), c.ImportPath})...); err != nil {
+		return nil, fmt.Errorf("build %s: %w", c.Name, err)
+	}
+	files := []ociimage.File{
+		{Path: "bin", Mode: fs.ModeDir | 0o755},
+		{Path: "bin/" + c.Name, Mode: 0o755, Source: filepath.Join(bin, c.Name)},
+		{Path: "tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+	}
+	if c.ServesGRPC {
+		files = append(files, ociimage.File{Path: "bin/" + probe, Mode: 0o755, Source: filepath.Join(bin, probe)})
+	}
+	config.Entrypoint = []string{"/bin/" + c.Name}
+	img, err := ociimage.New(files, config)
+	if err != nil {
+		return nil, fmt.Errorf("image of %s: %w", c.Name, err)
+	}
+	return img, nil
 }
 
 // discover returns the main packages at the root of the workspace's cmd-* modules, by name.
