@@ -189,12 +189,18 @@ func fileURL(s string) error {
 		}
 		return nil
 	case "inode":
-		_, devErr := strconv.ParseUint(u.Host, 10, 64)
-		_, inoErr := strconv.ParseUint(strings.TrimPrefix(u.Path, "/"), 10, 64)
-		if devErr != nil || inoErr != nil {
-			return fmt.Errorf("inode URL %q is not inode://<dev>/<ino>", s)
-		}
-		return nil
+		return inodeURL(u)
 	}
 	return fmt.Errorf("URL %q has scheme %q; want file or inode", s, u.Scheme)
+}
+
+// inodeURL accepts inode://<dev>/<ino>, decimal numbers: a file (a namespace, a socket) that
+// travels beside a gRPC call as a descriptor.
+func inodeURL(u *url.URL) error {
+	_, devErr := strconv.ParseUint(u.Host, 10, 64)
+	_, inoErr := strconv.ParseUint(strings.TrimPrefix(u.Path, "/"), 10, 64)
+	if devErr != nil || inoErr != nil {
+		return fmt.Errorf("inode URL %q is not inode://<dev>/<ino>", u)
+	}
+	return nil
 }

@@ -87,7 +87,7 @@ func NetworkServiceEndpointQuery(q *registry.NetworkServiceEndpointQuery) error 
 // endpointURL accepts the URL forms an endpoint is dialled by: unix:///path, tcp://host:port
 // and a bare host:port.
 func endpointURL(s string) error {
-	const want = "want unix:///path, tcp://host:port or host:port"
+	const want = "want unix:///path, tcp://host:port, host:port or inode://<dev>/<ino> (a socket passed by descriptor)"
 	if !strings.Contains(s, "://") {
 		host, port, err := net.SplitHostPort(s)
 		if err != nil || host == "" {
@@ -104,6 +104,8 @@ func endpointURL(s string) error {
 		return nil
 	case u.Scheme == "tcp" && u.Hostname() != "" && (u.Path == "" || u.Path == "/") && u.User == nil && u.RawQuery == "" && u.Fragment == "":
 		return portNumber(u.Port())
+	case u.Scheme == "inode":
+		return inodeURL(u)
 	}
 	return fmt.Errorf("%q: %s", s, want)
 }

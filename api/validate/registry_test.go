@@ -74,6 +74,7 @@ func TestNetworkServiceEndpoint(t *testing.T) {
 		{name: "valid, expired", change: func(*registry.NetworkServiceEndpoint) {}},
 		{name: "unix url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "unix:///var/lib/nsm/nse.sock" }},
 		{name: "tcp ipv6 url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "tcp://[fd00::1]:5001" }},
+		{name: "socket passed by descriptor", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "inode://4/4026532000" }},
 		{name: "bare host:port", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "nse-1.svc:5001" }},
 		{name: "no url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "" }},
 		{name: "empty name", change: func(nse *registry.NetworkServiceEndpoint) { nse.Name = "" }, field: "network_service_endpoint.name"},
@@ -91,6 +92,7 @@ func TestNetworkServiceEndpoint(t *testing.T) {
 		{name: "relative unix url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "unix://nse.sock" }, field: "network_service_endpoint.url"},
 		{name: "bare host", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "nse" }, field: "network_service_endpoint.url"},
 		{name: "bare port", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = ":5001" }, field: "network_service_endpoint.url"},
+		{name: "bad inode url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "inode://4/x" }, field: "network_service_endpoint.url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

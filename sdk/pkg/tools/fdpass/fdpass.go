@@ -26,6 +26,7 @@ package fdpass
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -217,4 +218,111 @@ func WithFiles(ctx context.Context, files *Files) context.Context {
 func FromContext(ctx context.Context) *Files {
 	f, _ := ctx.Value(filesKey{}).(*Files)
 	return f
+}
+
+type sendKey struct{}
+
+// WithSend returns ctx whose gRPC calls carry files beside them (named in the message by their
+// inode URLs, URLOf), on a connection dialed with Interceptors; the files must stay open until
+// the calls are made. For elements that have no call options to add per-RPC credentials to (the
+// registry's).
+func WithSend(ctx context.Context, files ...*os.File) context.Context {
+	return context.WithValue(ctx, sendKey{}, files)
+}
+
+// Call learns the peer of one call, for receiving files from a stream's answers: pass it in
+// the call's context (WithCall) on a connection dialed with Interceptors.
+type Call struct {
+	mu   sync.Mutex
+	peer grpcfd.FDTransceiver
+}
+
+type callKey struct{}
+
+// WithCall returns ctx in which a call, once started, makes c know its peer.
+func WithCall(ctx context.Context, c *Call) context.Context { return context.WithValue(ctx, callKey{}, c) }
+
+// Peer returns what receives files over the call's connection, or nil before the call started
+// or when it cannot pass descriptors.
+func (c *Call) Peer() grpcfd.FDTransceiver {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peer
+}
+
+// Interceptors returns the dial options that carry out WithSend and WithCall.
+func Interceptors() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoke(ctx, method, req, reply, cc, withSend(ctx, opts)...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, stream grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			s, err := stream(ctx, desc, cc, method, withSend(ctx, opts)...)
+			if c, ok := ctx.Value(callKey{}).(*Call); ok && err == nil {
+				if p, ok := peer.FromContext(s.Context()); ok {
+					c.mu.Lock()
+					c.peer = PeerOf(p)
+					c.mu.Unlock()
+				}
+			}
+			return s, err
+		}),
+	}
+}
+
+// withSend adds to opts what sends the files ctx names (WithSend), if any.
+func withSend(ctx context.Context, opts []grpc.CallOption) []grpc.CallOption {
+	files, _ := ctx.Value(sendKey{}).([]*os.File)
+	if len(files) == 0 {
+		return opts
+	}
+	opts, sender := ForCall(opts)
+	for _, f := range files {
+		_ = sender.SendFile(f) // a file that does not go shows at the peer, which refuses the call
+	}
+	return opts
+}
+
+// Sockets are unix sockets received by descriptor (an endpoint's, a forwarder's), by inode URL,
+// for Dialer. Safe for concurrent use.
+type Sockets struct{ files *Files }
+
+// NewSockets returns an empty table.
+func NewSockets() *Sockets { return &Sockets{files: NewFiles()} }
+
+// Put keeps the socket file under u, closing one kept there before.
+func (s *Sockets) Put(u string, f *os.File) { s.files.Put(u, f) }
+
+// Get returns the socket file u names, or nil.
+func (s *Sockets) Get(u string) *os.File { return s.files.Get(u) }
+
+// Forget closes and forgets the socket file u names.
+func (s *Sockets) Forget(u string) { s.files.Retain(func(kept string) bool { return kept != u }) }
+
+// Dialer returns a gRPC dial option that connects to the socket u names through its
+// descriptor, whatever its path (none, or one in another mount namespace): Unavailable while
+// the table has no such socket.
+func (s *Sockets) Dialer(u string) grpc.DialOption {
+	return grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+		f := s.Get(u)
+		if f == nil {
+			return nil, status.Errorf(codes.Unavailable, "fdpass: no socket for %s: its descriptor did not come, or its registration is gone", u)
+		}
+		raw, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var conn net.Conn
+		var dialErr error
+		// Control keeps the descriptor open while it runs: its number cannot name another file.
+		err = raw.Control(func(fd uintptr) {
+			var d net.Dialer
+			// The descriptor's own entry in /proc reaches the very socket it refers to.
+			conn, dialErr = d.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", fd))
+		})
+		if err != nil {
+			return nil, err
+		}
+		return conn, dialErr
+	})
 }

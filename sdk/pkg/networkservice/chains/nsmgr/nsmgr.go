@@ -14,7 +14,10 @@
 // A client's network namespace arrives as a descriptor beside its Request (an inode:// URL,
 // recvfd); the manager holds it for the connection until Close and sends it on to the forwarder
 // with every call, also those of heal, which has no client call to take it from. A file:// path a
-// client names is passed on unopened: the forwarder decides whether paths are allowed.
+// client names is passed on unopened: the forwarder decides whether paths are allowed. An
+// endpoint or a forwarder may register with its socket passed the same way (an inode:// URL):
+// the manager keeps the socket, dials a forwarder through it, and hands an endpoint's to the
+// forwarders that find it (registry/common/recvfd).
 package nsmgr
 
 import (
@@ -33,7 +36,10 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
+	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -81,6 +87,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		panic("nsmgr.NewServer: WithURL is required: endpoints of this node are announced with it")
 	}
 	reg := newRegistry(ctx, o.url, o.registry)
+	sockets := fdpass.NewSockets() // of endpoints and forwarders that registered by descriptor
 	ep := endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
@@ -93,20 +100,24 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 				client.WithName(o.name),
 				client.WithTokenGenerator(gen),
 				client.WithoutRetry(),
-				client.WithDialOptions(o.dial...),
+				client.WithDialOptions(append(o.dial, dial.WithSockets(sockets))...),
 			)),
 		),
 	)
-	return &nsmgr{Endpoint: ep, reg: reg}
+	// Callers over gRPC register and find sockets passed by descriptor; the manager's own
+	// lookups (discover) need none.
+	served := regnext.Chain(regrecvfd.NewServer(sockets), reg.nse)
+	return &nsmgr{Endpoint: ep, reg: reg, served: served}
 }
 
 type nsmgr struct {
 	endpoint.Endpoint
-	reg *nodeRegistry
+	reg    *nodeRegistry
+	served regnext.NSE
 }
 
 func (n *nsmgr) Register(s *grpc.Server) {
 	n.Endpoint.Register(s)
 	registry.RegisterNetworkServiceRegistryServer(s, regadapters.NSServer(n.reg.ns))
-	registry.RegisterNetworkServiceEndpointRegistryServer(s, regadapters.NSEServer(n.reg.nse))
+	registry.RegisterNetworkServiceEndpointRegistryServer(s, regadapters.NSEServer(n.served))
 }

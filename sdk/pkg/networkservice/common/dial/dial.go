@@ -61,6 +61,7 @@ type Option func(*options)
 
 type options struct {
 	dialOptions []grpc.DialOption
+	sockets     *fdpass.Sockets
 	timeout     time.Duration
 	idle        time.Duration
 }
@@ -86,6 +87,14 @@ var (
 // this way, wrapped in fdpass.Credentials to keep passing files.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
+}
+
+// WithSockets lets the element reach next hops named by inode URL (inode://<dev>/<ino>): unix
+// sockets that their servers passed as descriptors when they registered (an endpoint's, a
+// forwarder's; sdk's registry recvfd keeps them in sockets), dialed through the descriptor
+// whatever their path. Without it such a URL is InvalidArgument.
+func WithSockets(sockets *fdpass.Sockets) Option {
+	return func(o *options) { o.sockets = sockets }
 }
 
 // WithDialTimeout sets how long an RPC waits for the next hop to accept a connection; 0 leaves
@@ -130,6 +139,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		timeout:     o.timeout,
 		idle:        o.idle,
 		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow}, o.dialOptions...),
+		sockets:     o.sockets,
 		conns:       map[string]*shared{},
 	}
 	context.AfterFunc(ctx, p.closeAll)
@@ -143,7 +153,7 @@ type client struct {
 const noURL = "dial: no client URL in the context; put clienturl.NewClient or the discovery element before dial"
 
 func (c *client) Request(ctx context.Context, req *networkservice.NetworkServiceRequest, opts ...grpc.CallOption) (*networkservice.Connection, error) {
-	u, target, err := named(ctx)
+	u, target, err := c.pool.named(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +204,7 @@ func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opt
 // forClose takes a reference on the hop named in ctx, for closing a connection this element
 // never requested.
 func (c *client) forClose(ctx context.Context) (*hop, error) {
-	u, target, err := named(ctx)
+	u, target, err := c.pool.named(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -202,10 +212,20 @@ func (c *client) forClose(ctx context.Context) (*hop, error) {
 }
 
 // named returns the next hop named in ctx and its gRPC target.
-func named(ctx context.Context) (*url.URL, string, error) {
+func (p *pool) named(ctx context.Context) (*url.URL, string, error) {
 	u := clienturl.ClientURL(ctx)
 	if u == nil {
 		return nil, "", status.Error(codes.InvalidArgument, noURL)
+	}
+	if u.Scheme == fdpass.Scheme {
+		if p.sockets == nil {
+			return nil, "", status.Errorf(codes.InvalidArgument,
+				"dial: next hop %s is a socket passed as a descriptor, and this client keeps none; give it dial.WithSockets", u)
+		}
+		if err := fdpass.Check(u.String()); err != nil {
+			return nil, "", fmt.Errorf("dial: %w", err)
+		}
+		return u, "passthrough:///" + u.String(), nil
 	}
 	target, err := hopurl.Target(u)
 	if err != nil {

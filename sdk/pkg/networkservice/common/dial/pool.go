@@ -13,6 +13,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 )
 
 // pool shares one *grpc.ClientConn per target among the connections going there.
@@ -21,6 +22,7 @@ type pool struct {
 	timeout     time.Duration
 	idle        time.Duration
 	dialOptions []grpc.DialOption
+	sockets     *fdpass.Sockets // where the sockets of inode URLs are
 
 	mu    sync.Mutex
 	conns map[string]*shared // by target; nil once ctx is done
@@ -52,7 +54,11 @@ func (p *pool) acquire(u *url.URL, target string) (*hop, error) {
 	}
 	s := p.conns[target]
 	if s == nil {
-		cc, err := grpc.NewClient(target, p.dialOptions...)
+		opts := p.dialOptions
+		if u.Scheme == fdpass.Scheme {
+			opts = append(opts[:len(opts):len(opts)], p.sockets.Dialer(u.String()))
+		}
+		cc, err := grpc.NewClient(target, opts...)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "dial: %s: %v; check the dial options", u, err)
 		}

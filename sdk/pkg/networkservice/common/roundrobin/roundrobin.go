@@ -47,6 +47,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 )
 
@@ -198,7 +199,11 @@ func TryEach(ctx context.Context, req *networkservice.NetworkServiceRequest, non
 func try(ctx context.Context, req *networkservice.NetworkServiceRequest, hop *registry.NetworkServiceEndpoint,
 	edit func(*networkservice.NetworkServiceRequest, *registry.NetworkServiceEndpoint)) (*networkservice.Connection, error) {
 	u, err := url.Parse(hop.GetUrl())
-	if err == nil {
+	switch {
+	case err != nil:
+	case u.Scheme == fdpass.Scheme: // a socket passed by descriptor: dial.WithSockets reaches it
+		err = fdpass.Check(hop.GetUrl())
+	default:
 		_, err = hopurl.Target(u)
 	}
 	if err != nil {

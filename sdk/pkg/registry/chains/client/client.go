@@ -24,6 +24,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/connect"
 	"vwire.dev/sdk/pkg/registry/common/heal"
 	"vwire.dev/sdk/pkg/registry/common/refresh"
+	"vwire.dev/sdk/pkg/registry/common/sendfd"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
@@ -40,12 +41,13 @@ func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient(target, append([]grpc.DialOption{
+	defaults := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(fdpass.Credentials(nil)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}}),
-	}, opts...)...)
+	}, fdpass.Interceptors()...) // for sendfd and recvfd: sockets passed by descriptor
+	return grpc.NewClient(target, append(defaults, opts...)...)
 }
 
 // NewNS returns a network service registry client named name, sending to cc; its background
@@ -60,23 +62,30 @@ func NewNS(ctx context.Context, cc grpc.ClientConnInterface, name string) next.N
 }
 
 // NewNSE returns an endpoint registry client named name, sending to cc; its background work
-// ends with ctx.
-func NewNSE(ctx context.Context, cc grpc.ClientConnInterface, name string) next.NSE {
-	return next.Chain(
+// ends with ctx. extra elements go just before connect.
+func NewNSE(ctx context.Context, cc grpc.ClientConnInterface, name string, extra ...next.NSE) next.NSE {
+	elements := []next.NSE{
 		updatepath.NewNSE(name),
 		begin.NewNSE(), // one change per name at a time; refreshes and heal re-enter here
 		heal.NewNSE(ctx),
 		refresh.NewNSE(ctx), // after heal, so that a refresh that fails passes back through it
-		connect.NewNSE(cc),
-	)
+	}
+	return next.Chain(append(append(elements, extra...), connect.NewNSE(cc))...)
 }
 
 // Option configures Register.
 type Option func(*options)
 
 type options struct {
-	timeout time.Duration
+	timeout    time.Duration
+	passSocket bool
 }
+
+// WithSocketPassed sends the endpoint's unix socket beside each Register and Unregister, named
+// by its inode URL (registry/common/sendfd), as NSM's endpoints do: for an endpoint whose socket
+// path its nsmgr and forwarder cannot see (a pod's). cc must be dialed with Dial (or with
+// fdpass.Interceptors).
+func WithSocketPassed() Option { return func(o *options) { o.passSocket = true } }
 
 // WithTimeout lets the first registration wait up to d for the registry to answer: while it is
 // unreachable (Unavailable: not started yet, or restarting), Register tries again, 50 ms after
@@ -101,7 +110,15 @@ func WithTimeout(d time.Duration) Option {
 // It returns the record as registered and the function that unregisters it, ends the
 // background work and waits until it has ended.
 func Register(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.NetworkServiceEndpoint, opts ...Option) (*registry.NetworkServiceEndpoint, func(context.Context) error, error) {
-	chain := func(background context.Context) next.NSE { return NewNSE(background, cc, nse.GetName()) }
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var extra []next.NSE
+	if o.passSocket {
+		extra = append(extra, sendfd.NewNSE())
+	}
+	chain := func(background context.Context) next.NSE { return NewNSE(background, cc, nse.GetName(), extra...) }
 	// The query names the services too: an nsmgr keeps forwarders apart by their service.
 	own := &registry.NetworkServiceEndpoint{Name: nse.GetName(), NetworkServiceNames: nse.GetNetworkServiceNames()}
 	return keep(ctx, nse, own, chain, opts)

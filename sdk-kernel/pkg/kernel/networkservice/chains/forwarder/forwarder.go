@@ -49,8 +49,10 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	"vwire.dev/sdk/pkg/registry/common/querycache"
+	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/token"
 
 	kernelmech "vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanisms/kernel"
@@ -115,8 +117,10 @@ func WithAuthorizeOptions(opts ...authorize.Option) Option {
 }
 
 // NewServer returns a forwarder working in namespace fwd (the caller's, open while the forwarder
-// is used), finding endpoints through the registry reached over cc (its nsmgr), with tokens from
-// gen; its background work ends with ctx. It fails for a remote mechanism it does not know.
+// is used), finding endpoints through the registry reached over cc (its nsmgr; dialed with
+// registry/chains/client.Dial, so that the sockets of endpoints that registered by descriptor
+// come with the results), with tokens from gen; its background work ends with ctx. It fails for
+// a remote mechanism it does not know.
 func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnInterface, fwd netns.NsHandle, opts ...Option) (endpoint.Endpoint, error) {
 	o := &options{name: "forwarder", remote: []string{wireguard.MECHANISM, vxlan.MECHANISM}}
 	for _, opt := range opts {
@@ -155,18 +159,20 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 		recvfd.NewClient(),                     // the endpoint's namespace, for the kernel client on the way back
 	)
 
+	sockets := fdpass.NewSockets() // of local endpoints that registered by descriptor
 	nextHop := client.NewClient(ctx,
 		client.WithName(o.name),
 		client.WithTokenGenerator(gen),
 		client.WithoutRetry(), // the nsmgr's client retries and heals
-		client.WithDialOptions(o.dial...),
+		client.WithDialOptions(append(o.dial, dial.WithSockets(sockets))...),
 		client.WithAdditionalFunctionality(append([]networkservice.NetworkServiceClient{
 			mechanismtranslation.NewClient(), // before the elements that offer the next hop's mechanisms
 		}, clients...)...),
 	)
 	// Every Request and Close looks its endpoint up: answered from memory, kept current by a watch.
 	ns := regnext.Chain(querycache.NewNS(ctx), regadapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
-	nse := regnext.Chain(querycache.NewNSE(ctx), regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
+	// A local endpoint's socket, passed by descriptor, comes with the result that names it.
+	nse := regnext.Chain(querycache.NewNSE(ctx), regrecvfd.NewClient(sockets), regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),

@@ -23,7 +23,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -97,7 +96,7 @@ func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
 	self := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "fwd.sock")}
-	cc, err := grpc.NewClient("unix://"+nd.NSMgr.URL.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := regclient.Dial(nd.NSMgr.URL)
 	require.NoError(t, err)
 	reg := &registryConn{ClientConn: cc, finds: map[string]int{}, taken: map[string][]bool{}}
 	name := nd.Name + "-kernel-fwd"

@@ -3,7 +3,9 @@ package forwarder_test
 import (
 	"context"
 	"net/netip"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +25,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/token"
 
@@ -181,4 +186,59 @@ func TestAClientAsNSMsGetsAVWire(t *testing.T) {
 	_, err = nsm.Close(ctx, conn, send())
 	require.NoError(t, err)
 	require.Equal(t, before, [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}, "nothing is left")
+}
+
+// TestAnEndpointRegisteredBySocketIsReached: an endpoint registers with its socket passed by
+// descriptor (an inode URL, as NSM's endpoints do from their pods), and its socket's path is
+// removed at once: the forwarder still reaches it, through the descriptor its nsmgr received
+// and passed on with the registry's answer. A registrant naming a socket it does not pass is
+// refused with PermissionDenied.
+func TestAnEndpointRegisteredBySocketIsReached(t *testing.T) {
+	d, nodes := mesh(t, 1, nil, nil)
+	d.RegisterService(&registry.NetworkService{Name: service, Payload: payload.IP})
+	nse, nseName := nstest.New(t)
+	nsc, nscName := nstest.New(t)
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	sock := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")}
+	ctx, cancel := context.WithCancel(d.Context())
+	ep := endpoint.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nse")), endpoint.WithName("nse"),
+		endpoint.WithAdditionalFunctionality(
+			point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
+			sendfd.NewServer(),
+			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
+		))
+	errs, err := endpoint.Serve(ctx, sock, ep)
+	require.NoError(t, err)
+	cc, err := regclient.Dial(nodes[0].NSMgr.URL)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for range errs {
+		}
+		_ = cc.Close()
+	})
+
+	inode, err := fdpass.PathURL(sock.Path)
+	require.NoError(t, err)
+	_, _, err = regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{Name: "thief", NetworkServiceNames: []string{service}, Url: inode})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "a socket named but not passed: %v", err)
+
+	got, unregister, err := regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}, Url: sock.String()},
+		regclient.WithSocketPassed())
+	require.NoError(t, err)
+	require.Equal(t, sock.String(), got.GetUrl(), "the endpoint gets its own URL back")
+	require.NoError(t, os.Remove(sock.Path), "from now on only the descriptor reaches the endpoint")
+
+	requesting, done := context.WithTimeout(ctx, 30*time.Second)
+	defer done()
+	client := nodes[0].NewClient("nsc")
+	conn, err := client.Request(requesting, request(nstest.URL(nscName)))
+	require.NoError(t, err)
+	require.Equal(t, "nse", conn.GetNetworkServiceEndpointName())
+	pingAcross(t, nsc, nse, conn)
+	_, err = client.Close(requesting, conn)
+	require.NoError(t, err)
+	require.NoError(t, unregister(requesting))
 }
