@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -150,6 +152,9 @@ func TestImages(t *testing.T) {
 			require.Contains(t, usage, "NSM_LOG_LEVEL")
 			if c.ServesGRPC {
 				require.Equal(t, "0.4.63", strings.TrimSpace(runIn(t, bins, filepath.Join(bins, probe), nil, time.Minute, "-version")))
+			}
+			if c.Name == "cmd-registry-memory" { // serves without root or peers
+				probeServing(t, bins, c.Name)
 			}
 
 			ref, err := name.NewTag(reg.host + "/vw/" + c.Name + ":" + version)
@@ -326,6 +331,35 @@ func runIn(t *testing.T, dir, program string, env []string, timeout time.Duratio
 	out, err := c.CombinedOutput()
 	require.NoError(t, err, "%s %v: %s", program, args, out)
 	return string(out)
+}
+
+// probeServing starts the cmd of bins on a unix socket, as a pod runs it, and asks the image's
+// grpc-health-probe as NSM's manifests do until it answers SERVING; then stops the cmd.
+func probeServing(t *testing.T, bins, program string) {
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	sock := "unix://" + filepath.Join(dir, "grpc.sock")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // bounds the Wait below
+	defer cancel()
+	server := exec.CommandContext(ctx, filepath.Join(bins, program))
+	server.Env = []string{"NSM_LISTEN_ON=" + sock}
+	var log bytes.Buffer
+	server.Stdout, server.Stderr = &log, &log
+	require.NoError(t, server.Start())
+	t.Cleanup(func() {
+		_ = server.Process.Kill()
+		_ = server.Wait()
+	})
+
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		out, err := exec.Command(filepath.Join(bins, probe), "-addr="+sock, "-connect-timeout=1s").CombinedOutput()
+		assert.NoError(c, err, "grpc-health-probe -addr=%s: %s", sock, out)
+		assert.Contains(c, string(out), "SERVING")
+	}, 30*time.Second, 50*time.Millisecond)
+
+	require.NoError(t, server.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, server.Wait(), "%s at SIGTERM: %s", program, &log)
 }
 
 func manifestOf(t *testing.T, img v1.Image) *v1.Manifest {
