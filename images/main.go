@@ -64,7 +64,9 @@ const (
 var goBuild = []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid="}
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); errors.Is(err, flag.ErrHelp) {
+		return // the usage is out
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "images:", err)
 		os.Exit(1)
 	}
@@ -82,6 +84,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	flags.Usage = func() {
 		fmt.Fprintln(flags.Output(), "usage: go run ./images [-out dir] [-repo prefix] [-version tag] [cmd-name ...]")
 		flags.PrintDefaults()
+		fmt.Fprintln(flags.Output(), "  SOURCE_DATE_EPOCH (environment)\n    \tseconds since 1970, the time of every entry of the images (default: the last commit's time)")
 	}
 	outDir := flags.String("out", "", "folder of the tarballs (default: .build/images of the workspace)")
 	repo := flags.String("repo", "ghcr.io/vwire", "repository prefix of the image names, <repo>/<cmd>:<version>")
