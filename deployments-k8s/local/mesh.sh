@@ -10,6 +10,8 @@
 #              only (NSM_REMOTE_MECHANISMS=VXLAN), as on a node without WireGuard
 # The service of k2k has a second endpoint, k2k-2, on node 1: kill the one in use and the client
 # heals to the other.
+# Clients and endpoints pass their network namespaces to the forwarders as descriptors over the
+# unix sockets, as in a cluster; the forwarders open no namespace named by path.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
@@ -218,5 +220,5 @@ case "${1:-}" in
     up
     check
     ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
