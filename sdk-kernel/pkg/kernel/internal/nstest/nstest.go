@@ -114,6 +114,24 @@ func Veth(t testing.TB, a netns.NsHandle, aName string, aAddrs []string, b netns
 	}
 }
 
+// HandlesOn counts this process's descriptors that refer to the namespace ns (its own handle
+// included): what tests of descriptor passing count to see that nothing holds a namespace.
+func HandlesOn(t testing.TB, ns netns.NsHandle) int {
+	t.Helper()
+	var want unix.Stat_t
+	require.NoError(t, unix.Fstat(int(ns), &want))
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range entries {
+		var got unix.Stat_t
+		if unix.Stat("/proc/self/fd/"+e.Name(), &got) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			n++
+		}
+	}
+	return n
+}
+
 // Golden compares got with testdata/<test name>.golden, or writes it there under -update.
 func Golden(t testing.TB, got string) {
 	t.Helper()

@@ -17,8 +17,6 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -92,36 +90,19 @@ func TestAnEndpointNamingAPathIsRefused(t *testing.T) {
 	require.Equal(t, before, [2]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc)}, "nothing is made")
 }
 
-// handlesOn counts this process's descriptors that refer to the namespace ns (the client, the
-// nsmgr and the forwarder of these tests are all this process).
-func handlesOn(t *testing.T, ns netns.NsHandle) int {
-	var want unix.Stat_t
-	require.NoError(t, unix.Fstat(int(ns), &want))
-	entries, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	n := 0
-	for _, e := range entries {
-		var got unix.Stat_t
-		if unix.Stat("/proc/self/fd/"+e.Name(), &got) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
-			n++
-		}
-	}
-	return n
-}
-
 // TestNamespacesAreHeldPerConnectionAndLetGo: the descriptors of a client's and an endpoint's
 // namespaces are held while their connection lives, refreshes add none, and once the connection
 // is closed and the hops' gRPC connections idle out, none is left.
 func TestNamespacesAreHeldPerConnectionAndLetGo(t *testing.T) {
 	d, nodes := mesh(t, 1, nil, nil)
 	nsc, nse, nscURL := workloads(t, d, nodes[0], payload.IP)
-	idle := [2]int{handlesOn(t, nsc), handlesOn(t, nse)}
+	idle := [2]int{nstest.HandlesOn(t, nsc), nstest.HandlesOn(t, nse)}
 	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
 	defer cancel()
 	client := nodes[0].NewClient("nsc")
 	conn, err := client.Request(ctx, request(nscURL))
 	require.NoError(t, err)
-	held := [2]int{handlesOn(t, nsc), handlesOn(t, nse)}
+	held := [2]int{nstest.HandlesOn(t, nsc), nstest.HandlesOn(t, nse)}
 	require.Greater(t, held[0], idle[0], "the client's namespace is held")
 	require.Greater(t, held[1], idle[1], "the endpoint's namespace is held")
 	for range 3 {
@@ -130,11 +111,11 @@ func TestNamespacesAreHeldPerConnectionAndLetGo(t *testing.T) {
 		conn, err = client.Request(ctx, refresh)
 		require.NoError(t, err)
 	}
-	require.Equal(t, held, [2]int{handlesOn(t, nsc), handlesOn(t, nse)}, "refreshes hold nothing more")
+	require.Equal(t, held, [2]int{nstest.HandlesOn(t, nsc), nstest.HandlesOn(t, nse)}, "refreshes hold nothing more")
 	_, err = client.Close(ctx, conn)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return [2]int{handlesOn(t, nsc), handlesOn(t, nse)} == idle }, 20*time.Second, 20*time.Millisecond,
-		"descriptors on the namespaces: %v idle, %v with the connection, %v after Close", idle, held, [2]int{handlesOn(t, nsc), handlesOn(t, nse)})
+	require.Eventually(t, func() bool { return [2]int{nstest.HandlesOn(t, nsc), nstest.HandlesOn(t, nse)} == idle }, 20*time.Second, 20*time.Millisecond,
+		"descriptors on the namespaces: %v idle, %v with the connection, %v after Close", idle, held, [2]int{nstest.HandlesOn(t, nsc), nstest.HandlesOn(t, nse)})
 }
 
 // TestAClientAsNSMsGetsAVWire: a client that speaks as NSM's cmd-nsc does, written here with

@@ -186,22 +186,6 @@ func passed(t *testing.T, name string) (string, *fdpass.Files) {
 	return u, files
 }
 
-// handlesOn counts this process's descriptors that refer to the namespace ns.
-func handlesOn(t *testing.T, ns netns.NsHandle) int {
-	var want unix.Stat_t
-	require.NoError(t, unix.Fstat(int(ns), &want))
-	entries, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	n := 0
-	for _, e := range entries {
-		var got unix.Stat_t
-		if unix.Stat("/proc/self/fd/"+e.Name(), &got) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
-			n++
-		}
-	}
-	return n
-}
-
 // TestServerOpensAPassedNamespace: with the client's namespace passed as a descriptor (and
 // paths not allowed) the vWire is made in it; Close leaves nothing, not even a descriptor.
 func TestServerOpensAPassedNamespace(t *testing.T) {
@@ -211,17 +195,17 @@ func TestServerOpensAPassedNamespace(t *testing.T) {
 	u, files := passed(t, nscName)
 	ctx := fdpass.WithFiles(context.Background(), files)
 	s := newServer(fwd)
-	fds := handlesOn(t, nsc)
+	fds := nstest.HandlesOn(t, nsc)
 
 	conn, err := s.chain.Request(ctx, request(u, ipContext("172.16.0.1/32", "172.16.0.0/32")))
 	require.NoError(t, err)
 	_, err = nstest.Handle(t, nsc).LinkByName("nsm-1")
 	require.NoError(t, err, "the vWire is in the namespace passed")
-	require.Equal(t, fds+1, handlesOn(t, nsc), "the vWire holds its namespace")
+	require.Equal(t, fds+1, nstest.HandlesOn(t, nsc), "the vWire holds its namespace")
 	_, err = s.chain.Close(ctx, conn)
 	require.NoError(t, err)
 	require.Equal(t, before, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, nsc)}, "nothing is left")
-	require.Equal(t, fds, handlesOn(t, nsc), "the element let go of the namespace")
+	require.Equal(t, fds, nstest.HandlesOn(t, nsc), "the element let go of the namespace")
 }
 
 func TestServerUndoesWhatFails(t *testing.T) {
