@@ -20,7 +20,9 @@
 // Workloads' namespaces reach it as descriptors beside the calls over unix sockets (inode://
 // URLs, NSM's grpcfd): the client's from its nsmgr, the endpoint's with the endpoint's answer.
 // It opens only those; a file:// path is refused with PermissionDenied unless
-// NSM_ALLOW_NETNS_PATHS=true, and one of its own (/proc/self, /proc/thread-self) always.
+// NSM_ALLOW_NETNS_PATHS=true, and one of its own (/proc/self, /proc/thread-self) always. It
+// registers with its unix socket passed the same way, so the nsmgr reaches it from any mount
+// namespace.
 package main
 
 import (
@@ -329,7 +331,8 @@ func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
 }
 
 // register registers the forwarder with its nsmgr as an endpoint of the service "forwarder",
-// waiting up to NSM_REGISTER_TIMEOUT for the nsmgr to answer. From then on the registry client
+// with its unix socket passed as a descriptor (as NSM's forwarders do), waiting up to
+// NSM_REGISTER_TIMEOUT for the nsmgr to answer. From then on the registry client
 // keeps it: refreshed before it expires, and made again as soon as an nsmgr that restarted
 // answers, until ctx ends or the returned function unregisters it (waiting at most
 // NSM_REGISTER_TIMEOUT) and ends that work.
@@ -340,7 +343,12 @@ func register(ctx context.Context, c *config, cc grpc.ClientConnInterface, liste
 		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
 		Url:                  listen.String(),
 	}
-	got, unregister, err := regclient.Register(ctx, cc, nse, regclient.WithTimeout(c.RegisterTimeout))
+	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
+	if listen.Scheme == hopurl.Unix {
+		// The nsmgr dials the socket it receives, whatever mount namespace the path is in (a pod's).
+		opts = append(opts, regclient.WithSocketPassed())
+	}
+	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
 	if err != nil {
 		return nil, c.explain("register", err, isNoAnswer(err))
 	}

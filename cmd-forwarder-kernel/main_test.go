@@ -22,6 +22,7 @@ import (
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/token"
 
@@ -208,7 +209,9 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 	found := forwarders(t, ctx, registered)
 	require.Len(t, found, 1)
 	require.Equal(t, "fwd-1", found[0].GetName())
-	require.Equal(t, fwdURL, found[0].GetUrl())
+	fwdSocket, err := fdpass.PathURL(strings.TrimPrefix(fwdURL, "unix://"))
+	require.NoError(t, err)
+	require.Equal(t, fwdSocket, found[0].GetUrl(), "the forwarder passed its socket: the nsmgr dials it through the descriptor")
 	require.Equal(t, map[string]string{"p2p": "true", "node": "n1"}, found[0].GetNetworkServiceLabels()["forwarder"].GetLabels())
 
 	require.Equal(t, 0, p.Stop(), "stderr:\n%s", p.Stderr())

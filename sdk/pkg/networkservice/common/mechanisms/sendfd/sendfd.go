@@ -92,8 +92,8 @@ type swap struct {
 // prepare finds the files mechs name that this hop may send, and names them by inode URL. It
 // returns nil when there is nothing to send.
 func prepare(ctx context.Context, mechs []*networkservice.Mechanism) (*outgoing, error) {
-	if hop := clienturl.ClientURL(ctx); hop == nil || hop.Scheme != hopurl.Unix {
-		return nil, nil // only a unix socket carries descriptors
+	if hop := clienturl.ClientURL(ctx); hop == nil || (hop.Scheme != hopurl.Unix && hop.Scheme != fdpass.Scheme) {
+		return nil, nil // only a unix socket (by path or passed by descriptor) carries descriptors
 	}
 	held := fdpass.FromContext(ctx)
 	var out *outgoing

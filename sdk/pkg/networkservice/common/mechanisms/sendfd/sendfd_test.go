@@ -88,6 +88,7 @@ func TestWhatIsSent(t *testing.T) {
 	}{
 		{name: "own path", hop: unixHop, netns: "file://" + path, want: inode, sent: true},
 		{name: "own path over TCP", hop: &url.URL{Scheme: "tcp", Host: "10.0.0.2:5001"}, netns: "file://" + path, want: "file://" + path},
+		{name: "own path to a socket passed by descriptor", hop: &url.URL{Scheme: "inode", Host: "4", Path: "/5"}, netns: "file://" + path, want: inode, sent: true},
 		{name: "a caller's path is never opened", hop: unixHop, received: fdpass.NewFiles(), netns: "file:///proc/1/ns/net", want: "file:///proc/1/ns/net"},
 		{name: "a held file is passed on", hop: unixHop, received: held, netns: inode, want: inode, sent: true},
 		{name: "a file not held is not sent", hop: unixHop, received: fdpass.NewFiles(), netns: inode, want: inode},
