@@ -69,6 +69,7 @@ type config struct {
 	MaxTokenLifetime time.Duration      `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
 	DNSConfigs       dnsConfigs         `split_words:"true" desc:"DNS configurations given to every client with its vWire, a JSON list: [{\"dns_server_ips\":[\"172.16.1.2\"],\"search_domains\":[\"my.coredns.service\"]}]"`
 	IdleTimeout      time.Duration      `default:"0" split_words:"true" desc:"stop (unregistering) after this long without a connection; 0: never"`
+	PassSocket       bool               `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor beside the registration (an inode:// URL, as NSM's endpoints do), so it reaches the endpoint from any mount namespace (a pod's); false registers the socket's path, for a registry reached directly"`
 
 	BaseDir                string `split_words:"true" unused:"no policy files are read yet" desc:"the directory relative policy paths start from"`
 	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies for the registry's answers yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
@@ -249,7 +250,11 @@ func register(ctx context.Context, c *config, listen *url.URL) (*registration, e
 	for _, service := range c.ServiceNames {
 		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
 	}
-	got, unregister, err := regclient.Register(ctx, cc, nse, regclient.WithTimeout(c.RegisterTimeout))
+	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
+	if c.PassSocket && listen.Scheme == "unix" && c.ConnectTo.Scheme == "unix" {
+		opts = append(opts, regclient.WithSocketPassed())
+	}
+	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
 	if err != nil {
 		_ = cc.Close()
 		return nil, r.explain("register", err, isNoAnswer(err))

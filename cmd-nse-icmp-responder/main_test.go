@@ -125,6 +125,7 @@ func startNSE(t *testing.T, name, registryURL, listen string, env ...string) *cm
 		"NSM_LOG_LEVEL=DEBUG",
 		"NSM_NAME=" + name,
 		"NSM_CONNECT_TO=" + registryURL,
+		"NSM_PASS_SOCKET=false", // a registry, unlike an nsmgr, cannot dial a socket passed to it
 		"NSM_LISTEN_ON=" + listen,
 	}, env...))
 }
@@ -246,6 +247,7 @@ func TestNSMsVariables(t *testing.T) {
 		"NSM_NAME=nse-kernel-1",
 		"NSM_LOG_LEVEL=TRACE",
 		"NSM_CONNECT_TO=" + regURL,
+		"NSM_PASS_SOCKET=false", // a registry, unlike an nsmgr, cannot dial a socket passed to it
 		"NSM_CIDR_PREFIX=172.16.1.100/31",
 		"NSM_SERVICE_NAMES=kernel2ip2kernel",
 		"NSM_PAYLOAD=IP",
