@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz demo demo-down kube-bins images
+.PHONY: all lint test bench fuzz demo demo-down kube-bins images cluster-bins cluster-up cluster-down
 
 # Programs the tests run that are not ours (kube-apiserver, etcd), built from the Go module proxy
 # into .build/bin (never in git). Each comes from a module of its own under tools/, outside
@@ -34,10 +34,41 @@ demo:
 demo-down:
 	deployments-k8s/local/mesh.sh down
 
+# The Kubernetes programs say which release they are (kubectl version, the node's kubelet version).
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=v1.37.1 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+
 kube-bins:
 	@mkdir -p $(BUILD)/bin
 	cd tools/etcd && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/etcd .
-	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) build -ldflags='$(KUBE_LDFLAGS)' -o $(BUILD)/bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+
+# The rest of a single-node cluster (integration-tests/cluster): control plane, kubelet,
+# kube-proxy, kubectl, containerd and runc, the CNI plugins (in .build/bin/cni), CoreDNS and the
+# pods' pause program; each wrapper module under tools/ is outside go.work. runc needs Debian's
+# libseccomp-dev; kube-proxy and the cluster's teardown need nftables.
+cluster-bins: kube-bins
+	@[ -e /usr/include/seccomp.h ] && command -v nft >/dev/null && command -v iptables >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev nftables iptables; }
+	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) build -ldflags='$(KUBE_LDFLAGS)' -o $(BUILD)/bin/ k8s.io/kubernetes/cmd/kubelet \
+	  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+	  k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
+	cd tools/containerd && GOWORK=off CGO_ENABLED=0 $(GO) build -tags no_btrfs -o $(BUILD)/bin/ \
+	  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+	  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+	cd tools/runc && GOWORK=off CGO_ENABLED=1 $(GO) build -tags seccomp -o $(BUILD)/bin/runc github.com/opencontainers/runc
+	@mkdir -p $(BUILD)/bin/cni
+	cd tools/cni-plugins && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/cni/ \
+	  github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/ipam/host-local \
+	  github.com/containernetworking/plugins/plugins/main/loopback github.com/containernetworking/plugins/plugins/meta/portmap
+	cd tools/coredns && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/coredns github.com/coredns/coredns
+	CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/pause ./integration-tests/cluster/pause
+
+# A cluster left running to use by hand (KUBECONFIG is printed); cluster-down removes it.
+cluster-up: cluster-bins
+	$(GO) run ./integration-tests/cluster/cmd/cluster up
+
+cluster-down:
+	$(GO) run ./integration-tests/cluster/cmd/cluster down
 
 # One image per cmd, as docker-style tarballs in .build/images (images/README.md): named
 # $(IMAGE_REPO)/<cmd>:<version>, the version `git describe --tags --always --dirty` unless

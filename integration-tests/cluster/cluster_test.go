@@ -1,0 +1,244 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testOptions keeps the tests' cluster apart from one `make cluster-up` started (.build/cluster):
+// a test never removes a person's cluster, and fails on its ports instead.
+func testOptions(t testing.TB, imagesDir string) Options {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("a cluster needs root (mounts, cgroups, network): run as root, as CI does")
+	}
+	root, err := workspaceRoot()
+	require.NoError(t, err)
+	return Options{StateDir: filepath.Join(root, ".build", "cluster-test"), ImagesDir: imagesDir}
+}
+
+// registryImage builds the image of cmd-registry-memory (with grpc-health-probe) into a folder of
+// its own, as `make images` does, and returns the folder and the image's name.
+func registryImage(t testing.TB) (dir, image string) {
+	t.Helper()
+	dir = t.TempDir()
+	out, err := exec.Command("go", "run", "vwire.dev/images", "-out", dir, "-version", "cluster-test", "cmd-registry-memory").CombinedOutput()
+	require.NoError(t, err, "build the image of cmd-registry-memory: %s", out)
+	return dir, "ghcr.io/vwire/cmd-registry-memory:cluster-test"
+}
+
+func TestCluster(t *testing.T) {
+	imagesDir, image := registryImage(t)
+	opts := testOptions(t, imagesDir)
+	o, err := opts.withDefaults()
+	require.NoError(t, err)
+	before := traces(t, o)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	crashed(t, o)
+	c, err := Up(ctx, opts)
+	require.NoError(t, err)
+	downed := false
+	t.Cleanup(func() {
+		if !downed {
+			keepLogs(t, c)
+			require.NoError(t, c.Down())
+		}
+	})
+
+	// A server behind a ClusterIP Service, and a client pod that reaches it by the Service's
+	// address and by its DNS name: pod networking, kube-proxy and CoreDNS in one.
+	cs := c.Client
+	labels := map[string]string{"app": "registry"}
+	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "registry", Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "registry", Image: image, ImagePullPolicy: corev1.PullNever,
+			Env: []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: "tcp://:5002"}},
+			ReadinessProbe: &corev1.Probe{
+				ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/grpc-health-probe", "-addr=localhost:5002"}}},
+				PeriodSeconds: 1,
+			},
+		}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	svc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "registry"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 5002, TargetPort: intstr.FromInt32(5002)}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	probe := func(addr string) corev1.Container {
+		return corev1.Container{Name: "probe-" + strings.NewReplacer(".", "-", ":", "-").Replace(addr), Image: image,
+			ImagePullPolicy: corev1.PullNever, Command: []string{"/bin/grpc-health-probe", "-addr=" + addr, "-connect-timeout=5s"}}
+	}
+	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec: corev1.PodSpec{
+			RestartPolicy:  corev1.RestartPolicyOnFailure, // until the server is ready
+			InitContainers: []corev1.Container{probe(svc.Spec.ClusterIP + ":5002")},
+			Containers:     []corev1.Container{probe("registry:5002")},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodSucceeded, nil
+	})
+	if err != nil {
+		out, _ := c.Kubectl("describe", "pods").CombinedOutput()
+		t.Fatalf("the client pod did not reach the registry through its Service: %v\n%s", err, out)
+	}
+
+	// kubectl of the build, with the kubeconfig Up wrote: logs and exec go through the kubelet.
+	out, err := c.Kubectl("logs", "client").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "SERVING")
+	out, err = c.Kubectl("exec", "registry", "--", "/bin/grpc-health-probe", "-addr=registry.default.svc."+clusterDomain+":5002").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "SERVING")
+	out, err = c.Kubectl("get", "nodes", "-o", "name").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "node/"+c.NodeName, strings.TrimSpace(string(out)))
+
+	downed = true
+	require.NoError(t, c.Down())
+	after := traces(t, o)
+	require.Equal(t, before, after, "the cluster left something behind")
+	require.NoDirExists(t, o.StateDir)
+}
+
+// crashed leaves a cluster as a run that crashed would: started by the cmd in the state folder
+// (the process that started it is gone), then its kubelet and containerd killed, so its pods are
+// left to a shim and no runtime answers for them. Up must remove all of it.
+func crashed(t *testing.T, o Options) {
+	t.Helper()
+	out, err := exec.Command("go", "run", "./cmd/cluster", "-state", o.StateDir, "-images", t.TempDir(), "up").CombinedOutput()
+	require.NoError(t, err, "cluster up: %s", out)
+	ps, err := ourProcesses(o)
+	require.NoError(t, err)
+	for _, p := range ps {
+		if name := filepath.Base(p.exe); name == "kubelet" || name == "containerd" {
+			require.NoError(t, syscall.Kill(p.pid, syscall.SIGKILL))
+		}
+	}
+}
+
+// keepLogs copies the components' logs out of the state folder, which Down removes, when the
+// test failed.
+func keepLogs(t *testing.T, c *Cluster) {
+	if !t.Failed() {
+		return
+	}
+	kept := filepath.Join(os.TempDir(), fmt.Sprintf("vwire-cluster-logs-%d", time.Now().UnixNano()))
+	if err := exec.Command("cp", "-r", filepath.Join(c.dir, "logs"), kept).Run(); err == nil {
+		t.Logf("the components' logs are in %s", kept)
+	}
+}
+
+// vethName is the name the bridge plugin gives a pod's veth on the host.
+var vethName = regexp.MustCompile(`^veth[0-9a-f]{8}$`)
+
+// traces lists what a cluster leaves on the machine when it is not removed: its processes
+// (programs of the bin folder, anything in the pods' cgroups), mounts under the state folder and
+// network namespaces containerd made, the CNI bridge and pods' veths, every nftables table, the pods'
+// cgroups and the host settings the cluster changes. Other tests may run beside this one, so
+// processes, links and namespaces are those the cluster would make, by their names and paths.
+func traces(t testing.TB, o Options) map[string][]string {
+	t.Helper()
+	tr := map[string][]string{}
+	ps, err := processes()
+	require.NoError(t, err)
+	for _, p := range ps {
+		inPod := slices.ContainsFunc(p.cgroups, func(cg string) bool { return strings.HasPrefix(cg, "/"+cgroupRoot) })
+		if filepath.Dir(p.exe) == o.BinDir || filepath.Dir(p.exe) == filepath.Join(o.BinDir, "cni") || inPod {
+			tr["processes"] = append(tr["processes"], fmt.Sprintf("%d %s", p.pid, strings.Join(p.cmdline, " ")))
+		}
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	require.NoError(t, err)
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		mp := unescapeMount(fields[4])
+		fstype := fields[slices.Index(fields, "-")+1]
+		if strings.HasPrefix(mp, o.StateDir) || strings.HasPrefix(mp, shimDir) || strings.HasPrefix(mp, "/var/lib/kubelet") {
+			tr["mounts"] = append(tr["mounts"], mp)
+		}
+		// containerd's own namespaces are under its state folder; cni-* is where it would put them otherwise.
+		if fstype == "nsfs" && (strings.HasPrefix(mp, o.StateDir) || strings.HasPrefix(mp, "/run/netns/cni-")) {
+			tr["network namespaces"] = append(tr["network namespaces"], mp)
+		}
+	}
+	out, err := exec.Command("ip", "-o", "link", "show").Output()
+	require.NoError(t, err)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if name == bridgeName || vethName.MatchString(name) {
+				tr["links"] = append(tr["links"], name)
+			}
+		}
+	}
+	tr["nftables tables"], err = nftList()
+	require.NoError(t, err)
+	cgroups, err := filepath.Glob(filepath.Join(cgroupFS, "*", cgroupRoot))
+	require.NoError(t, err)
+	tr["cgroups"] = cgroups
+	for _, s := range sysctls {
+		if b, err := os.ReadFile(filepath.Join("/proc/sys", s)); err == nil {
+			tr["sysctls"] = append(tr["sysctls"], s+"="+strings.TrimSpace(string(b)))
+		}
+	}
+	for k, v := range tr {
+		if len(v) == 0 {
+			delete(tr, k)
+		}
+	}
+	return tr
+}
+
+// BenchmarkUp measures the cluster's start from built programs (node Ready, DNS answering, the
+// cluster's own images imported) and its removal, separately.
+func BenchmarkUp(b *testing.B) {
+	opts := testOptions(b, b.TempDir())
+	for b.Loop() {
+		c, err := Up(context.Background(), opts)
+		require.NoError(b, err)
+		b.StopTimer()
+		require.NoError(b, c.Down())
+		b.StartTimer()
+	}
+}
+
+// BenchmarkDown measures the removal of a cluster with its DNS pod running.
+func BenchmarkDown(b *testing.B) {
+	opts := testOptions(b, b.TempDir())
+	for b.Loop() {
+		b.StopTimer()
+		c, err := Up(context.Background(), opts)
+		require.NoError(b, err)
+		b.StartTimer()
+		require.NoError(b, c.Down())
+	}
+}
