@@ -240,7 +240,9 @@ type Call struct {
 type callKey struct{}
 
 // WithCall returns ctx in which a call, once started, makes c know its peer.
-func WithCall(ctx context.Context, c *Call) context.Context { return context.WithValue(ctx, callKey{}, c) }
+func WithCall(ctx context.Context, c *Call) context.Context {
+	return context.WithValue(ctx, callKey{}, c)
+}
 
 // Peer returns what receives files over the call's connection, or nil before the call started
 // or when it cannot pass descriptors.
