@@ -26,12 +26,19 @@ import (
 // machine (its ports are fixed), so these are fixed too, and Clean finds them after a crash.
 const (
 	bridgeName = "vwcluster0"    // the CNI bridge
-	cniNetwork = "vwire-cluster" // the CNI network, which names libcni's cache files
+	cniNetwork = "vwire-cluster" // the CNI network
 	cgroupRoot = "vwire-cluster" // every pod's cgroup is under it, in each hierarchy
 	cniCache   = "/var/lib/cni"  // libcni's cache; containerd gives no way to move it
 	shimDir    = "/run/containerd"
 	cgroupFS   = "/sys/fs/cgroup"
+	// Paths the kubelet does not take from its root folder or configuration.
+	kubeletDir     = "/var/lib/kubelet"
+	devicePlugins  = kubeletDir + "/device-plugins/kubelet.sock"
+	containersLogs = "/var/log/containers" // a link per container to its log under podLogsDir
 )
+
+// hostPaths are the folders outside the state folder where the cluster's programs write.
+var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs}
 
 // nftTables are the nftables tables kube-proxy (nftables mode) and the portmap plugin make.
 var nftTables = [][2]string{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "cni_hostport"}, {"ip6", "cni_hostport"}}
@@ -53,8 +60,8 @@ var sysctls = []string{
 // the state folder so that Clean can restore it even after the process that ran Up died.
 type hostState struct {
 	Sysctls map[string]string
-	// Folders outside the state folder that containerd and libcni make; Clean removes them
-	// when they were not there before and are empty again.
+	// Folders of hostPaths that were not there before; Clean removes them when they are empty
+	// again (after removing what the cluster put there).
 	Made []string
 }
 
@@ -67,7 +74,7 @@ func recordHost(dir string) error {
 		}
 		h.Sysctls[s] = strings.TrimSpace(string(b))
 	}
-	for _, d := range []string{filepath.Join(cniCache, "results"), cniCache, filepath.Join(shimDir, "s"), shimDir} {
+	for _, d := range hostPaths {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
 			h.Made = append(h.Made, d)
 		}
@@ -346,13 +353,25 @@ func removeCgroups() error {
 	return errors.Join(errs...)
 }
 
-// restoreHost puts back the settings recorded in host.json, removes libcni's cache files of the
-// cluster's network and the folders containerd and libcni made.
+// restoreHost removes what the cluster's programs wrote outside the state folder (libcni's cache
+// files, the kubelet's log links), puts back the settings recorded in host.json and removes the
+// folders of hostPaths the cluster made.
 func restoreHost(dir string) []error {
 	var errs []error
-	leases, _ := filepath.Glob(filepath.Join(cniCache, "results", cniNetwork+"-*"))
-	for _, f := range leases {
-		errs = append(errs, os.Remove(f))
+	// libcni keeps a result per sandbox and network, removed by a DEL that a crashed containerd
+	// never ran: the sandboxes are those containerd knows under the state folder.
+	sandboxes, _ := filepath.Glob(filepath.Join(dir, "containerd", "*", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	for _, sb := range sandboxes {
+		results, _ := filepath.Glob(filepath.Join(cniCache, "results", "*-"+filepath.Base(sb)+"-*"))
+		for _, f := range results {
+			errs = append(errs, os.Remove(f))
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(containersLogs, "*.log"))
+	for _, l := range logs {
+		if to, err := os.Readlink(l); err == nil && strings.HasPrefix(to, dir+"/") {
+			errs = append(errs, os.Remove(l))
+		}
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "host.json"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -371,6 +390,9 @@ func restoreHost(dir string) []error {
 		}
 	}
 	for _, d := range h.Made {
+		if d == kubeletDir { // made by the kubelet: its device plugin socket is its own
+			_ = os.Remove(devicePlugins)
+		}
 		removeEmpty(d)
 	}
 	return errs

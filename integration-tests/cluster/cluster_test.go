@@ -160,8 +160,9 @@ var vethName = regexp.MustCompile(`^veth[0-9a-f]{8}$`)
 
 // traces lists what a cluster leaves on the machine when it is not removed: its processes
 // (programs of the bin folder, anything in the pods' cgroups), mounts under the state folder and
-// network namespaces containerd made, the CNI bridge and pods' veths, every nftables table, the pods'
-// cgroups and the host settings the cluster changes. Other tests may run beside this one, so
+// network namespaces containerd made, the CNI bridge and pods' veths, files in the host's folders
+// where Kubernetes, containerd and CNI write by default, every nftables table, the pods' cgroups
+// and the host settings the cluster changes. Other tests may run beside this one, so
 // processes, links and namespaces are those the cluster would make, by their names and paths.
 func traces(t testing.TB, o Options) map[string][]string {
 	t.Helper()
@@ -199,6 +200,14 @@ func traces(t testing.TB, o Options) map[string][]string {
 				tr["links"] = append(tr["links"], name)
 			}
 		}
+	}
+	for _, dir := range append(hostPaths, "/var/log/pods", "/var/lib/containerd", "/etc/cni", "/opt/cni") {
+		_ = filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
+			if err == nil {
+				tr["files"] = append(tr["files"], path)
+			}
+			return nil
+		})
 	}
 	tr["nftables tables"], err = nftList()
 	require.NoError(t, err)
