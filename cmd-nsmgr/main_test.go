@@ -170,7 +170,13 @@ func (n *node) serveForwarder(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel) // also when the forwarder fails to start
 	u := &url.URL{Scheme: "unix", Path: filepath.Join(n.dir, "fwd.sock")}
-	cc := cmdtest.Dial(t, n.nsmgrURL)
+	// Dialed as the kernel forwarder dials its nsmgr: endpoint sockets passed by descriptor come
+	// with the lookups' results.
+	nsmgrURL, err := url.Parse(n.nsmgrURL)
+	require.NoError(t, err)
+	cc, err := regclient.Dial(nsmgrURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
 	gen := token.NewInsecure(10*time.Minute, token.WithName("fwd-1"))
 	errs, err := grpcserve.Serve(ctx, u, sandbox.PassThroughForwarder(ctx, "fwd-1", gen, cc))
 	require.NoError(t, err)

@@ -25,15 +25,18 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/querycache"
+	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -187,18 +190,22 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 // without a data plane: the standard endpoint chain, then discovery of the endpoint a Request
 // names through the registry services of the node's nsmgr at cc (services and endpoints cached,
 // as the nsmgr caches them), and the Request passed on to it unchanged. Its tokens come from gen; its
-// background work ends with ctx.
+// background work ends with ctx. Endpoints that registered with their socket passed by
+// descriptor are reached through the socket that comes with the lookup's result, when cc was
+// dialed with regclient.Dial (as the kernel forwarder reaches them).
 func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface) endpoint.Endpoint {
 	// Every Request looks its service and endpoint up (Close its endpoint): answered from
 	// memory, kept current by a watch.
+	sockets := fdpass.NewSockets()
 	ns := regnext.Chain(querycache.NewNS(ctx), adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
-	nse := regnext.Chain(querycache.NewNSE(ctx), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
+	nse := regnext.Chain(querycache.NewNSE(ctx), regrecvfd.NewClient(sockets), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(
 			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
-			connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(gen), client.WithoutRetry())),
+			connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(gen), client.WithoutRetry(),
+				client.WithDialOptions(dial.WithSockets(sockets)))),
 		))
 }
 
