@@ -63,9 +63,10 @@ cluster-bins: kube-bins
 	cd tools/coredns && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/coredns github.com/coredns/coredns
 	CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/pause ./integration-tests/cluster/pause
 
-# A cluster left running to use by hand (KUBECONFIG is printed); cluster-down removes it.
+# A cluster left running to use by hand (KUBECONFIG is printed; NODES=2 for two nodes);
+# cluster-down removes it.
 cluster-up: cluster-bins
-	$(GO) run ./integration-tests/cluster/cmd/cluster up
+	$(GO) run ./integration-tests/cluster/cmd/cluster $(if $(NODES),-nodes $(NODES)) up
 
 cluster-down:
 	$(GO) run ./integration-tests/cluster/cmd/cluster down

@@ -129,9 +129,15 @@ func clean(ctx context.Context, o Options, keepLogs bool) error {
 		}
 	}
 	stop(stopOrder[0]...)
-	if slices.ContainsFunc(ours, func(p process) bool { return filepath.Base(p.exe) == "containerd" }) {
-		if err := stopPods(ctx, filepath.Join(o.StateDir, "containerd", "containerd.sock")); err != nil {
-			errs = append(errs, err)
+	for _, p := range ours {
+		if filepath.Base(p.exe) != "containerd" {
+			continue
+		}
+		// Its socket is beside its configuration: <node>/containerd/config.toml.
+		if i := slices.Index(p.cmdline, "--config"); i >= 0 && i+1 < len(p.cmdline) {
+			if err := stopPods(ctx, filepath.Join(filepath.Dir(p.cmdline[i+1]), "containerd.sock")); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	for _, names := range stopOrder[1:] {
@@ -277,30 +283,33 @@ func unmountUnder(dir string) error {
 	return fmt.Errorf("cluster: still mounted under %s: %s", dir, strings.Join(mps, ", "))
 }
 
-// deleteLinks deletes the CNI bridge and every link attached to it: a pod's veth stays when its
-// namespace outlived containerd.
+// deleteLinks deletes this machine's CNI bridge and the nodes' bridge with every link attached to
+// them: a pod's veth stays when its namespace outlived containerd.
 func deleteLinks() error {
-	br, err := netlink.LinkByName(bridgeName)
-	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("cluster: find bridge %s: %w", bridgeName, err)
-	}
 	links, err := netlink.LinkList()
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, l := range links {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("cluster: delete %s of bridge %s: %w", l.Attrs().Name, bridgeName, err))
+	for _, name := range []string{bridgeName, nodesBridge} {
+		br, err := netlink.LinkByName(name)
+		if errors.As(err, &netlink.LinkNotFoundError{}) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cluster: find bridge %s: %w", name, err))
+			continue
+		}
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				if err := netlink.LinkDel(l); err != nil {
+					errs = append(errs, fmt.Errorf("cluster: delete %s of bridge %s: %w", l.Attrs().Name, name, err))
+				}
 			}
 		}
-	}
-	if err := netlink.LinkDel(br); err != nil {
-		errs = append(errs, fmt.Errorf("cluster: delete bridge %s: %w", bridgeName, err))
+		if err := netlink.LinkDel(br); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: delete bridge %s: %w", name, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -360,7 +369,7 @@ func restoreHost(dir string) []error {
 	var errs []error
 	// libcni keeps a result per sandbox and network, removed by a DEL that a crashed containerd
 	// never ran: the sandboxes are those containerd knows under the state folder.
-	sandboxes, _ := filepath.Glob(filepath.Join(dir, "containerd", "*", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	sandboxes, _ := filepath.Glob(filepath.Join(dir, "nodes", "*", "containerd", "*", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
 	for _, sb := range sandboxes {
 		results, _ := filepath.Glob(filepath.Join(cniCache, "results", "*-"+filepath.Base(sb)+"-*"))
 		for _, f := range results {

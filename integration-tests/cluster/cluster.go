@@ -1,18 +1,25 @@
-// Package cluster starts a real single-node Kubernetes on this machine, for vwire's tests and
-// for a person (`make cluster-up`, `make cluster-down`), and removes it without a trace.
+// Package cluster starts a real Kubernetes on this machine, of one node or a few, for vwire's
+// tests and for a person (`make cluster-up`, `make cluster-down`), and removes it without a trace.
 //
 // It exists because vwire's Kubernetes parts (the registry on custom resources, the admission
 // webhook, the deployments and their examples) must be tested on the Kubernetes they meet, not
 // on a fake or on a bare API server: pods with images, a container runtime, CNI, Services
-// through kube-proxy, cluster DNS. Every program comes from the Go module proxy (`make
-// cluster-bins` builds them into .build/bin): etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler, kubelet, kube-proxy (nftables mode), containerd with runc, the CNI plugins
-// bridge, host-local, loopback and portmap, CoreDNS, and a pause program; images are tarballs
-// imported into containerd, never pulled.
+// through kube-proxy, cluster DNS, and nodes apart from each other. Every program comes from the
+// Go module proxy (`make cluster-bins` builds them into .build/bin): etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy (nftables mode), containerd with
+// runc, the CNI plugins bridge, host-local, loopback and portmap, CoreDNS, and a pause program;
+// images are tarballs imported into containerd, never pulled.
+//
+// The first node is this machine. Each further node is a kubelet, a containerd and a kube-proxy
+// started in a network namespace of their own (the mount, PID and cgroup namespaces stay this
+// machine's), joined to this machine by the bridge vwnodes0 as the local mesh's nodes are joined
+// to their underlay; this machine routes each node's pod subnet to it, so pods and Services work
+// across nodes without NAT or tunnels.
 //
 // Guarantees callers rely on:
-//   - Up returns a cluster whose node is Ready, whose cluster DNS answers through its Service, with
-//     every image of the images folder imported, and an admin kubeconfig at Cluster.Kubeconfig;
+//   - Up returns a cluster whose nodes are Ready, whose cluster DNS answers through its Service,
+//     with every image of the images folder imported on every node, and an admin kubeconfig at
+//     Cluster.Kubeconfig;
 //   - Up first removes what an earlier cluster with the same state folder left (a test or a
 //     `make cluster-up` that crashed), and removes what it made itself when it fails;
 //   - Down (and Clean, which works from the options alone, in another process) leaves no
@@ -20,10 +27,12 @@
 //     the host settings it changed (ip_forward, the kubelet's kernel tunables) and removes the
 //     state folder;
 //   - one cluster at a time per machine: its ports (6443, 10250) and the names it gives outside
-//     its state folder (bridge vwcluster0, cgroup /vwire-cluster, kube-proxy's tables) are fixed.
+//     its state folder (bridges vwcluster0 and vwnodes0, cgroup /vwire-cluster, kube-proxy's
+//     tables) are fixed.
 //
-// It needs root, cgroup v1 or v2 with cgroupfs, Debian's nftables (kube-proxy and Clean run
-// nft) and the programs of `make cluster-bins`.
+// It needs root, cgroupfs (v1 or v2), Debian's nftables (kube-proxy and Clean run nft) and the
+// programs of `make cluster-bins`. Kubelets share what the kubelet does not let move from
+// /var/lib/kubelet: device plugins register with the last kubelet started.
 package cluster
 
 import (
@@ -39,6 +48,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,6 +72,10 @@ type Options struct {
 	// ImagesDir holds image tarballs (`make images`); Up imports every *.tar in it. Default:
 	// .build/images of the workspace; missing means none.
 	ImagesDir string
+	// Nodes is how many nodes the cluster has (default 1, at most 8). The first is this machine;
+	// each other one is a kubelet, containerd and kube-proxy in a network namespace of its own,
+	// joined to this machine by the bridge vwnodes0.
+	Nodes int
 	// Progress, when set, gets a line per step of Up.
 	Progress io.Writer
 }
@@ -92,6 +106,12 @@ func (o Options) withDefaults() (Options, error) {
 			return o, err
 		}
 	}
+	if o.Nodes == 0 {
+		o.Nodes = 1
+	}
+	if o.Nodes < 1 || o.Nodes > maxNodes {
+		return o, fmt.Errorf("cluster: Options.Nodes is %d; give 1 to %d", o.Nodes, maxNodes)
+	}
 	// Processes are told apart by the path of their program: it must be the real one.
 	if resolved, err := filepath.EvalSymlinks(o.BinDir); err == nil {
 		o.BinDir = resolved
@@ -99,18 +119,19 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Cluster is a running single-node cluster.
+// Cluster is a running cluster.
 type Cluster struct {
 	// Kubeconfig is the path of an admin kubeconfig (user in system:masters) for kubectl.
 	Kubeconfig string
 	Config     *rest.Config
 	Client     kubernetes.Interface
-	// NodeName is the node's name; NodeIP its address, where the API server is advertised.
-	NodeName string
-	NodeIP   net.IP
+	// Nodes are the cluster's nodes; the first is this machine, whose address the API server
+	// advertises.
+	Nodes []*Node
 
 	opts     Options
 	dir      string
+	mu       sync.Mutex // children: Up starts programs while it polls in another goroutine
 	children []*child
 }
 
@@ -138,7 +159,10 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := clean(ctx, o, false); err != nil {
 		return nil, fmt.Errorf("cluster: removing what an earlier cluster in %s left: %w", o.StateDir, err)
 	}
-	c := &Cluster{opts: o, dir: o.StateDir, NodeName: "vwire-node1", NodeIP: ip, Kubeconfig: filepath.Join(o.StateDir, "kubeconfig")}
+	c := &Cluster{opts: o, dir: o.StateDir, Kubeconfig: filepath.Join(o.StateDir, "kubeconfig")}
+	for i := range o.Nodes {
+		c.Nodes = append(c.Nodes, newNode(i+1, o.StateDir, ip))
+	}
 	if err := c.up(ctx); err != nil {
 		stopErr := c.stop(true)
 		return nil, errors.Join(err, stopErr, fmt.Errorf("cluster: the components' logs are in %s", filepath.Join(c.dir, "logs")))
@@ -151,6 +175,8 @@ func (c *Cluster) Down() error { return c.stop(false) }
 
 func (c *Cluster) stop(keepLogs bool) error {
 	err := clean(context.Background(), c.opts, keepLogs)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, ch := range c.children {
 		<-ch.done // ended by clean; this reaps it and ends its goroutine
 	}
@@ -174,7 +200,7 @@ func (c *Cluster) say(format string, args ...any) {
 
 func (c *Cluster) up(ctx context.Context) error {
 	start := time.Now()
-	for _, d := range []string{"logs", "pki", "etcd", "images", "kubelet/root", "containerd", "cni/net.d"} {
+	for _, d := range []string{"logs", "pki", "etcd", "images"} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
 			return err
 		}
@@ -185,14 +211,23 @@ func (c *Cluster) up(ctx context.Context) error {
 	if err := c.writeConfig(); err != nil {
 		return err
 	}
-	if err := makeCgroupRoot(); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := makeCgroup(n.cgroup()); err != nil {
+			return err
+		}
+		if n.netns != "" {
+			if err := joinNode(n); err != nil {
+				return err
+			}
+		}
 	}
 	c.say("configuration written in %s", c.dir)
 
-	// containerd and its images come up beside the control plane.
-	if err := c.start("containerd", []string{"PATH=" + c.opts.BinDir + ":" + os.Getenv("PATH")}, "--config", filepath.Join(c.dir, "containerd", "config.toml")); err != nil {
-		return err
+	// The containerds and their images come up beside the control plane.
+	for _, n := range c.Nodes {
+		if err := c.startRuntime(n); err != nil {
+			return err
+		}
 	}
 	imported := make(chan error, 1)
 	go func() { imported <- c.images(ctx) }()
@@ -201,34 +236,24 @@ func (c *Cluster) up(ctx context.Context) error {
 		<-imported
 		return err
 	}
-	c.say("API server ready at https://%s:%d (%.1fs)", c.NodeIP, apiPort, time.Since(start).Seconds())
+	c.say("API server ready at https://%s:%d (%.1fs)", c.Nodes[0].IP, apiPort, time.Since(start).Seconds())
 	if err := <-imported; err != nil {
 		return err
 	}
 	c.say("images imported (%.1fs)", time.Since(start).Seconds())
 
-	pki := filepath.Join(c.dir, "pki")
-	k := filepath.Join(c.dir, "kubelet")
-	if err := c.start("kubelet", nil,
-		"--config="+filepath.Join(k, "config.yaml"),
-		"--kubeconfig="+filepath.Join(pki, "kubelet.kubeconfig"),
-		"--root-dir="+filepath.Join(k, "root"),
-		"--cert-dir="+filepath.Join(k, "pki"),
-		"--hostname-override="+c.NodeName,
-		"--node-ip="+c.NodeIP.String(),
-	); err != nil {
-		return err
-	}
-	if err := c.start("kube-proxy", []string{"PATH=" + os.Getenv("PATH")}, "--config="+filepath.Join(c.dir, "kube-proxy.yaml")); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := c.startAgents(n); err != nil {
+			return err
+		}
 	}
 	if err := c.installDNS(ctx); err != nil {
 		return err
 	}
-	if err := c.waitNodeReady(ctx); err != nil {
+	if err := c.waitNodesReady(ctx); err != nil {
 		return err
 	}
-	c.say("node %s Ready (%.1fs)", c.NodeName, time.Since(start).Seconds())
+	c.say("%d node(s) Ready (%.1fs)", len(c.Nodes), time.Since(start).Seconds())
 	if err := c.waitDNS(ctx); err != nil {
 		return err
 	}
@@ -239,19 +264,21 @@ func (c *Cluster) up(ctx context.Context) error {
 // writeConfig writes the certificates, kubeconfigs and every component's configuration.
 func (c *Cluster) writeConfig() error {
 	pki := filepath.Join(c.dir, "pki")
+	caFile := filepath.Join(pki, "ca.crt")
 	ca, err := newAuthority()
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(pki, "ca.crt"), ca.pem, 0o644); err != nil {
+	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
 		return err
 	}
 	if err := serviceAccountKey(pki); err != nil {
 		return err
 	}
+	first := c.Nodes[0]
 	serving, err := ca.issue("kube-apiserver", nil,
-		[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain, "localhost", c.NodeName},
-		[]net.IP{net.ParseIP(serviceIP), net.IPv4(127, 0, 0, 1), c.NodeIP})
+		[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain, "localhost", first.Name},
+		[]net.IP{net.ParseIP(serviceIP), net.IPv4(127, 0, 0, 1), first.IP, hostOnNodesNet})
 	if err != nil {
 		return err
 	}
@@ -266,37 +293,30 @@ func (c *Cluster) writeConfig() error {
 		return err
 	}
 	local := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	node := fmt.Sprintf("https://%s", net.JoinHostPort(c.NodeIP.String(), strconv.Itoa(apiPort)))
-	for _, u := range []struct{ file, server, user, group string }{
+	type user struct{ file, server, name, group string }
+	users := []user{
 		{c.Kubeconfig, local, "vwire-admin", "system:masters"},
 		{filepath.Join(pki, "controller-manager.kubeconfig"), local, "system:kube-controller-manager", ""},
 		{filepath.Join(pki, "scheduler.kubeconfig"), local, "system:kube-scheduler", ""},
-		{filepath.Join(pki, "kubelet.kubeconfig"), node, "system:node:" + c.NodeName, "system:nodes"},
-		{filepath.Join(pki, "kube-proxy.kubeconfig"), node, "system:kube-proxy", ""},
-	} {
+	}
+	for _, n := range c.Nodes {
+		if err := n.writeConfig(c.opts.BinDir, caFile); err != nil {
+			return err
+		}
+		users = append(users,
+			user{filepath.Join(n.dir, "kubelet.kubeconfig"), n.apiServer(), "system:node:" + n.Name, "system:nodes"},
+			user{filepath.Join(n.dir, "kube-proxy.kubeconfig"), n.apiServer(), "system:kube-proxy", ""})
+	}
+	for _, u := range users {
 		var groups []string
 		if u.group != "" {
 			groups = []string{u.group}
 		}
-		id, err := ca.issue(u.user, groups, nil, nil)
+		id, err := ca.issue(u.name, groups, nil, nil)
 		if err != nil {
 			return err
 		}
 		if err := writeKubeconfig(u.file, u.server, ca.pem, id); err != nil {
-			return err
-		}
-	}
-	cni, err := c.cniConfig()
-	if err != nil {
-		return err
-	}
-	for rel, content := range map[string][]byte{
-		"containerd/config.toml":      []byte(c.containerdConfig()),
-		"cni/net.d/10-vwire.conflist": cni,
-		"kubelet/config.yaml":         []byte(c.kubeletConfig()),
-		"kube-proxy.yaml":             []byte(c.kubeProxyConfig()),
-	} {
-		if err := c.writeFile(rel, content); err != nil {
 			return err
 		}
 	}
@@ -313,7 +333,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	}
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	if err := c.start("etcd", nil,
+	if err := c.start(nil, "etcd", nil,
 		"--name=vwire", "--data-dir="+filepath.Join(c.dir, "etcd"),
 		"--listen-client-urls="+client, "--advertise-client-urls="+client,
 		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,
@@ -321,9 +341,9 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	); err != nil {
 		return err
 	}
-	if err := c.start("kube-apiserver", nil,
+	if err := c.start(nil, "kube-apiserver", nil,
 		"--etcd-servers="+client,
-		"--bind-address=0.0.0.0", "--secure-port="+strconv.Itoa(apiPort), "--advertise-address="+c.NodeIP.String(),
+		"--bind-address=0.0.0.0", "--secure-port="+strconv.Itoa(apiPort), "--advertise-address="+c.Nodes[0].IP.String(),
 		"--tls-cert-file="+filepath.Join(pki, "apiserver.crt"), "--tls-private-key-file="+filepath.Join(pki, "apiserver.key"),
 		"--client-ca-file="+filepath.Join(pki, "ca.crt"),
 		"--kubelet-client-certificate="+filepath.Join(pki, "apiserver-kubelet-client.crt"),
@@ -360,7 +380,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		return []string{"--kubeconfig=" + kubeconfig, "--authentication-kubeconfig=" + kubeconfig,
 			"--authorization-kubeconfig=" + kubeconfig, "--leader-elect=false", "--bind-address=127.0.0.1"}
 	}
-	if err := c.start("kube-controller-manager", nil, append(common(filepath.Join(pki, "controller-manager.kubeconfig")),
+	if err := c.start(nil, "kube-controller-manager", nil, append(common(filepath.Join(pki, "controller-manager.kubeconfig")),
 		"--root-ca-file="+filepath.Join(pki, "ca.crt"),
 		"--service-account-private-key-file="+filepath.Join(pki, "sa.key"),
 		"--use-service-account-credentials=true",
@@ -368,11 +388,11 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	)...); err != nil {
 		return err
 	}
-	return c.start("kube-scheduler", nil, common(filepath.Join(pki, "scheduler.kubeconfig"))...)
+	return c.start(nil, "kube-scheduler", nil, common(filepath.Join(pki, "scheduler.kubeconfig"))...)
 }
 
-// images builds the cluster's own images, waits for containerd, and imports those and every
-// tarball of the images folder.
+// images builds the cluster's own images, waits for the containerds, and imports those and every
+// tarball of the images folder into each.
 func (c *Cluster) images(ctx context.Context) error {
 	tars, err := c.buildImages()
 	if err != nil {
@@ -382,25 +402,38 @@ func (c *Cluster) images(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.poll(ctx, time.Minute, "containerd to listen", func(context.Context) (bool, error) {
-		_, err := os.Stat(c.socket())
-		return err == nil, nil
-	}); err != nil {
-		return err
+	errs := make([]error, len(c.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.Nodes {
+		wg.Go(func() {
+			errs[i] = c.poll(ctx, time.Minute, "containerd of "+n.Name+" to listen", func(context.Context) (bool, error) {
+				_, err := os.Stat(n.socket())
+				return err == nil, nil
+			})
+			if errs[i] == nil {
+				errs[i] = c.importImages(ctx, n.socket(), append(tars, more...))
+			}
+		})
 	}
-	return c.importImages(ctx, append(tars, more...))
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
-func (c *Cluster) waitNodeReady(ctx context.Context) error {
-	return c.poll(ctx, 2*time.Minute, "node "+c.NodeName+" to be Ready", func(ctx context.Context) (bool, error) {
-		n, err := c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-		if err != nil {
-			return false, nil
+func (c *Cluster) waitNodesReady(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		if err := c.poll(ctx, 2*time.Minute, "node "+n.Name+" to be Ready", func(ctx context.Context) (bool, error) {
+			node, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			return slices.ContainsFunc(node.Status.Conditions, func(cond corev1.NodeCondition) bool {
+				return cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue
+			}), nil
+		}); err != nil {
+			return err
 		}
-		return slices.ContainsFunc(n.Status.Conditions, func(cond corev1.NodeCondition) bool {
-			return cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue
-		}), nil
-	})
+	}
+	return nil
 }
 
 // waitDNS waits until the cluster DNS, asked at its Service address from this machine (through
@@ -446,7 +479,7 @@ func nodeIP() (net.IP, error) {
 		return nil, err
 	}
 	for _, iface := range ifaces {
-		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 || iface.Name == bridgeName {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 || iface.Name == bridgeName || iface.Name == nodesBridge {
 			continue
 		}
 		addrs, err := iface.Addrs()
@@ -503,25 +536,30 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// makeCgroupRoot makes the pods' parent cgroup in every hierarchy: the kubelet requires it to
-// exist. A new cpuset cgroup has no CPUs or memory nodes until given its parent's.
-func makeCgroupRoot() error {
+// makeCgroup makes a node's parent cgroup, and the folders above it, in every hierarchy: the
+// kubelet requires it to exist. A new cpuset cgroup has no CPUs or memory nodes until given its
+// parent's.
+func makeCgroup(path string) error {
 	hierarchies, err := os.ReadDir(cgroupFS)
 	if err != nil {
 		return err
 	}
 	for _, h := range hierarchies {
-		dir := filepath.Join(cgroupFS, h.Name())
 		if !h.IsDir() || strings.Contains(h.Name(), ",") {
 			continue // a name like cpu,cpuacct links to its hierarchy
 		}
-		if err := os.Mkdir(filepath.Join(dir, cgroupRoot), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("cluster: make cgroup %s: %w", filepath.Join(dir, cgroupRoot), err)
-		}
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
-				if err := os.WriteFile(filepath.Join(dir, cgroupRoot, f), b, 0o644); err != nil {
-					return fmt.Errorf("cluster: cgroup %s: %w", filepath.Join(dir, cgroupRoot, f), err)
+		dir := filepath.Join(cgroupFS, h.Name())
+		for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
+			parent := dir
+			dir = filepath.Join(dir, part)
+			if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("cluster: make cgroup %s: %w", dir, err)
+			}
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(parent, f)); err == nil {
+					if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+						return fmt.Errorf("cluster: cgroup %s: %w", filepath.Join(dir, f), err)
+					}
 				}
 			}
 		}

@@ -56,23 +56,67 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	crashed(t, o)
+	c := up(ctx, t, opts)
+	serviceAndDNS(ctx, t, c, image, c.Nodes[0].Name, c.Nodes[0].Name)
+	down(t, c, before)
+}
+
+// TestTwoNodes runs the server on the second node, in its network namespace, and its client on
+// the first: the Service and DNS work across nodes, and kubectl exec reaches the second kubelet.
+func TestTwoNodes(t *testing.T) {
+	imagesDir, image := registryImage(t)
+	opts := testOptions(t, imagesDir)
+	opts.Nodes = 2
+	o, err := opts.withDefaults()
+	require.NoError(t, err)
+	before := traces(t, o)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := up(ctx, t, opts)
+	require.Len(t, c.Nodes, 2)
+	serviceAndDNS(ctx, t, c, image, c.Nodes[1].Name, c.Nodes[0].Name)
+	down(t, c, before)
+}
+
+// up starts a cluster that goes down when the test ends, if the test did not take it down.
+func up(ctx context.Context, t *testing.T, opts Options) *Cluster {
+	t.Helper()
 	c, err := Up(ctx, opts)
 	require.NoError(t, err)
-	downed := false
 	t.Cleanup(func() {
-		if !downed {
+		c.mu.Lock()
+		running := c.children != nil
+		c.mu.Unlock()
+		if running { // the test failed before down
 			keepLogs(t, c)
 			require.NoError(t, c.Down())
 		}
 	})
+	return c
+}
 
-	// A server behind a ClusterIP Service, and a client pod that reaches it by the Service's
-	// address and by its DNS name: pod networking, kube-proxy and CoreDNS in one.
+// down takes the cluster down and checks that the machine is as it was before.
+func down(t *testing.T, c *Cluster, before map[string][]string) {
+	t.Helper()
+	keepLogs(t, c)
+	require.NoError(t, c.Down())
+	require.Equal(t, before, traces(t, c.opts), "the cluster left something behind")
+	require.NoDirExists(t, c.opts.StateDir)
+}
+
+// serviceAndDNS runs a server pod of image on serverNode behind a ClusterIP Service, and a client
+// pod on clientNode that reaches it by the Service's address and by its DNS name (pod networking,
+// kube-proxy and CoreDNS in one); then uses the kubectl of the build with the kubeconfig Up wrote
+// for logs, exec (both through a kubelet) and the nodes.
+func serviceAndDNS(ctx context.Context, t *testing.T, c *Cluster, image, serverNode, clientNode string) {
+	t.Helper()
 	cs := c.Client
 	labels := map[string]string{"app": "registry"}
-	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+	on := func(node string) map[string]string { return map[string]string{corev1.LabelHostname: node} }
+	_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "registry", Labels: labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+		Spec: corev1.PodSpec{NodeSelector: on(serverNode), Containers: []corev1.Container{{
 			Name: "registry", Image: image, ImagePullPolicy: corev1.PullNever,
 			Env: []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: "tcp://:5002"}},
 			ReadinessProbe: &corev1.Probe{
@@ -94,6 +138,7 @@ func TestCluster(t *testing.T) {
 	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "client"},
 		Spec: corev1.PodSpec{
+			NodeSelector:   on(clientNode),
 			RestartPolicy:  corev1.RestartPolicyOnFailure, // until the server is ready
 			InitContainers: []corev1.Container{probe(svc.Spec.ClusterIP + ":5002")},
 			Containers:     []corev1.Container{probe("registry:5002")},
@@ -109,7 +154,6 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("the client pod did not reach the registry through its Service: %v\n%s", err, out)
 	}
 
-	// kubectl of the build, with the kubeconfig Up wrote: logs and exec go through the kubelet.
 	out, err := c.Kubectl("logs", "client").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "SERVING")
@@ -118,13 +162,11 @@ func TestCluster(t *testing.T) {
 	require.Contains(t, string(out), "SERVING")
 	out, err = c.Kubectl("get", "nodes", "-o", "name").CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Equal(t, "node/"+c.NodeName, strings.TrimSpace(string(out)))
-
-	downed = true
-	require.NoError(t, c.Down())
-	after := traces(t, o)
-	require.Equal(t, before, after, "the cluster left something behind")
-	require.NoDirExists(t, o.StateDir)
+	var want []string
+	for _, n := range c.Nodes {
+		want = append(want, "node/"+n.Name)
+	}
+	require.Equal(t, want, strings.Fields(string(out)))
 }
 
 // crashed leaves a cluster as a run that crashed would: started by the cmd in the state folder
@@ -157,6 +199,9 @@ func keepLogs(t *testing.T, c *Cluster) {
 
 // vethName is the name the bridge plugin gives a pod's veth on the host.
 var vethName = regexp.MustCompile(`^veth[0-9a-f]{8}$`)
+
+// nodeVeth is the name of a node's veth on the nodes' bridge.
+var nodeVeth = regexp.MustCompile(`^vwnode[0-9]+$`)
 
 // traces lists what a cluster leaves on the machine when it is not removed: its processes
 // (programs of the bin folder, anything in the pods' cgroups), mounts under the state folder and
@@ -196,7 +241,7 @@ func traces(t testing.TB, o Options) map[string][]string {
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if f := strings.Fields(line); len(f) > 1 {
 			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			if name == bridgeName || vethName.MatchString(name) {
+			if name == bridgeName || name == nodesBridge || vethName.MatchString(name) || nodeVeth.MatchString(name) {
 				tr["links"] = append(tr["links"], name)
 			}
 		}
@@ -227,16 +272,21 @@ func traces(t testing.TB, o Options) map[string][]string {
 	return tr
 }
 
-// BenchmarkUp measures the cluster's start from built programs (node Ready, DNS answering, the
-// cluster's own images imported) and its removal, separately.
+// BenchmarkUp measures the cluster's start from built programs (nodes Ready, DNS answering, the
+// cluster's own images imported), with one node and with two.
 func BenchmarkUp(b *testing.B) {
-	opts := testOptions(b, b.TempDir())
-	for b.Loop() {
-		c, err := Up(context.Background(), opts)
-		require.NoError(b, err)
-		b.StopTimer()
-		require.NoError(b, c.Down())
-		b.StartTimer()
+	for _, nodes := range []int{1, 2} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			opts := testOptions(b, b.TempDir())
+			opts.Nodes = nodes
+			for b.Loop() {
+				c, err := Up(context.Background(), opts)
+				require.NoError(b, err)
+				b.StopTimer()
+				require.NoError(b, c.Down())
+				b.StartTimer()
+			}
+		})
 	}
 }
 

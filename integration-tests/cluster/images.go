@@ -48,14 +48,15 @@ func (c *Cluster) buildImages() ([]string, error) {
 	return tars, nil
 }
 
-// importImages imports every tarball into containerd's k8s.io namespace, where the kubelet looks.
-func (c *Cluster) importImages(ctx context.Context, tars []string) error {
+// importImages imports every tarball into the k8s.io namespace of the containerd at socket,
+// where the kubelet looks.
+func (c *Cluster) importImages(ctx context.Context, socket string, tars []string) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(tars))
 	for i, tar := range tars {
 		wg.Go(func() {
 			out, err := exec.CommandContext(ctx, filepath.Join(c.opts.BinDir, "ctr"),
-				"--address", c.socket(), "--namespace", "k8s.io", "images", "import", tar).CombinedOutput()
+				"--address", socket, "--namespace", "k8s.io", "images", "import", tar).CombinedOutput()
 			if err != nil {
 				errs[i] = fmt.Errorf("cluster: ctr images import %s: %w: %s", tar, err, out)
 			}

@@ -22,19 +22,28 @@ type child struct {
 	done chan struct{} // closed once cmd.Wait returned
 }
 
-// start runs bin from the bin folder with args, its output in logs/<name>.log. The program gets
-// a process group of its own, so a terminal's ^C reaches only `make cluster-up`, not the cluster.
-func (c *Cluster) start(name string, env []string, args ...string) error {
+// start runs program from the bin folder with args, its output in logs/<node>-<program>.log, in
+// node n's network namespace (n nil: a program of the control plane, on this machine). The
+// program gets a process group of its own, so a terminal's ^C reaches only `make cluster-up`.
+func (c *Cluster) start(n *Node, program string, env []string, args ...string) error {
+	name := program
+	if n != nil {
+		name = n.Name + "-" + program
+	}
 	log, err := os.OpenFile(filepath.Join(c.dir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Close() }()
-	cmd := exec.Command(filepath.Join(c.opts.BinDir, name), args...)
+	cmd := exec.Command(filepath.Join(c.opts.BinDir, program), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	run := cmd.Start
+	if n != nil && n.netns != "" {
+		run = func() error { return inNetns(n.netns, cmd.Start) }
+	}
+	if err := run(); err != nil {
 		return fmt.Errorf("cluster: start %s: %w", name, err)
 	}
 	ch := &child{name: name, cmd: cmd, done: make(chan struct{})}
@@ -42,12 +51,16 @@ func (c *Cluster) start(name string, env []string, args ...string) error {
 		_ = cmd.Wait()
 		close(ch.done)
 	}()
+	c.mu.Lock()
 	c.children = append(c.children, ch)
+	c.mu.Unlock()
 	return nil
 }
 
 // exited says whether a child already ended (a component that dies at start), with its log's end.
 func (c *Cluster) exited() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, ch := range c.children {
 		select {
 		case <-ch.done:

@@ -32,6 +32,7 @@ func run(args []string) error {
 	flags.StringVar(&o.BinDir, "bin", "", "folder of the programs of `make cluster-bins` (default: $VWIRE_KUBE_BIN, else .build/bin)")
 	flags.StringVar(&o.StateDir, "state", "", "folder of the cluster's state (default: .build/cluster)")
 	flags.StringVar(&o.ImagesDir, "images", "", "folder of image tarballs to import (default: .build/images)")
+	flags.IntVar(&o.Nodes, "nodes", 1, "how many nodes: the first on this machine, the others in network namespaces of their own")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -48,7 +49,11 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\nThe cluster is up: node %s at %s. Its kubeconfig is %s:\n\n", c.NodeName, c.NodeIP, c.Kubeconfig)
+		fmt.Printf("\nThe cluster is up:")
+		for _, n := range c.Nodes {
+			fmt.Printf(" node %s at %s;", n.Name, n.IP)
+		}
+		fmt.Printf(" its kubeconfig is %s:\n\n", c.Kubeconfig)
 		fmt.Printf("  export KUBECONFIG=%s\n", c.Kubeconfig)
 		fmt.Printf("  %s get pods -A\n\n", c.Kubectl().Path)
 		fmt.Println("`make cluster-down` removes it.")
