@@ -155,7 +155,9 @@ func clean(ctx context.Context, o Options, keepLogs bool) error {
 		errs = append(errs, err)
 	}
 
-	errs = append(errs, unmountUnder(o.StateDir), deleteLinks(), deleteTables(), removeCgroups())
+	// Links first: a veth whose other end is in a namespace goes at once with it, while a
+	// namespace unmounted last goes away later, in the background, and its veths with it.
+	errs = append(errs, deleteLinks(), unmountUnder(o.StateDir), deleteTables(), removeCgroups())
 	errs = append(errs, restoreHost(o.StateDir)...)
 	errs = append(errs, removeState(o.StateDir, keepLogs))
 	return errors.Join(errs...)
@@ -302,7 +304,8 @@ func deleteLinks() error {
 		}
 		for _, l := range links {
 			if l.Attrs().MasterIndex == br.Attrs().Index {
-				if err := netlink.LinkDel(l); err != nil {
+				// Gone meanwhile with its namespace: that is what was wanted.
+				if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 					errs = append(errs, fmt.Errorf("cluster: delete %s of bridge %s: %w", l.Attrs().Name, name, err))
 				}
 			}
