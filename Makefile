@@ -23,7 +23,7 @@ lint:
 	$(GO) run $(STATICCHECK) $(PACKAGES)
 	.ci/readme-tables
 
-test: kube-bins
+test: kube-bins cluster-bins
 	$(GO) test -race -count=1 $(PACKAGES)
 
 # The main job: a two-node mesh in network namespaces, every vWire topology pinged, then torn
@@ -78,7 +78,7 @@ IMAGE_REPO ?= ghcr.io/vwire
 images:
 	$(GO) run ./images -out $(BUILD)/images -repo $(IMAGE_REPO) $(if $(VERSION),-version $(VERSION)) $(CMDS)
 
-bench: kube-bins
+bench: kube-bins cluster-bins
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PACKAGES)
 
 # A short run of every fuzz target: go test -fuzz takes one target in one package at a time.
