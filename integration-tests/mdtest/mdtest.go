@@ -1,0 +1,190 @@
+// Package mdtest runs an example of deployments-k8s as its README tells a person to: every bash
+// block of its Run section in order, then, even when one fails, every block of its Cleanup
+// section. It is the runtime of the suites that suitegen compiles from the READMEs (package
+// k8s), and its Parse is the reader of those READMEs.
+//
+// What callers rely on:
+//   - A step is `bash -euo pipefail`, started in the example's folder (so `kubectl apply -k .`
+//     applies the example's kustomization), with KUBECONFIG naming the suite's cluster and the
+//     cluster's programs (kubectl) first on PATH. Each step is a new bash, but the shell
+//     variables and the working folder a step leaves are those the next step (and the cleanup)
+//     starts with, as if a person typed the blocks into one terminal.
+//   - A step gets VWIRE_STEP_TIMEOUT (a Go duration, default 5m); it is not retried (NSM's runner
+//     retries a failing block for a minute; an example here waits for what it needs, with
+//     `kubectl wait`, so that a failure is reported where it happens).
+//   - A failing step fails the test with the example, the step's number, its README line, its
+//     first lines and its output; the steps after it are skipped and the cleanup runs. A failing
+//     cleanup step is reported and the next cleanup step still runs. Processes a step leaves in
+//     the background are killed after the cleanup.
+package mdtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Step is one bash block of a README.
+type Step struct {
+	// Line is the line of the block's opening fence in README.md.
+	Line   int
+	Script string
+}
+
+// Example is one example folder's README, as a test runs it.
+type Example struct {
+	// Name is the folder under the examples' root, slash-separated: "use-cases/Kernel2Kernel".
+	Name    string
+	Run     []Step
+	Cleanup []Step
+}
+
+// Reporter is the part of testing.TB that a run of an example uses; a *testing.T is one.
+type Reporter interface {
+	Helper()
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
+// defaultStepTimeout bounds one bash block unless VWIRE_STEP_TIMEOUT says otherwise: long enough
+// for pods to pull nothing and start, short enough that a hung step ends within CI's budget.
+const defaultStepTimeout = 5 * time.Minute
+
+// Suite is the examples that share a cluster and a setup: the examples they all require.
+type Suite struct {
+	// Root is the examples' folder (deployments-k8s/examples of the workspace), relative to the
+	// test's working folder (its package folder) or absolute.
+	Root string
+	// Setup are the required examples, in the order they run: before the suite's tests, their
+	// cleanup after them, in reverse.
+	Setup []Example
+
+	// env is the steps' environment, set by Main; nil means this process's.
+	env []string
+}
+
+// Run runs ex's steps and registers its cleanup with r. It reports whether every step passed.
+func (s *Suite) Run(r Reporter, ex Example) bool {
+	r.Helper()
+	dir := filepath.Join(s.Root, filepath.FromSlash(ex.Name))
+	state, err := os.CreateTemp("", "vw-mdtest-")
+	if err != nil {
+		r.Errorf("example %s: a file for the steps' shell state: %v", ex.Name, err)
+		return false
+	}
+	_ = state.Close()
+	var groups []int
+	r.Cleanup(func() {
+		_ = os.Remove(state.Name())
+		for _, pgid := range groups {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL) // what a step left in the background; most are gone
+		}
+	})
+	r.Cleanup(func() {
+		for i, st := range ex.Cleanup {
+			out, pgid, err := s.step(dir, state.Name(), st)
+			groups = appendGroup(groups, pgid)
+			if err != nil {
+				r.Errorf("%s", failure(ex, "cleanup", i, len(ex.Cleanup), st, out, err))
+				continue
+			}
+			r.Logf("example %s: cleanup step %d of %d (README.md line %d) passed:\n%s", ex.Name, i+1, len(ex.Cleanup), st.Line, out)
+		}
+	})
+	for i, st := range ex.Run {
+		out, pgid, err := s.step(dir, state.Name(), st)
+		groups = appendGroup(groups, pgid)
+		if err != nil {
+			r.Errorf("%s", failure(ex, "step", i, len(ex.Run), st, out, err))
+			return false
+		}
+		r.Logf("example %s: step %d of %d (README.md line %d) passed:\n%s", ex.Name, i+1, len(ex.Run), st.Line, out)
+	}
+	return true
+}
+
+// appendGroup keeps a step's process group to kill at the end; 0 (no process started) is not
+// one: kill(-0) would reach the test's own group.
+func appendGroup(groups []int, pgid int) []int {
+	if pgid <= 0 {
+		return groups
+	}
+	return append(groups, pgid)
+}
+
+// failure says which step of which example failed, how, and what it printed.
+func failure(ex Example, kind string, i, n int, st Step, out string, err error) string {
+	lines := strings.Split(st.Script, "\n")
+	if len(lines) > 3 {
+		lines = append(lines[:3], "...")
+	}
+	return fmt.Sprintf("example %s: %s %d of %d (README.md line %d) failed: %v\n    %s\noutput:\n%s",
+		ex.Name, kind, i+1, n, st.Line, err, strings.Join(lines, "\n    "), out)
+}
+
+// keep is the prelude and epilogue of every step: the shell state of the step before is
+// sourced, and this step's is written on exit (bash's own read-only and per-process variables
+// left out).
+const keep = `if [ -s "$VWIRE_MDTEST_STATE" ]; then source "$VWIRE_MDTEST_STATE"; fi
+__vwire_keep() {
+  local __vwire_v
+  for __vwire_v in $(compgen -v); do
+    case $__vwire_v in
+      BASH*|EUID|PPID|UID|GROUPS|SHELLOPTS|FUNCNAME|PIPESTATUS|LINENO|RANDOM|SRANDOM|SECONDS|EPOCH*|DIRSTACK|HISTCMD|OPT*|PWD|OLDPWD|SHLVL|_|__vwire_v|VWIRE_MDTEST_STATE) ;;
+      *) declare -p "$__vwire_v" ;;
+    esac
+  done >"$VWIRE_MDTEST_STATE"
+  printf 'cd %q\n' "$PWD" >>"$VWIRE_MDTEST_STATE"
+}
+trap __vwire_keep EXIT
+`
+
+// step runs one block in dir and returns its output and process group.
+func (s *Suite) step(dir, state string, st Step) (string, int, error) {
+	timeout := defaultStepTimeout
+	if v := os.Getenv("VWIRE_STEP_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return "", 0, fmt.Errorf("VWIRE_STEP_TIMEOUT is %q: give a positive Go duration such as 10m", v)
+		}
+		timeout = d
+	}
+	// A file, not a pipe: a process the step leaves in the background keeps its output open,
+	// and the step must still end when bash does.
+	out, err := os.CreateTemp("", "vw-mdtest-out-")
+	if err != nil {
+		return "", 0, err
+	}
+	defer func() { _ = os.Remove(out.Name()) }()
+	defer func() { _ = out.Close() }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", keep+st.Script)
+	cmd.Dir = dir
+	env := s.env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Env = append(env[:len(env):len(env)], "VWIRE_MDTEST_STATE="+state)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	runErr := cmd.Run()
+	pgid := 0
+	if cmd.Process != nil {
+		pgid = cmd.Process.Pid
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		runErr = fmt.Errorf("no end after %v (VWIRE_STEP_TIMEOUT): %w", timeout, runErr)
+	}
+	text, err := os.ReadFile(out.Name())
+	return string(text), pgid, errors.Join(runErr, err)
+}
