@@ -51,8 +51,10 @@ func wait(ctx context.Context, c *config) error {
 	done := make(chan struct{})
 	defer close(done)
 	failed := make(chan error, 1)
+	// No ListExisting: netlink sends that dump to the subscription's multicast group, which
+	// needs CAP_NET_ADMIN, and a pod's containers have not got it. The links there now are listed
+	// after subscribing instead, so that no change falls between the list and the updates.
 	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ListExisting: true, // the links there now come first, then every change
 		ErrorCallback: func(err error) {
 			select {
 			case failed <- err:
@@ -63,12 +65,34 @@ func wait(ctx context.Context, c *config) error {
 	if err != nil {
 		return fmt.Errorf("watch the interfaces of this network namespace: %w", err)
 	}
+	existing, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list the interfaces of this network namespace: %w", err)
+	}
 
 	state := map[string]string{}
 	for _, u := range c.NetworkServices {
 		state[u.Interface] = missing
 	}
 	names := map[int]string{} // by index, the interfaces in state seen so far: a rename frees a name
+	see := func(attrs *netlink.LinkAttrs, flags uint32, deleted bool) {
+		if old, ok := names[attrs.Index]; ok {
+			state[old] = missing
+			delete(names, attrs.Index)
+		}
+		if _, wanted := state[attrs.Name]; !wanted || deleted {
+			return
+		}
+		names[attrs.Index] = attrs.Name
+		state[attrs.Name] = down
+		if flags&unix.IFF_UP != 0 && flags&unix.IFF_RUNNING != 0 { // RUNNING: carrier, the far end is up too
+			state[attrs.Name] = up
+			log.FromContext(ctx).Info("interface up", "interface", attrs.Name)
+		}
+	}
+	for _, link := range existing {
+		see(link.Attrs(), link.Attrs().RawFlags, false)
+	}
 	for {
 		if ready(state) {
 			log.FromContext(ctx).Info("every vWire is up", "interfaces", c.NetworkServices.interfaces())
@@ -79,20 +103,7 @@ func wait(ctx context.Context, c *config) error {
 			if !ok {
 				return errors.New("watch the interfaces of this network namespace: netlink closed the subscription")
 			}
-			attrs := u.Attrs()
-			if old, ok := names[attrs.Index]; ok {
-				state[old] = missing
-				delete(names, attrs.Index)
-			}
-			if _, wanted := state[attrs.Name]; !wanted || u.Header.Type == unix.RTM_DELLINK {
-				continue
-			}
-			names[attrs.Index] = attrs.Name
-			state[attrs.Name] = down
-			if u.Flags&unix.IFF_UP != 0 && u.Flags&unix.IFF_RUNNING != 0 { // RUNNING: carrier, the far end is up too
-				state[attrs.Name] = up
-				log.FromContext(ctx).Info("interface up", "interface", attrs.Name)
-			}
+			see(u.Attrs(), u.Flags, u.Header.Type == unix.RTM_DELLINK)
 		case err := <-failed:
 			return fmt.Errorf("watch the interfaces of this network namespace: %w", err)
 		case <-ctx.Done():

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,10 +24,15 @@ func TestWaitHelp(t *testing.T) {
 // startWait runs `cmd-nsc wait` in a network namespace of its own, and returns it and a handle
 // on that namespace, in which the test makes the interfaces the client's forwarder would.
 func startWait(t *testing.T, env ...string) (*cmdtest.Process, *netlink.Handle) {
+	return startWaitWrapped(t, nil, env...)
+}
+
+// startWaitWrapped is startWait with `cmd-nsc wait` started through the command wrap (setpriv).
+func startWaitWrapped(t *testing.T, wrap []string, env ...string) (*cmdtest.Process, *netlink.Handle) {
 	if os.Geteuid() != 0 {
 		t.Skip("cmd-nsc wait is tested in a network namespace of its own, which needs root")
 	}
-	p := cmdtest.Start(t, "unshare", env, "--net", bin, "wait")
+	p := cmdtest.Start(t, "unshare", env, append(append([]string{"--net"}, wrap...), bin, "wait")...)
 	host, err := os.Readlink("/proc/self/ns/net")
 	require.NoError(t, err)
 	// Until unshare has made the namespace, the process is in the test's: never touch that one.
@@ -69,6 +75,20 @@ func TestWaitEndsOnceEveryInterfaceIsUp(t *testing.T) {
 	addVeth(t, h, "nsm-2", "peer-2", "nsm-2", "peer-2")
 	require.Zero(t, p.Wait(), p.Stderr())
 	require.Contains(t, p.Stderr(), `msg="every vWire is up" cmd="cmd-nsc wait" interfaces="[nsm-1 nsm-2]"`)
+}
+
+// A pod's containers get the container runtime's default capabilities, without CAP_NET_ADMIN
+// (or CAP_SYS_ADMIN): the wait must work with those, as it runs in every injected pod.
+func TestWaitNeedsNoAdminCapability(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is needed to drop capabilities")
+	}
+	p, h := startWaitWrapped(t, []string{setpriv, "--bounding-set=-net_admin,-sys_admin", "--inh-caps=-all"},
+		"NSM_NETWORK_SERVICES=kernel://icmp-responder/nsm-1", "NSM_REQUEST_TIMEOUT=1m")
+	addVeth(t, h, "nsm-1", "peer-1", "nsm-1", "peer-1")
+	require.Zero(t, p.Wait(), p.Stderr())
+	require.Contains(t, p.Stderr(), `msg="every vWire is up"`)
 }
 
 func TestWaitGivesUpAfterTheTimeout(t *testing.T) {
