@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz demo demo-down kube-bins images cluster-bins cluster-up cluster-down
+.PHONY: all lint test bench fuzz demo demo-down kube-bins images cluster-bins cluster-up cluster-down examples
 
 # Programs the tests run that are not ours (kube-apiserver, etcd), built from the Go module proxy
 # into .build/bin (never in git). Each comes from a module of its own under tools/, outside
@@ -22,6 +22,7 @@ lint:
 	$(GO) vet $(PACKAGES)
 	$(GO) run $(STATICCHECK) $(PACKAGES)
 	.ci/readme-tables
+	$(GO) test -count=1 -run '^TestUpToDate$$' ./integration-tests/mdtest/suitegen
 
 test: kube-bins cluster-bins
 	$(GO) test -race -count=1 $(PACKAGES)
@@ -77,6 +78,14 @@ cluster-down:
 IMAGE_REPO ?= ghcr.io/vwire
 images:
 	$(GO) run ./images -out $(BUILD)/images -repo $(IMAGE_REPO) $(if $(VERSION),-version $(VERSION)) $(CMDS)
+
+# The examples of deployments-k8s run as tests (integration-tests/k8s, compiled from their
+# READMEs by `go generate` in integration-tests, build tag k8sexamples): each suite starts a
+# cluster of its own, so one suite at a time (-p 1); the images get the tag the manifests name.
+# Not part of `make test` yet (integration-tests/README.md says why).
+examples: VERSION := dev
+examples: images cluster-bins
+	$(GO) test -count=1 -p 1 -v -tags k8sexamples -timeout 60m ./integration-tests/k8s/...
 
 bench: kube-bins cluster-bins
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PACKAGES)

@@ -3,3 +3,6 @@
 // vWire, heal after a forwarder or an endpoint dies, and a teardown that leaves nothing behind;
 // benchmarks of the time to a first ping and of TCP throughput per topology. They need root.
 package integrationtests
+
+// The suites of the examples of deployments-k8s, compiled from their READMEs into k8s/.
+//go:generate go run ./mdtest/suitegen -examples ../deployments-k8s/examples -out k8s

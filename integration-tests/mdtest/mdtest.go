@@ -4,14 +4,15 @@
 // k8s), and its Parse is the reader of those READMEs.
 //
 // What callers rely on:
-//   - A step is `bash -euo pipefail`, started in the example's folder (so `kubectl apply -k .`
-//     applies the example's kustomization), with KUBECONFIG naming the suite's cluster and the
-//     cluster's programs (kubectl) first on PATH. Each step is a new bash, but the shell
+//   - A step is `bash -euo pipefail`, started in the workspace's root, where a person following
+//     the READMEs stands (so `kubectl apply -k deployments-k8s/examples/basic` works), with
+//     KUBECONFIG naming the suite's cluster and the cluster's programs (kubectl) first on PATH. Each step is a new bash, but the shell
 //     variables and the working folder a step leaves are those the next step (and the cleanup)
 //     starts with, as if a person typed the blocks into one terminal.
-//   - A step gets VWIRE_STEP_TIMEOUT (a Go duration, default 5m); it is not retried (NSM's runner
-//     retries a failing block for a minute; an example here waits for what it needs, with
-//     `kubectl wait`, so that a failure is reported where it happens).
+//   - As NSM's runner does, a failing step is run again, from the state the step before left,
+//     until it passes or VWIRE_STEP_RETRY (a Go duration, default 1m; 0: once) has passed since
+//     its first start, a second apart: `kubectl wait -l app=x` right after `kubectl apply` fails
+//     until the pods exist. Each attempt gets VWIRE_STEP_TIMEOUT (default 5m).
 //   - A failing step fails the test with the example, the step's number, its README line, its
 //     first lines and its output; the steps after it are skipped and the cleanup runs. A failing
 //     cleanup step is reported and the next cleanup step still runs. Processes a step leaves in
@@ -24,7 +25,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -53,15 +53,21 @@ type Reporter interface {
 	Cleanup(func())
 }
 
-// defaultStepTimeout bounds one bash block unless VWIRE_STEP_TIMEOUT says otherwise: long enough
-// for pods to pull nothing and start, short enough that a hung step ends within CI's budget.
-const defaultStepTimeout = 5 * time.Minute
+// The defaults of VWIRE_STEP_TIMEOUT, which bounds one attempt of a block (long enough for a
+// heal example's fault and recovery, short enough that a hung step ends within CI's budget), and
+// of VWIRE_STEP_RETRY, how long a failing block is tried again (NSM's runner tries for a minute).
+const (
+	defaultStepTimeout = 5 * time.Minute
+	defaultStepRetry   = time.Minute
+	retryPause         = time.Second
+)
 
 // Suite is the examples that share a cluster and a setup: the examples they all require.
 type Suite struct {
-	// Root is the examples' folder (deployments-k8s/examples of the workspace), relative to the
-	// test's working folder (its package folder) or absolute.
-	Root string
+	// Workspace is the root of vwire's repository, relative to the test's working folder (its
+	// package folder) or absolute: the steps run there, and the cluster's programs and state
+	// are in its .build folder.
+	Workspace string
 	// Setup are the required examples, in the order they run: before the suite's tests, their
 	// cleanup after them, in reverse.
 	Setup []Example
@@ -73,7 +79,7 @@ type Suite struct {
 // Run runs ex's steps and registers its cleanup with r. It reports whether every step passed.
 func (s *Suite) Run(r Reporter, ex Example) bool {
 	r.Helper()
-	dir := filepath.Join(s.Root, filepath.FromSlash(ex.Name))
+	dir := s.Workspace
 	state, err := os.CreateTemp("", "vw-mdtest-")
 	if err != nil {
 		r.Errorf("example %s: a file for the steps' shell state: %v", ex.Name, err)
@@ -89,8 +95,8 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 	})
 	r.Cleanup(func() {
 		for i, st := range ex.Cleanup {
-			out, pgid, err := s.step(dir, state.Name(), st)
-			groups = appendGroup(groups, pgid)
+			out, pgids, err := s.step(dir, state.Name(), st)
+			groups = append(groups, pgids...)
 			if err != nil {
 				r.Errorf("%s", failure(ex, "cleanup", i, len(ex.Cleanup), st, out, err))
 				continue
@@ -99,8 +105,8 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 		}
 	})
 	for i, st := range ex.Run {
-		out, pgid, err := s.step(dir, state.Name(), st)
-		groups = appendGroup(groups, pgid)
+		out, pgids, err := s.step(dir, state.Name(), st)
+		groups = append(groups, pgids...)
 		if err != nil {
 			r.Errorf("%s", failure(ex, "step", i, len(ex.Run), st, out, err))
 			return false
@@ -108,15 +114,6 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 		r.Logf("example %s: step %d of %d (README.md line %d) passed:\n%s", ex.Name, i+1, len(ex.Run), st.Line, out)
 	}
 	return true
-}
-
-// appendGroup keeps a step's process group to kill at the end; 0 (no process started) is not
-// one: kill(-0) would reach the test's own group.
-func appendGroup(groups []int, pgid int) []int {
-	if pgid <= 0 {
-		return groups
-	}
-	return append(groups, pgid)
 }
 
 // failure says which step of which example failed, how, and what it printed.
@@ -130,10 +127,11 @@ func failure(ex Example, kind string, i, n int, st Step, out string, err error) 
 }
 
 // keep is the prelude and epilogue of every step: the shell state of the step before is
-// sourced, and this step's is written on exit (bash's own read-only and per-process variables
-// left out).
+// sourced, and this step's is written when it passes (bash's own read-only and per-process
+// variables left out), so that a step tried again starts where the step before left.
 const keep = `if [ -s "$VWIRE_MDTEST_STATE" ]; then source "$VWIRE_MDTEST_STATE"; fi
 __vwire_keep() {
+  [ "$1" = 0 ] || return 0
   local __vwire_v
   for __vwire_v in $(compgen -v); do
     case $__vwire_v in
@@ -143,19 +141,55 @@ __vwire_keep() {
   done >"$VWIRE_MDTEST_STATE"
   printf 'cd %q\n' "$PWD" >>"$VWIRE_MDTEST_STATE"
 }
-trap __vwire_keep EXIT
+trap '__vwire_keep $?' EXIT
 `
 
-// step runs one block in dir and returns its output and process group.
-func (s *Suite) step(dir, state string, st Step) (string, int, error) {
-	timeout := defaultStepTimeout
-	if v := os.Getenv("VWIRE_STEP_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return "", 0, fmt.Errorf("VWIRE_STEP_TIMEOUT is %q: give a positive Go duration such as 10m", v)
-		}
-		timeout = d
+// step runs one block in dir, again while it fails and VWIRE_STEP_RETRY allows, and returns the
+// last attempt's output and the process groups of every attempt.
+func (s *Suite) step(dir, state string, st Step) (string, []int, error) {
+	timeout, err := duration("VWIRE_STEP_TIMEOUT", defaultStepTimeout)
+	if err == nil && timeout == 0 {
+		err = errors.New("VWIRE_STEP_TIMEOUT is 0: give a positive Go duration such as 10m")
 	}
+	if err != nil {
+		return "", nil, err
+	}
+	retry, err := duration("VWIRE_STEP_RETRY", defaultStepRetry)
+	if err != nil {
+		return "", nil, err
+	}
+	var groups []int
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		out, pgid, err := s.attempt(dir, state, st, timeout)
+		if pgid > 0 { // 0: nothing started, and kill(-0) would reach the test's own group
+			groups = append(groups, pgid)
+		}
+		if err == nil || time.Since(start)+retryPause > retry {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("%w (attempt %d, tried for %v: VWIRE_STEP_RETRY)", err, attempt, retry)
+			}
+			return out, groups, err
+		}
+		time.Sleep(retryPause) // a poll: what the step waits for is outside this process
+	}
+}
+
+// duration reads a positive Go duration (or 0) from the environment variable name.
+func duration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s is %q: give a Go duration such as 10m", name, v)
+	}
+	return d, nil
+}
+
+// attempt runs one block once, in dir, and returns its output and process group.
+func (s *Suite) attempt(dir, state string, st Step, timeout time.Duration) (string, int, error) {
 	// A file, not a pipe: a process the step leaves in the background keeps its output open,
 	// and the step must still end when bash does.
 	out, err := os.CreateTemp("", "vw-mdtest-out-")

@@ -39,7 +39,7 @@ func TestParse(t *testing.T) {
 		{Line: 18, Script: "echo \"$GREETING from step 2\"\nfalse\necho \"not reached\""},
 		{Line: 25, Script: "echo ran >\"$VWIRE_TEST_MARKER.step3\""},
 	}, p.Run)
-	require.Equal(t, []Step{{Line: 31, Script: "echo \"$GREETING\" >\"$VWIRE_TEST_MARKER\""}}, p.Cleanup)
+	require.Equal(t, []Step{{Line: 31, Script: "echo \"$GREETING\" >>\"$VWIRE_TEST_MARKER\""}}, p.Cleanup)
 
 	// NSM's shapes: a level-3 Requires with a sentence of links, a link with a title, an
 	// external link (no example), a fence of four backticks holding three, CRLF line ends.
@@ -93,9 +93,10 @@ func TestBrokenExample(t *testing.T) {
 	dir := t.TempDir()
 	marker := filepath.Join(dir, "cleaned")
 	t.Setenv("VWIRE_TEST_MARKER", marker)
+	t.Setenv("VWIRE_STEP_RETRY", "0")
 	var out bytes.Buffer
 	r := &logReporter{out: &out}
-	s := &Suite{Root: "testdata/examples"}
+	s := &Suite{Workspace: "."}
 
 	require.False(t, s.Run(r, load(t, "broken")))
 	require.True(t, r.failed)
@@ -120,10 +121,10 @@ func TestShellState(t *testing.T) {
 	t.Setenv("VWIRE_TEST_MARKER", filepath.Join(dir, "cleaned"))
 	var out bytes.Buffer
 	r := &logReporter{out: &out}
-	s := &Suite{Root: "testdata/examples"}
+	s := &Suite{Workspace: "."}
 
 	require.True(t, s.Run(r, load(t, "shell")), out.String())
-	require.Contains(t, out.String(), "the example's own folder")
+	require.Contains(t, out.String(), "the workspace's root is the working folder")
 	require.True(t, r.runCleanups(), out.String())
 	got, err := os.ReadFile(filepath.Join(dir, "cleaned"))
 	require.NoError(t, err)
@@ -140,9 +141,10 @@ func TestShellState(t *testing.T) {
 
 func TestStepTimeout(t *testing.T) {
 	t.Setenv("VWIRE_STEP_TIMEOUT", "100ms")
+	t.Setenv("VWIRE_STEP_RETRY", "0")
 	var out bytes.Buffer
 	r := &logReporter{out: &out}
-	s := &Suite{Root: "testdata/examples"}
+	s := &Suite{Workspace: "."}
 	ex := Example{Name: "shell", Run: []Step{{Line: 1, Script: "echo started\nsleep 1000"}}}
 	require.False(t, s.Run(r, ex))
 	require.Contains(t, out.String(), "step 1 of 1 (README.md line 1) failed: no end after 100ms (VWIRE_STEP_TIMEOUT)")
@@ -153,5 +155,31 @@ func TestStepTimeout(t *testing.T) {
 	r = &logReporter{out: &out}
 	require.False(t, s.Run(r, ex))
 	require.Contains(t, out.String(), `VWIRE_STEP_TIMEOUT is "soon"`)
+	r.runCleanups()
+}
+
+// TestRetry: a failing step runs again, from the state the step before left, until it passes;
+// one that keeps failing is reported with its attempts.
+func TestRetry(t *testing.T) {
+	count := filepath.Join(t.TempDir(), "count")
+	t.Setenv("VWIRE_STEP_RETRY", "1m")
+	var out bytes.Buffer
+	r := &logReporter{out: &out}
+	s := &Suite{Workspace: "."}
+	ex := Example{Name: "shell", Run: []Step{
+		{Line: 1, Script: "X=1"},
+		{Line: 2, Script: "X=$((X + 1))\necho attempt >>" + count + "\n[ $(wc -l <" + count + ") -ge 3 ]"},
+		{Line: 3, Script: `[ "$X" = 2 ]`},
+	}}
+	require.True(t, s.Run(r, ex), out.String())
+	text, err := os.ReadFile(count)
+	require.NoError(t, err)
+	require.Equal(t, "attempt\nattempt\nattempt\n", string(text))
+	require.True(t, r.runCleanups())
+
+	t.Setenv("VWIRE_STEP_RETRY", "1500ms")
+	r = &logReporter{out: &out}
+	require.False(t, s.Run(r, Example{Name: "shell", Run: []Step{{Line: 1, Script: "false"}}}))
+	require.Contains(t, out.String(), "failed: exit status 1 (attempt 2, tried for 1.5s: VWIRE_STEP_RETRY)")
 	r.runCleanups()
 }
