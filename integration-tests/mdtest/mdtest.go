@@ -94,6 +94,7 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 		}
 	})
 	r.Cleanup(func() {
+		r.Helper()
 		for i, st := range ex.Cleanup {
 			out, pgids, err := s.step(dir, state.Name(), st)
 			groups = append(groups, pgids...)
