@@ -79,7 +79,6 @@ type Suite struct {
 // Run runs ex's steps and registers its cleanup with r. It reports whether every step passed.
 func (s *Suite) Run(r Reporter, ex Example) bool {
 	r.Helper()
-	dir := s.Workspace
 	state, err := os.CreateTemp("", "vw-mdtest-")
 	if err != nil {
 		r.Errorf("example %s: a file for the steps' shell state: %v", ex.Name, err)
@@ -96,7 +95,7 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 	r.Cleanup(func() {
 		r.Helper()
 		for i, st := range ex.Cleanup {
-			out, pgids, err := s.step(dir, state.Name(), st)
+			out, pgids, err := s.step(state.Name(), st)
 			groups = append(groups, pgids...)
 			if err != nil {
 				r.Errorf("%s", failure(ex, "cleanup", i, len(ex.Cleanup), st, out, err))
@@ -106,7 +105,7 @@ func (s *Suite) Run(r Reporter, ex Example) bool {
 		}
 	})
 	for i, st := range ex.Run {
-		out, pgids, err := s.step(dir, state.Name(), st)
+		out, pgids, err := s.step(state.Name(), st)
 		groups = append(groups, pgids...)
 		if err != nil {
 			r.Errorf("%s", failure(ex, "step", i, len(ex.Run), st, out, err))
@@ -145,9 +144,9 @@ __vwire_keep() {
 trap '__vwire_keep $?' EXIT
 `
 
-// step runs one block in dir, again while it fails and VWIRE_STEP_RETRY allows, and returns the
+// step runs one block, again while it fails and VWIRE_STEP_RETRY allows, and returns the
 // last attempt's output and the process groups of every attempt.
-func (s *Suite) step(dir, state string, st Step) (string, []int, error) {
+func (s *Suite) step(state string, st Step) (string, []int, error) {
 	timeout, err := duration("VWIRE_STEP_TIMEOUT", defaultStepTimeout)
 	if err == nil && timeout == 0 {
 		err = errors.New("VWIRE_STEP_TIMEOUT is 0: give a positive Go duration such as 10m")
@@ -162,7 +161,7 @@ func (s *Suite) step(dir, state string, st Step) (string, []int, error) {
 	var groups []int
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
-		out, pgid, err := s.attempt(dir, state, st, timeout)
+		out, pgid, err := s.attempt(state, st, timeout)
 		if pgid > 0 { // 0: nothing started, and kill(-0) would reach the test's own group
 			groups = append(groups, pgid)
 		}
@@ -189,8 +188,8 @@ func duration(name string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// attempt runs one block once, in dir, and returns its output and process group.
-func (s *Suite) attempt(dir, state string, st Step, timeout time.Duration) (string, int, error) {
+// attempt runs one block once and returns its output and process group.
+func (s *Suite) attempt(state string, st Step, timeout time.Duration) (string, int, error) {
 	// A file, not a pipe: a process the step leaves in the background keeps its output open,
 	// and the step must still end when bash does.
 	out, err := os.CreateTemp("", "vw-mdtest-out-")
@@ -203,7 +202,7 @@ func (s *Suite) attempt(dir, state string, st Step, timeout time.Duration) (stri
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", keep+st.Script)
-	cmd.Dir = dir
+	cmd.Dir = s.Workspace
 	env := s.env
 	if env == nil {
 		env = os.Environ()

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"go/format"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -157,10 +158,9 @@ func generate(examplesDir, outDir string) (map[string][]byte, error) {
 	}
 	suites := map[string]*suite{}
 	testNames := map[string]string{}
-	for _, name := range sortedKeys(examples) {
+	for _, name := range slices.Sorted(maps.Keys(examples)) {
 		ex := examples[name]
-		reqs := slices.Sorted(slices.Values(ex.requires))
-		reqs = slices.Compact(reqs)
+		reqs := slices.Compact(slices.Sorted(slices.Values(ex.requires)))
 		pkg := "standalone"
 		if len(reqs) > 0 {
 			parts := make([]string, len(reqs))
@@ -234,16 +234,6 @@ func identifier(name string) string {
 		return "Examples" + b.String()
 	}
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	})
 }
 
 // script is a Go literal of a step: a raw string when it can be, for a reader of the suite.
@@ -337,7 +327,7 @@ func write(out string, files map[string][]byte) error {
 			return err
 		}
 	}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		p := filepath.Join(out, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
