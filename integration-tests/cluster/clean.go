@@ -35,10 +35,12 @@ const (
 	kubeletDir     = "/var/lib/kubelet"
 	devicePlugins  = kubeletDir + "/device-plugins/kubelet.sock"
 	containersLogs = "/var/log/containers" // a link per container to its log under podLogsDir
+	// The mesh's hostPath volume (deployments-k8s/apps), which the kubelet makes for its pods.
+	meshSockets = "/var/lib/networkservicemesh"
 )
 
 // hostPaths are the folders outside the state folder where the cluster's programs write.
-var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs}
+var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs, meshSockets}
 
 // nftTables are the nftables tables kube-proxy (nftables mode) and the portmap plugin make.
 var nftTables = [][2]string{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "cni_hostport"}, {"ip6", "cni_hostport"}}
