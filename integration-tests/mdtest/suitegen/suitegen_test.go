@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -41,7 +42,9 @@ func TestUpToDate(t *testing.T) {
 	require.NoError(t, err)
 	for name := range want {
 		require.Contains(t, got, name, "integration-tests/k8s/%s is missing: run `go generate` in integration-tests", name)
-		require.Equal(t, string(want[name]), string(got[name]), "integration-tests/k8s/%s is stale: run `go generate` in integration-tests", name)
+		if line, w, g := firstDifference(string(want[name]), string(got[name])); line > 0 {
+			t.Fatalf("integration-tests/k8s/%s is stale: run `go generate` in integration-tests\nline %d is\n\t%q\nand would be\n\t%q", name, line, g, w)
+		}
 	}
 	for name := range got {
 		require.Contains(t, want, name, "integration-tests/k8s/%s is no longer made from any README: run `go generate` in integration-tests", name)
@@ -128,6 +131,25 @@ func TestWriteOwnsOnlyItsFiles(t *testing.T) {
 	err := write(out, nil)
 	require.ErrorContains(t, err, "mine.go was not made by suitegen")
 	require.FileExists(t, filepath.Join(out, "new", "suite_test.go"))
+}
+
+// firstDifference returns the first line where want and got differ, counted from 1, and the
+// two lines there ("" past an end); 0 if they are the same.
+func firstDifference(want, got string) (int, string, string) {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := range max(len(w), len(g)) {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl || i >= len(w) || i >= len(g) {
+			return i + 1, wl, gl
+		}
+	}
+	return 0, "", ""
 }
 
 // goCommand is the go command of this test, run in this module's folder.
