@@ -1,14 +1,15 @@
 // Package mdtest runs an example of deployments-k8s as its README tells a person to: every bash
 // block of its Run section in order, then, even when one fails, every block of its Cleanup
-// section. It is the runtime of the suites that suitegen compiles from the READMEs (package
-// k8s), and its Parse is the reader of those READMEs.
+// section. It is the runtime of the suites that suitegen compiles from the READMEs (the
+// packages under integration-tests/k8s), and its Parse is the reader of those READMEs. It
+// exists so that the examples a person copies are the ones CI runs, step for step.
 //
 // What callers rely on:
 //   - A step is `bash -euo pipefail`, started in the workspace's root, where a person following
 //     the READMEs stands (so `kubectl apply -k deployments-k8s/examples/basic` works), with
-//     KUBECONFIG naming the suite's cluster and the cluster's programs (kubectl) first on PATH. Each step is a new bash, but the shell
-//     variables and the working folder a step leaves are those the next step (and the cleanup)
-//     starts with, as if a person typed the blocks into one terminal.
+//     KUBECONFIG naming the suite's cluster and the cluster's programs (kubectl) first on PATH.
+//     Each step is a new bash, but the shell variables and the working folder a step leaves are
+//     those the next step (and the cleanup) starts with, as in one terminal.
 //   - As NSM's runner does, a failing step is run again, from the state the step before left,
 //     until it passes or VWIRE_STEP_RETRY (a Go duration, default 1m; 0: once) has passed since
 //     its first start, a second apart: `kubectl wait -l app=x` right after `kubectl apply` fails
