@@ -24,11 +24,12 @@ lint:
 	.ci/readme-tables
 	$(GO) test -count=1 -run '^TestUpToDate$$' ./integration-tests/mdtest/suitegen
 
+# -timeout: a cold first run builds every image and cluster image inside the tests on 2 cores.
 test: kube-bins cluster-bins
-	$(GO) test -race -count=1 $(PACKAGES)
+	$(GO) test -race -count=1 -timeout 30m $(PACKAGES)
 
-# The main job: a two-node mesh in network namespaces, every vWire topology pinged, then torn
-# down (needs root, iproute2 and ping).
+# The main job: a three-node mesh in network namespaces, every vWire topology pinged, then torn
+# down (needs root and Go; installs iproute2 and ping when missing).
 demo:
 	deployments-k8s/local/mesh.sh demo
 
