@@ -25,8 +25,11 @@ lint:
 	$(GO) test -count=1 -run '^TestUpToDate$$' ./integration-tests/mdtest/suitegen
 
 # -timeout: a cold first run builds every image and cluster image inside the tests on 2 cores.
+# Then the examples of deployments-k8s on a real cluster, one suite at a time after the rest:
+# only one cluster fits on a machine.
 test: kube-bins cluster-bins
 	$(GO) test -race -count=1 -timeout 30m $(PACKAGES)
+	$(MAKE) examples
 
 # The main job: a three-node mesh in network namespaces, every vWire topology pinged, then torn
 # down (needs root and Go; installs iproute2 and ping when missing).
