@@ -1,8 +1,10 @@
 // Package validate refuses a malformed registration before the registry acts on it, with an
 // InvalidArgument status naming the field and what is wrong (vwire.dev/api/validate): a record
 // without a name, an endpoint URL that cannot be dialed, labels of a service the endpoint does
-// not offer. Find and Unregister pass: a query is a template, and removing is never refused for
-// form. It belongs at the head of a registry server chain.
+// not offer, or a socket passed by descriptor (an inode:// URL): only the nsmgr the socket was
+// handed to can dial it, so a registry's other clients never could (an nsmgr announces its
+// node's endpoints with its own URL). Find and Unregister pass: a query is a template, and
+// removing is never refused for form. It belongs at the head of a registry server chain.
 package validate
 
 import (
@@ -10,9 +12,12 @@ import (
 	"fmt"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/fdpass"
 )
 
 // NewNS returns validate for network services.
@@ -20,7 +25,19 @@ func NewNS() next.NS { return &checker[*registry.NetworkService]{check: validate
 
 // NewNSE returns validate for network service endpoints.
 func NewNSE() next.NSE {
-	return &checker[*registry.NetworkServiceEndpoint]{check: validate.NetworkServiceEndpoint}
+	return &checker[*registry.NetworkServiceEndpoint]{check: endpoint}
+}
+
+func endpoint(nse *registry.NetworkServiceEndpoint) error {
+	if err := validate.NetworkServiceEndpoint(nse); err != nil {
+		return err
+	}
+	if fdpass.IsURL(nse.GetUrl()) {
+		return status.Errorf(codes.InvalidArgument,
+			"network_service_endpoint.url: endpoint %q registered a socket passed by descriptor (%s), which only the nsmgr it is handed to can dial; "+
+				"register through the node's nsmgr, or register the socket's path", nse.GetName(), nse.GetUrl())
+	}
+	return nil
 }
 
 type checker[R next.Record] struct {

@@ -27,6 +27,8 @@ func TestEndpoints(t *testing.T) {
 		{name: "good", nse: &registry.NetworkServiceEndpoint{Name: "nse-1", NetworkServiceNames: []string{"icmp"}, Url: "tcp://[::1]:5001"}},
 		{name: "no name", nse: &registry.NetworkServiceEndpoint{Url: "tcp://127.0.0.1:5001"}, field: "network_service_endpoint.name"},
 		{name: "bad url", nse: &registry.NetworkServiceEndpoint{Name: "nse-2", Url: "http://x"}, field: "network_service_endpoint.url"},
+		{name: "socket passed by descriptor", nse: &registry.NetworkServiceEndpoint{Name: "nse-4", Url: "inode://65024/9986156"},
+			field: `endpoint "nse-4" registered a socket passed by descriptor (inode://65024/9986156), which only the nsmgr it is handed to can dial`},
 		{name: "labels of a service not offered", nse: &registry.NetworkServiceEndpoint{Name: "nse-3", NetworkServiceNames: []string{"icmp"},
 			NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"vpn": {}}}, field: "network_service_labels"},
 	} {
