@@ -26,9 +26,11 @@ lint:
 
 # -timeout: a cold first run builds every image and cluster image inside the tests on 2 cores.
 # Then the examples of deployments-k8s on a real cluster, one suite at a time after the rest:
-# only one cluster fits on a machine.
+# only one cluster fits on a machine. The tests built with `!race` (a race inside a library, named
+# in each file) run without the race detector.
 test: kube-bins cluster-bins
 	$(GO) test -race -count=1 -timeout 30m $(PACKAGES)
+	$(GO) test -count=1 -run '^TestInteropWithNSMsNsmgr$$' ./sdk/pkg/networkservice/common/mechanisms/sendfd
 	$(MAKE) examples
 
 # The main job: a three-node mesh in network namespaces, every vWire topology pinged, then torn
