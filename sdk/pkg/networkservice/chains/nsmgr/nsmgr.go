@@ -18,6 +18,11 @@
 // endpoint or a forwarder may register with its socket passed the same way (an inode:// URL):
 // the manager keeps the socket, dials a forwarder through it, and hands an endpoint's to the
 // forwarders that find it (registry/common/recvfd).
+//
+// The manager labels each connection with its own node, from NODE_NAME (clientinfo, which keeps
+// a label the client set): the first manager a Request meets is the client's, so matches may
+// select endpoints on the client's node ({"nodeName": "{{.nodeName}}"}) and a supplier knows
+// where to start one (spawn), as in NSM, whose managers do the same.
 package nsmgr
 
 import (
@@ -30,6 +35,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
+	"vwire.dev/sdk/pkg/networkservice/common/clientinfo"
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
@@ -93,6 +99,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
 			recvfd.NewServer(), // a client's namespace comes as a descriptor; its client chain sends it on
+			clientinfo.NewServer(), // before discover, whose matches may name the client's node
 			discover.NewServer(reg.ns, reg.nse),
 			roundrobin.NewServer(),
 			discoverforwarder.NewServer(reg.forwarders),

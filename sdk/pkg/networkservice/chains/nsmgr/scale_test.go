@@ -21,7 +21,10 @@ import (
 // TestScaleFromZero: the service has no endpoint on the client's node, so its second match sends
 // the client to a supplier on another node, which starts an endpoint on the client's node; the
 // client's retry reaches it through the first match, on a local path. Once idle, it retires.
+// The client sets no label: its nsmgr labels the connection with its node (NODE_NAME; every
+// manager of the sandbox reads the one environment, and only the first labels).
 func TestScaleFromZero(t *testing.T) {
+	t.Setenv("NODE_NAME", "node-0")
 	mesh := sandbox.New(t, 2)
 	mesh.RegisterService(&registry.NetworkService{Name: service, Matches: []*registry.Match{
 		{Routes: []*registry.Destination{{DestinationSelector: map[string]string{clientinfo.NodeNameLabel: "{{.nodeName}}"}}}, Fallthrough: true},
@@ -67,8 +70,9 @@ func TestScaleFromZero(t *testing.T) {
 	nsc := mesh.Nodes[0].NewClient("nsc")
 	ctx, cancel := context.WithTimeout(mesh.Context(), 30*time.Second)
 	defer cancel()
-	conn, err := nsc.Request(ctx, request("c", map[string]string{clientinfo.NodeNameLabel: "node-0"}))
+	conn, err := nsc.Request(ctx, request("c", nil))
 	require.NoError(t, err)
+	require.Equal(t, "node-0", conn.GetLabels()[clientinfo.NodeNameLabel])
 	require.Equal(t, "spawned-node-0", conn.GetNetworkServiceEndpointName())
 	require.Equal(t, []string{"nsc", "node-0-nsmgr", "node-0-fwd-0", "spawned-node-0"}, checks.PathNames(conn), "a local path")
 
