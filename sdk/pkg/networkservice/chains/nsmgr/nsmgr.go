@@ -98,7 +98,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
-			recvfd.NewServer(), // a client's namespace comes as a descriptor; its client chain sends it on
+			recvfd.NewServer(),     // a client's namespace comes as a descriptor; its client chain sends it on
 			clientinfo.NewServer(), // before discover, whose matches may name the client's node
 			discover.NewServer(reg.ns, reg.nse),
 			roundrobin.NewServer(),
