@@ -1,0 +1,225 @@
+// Command cmd-nse-supplier-k8s is a supplier endpoint, for topology-aware scale from zero: it
+// registers itself for network services whose matches send a client to it only when no endpoint
+// runs on the client's node, and answers such a Request by starting one there: a pod made from
+// the template of NSM_POD_DESCRIPTION_FILE, on the node the connection's nodeName label names
+// (which the client's nsmgr sets). Once the new endpoint is registered it tells the client to ask
+// again (Unavailable); the client's retry then reaches the endpoint on its own node. It never
+// carries traffic itself.
+//
+// It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) ending in spawn
+// (sdk/pkg/networkservice/common/spawn), whose Start is internal/supplier: one pod per node and
+// service, with a name that does not change, so clients of one node, and a supplier that
+// restarted, share it. It deletes the pods it made once they end (the endpoint retires when
+// idle, NSM_IDLE_TIMEOUT of cmd-nse-icmp-responder). It registers at NSM_CONNECT_TO (the node's
+// nsmgr) and watches the registry there for the endpoints it starts; it reaches the API server
+// with KUBECONFIG, or in a pod with its service account, which needs create, get, watch and
+// delete on pods of NSM_NAMESPACE only. At SIGINT or SIGTERM it unregisters, then stops serving.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"vwire.dev/cmd-nse-supplier-k8s/internal/supplier"
+	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	"vwire.dev/sdk/pkg/networkservice/common/spawn"
+	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+type config struct {
+	envconfig.Common
+	Name               envconfig.Name   `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
+	ServiceNames       envconfig.Names  `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
+	Labels             envconfig.Labels `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
+	PodDescriptionFile string           `default:"pod.yaml" split_words:"true" desc:"the pod template: a v1 Pod in YAML with text/template actions over .NetworkService, .NodeName and .Labels (nodeName only, as NSM's); its endpoint must register under the pod's name (NSM_NAME from metadata.name)"`
+	Namespace          namespace        `default:"default" desc:"the Kubernetes namespace it makes pods in (NSM's manifests give the pod's own)"`
+	StartTimeout       time.Duration    `default:"1m" split_words:"true" desc:"how long a start may take, from making the pod to its endpoint's registration; past it the pod is deleted and the client told"`
+	ListenOn           envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
+	ConnectTo          envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to register and watch for the endpoints it starts: the node's nsmgr, or a registry"`
+	RegisterTimeout    time.Duration    `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
+	MaxTokenLifetime   time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+	PassSocket         bool             `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor (an inode:// URL), so it reaches the supplier from any mount namespace; false registers the socket's path, for a registry reached directly"`
+	Kubeconfig         string           `env:"KUBECONFIG" desc:"a kubeconfig file for the API server; unset: the pod's service account (in-cluster)"`
+
+	Payload                string `split_words:"true" unused:"the supplier registers no network service: the service's record, with its matches, is the operator's" desc:"the payload of the service it provides"`
+	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	envconfig.NotYet
+}
+
+// namespace is a Kubernetes namespace name.
+type namespace string
+
+func (n *namespace) Decode(value string) error {
+	if problems := validation.IsDNS1123Label(value); len(problems) > 0 {
+		return errors.New("not a namespace name: " + strings.Join(problems, "; "))
+	}
+	*n = namespace(value)
+	return nil
+}
+
+func (namespace) TypeName() string { return "namespace" }
+
+const about = `cmd-nse-supplier-k8s: a Network Service Mesh supplier endpoint, for scale from zero. A client
+its service's matches send here (no endpoint on the client's node) gets an endpoint started on
+its node, a pod from the template of NSM_POD_DESCRIPTION_FILE, and is told to ask again once that
+endpoint is registered. Pods that ended are deleted. It registers at NSM_CONNECT_TO and
+unregisters at SIGINT or SIGTERM.`
+
+func main() { command(&config{}).Main() }
+
+func command(c *config) envconfig.Command {
+	return envconfig.Command{Name: "cmd-nse-supplier-k8s", About: about, Spec: c, Run: func(ctx context.Context) error {
+		return run(ctx, c)
+	}}
+}
+
+func run(ctx context.Context, c *config) error {
+	text, err := os.ReadFile(c.PodDescriptionFile)
+	if err != nil {
+		return fmt.Errorf("NSM_POD_DESCRIPTION_FILE: %w", err)
+	}
+	var tmpl *supplier.Template
+	for _, service := range c.ServiceNames {
+		if tmpl, err = supplier.ParseTemplate(c.PodDescriptionFile, text, service, string(c.Namespace)); err != nil {
+			return err
+		}
+	}
+	pods, err := connect(ctx, c)
+	if err != nil {
+		return err
+	}
+	cc, err := regclient.Dial(c.ConnectTo.URL)
+	if err != nil {
+		return fmt.Errorf("NSM_CONNECT_TO %s: %w", c.ConnectTo, err)
+	}
+	defer func() { _ = cc.Close() }()
+	sup := supplier.New(pods, string(c.Namespace), tmpl,
+		regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)), c.StartTimeout)
+
+	// Serving and reaping outlive ctx (the signal) until the supplier is unregistered.
+	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	var reaping sync.WaitGroup
+	defer reaping.Wait()
+	reaping.Go(func() { sup.Reap(serving) })
+
+	listen := c.ListenOn.URL
+	if listen == nil {
+		dir, err := os.MkdirTemp("", "vw-supplier")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "supplier.sock")}
+	}
+	name := string(c.Name)
+	ep := endpoint.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)),
+		endpoint.WithName(name),
+		endpoint.WithAdditionalFunctionality(spawn.NewServer(sup.Start)),
+	)
+	errs, err := endpoint.Serve(serving, listen, ep)
+	if err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("serving", "url", listen.String(), "namespace", c.Namespace)
+
+	unregister, err := register(ctx, c, cc, listen)
+	if err != nil {
+		stopServing()
+		for range errs {
+		}
+		if ctx.Err() != nil {
+			return nil // stopped while registering: nothing is registered
+		}
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errs: // serving failed: unregister, then tell
+	}
+	unregistering, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RegisterTimeout)
+	defer cancel()
+	if uerr := unregister(unregistering); uerr != nil {
+		err = errors.Join(err, fmt.Errorf("unregister at %s: %w", c.ConnectTo, uerr))
+	}
+	stopServing()
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// register registers the supplier at NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT, and
+// keeps the registration until the returned function is called.
+func register(ctx context.Context, c *config, cc *grpc.ClientConn, listen *url.URL) (func(context.Context) error, error) {
+	nse := &registry.NetworkServiceEndpoint{
+		Name:                 string(c.Name),
+		NetworkServiceNames:  c.ServiceNames,
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
+		Url:                  listen.String(),
+	}
+	for _, service := range c.ServiceNames {
+		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
+	}
+	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
+	if c.PassSocket && listen.Scheme == hopurl.Unix && c.ConnectTo.Scheme == hopurl.Unix {
+		opts = append(opts, regclient.WithSocketPassed())
+	}
+	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("register at %s (NSM_CONNECT_TO, waited up to NSM_REGISTER_TIMEOUT=%s): %w", c.ConnectTo, c.RegisterTimeout, err)
+	}
+	log.FromContext(ctx).Info("registered", "name", got.GetName(), "services", c.ServiceNames, "labels", c.Labels, "at", c.ConnectTo.String())
+	return unregister, nil
+}
+
+// connectTimeout bounds the check at start that the API server answers and lets it read pods.
+const connectTimeout = 30 * time.Second
+
+// probePod is a name no pod has: getting it shows the API server answers and allows get.
+const probePod = "nse-supplier-k8s-access-check"
+
+// connect returns the pods of NSM_NAMESPACE, once the API server answered a get there.
+func connect(ctx context.Context, c *config) (typedcorev1.PodInterface, error) {
+	where := "the pod's service account"
+	if c.Kubeconfig != "" {
+		where = "KUBECONFIG " + c.Kubeconfig
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("no API server from %s: %w; set KUBECONFIG to a kubeconfig file, or run in a pod with a service account", where, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pods := client.CoreV1().Pods(string(c.Namespace))
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if _, err := pods.Get(ctx, probePod, metav1.GetOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("API server %s (from %s): get a pod in namespace %s: %w; may this identity create, get, watch and delete pods there (deployments-k8s/apps/nse-supplier-k8s)?",
+			cfg.Host, where, c.Namespace, err)
+	}
+	return pods, nil
+}
