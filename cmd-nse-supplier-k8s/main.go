@@ -32,7 +32,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -210,11 +209,12 @@ func connect(ctx context.Context, c *config) (typedcorev1.PodInterface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("no API server from %s: %w; set KUBECONFIG to a kubeconfig file, or run in a pod with a service account", where, err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	// The core group's client alone: the whole clientset would double the image.
+	core, err := typedcorev1.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	pods := client.CoreV1().Pods(string(c.Namespace))
+	pods := core.Pods(string(c.Namespace))
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if _, err := pods.Get(ctx, probePod, metav1.GetOptions{}); err != nil && !apierrors.IsNotFound(err) {
