@@ -33,13 +33,13 @@ const (
 	cgroupFS   = "/sys/fs/cgroup"
 	// Paths the kubelet does not take from its root folder or configuration.
 	kubeletDir     = "/var/lib/kubelet"
-	devicePlugins  = kubeletDir + "/device-plugins/kubelet.sock"
 	containersLogs = "/var/log/containers" // a link per container to its log under podLogsDir
-	// The mesh's hostPath volume (deployments-k8s/apps), which the kubelet makes for its pods.
+	// The mesh's hostPath volume (deployments-k8s/apps); each node has its own (nodeFolders).
 	meshSockets = "/var/lib/networkservicemesh"
 )
 
-// hostPaths are the folders outside the state folder where the cluster's programs write.
+// hostPaths are the folders outside the state folder where the cluster's programs write, or
+// where Up makes the mount points of nodeFolders.
 var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs, meshSockets}
 
 // nftTables are the nftables tables kube-proxy (nftables mode) and the portmap plugin make.
@@ -227,9 +227,14 @@ func stopPods(ctx context.Context, socket string) error {
 	return errors.Join(errs...)
 }
 
+// hostMountinfo lists the mounts of the calling thread's namespace, this machine's. Not
+// /proc/self: that is the main thread's, which may be the one that made a node's namespaces and
+// stays in them (newMountNamespace).
+const hostMountinfo = "/proc/thread-self/mountinfo"
+
 // mountsUnder returns the mount points at or under dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(hostMountinfo)
 	if err != nil {
 		return nil, err
 	}
@@ -291,8 +296,16 @@ func unmountUnder(dir string) error {
 // them: a pod's veth stays when its namespace outlived containerd.
 func deleteLinks() error {
 	links, err := netlink.LinkList()
+	// Links go away meanwhile with the namespaces of the processes just stopped, which
+	// interrupts the dump: ask again.
+	for range 10 {
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("cluster: list links: %w", err)
 	}
 	var errs []error
 	for _, name := range []string{bridgeName, nodesBridge} {
@@ -356,10 +369,18 @@ func removeCgroups() error {
 	if err != nil {
 		return err
 	}
+	// A cgroup whose last process just ended may stay busy a moment (its parent reaps it late,
+	// the kernel takes it offline in the background): a busy one is tried again for a while.
+	deadline := time.Now().Add(10 * time.Second)
 	var errs []error
 	for _, root := range roots {
 		for _, d := range foldersDeepestFirst(root) {
-			if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+			err := unix.Rmdir(d)
+			for errors.Is(err, unix.EBUSY) && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				err = unix.Rmdir(d)
+			}
+			if err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("cluster: remove cgroup %s: %w", d, err))
 			}
 		}
@@ -404,9 +425,6 @@ func restoreHost(dir string) []error {
 		}
 	}
 	for _, d := range h.Made {
-		if d == kubeletDir { // made by the kubelet: its device plugin socket is its own
-			_ = os.Remove(devicePlugins)
-		}
 		removeEmpty(d)
 	}
 	return errs

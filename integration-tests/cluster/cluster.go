@@ -10,11 +10,16 @@
 // runc, the CNI plugins bridge, host-local, loopback and portmap, CoreDNS, and a pause program;
 // images are tarballs imported into containerd, never pulled.
 //
-// The first node is this machine. Each further node is a kubelet, a containerd and a kube-proxy
-// started in a network namespace of their own (the mount, PID and cgroup namespaces stay this
-// machine's), joined to this machine by the bridge vwnodes0 as the local mesh's nodes are joined
-// to their underlay; this machine routes each node's pod subnet to it, so pods and Services work
-// across nodes without NAT or tunnels.
+// The first node is this machine's network. Each further node is a kubelet, a containerd and a
+// kube-proxy started in a network namespace of their own, joined to this machine by the bridge
+// vwnodes0 as the local mesh's nodes are joined to their underlay; this machine routes each
+// node's pod subnet to it, so pods and Services work across nodes without NAT or tunnels. Every
+// node, the first too, has a mount namespace of its own, a slave of this machine's, where the
+// host folders that pods and the kubelet use by fixed paths (/var/lib/networkservicemesh, the
+// mesh's hostPath; /var/lib/kubelet, where device plugins register) are bind mounts of folders in
+// the node's state: each node's nsmgr serves its own socket, as on real nodes, and the cluster
+// writes nothing there on the host but empty mount points. The PID and cgroup namespaces stay
+// this machine's.
 //
 // Guarantees callers rely on:
 //   - Up returns a cluster whose nodes are Ready, whose cluster DNS answers through its Service,
@@ -22,17 +27,18 @@
 //     Cluster.Kubeconfig;
 //   - Up first removes what an earlier cluster with the same state folder left (a test or a
 //     `make cluster-up` that crashed), and removes what it made itself when it fails;
+//   - a pod's hostPath /var/lib/networkservicemesh is its node's folder
+//     (<state>/nodes/<node>/host/var/lib/networkservicemesh), never the host's or another node's;
 //   - Down (and Clean, which works from the options alone, in another process) leaves no
-//     process, mount, network namespace, link, nftables table or cgroup of the cluster, puts back
-//     the host settings it changed (ip_forward, the kubelet's kernel tunables) and removes the
-//     state folder;
+//     process, mount, network or mount namespace, link, nftables table or cgroup of the cluster,
+//     puts back the host settings it changed (ip_forward, the kubelet's kernel tunables), removes
+//     the host folders it made and the state folder;
 //   - one cluster at a time per machine: its ports (6443, 10250) and the names it gives outside
 //     its state folder (bridges vwcluster0 and vwnodes0, cgroup /vwire-cluster, kube-proxy's
 //     tables) are fixed.
 //
 // It needs root, cgroupfs (v1 or v2), Debian's nftables (kube-proxy and Clean run nft) and the
-// programs of `make cluster-bins`. Kubelets share what the kubelet does not let move from
-// /var/lib/kubelet: device plugins register with the last kubelet started.
+// programs of `make cluster-bins`.
 package cluster
 
 import (
@@ -72,9 +78,10 @@ type Options struct {
 	// ImagesDir holds image tarballs (`make images`); Up imports every *.tar in it. Default:
 	// .build/images of the workspace; missing means none.
 	ImagesDir string
-	// Nodes is how many nodes the cluster has (default 1, at most 8). The first is this machine;
-	// each other one is a kubelet, containerd and kube-proxy in a network namespace of its own,
-	// joined to this machine by the bridge vwnodes0.
+	// Nodes is how many nodes the cluster has (default 1, at most 8). The first is on this
+	// machine's network; each other one is a kubelet, containerd and kube-proxy in a network
+	// namespace of its own, joined to this machine by the bridge vwnodes0. Each has a mount
+	// namespace of its own.
 	Nodes int
 	// Progress, when set, gets a line per step of Up.
 	Progress io.Writer
@@ -174,6 +181,13 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 func (c *Cluster) Down() error { return c.stop(false) }
 
 func (c *Cluster) stop(keepLogs bool) error {
+	// The nodes' mount namespaces then end with their last process, and their mounts with them.
+	for _, n := range c.Nodes {
+		if n.mountns != nil {
+			_ = n.mountns.Close()
+			n.mountns = nil
+		}
+	}
 	err := clean(context.Background(), c.opts, keepLogs)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -220,6 +234,11 @@ func (c *Cluster) up(ctx context.Context) error {
 				return err
 			}
 		}
+		ns, err := newMountNamespace(n)
+		if err != nil {
+			return err
+		}
+		n.mountns = ns
 	}
 	c.say("configuration written in %s", c.dir)
 

@@ -58,11 +58,13 @@ func TestCluster(t *testing.T) {
 	crashed(t, o)
 	c := up(ctx, t, opts)
 	serviceAndDNS(ctx, t, c, image, c.Nodes[0].Name, c.Nodes[0].Name)
+	nodeFoldersApart(ctx, t, c, image)
 	down(t, c, before)
 }
 
 // TestTwoNodes runs the server on the second node, in its network namespace, and its client on
 // the first: the Service and DNS work across nodes, and kubectl exec reaches the second kubelet.
+// Then each node's pods have a /var/lib/networkservicemesh of their node's own.
 func TestTwoNodes(t *testing.T) {
 	imagesDir, image := registryImage(t)
 	opts := testOptions(t, imagesDir)
@@ -76,6 +78,7 @@ func TestTwoNodes(t *testing.T) {
 	c := up(ctx, t, opts)
 	require.Len(t, c.Nodes, 2)
 	serviceAndDNS(ctx, t, c, image, c.Nodes[1].Name, c.Nodes[0].Name)
+	nodeFoldersApart(ctx, t, c, image)
 	down(t, c, before)
 }
 
@@ -169,6 +172,77 @@ func serviceAndDNS(ctx context.Context, t *testing.T, c *Cluster, image, serverN
 	require.Equal(t, want, strings.Fields(string(out)))
 }
 
+// nodeFoldersApart runs a pod on each node that serves a socket named after its node in the
+// hostPath folder /var/lib/networkservicemesh, as the mesh's nsmgr does, and checks that each pod
+// sees its own socket only, that the socket is in its node's copy of the folder, and that the
+// host's folder stays empty.
+func nodeFoldersApart(ctx context.Context, t *testing.T, c *Cluster, image string) {
+	t.Helper()
+	cs := c.Client
+	socket := func(n *Node) string { return n.Name + ".sock" }
+	for _, n := range c.Nodes {
+		listen := "unix://" + meshSockets + "/" + socket(n)
+		_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "folder-" + n.Name},
+			Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{corev1.LabelHostname: n.Name},
+				Containers: []corev1.Container{{
+					Name: "registry", Image: image, ImagePullPolicy: corev1.PullNever,
+					Env:          []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: listen}},
+					VolumeMounts: []corev1.VolumeMount{{Name: "nsm", MountPath: meshSockets}},
+					ReadinessProbe: &corev1.Probe{
+						ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/grpc-health-probe", "-addr=" + listen}}},
+						PeriodSeconds: 1,
+					},
+				}},
+				Volumes: []corev1.Volume{{Name: "nsm", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+					Path: meshSockets, Type: new(corev1.HostPathDirectoryOrCreate),
+				}}}},
+			},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	for _, n := range c.Nodes {
+		name := "folder-" + n.Name
+		var pod *corev1.Pod
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			pod = p
+			return err == nil && slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
+				return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
+			}), nil
+		})
+		if err != nil {
+			out, _ := c.Kubectl("describe", "pod", name).CombinedOutput()
+			t.Fatalf("pod %s serving in the hostPath folder did not get ready: %v\n%s", name, err, out)
+		}
+		// The pod's view of the folder, through a process of its container.
+		ps, err := processes()
+		require.NoError(t, err)
+		i := slices.IndexFunc(ps, func(p process) bool {
+			return filepath.Base(p.exe) == "cmd-registry-memory" && slices.ContainsFunc(p.cgroups, func(cg string) bool {
+				return strings.Contains(cg, "pod"+string(pod.UID))
+			})
+		})
+		require.GreaterOrEqual(t, i, 0, "no process of pod %s on this machine", name)
+		require.Equal(t, []string{socket(n)}, dirNames(t, fmt.Sprintf("/proc/%d/root%s", ps[i].pid, meshSockets)), "what pod %s sees in %s", name, meshSockets)
+		require.Equal(t, []string{socket(n)}, dirNames(t, n.nodeFolder(meshSockets)), "the copy of %s of node %s", meshSockets, n.Name)
+	}
+	require.Empty(t, dirNames(t, meshSockets), "the host's %s", meshSockets)
+}
+
+// dirNames returns the names in a folder.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
 // crashed leaves a cluster as a run that crashed would: started by the cmd in the state folder
 // (the process that started it is gone), then its kubelet and containerd killed, so its pods are
 // left to a shim and no runtime answers for them. Up must remove all of it.
@@ -208,7 +282,9 @@ var nodeVeth = regexp.MustCompile(`^vwnode[0-9]+$`)
 // network namespaces containerd made, the CNI bridge and pods' veths, files in the host's folders
 // where Kubernetes, containerd and CNI write by default, every nftables table, the pods' cgroups
 // and the host settings the cluster changes. Other tests may run beside this one, so
-// processes, links and namespaces are those the cluster would make, by their names and paths.
+// processes, links and namespaces are those the cluster would make, by their names and paths:
+// a program of the bin folder counts when its arguments name the state folder (envtest runs
+// the same kube-apiserver and etcd elsewhere), a CNI plugin always (it takes no arguments).
 func traces(t testing.TB, o Options) map[string][]string {
 	t.Helper()
 	tr := map[string][]string{}
@@ -216,11 +292,12 @@ func traces(t testing.TB, o Options) map[string][]string {
 	require.NoError(t, err)
 	for _, p := range ps {
 		inPod := slices.ContainsFunc(p.cgroups, func(cg string) bool { return strings.HasPrefix(cg, "/"+cgroupRoot) })
-		if filepath.Dir(p.exe) == o.BinDir || filepath.Dir(p.exe) == filepath.Join(o.BinDir, "cni") || inPod {
+		cluster := filepath.Dir(p.exe) == o.BinDir && strings.Contains(strings.Join(p.cmdline, " "), o.StateDir)
+		if cluster || filepath.Dir(p.exe) == filepath.Join(o.BinDir, "cni") || inPod {
 			tr["processes"] = append(tr["processes"], fmt.Sprintf("%d %s", p.pid, strings.Join(p.cmdline, " ")))
 		}
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	f, err := os.Open(hostMountinfo)
 	require.NoError(t, err)
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)

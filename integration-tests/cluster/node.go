@@ -38,6 +38,9 @@ type Node struct {
 	index int    // from 1
 	dir   string // its folder in the state folder
 	netns string // the file of its network namespace; empty for the first node, on this machine's
+	// mountns keeps the node's mount namespace (newMountNamespace) while Up starts its programs;
+	// once they run, they keep it.
+	mountns *os.File
 }
 
 func newNode(index int, stateDir string, firstIP net.IP) *Node {
@@ -214,7 +217,16 @@ func (c *Cluster) startRuntime(n *Node) error {
 		"--config", filepath.Join(n.dir, "containerd", "config.toml"))
 }
 
-// startAgents starts the node's kubelet and kube-proxy.
+// startAgents starts the node's kubelet and kube-proxy, in the node's namespaces as its
+// containerd (start).
+//
+// The kubelet must share containerd's mount namespace: it checks and makes a pod's hostPath
+// folders (type Directory, DirectoryOrCreate) in its own view, and containerd mounts them into
+// the containers from its view, so with two views a node's nsmgr would make its socket folder in
+// one and serve it in the other. The volumes it mounts for pods (secrets, projected tokens)
+// under its root folder must be seen by containerd too; in one namespace they are whatever the
+// host's propagation. And its device plugins' folder, fixed at /var/lib/kubelet/device-plugins,
+// is then the node's own (nodeFolders).
 func (c *Cluster) startAgents(n *Node) error {
 	if err := c.start(n, "kubelet", nil,
 		"--config="+filepath.Join(n.dir, "kubelet.yaml"),

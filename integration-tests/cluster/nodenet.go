@@ -113,23 +113,13 @@ func newNetns(path string) error {
 	return <-errc
 }
 
-// inNetns calls f on a thread in the network namespace at path: a process f starts is born there.
-func inNetns(path string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread leaves this machine's namespace and ends with the goroutine.
-		runtime.LockOSThread()
-		ns, err := netns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer func() { _ = ns.Close() }()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
+// enterNetns moves the calling thread, which must be locked to its goroutine and never given
+// back, into the network namespace at path.
+func enterNetns(path string) error {
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ns.Close() }()
+	return netns.Set(ns)
 }

@@ -23,8 +23,9 @@ type child struct {
 }
 
 // start runs program from the bin folder with args, its output in logs/<node>-<program>.log, in
-// node n's network namespace (n nil: a program of the control plane, on this machine). The
-// program gets a process group of its own, so a terminal's ^C reaches only `make cluster-up`.
+// node n's mount namespace and network namespace (n nil: a program of the control plane, in
+// this machine's). The program gets a process group of its own, so a terminal's ^C reaches only
+// `make cluster-up`.
 func (c *Cluster) start(n *Node, program string, env []string, args ...string) error {
 	name := program
 	if n != nil {
@@ -40,8 +41,8 @@ func (c *Cluster) start(n *Node, program string, env []string, args ...string) e
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	run := cmd.Start
-	if n != nil && n.netns != "" {
-		run = func() error { return inNetns(n.netns, cmd.Start) }
+	if n != nil {
+		run = func() error { return inNode(n, cmd.Start) }
 	}
 	if err := run(); err != nil {
 		return fmt.Errorf("cluster: start %s: %w", name, err)
