@@ -16,10 +16,10 @@ import (
 	"vwire.dev/integration-tests/cluster"
 )
 
-// nodes is the size of the cluster a suite starts. One: on the local cluster's second node the
-// nsmgrs of both nodes would share one hostPath socket folder (deployments-k8s/README.md, "Not
-// yet"); two once the examples across nodes are there.
-const nodes = 1
+// nodes is the size of the cluster a suite starts: two, so that the examples across nodes
+// (Kernel2Wireguard2Kernel and the like) have a node for the client and one for the endpoint;
+// the examples on one node pin their client to the endpoint's node themselves.
+const nodes = 2
 
 // upTimeout bounds the start of a suite's cluster from built programs.
 const upTimeout = 10 * time.Minute
@@ -27,7 +27,7 @@ const upTimeout = 10 * time.Minute
 // Main is a suite's TestMain: it finds or starts the cluster, runs the Setup examples, the tests,
 // the Setup examples' cleanup and stops the cluster it started; then it checks that no goroutine
 // leaked. The cluster is the one VWIRE_KUBECONFIG (or else KUBECONFIG) names if either is set;
-// otherwise a new one (of one node) in .build/cluster-examples of the workspace, from the programs
+// otherwise a new one (of two nodes) in .build/cluster-examples of the workspace, from the programs
 // of `make cluster-bins` and the images of `make images` (both are required, neither is built
 // here: `make examples` does both first). It returns the exit code.
 func (s *Suite) Main(m *testing.M) int {

@@ -121,19 +121,94 @@ func TestIpv6Kernel2KernelIpv6(t *testing.T) {
 	})
 }
 
+// TestUseCasesKernel2Ethernet2Kernel follows deployments-k8s/examples/use-cases/Kernel2Ethernet2Kernel/README.md.
+func TestUseCasesKernel2Ethernet2Kernel(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "use-cases/Kernel2Ethernet2Kernel",
+		Run: []mdtest.Step{
+			{Line: 20, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Ethernet2Kernel`},
+			{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2ethernet2kernel`},
+			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2ethernet2kernel`},
+			{Line: 33, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-kernel2ethernet2kernel -o jsonpath='{.items[0].spec.nodeName}')
+NSE_NODE=$(kubectl get pods -l app=nse-kernel -n ns-kernel2ethernet2kernel -o jsonpath='{.items[0].spec.nodeName}')
+echo "client on $NSC_NODE, endpoint on $NSE_NODE"
+test "$NSC_NODE" != "$NSE_NODE"`},
+			{Line: 41, Script: `deployments-k8s/examples/podnet.sh ns-kernel2ethernet2kernel app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 46, Script: `deployments-k8s/examples/podnet.sh ns-kernel2ethernet2kernel app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 52, Script: `NSE_IF=$(deployments-k8s/examples/podnet.sh ns-kernel2ethernet2kernel app=nse-kernel ip -o addr show to 172.16.1.100 | awk '{print $2}')
+NSE_MAC=$(deployments-k8s/examples/podnet.sh ns-kernel2ethernet2kernel app=nse-kernel ip -o link show dev "$NSE_IF" | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+echo "endpoint's $NSE_IF: $NSE_MAC"
+deployments-k8s/examples/podnet.sh ns-kernel2ethernet2kernel app=alpine ip neigh show 172.16.1.100 dev nsm-1 | grep "lladdr $NSE_MAC"`},
+			{Line: 61, Script: `deployments-k8s/examples/podnet.sh nsm-system app=forwarder-kernel ip -d link show type vxlan | grep 'vxlan id'`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 67, Script: `kubectl delete ns ns-kernel2ethernet2kernel`},
+		},
+	})
+}
+
 // TestUseCasesKernel2Kernel follows deployments-k8s/examples/use-cases/Kernel2Kernel/README.md.
 func TestUseCasesKernel2Kernel(t *testing.T) {
 	suite.Run(t, mdtest.Example{
 		Name: "use-cases/Kernel2Kernel",
 		Run: []mdtest.Step{
-			{Line: 20, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Kernel`},
-			{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2kernel`},
-			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2kernel`},
-			{Line: 33, Script: `deployments-k8s/examples/podnet.sh ns-kernel2kernel app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 38, Script: `deployments-k8s/examples/podnet.sh ns-kernel2kernel app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 22, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Kernel`},
+			{Line: 27, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2kernel`},
+			{Line: 30, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2kernel`},
+			{Line: 35, Script: `deployments-k8s/examples/podnet.sh ns-kernel2kernel app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 40, Script: `deployments-k8s/examples/podnet.sh ns-kernel2kernel app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
 		},
 		Cleanup: []mdtest.Step{
-			{Line: 44, Script: `kubectl delete ns ns-kernel2kernel`},
+			{Line: 46, Script: `kubectl delete ns ns-kernel2kernel`},
+		},
+	})
+}
+
+// TestUseCasesKernel2Vxlan2Kernel follows deployments-k8s/examples/use-cases/Kernel2Vxlan2Kernel/README.md.
+func TestUseCasesKernel2Vxlan2Kernel(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "use-cases/Kernel2Vxlan2Kernel",
+		Run: []mdtest.Step{
+			{Line: 22, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Vxlan2Kernel/forwarder`},
+			{Line: 25, Script: `kubectl rollout status daemonset/forwarder-kernel -n nsm-system --timeout=1m`},
+			{Line: 30, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Vxlan2Kernel`},
+			{Line: 35, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2vxlan2kernel`},
+			{Line: 38, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2vxlan2kernel`},
+			{Line: 43, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-kernel2vxlan2kernel -o jsonpath='{.items[0].spec.nodeName}')
+NSE_NODE=$(kubectl get pods -l app=nse-kernel -n ns-kernel2vxlan2kernel -o jsonpath='{.items[0].spec.nodeName}')
+echo "client on $NSC_NODE, endpoint on $NSE_NODE"
+test "$NSC_NODE" != "$NSE_NODE"`},
+			{Line: 51, Script: `deployments-k8s/examples/podnet.sh ns-kernel2vxlan2kernel app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 56, Script: `deployments-k8s/examples/podnet.sh ns-kernel2vxlan2kernel app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 62, Script: `deployments-k8s/examples/podnet.sh nsm-system app=forwarder-kernel ip -d link show type vxlan | grep 'vxlan id'`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 68, Script: `kubectl delete ns ns-kernel2vxlan2kernel`},
+			{Line: 73, Script: `kubectl apply -k deployments-k8s/examples/basic`},
+			{Line: 76, Script: `kubectl rollout status daemonset/forwarder-kernel -n nsm-system --timeout=1m`},
+		},
+	})
+}
+
+// TestUseCasesKernel2Wireguard2Kernel follows deployments-k8s/examples/use-cases/Kernel2Wireguard2Kernel/README.md.
+func TestUseCasesKernel2Wireguard2Kernel(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "use-cases/Kernel2Wireguard2Kernel",
+		Run: []mdtest.Step{
+			{Line: 21, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Wireguard2Kernel`},
+			{Line: 26, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2wireguard2kernel`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2wireguard2kernel`},
+			{Line: 34, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-kernel2wireguard2kernel -o jsonpath='{.items[0].spec.nodeName}')
+NSE_NODE=$(kubectl get pods -l app=nse-kernel -n ns-kernel2wireguard2kernel -o jsonpath='{.items[0].spec.nodeName}')
+echo "client on $NSC_NODE, endpoint on $NSE_NODE"
+test "$NSC_NODE" != "$NSE_NODE"`},
+			{Line: 42, Script: `deployments-k8s/examples/podnet.sh ns-kernel2wireguard2kernel app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 47, Script: `deployments-k8s/examples/podnet.sh ns-kernel2wireguard2kernel app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 53, Script: `deployments-k8s/examples/podnet.sh nsm-system app=forwarder-kernel ip -d link show | grep -E 'wireguard|tun type tun'`},
+			{Line: 56, Script: `test -z "$(deployments-k8s/examples/podnet.sh nsm-system app=forwarder-kernel ip link show type vxlan)"`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 62, Script: `kubectl delete ns ns-kernel2wireguard2kernel`},
 		},
 	})
 }
