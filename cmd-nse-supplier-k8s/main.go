@@ -51,7 +51,7 @@ type config struct {
 	Name               envconfig.Name   `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
 	ServiceNames       envconfig.Names  `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
 	Labels             envconfig.Labels `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
-	PodDescriptionFile string           `default:"pod.yaml" split_words:"true" desc:"the pod template: a v1 Pod in YAML with text/template actions over .NetworkService, .NodeName and .Labels (nodeName only, as NSM's); its endpoint must register under the pod's name (NSM_NAME from metadata.name)"`
+	PodDescriptionFile string           `default:"pod.yaml" split_words:"true" desc:"the pod template: a v1 Pod in YAML where {{ .NetworkService }}, {{ .NodeName }} and (as NSM's) {{ index .Labels \"nodeName\" }} are replaced; its endpoint must register under the pod's name (NSM_NAME from metadata.name)"`
 	Namespace          namespace        `default:"default" desc:"the Kubernetes namespace it makes pods in (NSM's manifests give the pod's own)"`
 	StartTimeout       time.Duration    `default:"1m" split_words:"true" desc:"how long a start may take, from making the pod to its endpoint's registration; past it the pod is deleted and the client told"`
 	ListenOn           envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`

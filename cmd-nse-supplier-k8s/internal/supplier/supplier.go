@@ -163,7 +163,7 @@ func (s *Supplier) await(ctx context.Context, pod *corev1.Pod, service string) e
 			s.namespace, pod.Name, pod.Spec.NodeName, ctx.Err())
 	default:
 		return fmt.Errorf("no endpoint %s of %s registered within NSM_START_TIMEOUT=%s: pod %s/%s on node %s is %s",
-			pod.Name, service, s.timeout, s.namespace, pod.Name, pod.Spec.NodeName, s.state(pod))
+			pod.Name, service, s.timeout, s.namespace, pod.Name, pod.Spec.NodeName, state(pod))
 	}
 }
 
@@ -215,7 +215,7 @@ func (s *Supplier) watchPod(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // state describes pod for a message: phase, and each container that is not running.
-func (s *Supplier) state(pod *corev1.Pod) string {
+func state(pod *corev1.Pod) string {
 	phase := string(pod.Status.Phase)
 	if phase == "" {
 		phase = string(corev1.PodPending)

@@ -51,6 +51,8 @@ func TestParseTemplateRefusesWhatCannotWork(t *testing.T) {
 	for _, tc := range []struct{ name, text, want string }{
 		{"template syntax", "kind: {{ .Nope", "pod template pod.yaml: template: pod.yaml:1: unclosed action"},
 		{"unknown field of the data", "kind: {{ .Client }}", `can't evaluate field Client`},
+		{"a loop", "{{ range 100000000000 }}{{ end }}", `pod template pod.yaml: {{range 100000000000}}{{end}}: only {{ .NetworkService }}, {{ .NodeName }} and {{ index .Labels "nodeName" }} may be used`},
+		{"a call", "kind: {{ printf \"%099999999d\" 1 }}", `{{printf "%099999999d" 1}}: only`},
 		{"not YAML", "apiVersion: v1\nkind: Pod\n  : [", "pod template pod.yaml: not YAML"},
 		{"not a pod", "apiVersion: apps/v1\nkind: Deployment\n", `describes apiVersion "apps/v1" kind "Deployment"; want apiVersion v1, kind Pod`},
 		{"unknown field", "apiVersion: v1\nkind: Pod\nspec:\n  containerz: []\n", `not a pod: error unmarshaling JSON: while decoding JSON: json: unknown field "containerz"`},

@@ -8,13 +8,15 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
-// Template is a pod description with text/template actions, checked when parsed.
+// Template is a pod description with text/template references to the service and the node,
+// checked when parsed.
 type Template struct {
 	file string // for messages
 	tmpl *template.Template
@@ -40,6 +42,9 @@ func ParseTemplate(file string, text []byte, service, namespace string) (*Templa
 	tmpl, err := template.New(file).Option("missingkey=error").Parse(string(text))
 	if err != nil {
 		return nil, fmt.Errorf("pod template %s: %w", file, err)
+	}
+	if bad := notReference(tmpl.Root); bad != nil {
+		return nil, fmt.Errorf("pod template %s: %s: only {{ .NetworkService }}, {{ .NodeName }} and {{ index .Labels \"nodeName\" }} may be used", file, bad)
 	}
 	t := &Template{file: file, tmpl: tmpl}
 	var names [2]string
@@ -96,6 +101,39 @@ func (t *Template) Pod(service, node string) (*corev1.Pod, error) {
 		return nil, fmt.Errorf("pod template %s: metadata.name %q for node %q: %s", t.file, pod.GetName(), node, strings.Join(problems, "; "))
 	}
 	return pod, nil
+}
+
+// notReference returns the first node of the template that does more than refer to the data:
+// a template that loops or calls may run without end or write without bound, and a pod
+// template needs neither.
+func notReference(root *parse.ListNode) parse.Node {
+	for _, n := range root.Nodes {
+		switch n := n.(type) {
+		case *parse.TextNode, *parse.CommentNode:
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) > 0 || len(n.Pipe.Cmds) != 1 || !reference(n.Pipe.Cmds[0].Args) {
+				return n
+			}
+		default:
+			return n
+		}
+	}
+	return nil
+}
+
+// reference tells whether args are .Field or index .Labels "key".
+func reference(args []parse.Node) bool {
+	switch len(args) {
+	case 1:
+		field, ok := args[0].(*parse.FieldNode)
+		return ok && len(field.Ident) == 1
+	case 3:
+		fn, ok := args[0].(*parse.IdentifierNode)
+		labels, isField := args[1].(*parse.FieldNode)
+		_, key := args[2].(*parse.StringNode)
+		return ok && fn.Ident == "index" && isField && len(labels.Ident) == 1 && labels.Ident[0] == "Labels" && key
+	}
+	return false
 }
 
 // maxName keeps a derived name a valid hostname (a DNS label) as well as an object name.
