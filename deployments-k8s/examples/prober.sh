@@ -16,6 +16,7 @@ usage() {
   cat >&2 <<EOF
 usage: $0 start NAME NAMESPACE LABEL-SELECTOR ADDRESS
        $0 stop NAME
+       $0 clean NAME
        $0 report PING-OUTPUT [END]
 
 start   pings ADDRESS every 10 ms (ping -D -O -i 0.01) from the network namespace of the first
@@ -23,6 +24,8 @@ start   pings ADDRESS every 10 ms (ping -D -O -i 0.01) from the network namespac
         once the first reply came (at most 10 s). Its output and pid are in $root/NAME
         (VWIRE_PROBER_DIR). A prober of the same NAME still running is stopped first.
 stop    stops the ping of NAME and reports (below).
+clean   stops the ping of NAME if it still runs and removes its folder, reporting nothing: an
+        example's cleanup, which runs also when a step before stop failed.
 report  reads the output of ping -D; END is when the record ended (seconds since the epoch,
         as ping -D prints them; default: its last timestamp). Prints the loss window (the
         longest time between two replies), the pings lost in it and in all, and fails (exit 1)
@@ -109,6 +112,13 @@ $(tail -n 5 "$dir/ping.log")"
   report "$dir/ping.log" "$(cat "$dir/end" 2>/dev/null)"
 }
 
+clean() {
+  [ $# -eq 1 ] || usage
+  valid_name "$1"
+  halt "$root/$1"
+  rm -rf "${root:?}/$1"
+}
+
 report() {
   [ $# -eq 1 ] || [ $# -eq 2 ] || usage
   local log=$1 end=${2:-}
@@ -153,6 +163,7 @@ shift
 case $cmd in
   start) start "$@" ;;
   stop) stop "$@" ;;
+  clean) clean "$@" ;;
   report) report "$@" ;;
   *) usage ;;
 esac

@@ -115,7 +115,7 @@ func TestReportSeq(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	dir := t.TempDir()
-	for _, args := range [][]string{nil, {"probe"}, {"start", "x"}, {"stop"}, {"report"}, {"report", "a", "b", "c"}} {
+	for _, args := range [][]string{nil, {"probe"}, {"start", "x"}, {"stop"}, {"clean"}, {"report"}, {"report", "a", "b", "c"}} {
 		code, out, errOut := run(t, dir, args...)
 		require.Equal(t, 2, code, "args %q", args)
 		require.Empty(t, out)
@@ -126,6 +126,7 @@ func TestUsage(t *testing.T) {
 		err  string
 	}{
 		{[]string{"stop", "../etc"}, `NAME "../etc": use letters, digits`},
+		{[]string{"clean", ".."}, `NAME "..": use letters, digits`},
 		{[]string{"start", "a/b", "ns", "app=x", "10.0.0.1"}, `NAME "a/b": use letters, digits`},
 		{[]string{"stop", "never-started"}, "prober never-started: no output in " + dir + "/never-started: run \"" + script + " start never-started ...\" first"},
 		{[]string{"report", filepath.Join(dir, "none")}, "report: cannot read the ping output " + dir + "/none"},
@@ -150,6 +151,56 @@ func TestStop(t *testing.T) {
 	}
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "lo")
+	done := startPing(t, probe)
+
+	code, out, errOut := run(t, dir, "stop", "lo")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `^prober lo: loss window 0\.[0-9]{3} s \(0 lost in it, 0 lost in all\), [0-9]+ replies in [0-9.]+ s\n$`, out)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ping still runs after stop")
+	}
+	require.NoFileExists(t, filepath.Join(probe, "pid"))
+
+	code, again, errOut := run(t, dir, "stop", "lo")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, out, again)
+
+	code, out, errOut = run(t, dir, "clean", "lo")
+	require.Equal(t, 0, code, errOut)
+	require.Empty(t, out)
+	require.NoDirExists(t, probe)
+}
+
+// TestClean stops a ping that still runs, as an example's cleanup does after a step before stop
+// failed, and removes its folder; a prober that never started is no error.
+func TestClean(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("ping -i 0.01 needs root; run as root")
+	}
+	dir := t.TempDir()
+	code, out, errOut := run(t, dir, "clean", "never-started")
+	require.Equal(t, 0, code, errOut)
+	require.Empty(t, out+errOut)
+
+	probe := filepath.Join(dir, "lo")
+	done := startPing(t, probe)
+	code, out, errOut = run(t, dir, "clean", "lo")
+	require.Equal(t, 0, code, errOut)
+	require.Empty(t, out+errOut)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ping still runs after clean")
+	}
+	require.NoDirExists(t, probe)
+}
+
+// startPing starts a ping of the loopback as prober.sh start does, its output and pid in the
+// folder probe, and returns once 20 replies came; the channel is closed when the ping ended.
+func startPing(t *testing.T, probe string) <-chan struct{} {
+	t.Helper()
 	require.NoError(t, os.Mkdir(probe, 0o755))
 	log, err := os.Create(filepath.Join(probe, "ping.log"))
 	require.NoError(t, err)
@@ -171,20 +222,7 @@ func TestStop(t *testing.T) {
 		text, err := os.ReadFile(log.Name())
 		return err == nil && strings.Count(string(text), " bytes from ") >= 20
 	}, 10*time.Second, 10*time.Millisecond)
-
-	code, out, errOut := run(t, dir, "stop", "lo")
-	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `^prober lo: loss window 0\.[0-9]{3} s \(0 lost in it, 0 lost in all\), [0-9]+ replies in [0-9.]+ s\n$`, out)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("ping still runs after stop")
-	}
-	require.NoFileExists(t, filepath.Join(probe, "pid"))
-
-	code, again, errOut := run(t, dir, "stop", "lo")
-	require.Equal(t, 0, code, errOut)
-	require.Equal(t, out, again)
+	return done
 }
 
 // FuzzReport feeds the report anything: it answers with exit code 0 or 1 and its own message,
