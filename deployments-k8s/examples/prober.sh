@@ -153,7 +153,9 @@ report() {
         exit 1
       }
       if (lostin < 0) lostin = 0
-      printf "loss window %.3f s (%d lost in it, %d lost in all), %d replies in %.1f s\n", gap, lostin, top - first + 1 - distinct, distinct, tr - t0
+      # The time resolution: how often ping sent (it sends less often than asked when busy).
+      every = top > first ? (tr - t0) / (top - first) * 1000 : 0
+      printf "loss window %.3f s (%d lost in it, %d lost in all), %d replies in %.1f s, one sent every %d ms\n", gap, lostin, top - first + 1 - distinct, distinct, tr - t0, every + 0.5
     }' "$log"
 }
 

@@ -51,11 +51,11 @@ func TestReport(t *testing.T) {
 		out      string
 	}{
 		// 50 replies 16 ms apart, as ping -i 0.01 sends them here.
-		{log: "clean.log", out: "loss window 0.017 s (0 lost in it, 0 lost in all), 50 replies in 0.8 s\n"},
+		{log: "clean.log", out: "loss window 0.017 s (0 lost in it, 0 lost in all), 50 replies in 0.8 s, one sent every 16 ms\n"},
 		// The veth was deleted after 19 replies and made again 0.4 s later.
-		{log: "healed.log", out: "loss window 0.456 s (27 lost in it, 27 lost in all), 38 replies in 1.0 s\n"},
+		{log: "healed.log", out: "loss window 0.456 s (27 lost in it, 27 lost in all), 38 replies in 1.0 s, one sent every 16 ms\n"},
 		// The same with END (when stop ran) just after the last line.
-		{log: "healed.log", end: "1796650226.70", out: "loss window 0.456 s (27 lost in it, 27 lost in all), 38 replies in 1.0 s\n"},
+		{log: "healed.log", end: "1796650226.70", out: "loss window 0.456 s (27 lost in it, 27 lost in all), 38 replies in 1.0 s, one sent every 16 ms\n"},
 		// ... and long after it: nothing answered in the last second.
 		{log: "healed.log", end: "1796650228", code: 1},
 		// The veth was deleted and never made again; ping ran 1.8 s more.
@@ -90,7 +90,7 @@ func TestReportSeq(t *testing.T) {
 	}
 	// The 50 replies numbered 65511 to 65535 and 0 to 24.
 	_, out, _ := run(t, t.TempDir(), "report", write(t, shift(65510)))
-	require.Equal(t, "loss window 0.017 s (0 lost in it, 0 lost in all), 50 replies in 0.8 s\n", out)
+	require.Equal(t, "loss window 0.017 s (0 lost in it, 0 lost in all), 50 replies in 0.8 s, one sent every 16 ms\n", out)
 
 	lines := strings.Split(shift(65510), "\n")
 	var kept []string
@@ -110,7 +110,7 @@ func TestReportSeq(t *testing.T) {
 	}
 	code, out, errOut := run(t, t.TempDir(), "report", write(t, strings.Join(kept, "\n")))
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `^loss window 0\.04[0-9] s \(2 lost in it, 2 lost in all\), 48 replies in 0\.8 s\n$`, out)
+	require.Regexp(t, `^loss window 0\.04[0-9] s \(2 lost in it, 2 lost in all\), 48 replies in 0\.8 s, one sent every 16 ms\n$`, out)
 }
 
 func TestUsage(t *testing.T) {
@@ -155,7 +155,7 @@ func TestStop(t *testing.T) {
 
 	code, out, errOut := run(t, dir, "stop", "lo")
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `^prober lo: loss window 0\.[0-9]{3} s \(0 lost in it, 0 lost in all\), [0-9]+ replies in [0-9.]+ s\n$`, out)
+	require.Regexp(t, `^prober lo: loss window 0\.[0-9]{3} s \(0 lost in it, 0 lost in all\), [0-9]+ replies in [0-9.]+ s, one sent every [0-9]+ ms\n$`, out)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):

@@ -104,6 +104,143 @@ test "$(deployments-k8s/examples/podnet.sh ns-select-forwarder app=forwarder-spe
 	})
 }
 
+// TestHealLocalForwarderDeath follows deployments-k8s/examples/heal/local-forwarder-death/README.md.
+func TestHealLocalForwarderDeath(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/local-forwarder-death",
+		Run: []mdtest.Step{
+			{Line: 20, Script: `kubectl apply -k deployments-k8s/examples/heal/local-forwarder-death`},
+			{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-local-forwarder-death`},
+			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-local-forwarder-death`},
+			{Line: 33, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 36, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 41, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-local-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
+FORWARDER=$(kubectl get pods -l app=forwarder-kernel --field-selector spec.nodeName==${NSC_NODE} -n nsm-system -o jsonpath='{.items[0].metadata.name}')
+echo "client on ${NSC_NODE}, its forwarder ${FORWARDER}"`},
+			{Line: 48, Script: `deployments-k8s/examples/prober.sh start local-forwarder-death ns-local-forwarder-death app=alpine 172.16.1.100`},
+			{Line: 53, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
+			{Line: 56, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSC_NODE} -n nsm-system`},
+			{Line: 61, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 64, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 69, Script: `deployments-k8s/examples/prober.sh stop local-forwarder-death`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 75, Script: `deployments-k8s/examples/prober.sh clean local-forwarder-death`},
+			{Line: 78, Script: `kubectl delete ns ns-local-forwarder-death`},
+		},
+	})
+}
+
+// TestHealLocalNseDeath follows deployments-k8s/examples/heal/local-nse-death/README.md.
+func TestHealLocalNseDeath(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/local-nse-death",
+		Run: []mdtest.Step{
+			{Line: 21, Script: `kubectl apply -k deployments-k8s/examples/heal/local-nse-death`},
+			{Line: 26, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-local-nse-death`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-local-nse-death`},
+			{Line: 34, Script: `deployments-k8s/examples/podnet.sh ns-local-nse-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 37, Script: `deployments-k8s/examples/podnet.sh ns-local-nse-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 42, Script: `kubectl apply -k deployments-k8s/examples/heal/local-nse-death/spare`},
+			{Line: 45, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel-spare -n ns-local-nse-death`},
+			{Line: 50, Script: `deployments-k8s/examples/prober.sh start local-nse-death ns-local-nse-death app=alpine 172.16.1.100`},
+			{Line: 55, Script: `kubectl scale deployment nse-kernel -n ns-local-nse-death --replicas=0`},
+			{Line: 58, Script: `kubectl wait --for=delete --timeout=1m pod -l app=nse-kernel -n ns-local-nse-death`},
+			{Line: 63, Script: `deployments-k8s/examples/podnet.sh ns-local-nse-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 66, Script: `deployments-k8s/examples/podnet.sh ns-local-nse-death app=nse-kernel-spare ping -c 4 -W 1 172.16.1.101`},
+			{Line: 71, Script: `deployments-k8s/examples/prober.sh stop local-nse-death`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 77, Script: `deployments-k8s/examples/prober.sh clean local-nse-death`},
+			{Line: 80, Script: `kubectl delete ns ns-local-nse-death`},
+		},
+	})
+}
+
+// TestHealLocalNsmgrRestart follows deployments-k8s/examples/heal/local-nsmgr-restart/README.md.
+func TestHealLocalNsmgrRestart(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/local-nsmgr-restart",
+		Run: []mdtest.Step{
+			{Line: 21, Script: `kubectl apply -k deployments-k8s/examples/heal/local-nsmgr-restart`},
+			{Line: 26, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-local-nsmgr-restart`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-local-nsmgr-restart`},
+			{Line: 34, Script: `deployments-k8s/examples/podnet.sh ns-local-nsmgr-restart app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 37, Script: `deployments-k8s/examples/podnet.sh ns-local-nsmgr-restart app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 42, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-local-nsmgr-restart -o jsonpath='{.items[0].spec.nodeName}')
+NSMGR=$(kubectl get pods -l app=nsmgr --field-selector spec.nodeName==${NSC_NODE} -n nsm-system -o jsonpath='{.items[0].metadata.name}')
+echo "client on ${NSC_NODE}, its nsmgr ${NSMGR}"`},
+			{Line: 49, Script: `deployments-k8s/examples/prober.sh start local-nsmgr-restart ns-local-nsmgr-restart app=alpine 172.16.1.100`},
+			{Line: 54, Script: `kubectl delete pod -n nsm-system ${NSMGR}`},
+			{Line: 57, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nsmgr --field-selector spec.nodeName==${NSC_NODE} -n nsm-system`},
+			{Line: 62, Script: `deployments-k8s/examples/podnet.sh ns-local-nsmgr-restart app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 65, Script: `deployments-k8s/examples/podnet.sh ns-local-nsmgr-restart app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 70, Script: `deployments-k8s/examples/prober.sh stop local-nsmgr-restart`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 76, Script: `deployments-k8s/examples/prober.sh clean local-nsmgr-restart`},
+			{Line: 79, Script: `kubectl delete ns ns-local-nsmgr-restart`},
+		},
+	})
+}
+
+// TestHealRegistryRestart follows deployments-k8s/examples/heal/registry-restart/README.md.
+func TestHealRegistryRestart(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/registry-restart",
+		Run: []mdtest.Step{
+			{Line: 22, Script: `kubectl apply -k deployments-k8s/examples/heal/registry-restart`},
+			{Line: 27, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-registry-restart`},
+			{Line: 30, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-registry-restart`},
+			{Line: 35, Script: `deployments-k8s/examples/podnet.sh ns-registry-restart app=alpine ping -c 4 -W 1 172.16.1.97`},
+			{Line: 38, Script: `deployments-k8s/examples/podnet.sh ns-registry-restart app=nse-kernel ping -c 4 -W 1 172.16.1.98`},
+			{Line: 43, Script: `REGISTRY=$(kubectl get pods -l app=registry -n nsm-system -o jsonpath='{.items[0].metadata.name}')
+echo "registry ${REGISTRY}"`},
+			{Line: 49, Script: `deployments-k8s/examples/prober.sh start registry-restart ns-registry-restart app=alpine 172.16.1.97`},
+			{Line: 54, Script: `kubectl delete pod -n nsm-system ${REGISTRY}`},
+			{Line: 57, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=registry -n nsm-system`},
+			{Line: 62, Script: `kubectl apply -k deployments-k8s/examples/heal/registry-restart/new-client`},
+			{Line: 65, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine-new -n ns-registry-restart`},
+			{Line: 70, Script: `deployments-k8s/examples/podnet.sh ns-registry-restart app=alpine-new ping -c 4 -W 1 172.16.1.99`},
+			{Line: 73, Script: `deployments-k8s/examples/podnet.sh ns-registry-restart app=nse-kernel ping -c 4 -W 1 172.16.1.100`},
+			{Line: 79, Script: `deployments-k8s/examples/prober.sh stop registry-restart`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 85, Script: `deployments-k8s/examples/prober.sh clean registry-restart`},
+			{Line: 88, Script: `kubectl delete ns ns-registry-restart`},
+		},
+	})
+}
+
+// TestHealRemoteForwarderDeath follows deployments-k8s/examples/heal/remote-forwarder-death/README.md.
+func TestHealRemoteForwarderDeath(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/remote-forwarder-death",
+		Run: []mdtest.Step{
+			{Line: 23, Script: `kubectl apply -k deployments-k8s/examples/heal/remote-forwarder-death`},
+			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-remote-forwarder-death`},
+			{Line: 31, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-remote-forwarder-death`},
+			{Line: 36, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 39, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 44, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-remote-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
+NSE_NODE=$(kubectl get pods -l app=nse-kernel -n ns-remote-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
+test "${NSC_NODE}" != "${NSE_NODE}"
+FORWARDER=$(kubectl get pods -l app=forwarder-kernel --field-selector spec.nodeName==${NSE_NODE} -n nsm-system -o jsonpath='{.items[0].metadata.name}')
+echo "client on ${NSC_NODE}, endpoint on ${NSE_NODE}, its forwarder ${FORWARDER}"`},
+			{Line: 53, Script: `deployments-k8s/examples/prober.sh start remote-forwarder-death ns-remote-forwarder-death app=alpine 172.16.1.100`},
+			{Line: 58, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
+			{Line: 61, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSE_NODE} -n nsm-system`},
+			{Line: 66, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 69, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 74, Script: `deployments-k8s/examples/prober.sh stop remote-forwarder-death`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 80, Script: `deployments-k8s/examples/prober.sh clean remote-forwarder-death`},
+			{Line: 83, Script: `kubectl delete ns ns-remote-forwarder-death`},
+		},
+	})
+}
+
 // TestIpv6Kernel2KernelIpv6 follows deployments-k8s/examples/ipv6/Kernel2Kernel_ipv6/README.md.
 func TestIpv6Kernel2KernelIpv6(t *testing.T) {
 	suite.Run(t, mdtest.Example{
