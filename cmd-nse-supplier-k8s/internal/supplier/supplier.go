@@ -95,6 +95,7 @@ func (s *Supplier) Start(ctx context.Context, node, service string) error {
 		} // else the caller gave up: the pod stays for the next request
 		return err
 	}
+	log.FromContext(ctx).Info("endpoint registered", "pod", running.Name, "node", node, "service", service)
 	return nil
 }
 
