@@ -217,26 +217,26 @@ func TestHealRemoteForwarderDeath(t *testing.T) {
 	suite.Run(t, mdtest.Example{
 		Name: "heal/remote-forwarder-death",
 		Run: []mdtest.Step{
-			{Line: 23, Script: `kubectl apply -k deployments-k8s/examples/heal/remote-forwarder-death`},
-			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-remote-forwarder-death`},
-			{Line: 31, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-remote-forwarder-death`},
-			{Line: 36, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 39, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
-			{Line: 44, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-remote-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
+			{Line: 22, Script: `kubectl apply -k deployments-k8s/examples/heal/remote-forwarder-death`},
+			{Line: 27, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-remote-forwarder-death`},
+			{Line: 30, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-remote-forwarder-death`},
+			{Line: 35, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 38, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 43, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-remote-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
 NSE_NODE=$(kubectl get pods -l app=nse-kernel -n ns-remote-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
 test "${NSC_NODE}" != "${NSE_NODE}"
 FORWARDER=$(kubectl get pods -l app=forwarder-kernel --field-selector spec.nodeName==${NSE_NODE} -n nsm-system -o jsonpath='{.items[0].metadata.name}')
 echo "client on ${NSC_NODE}, endpoint on ${NSE_NODE}, its forwarder ${FORWARDER}"`},
-			{Line: 53, Script: `deployments-k8s/examples/prober.sh start remote-forwarder-death ns-remote-forwarder-death app=alpine 172.16.1.100`},
-			{Line: 58, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
-			{Line: 61, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSE_NODE} -n nsm-system`},
-			{Line: 66, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 69, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
-			{Line: 74, Script: `deployments-k8s/examples/prober.sh stop remote-forwarder-death`},
+			{Line: 52, Script: `deployments-k8s/examples/prober.sh start remote-forwarder-death ns-remote-forwarder-death app=alpine 172.16.1.100`},
+			{Line: 57, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
+			{Line: 60, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSE_NODE} -n nsm-system`},
+			{Line: 65, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 68, Script: `deployments-k8s/examples/podnet.sh ns-remote-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 73, Script: `deployments-k8s/examples/prober.sh stop remote-forwarder-death`},
 		},
 		Cleanup: []mdtest.Step{
-			{Line: 80, Script: `deployments-k8s/examples/prober.sh clean remote-forwarder-death`},
-			{Line: 83, Script: `kubectl delete ns ns-remote-forwarder-death`},
+			{Line: 79, Script: `deployments-k8s/examples/prober.sh clean remote-forwarder-death`},
+			{Line: 82, Script: `kubectl delete ns ns-remote-forwarder-death`},
 		},
 	})
 }
