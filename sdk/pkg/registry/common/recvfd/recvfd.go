@@ -14,9 +14,10 @@
 //   - A registrant hands over only a socket it holds: a Register naming an inode URL whose
 //     descriptor did not come with the call is refused with PermissionDenied, and nothing is
 //     registered.
-//   - The table keeps one descriptor per socket: the server from the registration that the
-//     registry took until the endpoint unregisters or registers another socket; the client from
-//     the result that brought it until the record is deleted. A result whose socket did not come
+//   - The table keeps one descriptor per socket: the server from the registration (already while
+//     the registry takes it, so that a watcher told of the record gets the socket with it) until
+//     the endpoint unregisters or registers another socket; the client from the result that
+//     brought it until the record is deleted. A result whose socket did not come
 //     is passed on, and dialing it fails with Unavailable.
 package recvfd
 
@@ -56,16 +57,22 @@ func (s *server) Register(ctx context.Context, r *nse) (*nse, error) {
 	if err != nil {
 		return nil, err
 	}
-	got, err := next.Of[*nse](ctx).Register(ctx, r)
-	if err != nil {
-		_ = f.Close()
-		return nil, err
-	}
+	// Kept before the registry takes the record: its watchers are told at once, and Find sends
+	// them the socket only if it is here.
 	s.sockets.Put(u, f)
+	got, err := next.Of[*nse](ctx).Register(ctx, r)
 	s.mu.Lock()
 	old := s.byName[r.GetName()]
-	s.byName[r.GetName()] = u
+	if err == nil {
+		s.byName[r.GetName()] = u
+	}
 	s.mu.Unlock()
+	if err != nil {
+		if old != u { // a refresh that failed keeps the socket of its registration
+			s.sockets.Forget(u)
+		}
+		return nil, err
+	}
 	if old != "" && old != u {
 		s.sockets.Forget(old)
 	}

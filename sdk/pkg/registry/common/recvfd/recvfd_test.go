@@ -94,3 +94,74 @@ func TestSocketsTravelFromRegistrantToFinder(t *testing.T) {
 	require.NoError(t, registrant.Unregister(ctx, &nse{Name: "nse", Url: endpoint.String()}))
 	require.Nil(t, kept.Get(inode), "Unregister lets go of the socket")
 }
+
+// held passes Register on and then, for a record naming a passed socket, waits until release is
+// closed: the registry has taken the record (its watchers are told) but the Register has not
+// returned yet.
+type held struct{ release chan struct{} }
+
+func (h *held) Register(ctx context.Context, r *nse) (*nse, error) {
+	got, err := next.Of[*nse](ctx).Register(ctx, r)
+	if fdpass.IsURL(r.GetUrl()) {
+		<-h.release
+	}
+	return got, err
+}
+
+func (h *held) Find(ctx context.Context, q *next.Query[*nse], send func(*next.Event[*nse]) error) error {
+	return next.Of[*nse](ctx).Find(ctx, q, send)
+}
+
+func (h *held) Unregister(ctx context.Context, r *nse) error {
+	return next.Of[*nse](ctx).Unregister(ctx, r)
+}
+
+// TestAWatcherGetsTheSocketWithTheRegistration: a forwarder already watching (as its query
+// cache does while connections to an endpoint of that name come and go) is sent the record as
+// soon as the registry takes it, before the Register returns; the socket must go with it, or the
+// forwarder can never dial the endpoint (seen when a spawned endpoint came back under its name).
+func TestAWatcherGetsTheSocketWithTheRegistration(t *testing.T) {
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	endpoint := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")}
+	serve(t, endpoint, grpcserve.RegistrarFunc(func(*grpc.Server) {}))
+	registryURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "registry.sock")}
+	gate := &held{release: make(chan struct{})}
+	serve(t, registryURL, grpcserve.RegistrarFunc(func(s *grpc.Server) {
+		registry.RegisterNetworkServiceEndpointRegistryServer(s, adapters.NSEServer(next.Chain(recvfd.NewServer(fdpass.NewSockets()), gate, memory.NewNSE())))
+	}))
+	cc, err := regclient.Dial(registryURL)
+	require.NoError(t, err)
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inode, err := fdpass.PathURL(endpoint.Path)
+	require.NoError(t, err)
+
+	found := fdpass.NewSockets()
+	watching, stopWatching := context.WithCancel(ctx)
+	seen := make(chan string, 1)
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- next.Chain(recvfd.NewClient(found), connect.NewNSE(cc)).Find(watching,
+			&next.Query[*nse]{Record: &nse{Name: "nse"}, Watch: true},
+			func(ev *next.Event[*nse]) error { seen <- ev.Record.GetUrl(); return nil })
+	}()
+	// An endpoint of the name that had no socket; once the watcher saw it, the watch stands.
+	_, err = connect.NewNSE(cc).Register(ctx, &nse{Name: "nse", Url: "tcp://10.0.0.1:5003"})
+	require.NoError(t, err)
+	require.Equal(t, "tcp://10.0.0.1:5003", <-seen)
+
+	registered := make(chan error, 1)
+	go func() {
+		_, err := next.Chain(sendfd.NewNSE(), connect.NewNSE(cc)).Register(ctx, &nse{Name: "nse", Url: endpoint.String()})
+		registered <- err
+	}()
+	require.Equal(t, inode, <-seen, "the watcher is told while the Register is still under way")
+	require.NotNil(t, found.Get(inode), "the socket came with the record")
+	close(gate.release)
+	require.NoError(t, <-registered)
+	stopWatching()
+	<-watchDone
+}
