@@ -61,6 +61,8 @@ type options struct {
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
 // WithClientURL sets the URL of the next hop, usually the node's Network Service Manager.
+// Heal then tries that hop again when it cannot be reached, instead of reselecting
+// (heal.WithFixedNextHop).
 func WithClientURL(u *url.URL) Option { return func(o *options) { o.url = u } }
 
 // WithTokenGenerator sets where the client's tokens come from; the default is
@@ -106,11 +108,15 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	if !o.withoutRetry {
 		retrying = retry.NewClient(o.retry...)
 	}
+	healOpts := o.heal
 	if o.url != nil {
 		fixedURL = clienturl.NewClient(o.url)
+		// Reselecting cannot lead past a next hop that cannot be reached (the node's nsmgr,
+		// restarting): try it again instead, keeping the path that may still carry traffic.
+		healOpts = append([]heal.Option{heal.WithFixedNextHop()}, healOpts...)
 	}
 	if !o.withoutHeal {
-		healing = heal.NewClient(ctx, o.heal...)
+		healing = heal.NewClient(ctx, healOpts...)
 	}
 	elements := []networkservice.NetworkServiceClient{
 		retrying, // before begin: waiting between tries holds no connection's turn

@@ -20,6 +20,8 @@
 //     old hop through the rest of the chain, then goes to the new one as a first Request would.
 //   - An RPC on ClientConn waits at most the dial timeout for the next hop to accept a
 //     connection, and fails at once with the transport's reason if the hop refuses.
+//   - A Request or Close that never reached the next hop fails with an error marked
+//     ErrUnreachable, so that heal can tell a hop that is away from one that answered.
 //
 // Place: after begin (which serializes a connection's events) and metadata, after the element
 // that sets the URL, before connect. Elements between dial and connect see ClientConn and the
@@ -47,6 +49,19 @@ import (
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 )
+
+// ErrUnreachable marks (errors.Is) the error of a Request or Close that never reached the next
+// hop, because no connection to it could be made: it is down, restarting, or not listening
+// there. The error keeps its gRPC status (Unavailable) and its message. A server's own
+// Unavailable answer is not marked: the hop was reached, and it is the one to say what failed.
+var ErrUnreachable = errors.New("dial: the next hop could not be reached")
+
+// unreachable is an error marked ErrUnreachable.
+type unreachable struct{ err error }
+
+func (u unreachable) Error() string              { return u.err.Error() }
+func (u unreachable) Unwrap() []error            { return []error{u.err, ErrUnreachable} }
+func (u unreachable) GRPCStatus() *status.Status { return status.Convert(u.err) }
 
 // DefaultIdleTimeout is how long a connection to a next hop stays open after its last user
 // closed, unless WithIdleTimeout says otherwise.
@@ -171,6 +186,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 		hopKey.Store(m, h)
 	}
 	conn, err := next.Client(ctx).Request(h.into(ctx), req, opts...)
+	err = h.shared.marked(err)
 	if err != nil && !held {
 		hopKey.Delete(m)
 		c.pool.release(h)
@@ -198,7 +214,8 @@ func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opt
 		}
 	}
 	defer c.pool.release(h)
-	return next.Client(ctx).Close(h.into(ctx), conn, opts...)
+	resp, err := next.Client(ctx).Close(h.into(ctx), conn, opts...)
+	return resp, h.shared.marked(err)
 }
 
 // forClose takes a reference on the hop named in ctx, for closing a connection this element

@@ -256,6 +256,31 @@ func TestDialTimeout(t *testing.T) {
 			err = <-errs
 			require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 			require.Contains(t, status.Convert(err).Message(), u.String()+" did not accept a connection within 1s")
+			require.ErrorIs(t, err, dial.ErrUnreachable)
+		})
+	}
+}
+
+// TestUnreachableIsMarked: heal tells a next hop that is not there (its socket gone, a port
+// nobody listens on) from a next hop that answers Unavailable itself.
+func TestUnreachableIsMarked(t *testing.T) {
+	for _, l := range listeners {
+		t.Run(l.name, func(t *testing.T) {
+			ln, err := hopurl.Listen(l.url(t))
+			require.NoError(t, err)
+			u := hopurl.FromAddr(ln.Addr())
+			require.NoError(t, ln.Close()) // nothing listens there any more
+			c := newClient(t)
+			_, err = c.Request(to(u), req("c1"))
+			require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+			require.ErrorIs(t, err, dial.ErrUnreachable)
+
+			h := startHop(t, l.url(t))
+			h.fail.FailRequests(status.Error(codes.Unavailable, "discover: no endpoint of service ns is reachable"))
+			_, err = c.Request(to(h.url), req("c2"))
+			require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+			require.Contains(t, status.Convert(err).Message(), "no endpoint of service ns is reachable")
+			require.NotErrorIs(t, err, dial.ErrUnreachable, "the hop was reached: it answered")
 		})
 	}
 }

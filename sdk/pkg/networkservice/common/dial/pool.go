@@ -138,6 +138,16 @@ func (s *shared) Invoke(ctx context.Context, method string, args, reply any, opt
 	return s.cc.Invoke(ctx, method, args, reply, opts...)
 }
 
+// marked marks err ErrUnreachable when it is Unavailable while the connection is not ready: the
+// call never reached the next hop (a hop that answers Unavailable itself answers over a ready
+// connection).
+func (s *shared) marked(err error) error {
+	if err != nil && status.Code(err) == codes.Unavailable && s.cc.GetState() != connectivity.Ready {
+		return unreachable{err}
+	}
+	return err
+}
+
 // NewStream implements grpc.ClientConnInterface.
 func (s *shared) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	if err := s.ready(ctx); err != nil {

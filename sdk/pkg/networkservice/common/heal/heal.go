@@ -17,7 +17,10 @@
 //   - next hop reported DOWN, or the stream was lost: the same request again. A hop that
 //     restarts on the same address takes it back; a hop that is alive heals its own part.
 //   - after WithReselectAfter failed tries in a row (default 2), or when the liveness check
-//     fails: reselection. The connection is first closed downstream (a Close through the rest of
+//     fails: reselection. With WithFixedNextHop (a workload's client, whose next hop is its
+//     nsmgr), a try that failed because that hop could not be reached (dial.ErrUnreachable)
+//     does not count: reselection would go to the same hop, and tear down a path that may still
+//     carry traffic while the nsmgr restarts. The connection is first closed downstream (a Close through the rest of
 //     the chain, with a fresh deadline, whatever it answers), then requested with state
 //     RESELECT_REQUESTED and no network_service_endpoint_name and no mechanism, as NSM does, so
 //     that the endpoint is chosen again and the mechanism negotiated again.
@@ -45,6 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
@@ -66,6 +70,7 @@ type options struct {
 	interval      time.Duration
 	first, most   time.Duration
 	reselectAfter int
+	fixedNextHop  bool
 }
 
 // WithLivenessCheck sets a data-path check, run every interval (WithLivenessInterval) while the
@@ -93,6 +98,13 @@ func WithBackoff(first, most time.Duration) Option {
 // (default 2; at least 1).
 func WithReselectAfter(n int) Option {
 	return func(o *options) { o.reselectAfter = max(n, 1) }
+}
+
+// WithFixedNextHop says that every Request of the chain goes to the same next hop (clienturl
+// before heal): a try that failed because that hop could not be reached is tried again as it
+// was, and never counts toward reselection.
+func WithFixedNextHop() Option {
+	return func(o *options) { o.fixedNextHop = true }
 }
 
 // NewClient returns the heal client; it stops healing when ctx is done.
@@ -126,6 +138,7 @@ type healer struct {
 	healing  bool // a try is scheduled or running
 	reselect bool // the next Request asks for another endpoint
 	failures int  // tries failed in a row
+	counted  int  // of those, the ones that count toward reselection
 	wait     time.Duration
 	timer    clock.Timer // the next try, or the next liveness check
 	conn     *networkservice.Connection
@@ -220,7 +233,7 @@ func (h *healer) up(conn *networkservice.Connection) {
 	if h.healing {
 		h.logger.Info("heal: connection healed", "connection", conn.GetId(), "tries", h.failures+1, "reselected", h.reselect)
 	}
-	h.healing, h.reselect, h.failures = false, false, 0
+	h.healing, h.reselect, h.failures, h.counted = false, false, 0, 0
 	h.conn = conn.Clone()
 	h.stopTimer()
 	if h.startMissed() {
@@ -299,7 +312,7 @@ func (h *healer) begin(reselect bool, why string) {
 		return
 	}
 	h.logger.Warn("heal: healing", "connection", h.conn.GetId(), "why", why, "reselect", h.reselect)
-	h.healing, h.failures, h.wait = true, 0, h.c.first
+	h.healing, h.failures, h.counted, h.wait = true, 0, 0, h.c.first
 	h.after(0, h.try)
 }
 
@@ -328,7 +341,10 @@ func (h *healer) try() {
 		h.healing = false
 	default:
 		h.failures++
-		if h.failures >= h.c.reselectAfter {
+		if !h.c.fixedNextHop || !errors.Is(err, dial.ErrUnreachable) {
+			h.counted++
+		}
+		if h.counted >= h.c.reselectAfter {
 			h.reselect = true
 		}
 		h.logger.Warn("heal: try failed", "connection", h.conn.GetId(), "tries", h.failures, "next in", h.wait,

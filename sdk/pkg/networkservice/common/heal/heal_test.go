@@ -362,6 +362,33 @@ func TestEndpointGoneAsksForReselection(t *testing.T) {
 	_, _ = nsc.Close(ctx, conn) // the endpoint is gone: Close cannot reach it, but stops healing
 }
 
+// TestFixedNextHopUnreachableIsTriedAgain: a workload's nsmgr restarts. While its socket is gone
+// every try fails unreached, and none asks for reselection, which would tear down a path that
+// still carries traffic; once it is back, the same request heals the connection, closing nothing.
+func TestFixedNextHopUnreachableIsTriedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sock := socket(t)
+	first := startEndpoint(t, ctx, sock)
+	nsc, seen := newClient(ctx, ctx, sock, heal.WithFixedNextHop(), heal.WithReselectAfter(2), heal.WithBackoff(time.Millisecond, 5*time.Millisecond))
+
+	conn, err := nsc.Request(ctx, request())
+	require.NoError(t, err)
+	first.stop()
+	require.Eventually(t, func() bool { return len(seen.Requests()) >= 8 }, 10*time.Second, time.Millisecond)
+	second := startEndpoint(t, ctx, sock)
+	require.Eventually(t, func() bool { return len(second.rec.Open()) == 1 }, 10*time.Second, time.Millisecond)
+
+	for i, r := range seen.Requests() {
+		require.NotEqual(t, networkservice.State_RESELECT_REQUESTED, r.GetConnection().GetState(), "request %d", i)
+		require.Equal(t, "nse-1", r.GetConnection().GetNetworkServiceEndpointName(), "request %d", i)
+	}
+	require.Empty(t, seen.Closes(), "nothing was closed to reselect")
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
 func TestLivenessCheckFailureReselects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
