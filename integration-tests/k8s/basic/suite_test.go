@@ -61,23 +61,23 @@ func TestFeaturesScaleFromZero(t *testing.T) {
 	suite.Run(t, mdtest.Example{
 		Name: "features/scale-from-zero",
 		Run: []mdtest.Step{
-			{Line: 30, Script: `kubectl apply -f deployments-k8s/examples/features/scale-from-zero/netsvc.yaml`},
-			{Line: 35, Script: `kubectl apply -k deployments-k8s/examples/features/scale-from-zero`},
-			{Line: 41, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-scale-from-zero`},
-			{Line: 44, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-icmp-responder -n ns-scale-from-zero`},
-			{Line: 49, Script: `deployments-k8s/examples/podnet.sh ns-scale-from-zero app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 52, Script: `deployments-k8s/examples/podnet.sh ns-scale-from-zero app=nse-icmp-responder ping -c 4 -W 1 172.16.1.101`},
-			{Line: 57, Script: `NSE_NODE=$(kubectl get pod -n ns-scale-from-zero -l app=nse-icmp-responder -o jsonpath='{.items[0].spec.nodeName}')
+			{Line: 33, Script: `kubectl apply -f deployments-k8s/examples/features/scale-from-zero/netsvc.yaml`},
+			{Line: 38, Script: `kubectl apply -k deployments-k8s/examples/features/scale-from-zero`},
+			{Line: 44, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-scale-from-zero`},
+			{Line: 47, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-icmp-responder -n ns-scale-from-zero`},
+			{Line: 52, Script: `deployments-k8s/examples/podnet.sh ns-scale-from-zero app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 55, Script: `deployments-k8s/examples/podnet.sh ns-scale-from-zero app=nse-icmp-responder ping -c 4 -W 1 172.16.1.101`},
+			{Line: 60, Script: `NSE_NODE=$(kubectl get pod -n ns-scale-from-zero -l app=nse-icmp-responder -o jsonpath='{.items[0].spec.nodeName}')
 NSC_NODE=$(kubectl get pod -n ns-scale-from-zero -l app=alpine -o jsonpath='{.items[0].spec.nodeName}')
 echo "client on $NSC_NODE, endpoint on $NSE_NODE"
 test "$NSE_NODE" = "$NSC_NODE"`},
-			{Line: 65, Script: `kubectl delete pod alpine -n ns-scale-from-zero`},
-			{Line: 70, Script: `kubectl wait --for=delete --timeout=1m pod -l app=nse-icmp-responder -n ns-scale-from-zero`},
-			{Line: 73, Script: `kubectl logs -n ns-scale-from-zero -l app=nse-supplier-k8s | grep 'deleted pod that ended'`},
+			{Line: 68, Script: `kubectl delete pod alpine -n ns-scale-from-zero`},
+			{Line: 73, Script: `kubectl wait --for=delete --timeout=1m pod -l app=nse-icmp-responder -n ns-scale-from-zero`},
+			{Line: 76, Script: `kubectl logs -n ns-scale-from-zero -l app=nse-supplier-k8s | grep 'deleted pod that ended'`},
 		},
 		Cleanup: []mdtest.Step{
-			{Line: 79, Script: `kubectl delete ns ns-scale-from-zero`},
-			{Line: 82, Script: `kubectl delete -f deployments-k8s/examples/features/scale-from-zero/netsvc.yaml`},
+			{Line: 82, Script: `kubectl delete ns ns-scale-from-zero`},
+			{Line: 85, Script: `kubectl delete -f deployments-k8s/examples/features/scale-from-zero/netsvc.yaml`},
 		},
 	})
 }
