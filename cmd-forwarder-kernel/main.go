@@ -269,27 +269,9 @@ func run(ctx context.Context, c *config) error {
 	}
 	logger.Info("serving", "url", listen.String())
 
-	unregister, err := register(ctx, c, cc, listen)
-	if err != nil {
-		stopServing()
-		for range errs {
-		}
-		if ctx.Err() != nil {
-			return nil // stopped while registering: nothing is registered
-		}
-		return err
-	}
-
-	select {
-	case <-ctx.Done():
-	case err = <-errs: // serving failed: unregister, then tell
-	}
-	unregisterErr := unregister()
-	stopServing()
-	for e := range errs {
-		err = errors.Join(err, e)
-	}
-	return errors.Join(err, unregisterErr)
+	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
+		return register(ctx, c, cc, listen)
+	})
 }
 
 // onInterface checks that ip is an address of an interface of namespace ns.

@@ -50,6 +50,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -181,34 +182,19 @@ func run(ctx context.Context, c *config) error {
 	logger := log.FromContext(ctx)
 	logger.Info("serving", "url", listen.String())
 
-	reg, err := register(ctx, c, listen)
-	if err != nil {
-		stopServing()
-		drain(errs)
-		if ctx.Err() != nil {
-			return nil // stopped while registering: nothing is registered
+	var reg *registration
+	defer func() {
+		if reg != nil {
+			reg.close()
 		}
-		return err
-	}
-	defer reg.close()
-
-	select {
-	case <-ctx.Done():
-	case err = <-errs: // serving failed: unregister, then tell
-	}
-	unregisterErr := reg.unregisterEndpoint()
-	stopServing()
-	for e := range errs {
-		err = errors.Join(err, e)
-	}
-	return errors.Join(err, unregisterErr)
-}
-
-// drain waits until errs is closed.
-func drain(errs <-chan error) {
-	for err := range errs {
-		_ = err // serving ends because the program does; the error that made it end is told
-	}
+	}()
+	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
+		var err error
+		if reg, err = register(ctx, c, listen); err != nil {
+			return nil, err
+		}
+		return reg.unregisterEndpoint, nil
+	})
 }
 
 // registration is the endpoint's registration, kept by the registry client chain.

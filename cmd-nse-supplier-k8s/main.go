@@ -41,6 +41,7 @@ import (
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/token"
@@ -143,30 +144,20 @@ func run(ctx context.Context, c *config) error {
 	}
 	log.FromContext(ctx).Info("serving", "url", listen.String(), "namespace", c.Namespace)
 
-	unregister, err := register(ctx, c, cc, listen)
-	if err != nil {
-		stopServing()
-		for range errs {
+	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
+		unregister, err := register(ctx, c, cc, listen)
+		if err != nil {
+			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil // stopped while registering: nothing is registered
-		}
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case err = <-errs: // serving failed: unregister, then tell
-	}
-	unregistering, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RegisterTimeout)
-	defer cancel()
-	if uerr := unregister(unregistering); uerr != nil {
-		err = errors.Join(err, fmt.Errorf("unregister at %s: %w", c.ConnectTo, uerr))
-	}
-	stopServing()
-	for e := range errs {
-		err = errors.Join(err, e)
-	}
-	return err
+		return func() error {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RegisterTimeout)
+			defer cancel()
+			if err := unregister(ctx); err != nil {
+				return fmt.Errorf("unregister at %s: %w", c.ConnectTo, err)
+			}
+			return nil
+		}, nil
+	})
 }
 
 // register registers the supplier at NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT, and

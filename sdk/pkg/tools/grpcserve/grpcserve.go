@@ -18,6 +18,9 @@
 //     flow-control windows are fixed (see tuned); options given to Serve replace these.
 //   - The returned channel gets the error that ended serving, if any (the listener failed), and
 //     is closed once serving has ended: draining it waits for the end.
+//
+// Registered runs the rest of a registered component's life (an endpoint, a forwarder) the same
+// way in every cmd: it is unregistered before it stops answering.
 package grpcserve
 
 import (
