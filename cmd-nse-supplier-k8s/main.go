@@ -18,12 +18,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,11 +29,11 @@ import (
 	"google.golang.org/grpc"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"vwire.dev/cmd-nse-supplier-k8s/internal/supplier"
+	"vwire.dev/sdk-k8s/pkg/tools/k8s/k8sconfig"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/spawn"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
@@ -49,36 +47,23 @@ import (
 
 type config struct {
 	envconfig.Common
-	Name               envconfig.Name   `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
-	ServiceNames       envconfig.Names  `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
-	Labels             envconfig.Labels `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
-	PodDescriptionFile string           `default:"pod.yaml" split_words:"true" desc:"the pod template: a v1 Pod in YAML where {{ .NetworkService }}, {{ .NodeName }} and (as NSM's) {{ index .Labels \"nodeName\" }} are replaced; its endpoint must register under the pod's name (NSM_NAME from metadata.name)"`
-	Namespace          namespace        `default:"default" desc:"the Kubernetes namespace it makes pods in (NSM's manifests give the pod's own)"`
-	StartTimeout       time.Duration    `default:"1m" split_words:"true" desc:"how long a start may take, from making the pod to its endpoint's registration; past it the pod is deleted and the client told"`
-	ListenOn           envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
-	ConnectTo          envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to register and watch for the endpoints it starts: the node's nsmgr, or a registry"`
-	RegisterTimeout    time.Duration    `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
-	MaxTokenLifetime   time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
-	PassSocket         bool             `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor (an inode:// URL), so it reaches the supplier from any mount namespace; false registers the socket's path, for a registry reached directly"`
-	Kubeconfig         string           `env:"KUBECONFIG" desc:"a kubeconfig file for the API server; unset: the pod's service account (in-cluster)"`
+	Name               envconfig.Name      `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
+	ServiceNames       envconfig.Names     `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
+	Labels             envconfig.Labels    `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
+	PodDescriptionFile string              `default:"pod.yaml" split_words:"true" desc:"the pod template: a v1 Pod in YAML where {{ .NetworkService }}, {{ .NodeName }} and (as NSM's) {{ index .Labels \"nodeName\" }} are replaced; its endpoint must register under the pod's name (NSM_NAME from metadata.name)"`
+	Namespace          k8sconfig.Namespace `default:"default" desc:"the Kubernetes namespace it makes pods in (NSM's manifests give the pod's own)"`
+	StartTimeout       time.Duration       `default:"1m" split_words:"true" desc:"how long a start may take, from making the pod to its endpoint's registration; past it the pod is deleted and the client told"`
+	ListenOn           envconfig.URL       `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
+	ConnectTo          envconfig.URL       `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to register and watch for the endpoints it starts: the node's nsmgr, or a registry"`
+	RegisterTimeout    time.Duration       `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
+	MaxTokenLifetime   time.Duration       `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+	PassSocket         bool                `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor (an inode:// URL), so it reaches the supplier from any mount namespace; false registers the socket's path, for a registry reached directly"`
+	Kubeconfig         string              `env:"KUBECONFIG" desc:"a kubeconfig file for the API server; unset: the pod's service account (in-cluster)"`
 
 	Payload                string `split_words:"true" unused:"the supplier registers no network service: the service's record, with its matches, is the operator's" desc:"the payload of the service it provides"`
 	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
 	envconfig.NotYet
 }
-
-// namespace is a Kubernetes namespace name.
-type namespace string
-
-func (n *namespace) Decode(value string) error {
-	if problems := validation.IsDNS1123Label(value); len(problems) > 0 {
-		return errors.New("not a namespace name: " + strings.Join(problems, "; "))
-	}
-	*n = namespace(value)
-	return nil
-}
-
-func (namespace) TypeName() string { return "namespace" }
 
 const about = `cmd-nse-supplier-k8s: a Network Service Mesh supplier endpoint, for scale from zero. A client
 its service's matches send here (no endpoint on the client's node) gets an endpoint started on

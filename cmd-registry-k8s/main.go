@@ -13,17 +13,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"vwire.dev/sdk-k8s/pkg/registry/etcd"
 	v1 "vwire.dev/sdk-k8s/pkg/tools/k8s/apis/networkservicemesh.io/v1"
+	"vwire.dev/sdk-k8s/pkg/tools/k8s/k8sconfig"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -35,7 +33,7 @@ type config struct {
 	envconfig.Common
 	Name         envconfig.Name       `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
 	ListenOn     envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5002 for every address)"`
-	Namespace    namespace            `default:"default" desc:"the Kubernetes namespace of the NetworkService and NetworkServiceEndpoint objects it keeps (NSM's manifests give the pod's own)"`
+	Namespace    k8sconfig.Namespace  `default:"default" desc:"the Kubernetes namespace of the NetworkService and NetworkServiceEndpoint objects it keeps (NSM's manifests give the pod's own)"`
 	ExpirePeriod time.Duration        `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is deleted"`
 	KubeletQPS   int                  `default:"205" split_words:"true" desc:"requests per second it sends the API server at most (bursts of twice as many)"`
 	Kubeconfig   string               `env:"KUBECONFIG" desc:"a kubeconfig file for the API server; unset: the pod's service account (in-cluster)"`
@@ -46,19 +44,6 @@ type config struct {
 	ProxyRegistryURL       envconfig.URL `split_words:"true" unused:"no interdomain registry yet" desc:"the registry proxy that answers for other domains (name@domain)"`
 	envconfig.NotYet
 }
-
-// namespace is a Kubernetes namespace name.
-type namespace string
-
-func (n *namespace) Decode(value string) error {
-	if problems := validation.IsDNS1123Label(value); len(problems) > 0 {
-		return errors.New("not a namespace name: " + strings.Join(problems, "; "))
-	}
-	*n = namespace(value)
-	return nil
-}
-
-func (namespace) TypeName() string { return "namespace" }
 
 const about = `cmd-registry-k8s: a Network Service Mesh registry that keeps network services and endpoints
 in the Kubernetes API as NSM's custom resources (networkservicemesh.io/v1), so that replicas
