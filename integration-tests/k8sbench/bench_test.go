@@ -14,8 +14,8 @@
 // the sum of Kubernetes' and the mesh's parts, which only the real cluster shows.
 //
 // Like the suites of integration-tests/k8s it has the build tag k8sexamples and uses the cluster
-// VWIRE_KUBECONFIG names, or starts one of two nodes (in .build/cluster-bench) from the programs
-// of `make cluster-bins` and the images of `make images VERSION=dev`; it installs the mesh with
+// VWIRE_KUBECONFIG names, or starts one of two nodes from the programs of `make cluster-bins` and
+// the images of `make images VERSION=dev` (mdtest's Suite.Main); it installs the mesh with
 // examples/basic's steps and removes it after.
 package k8sbench
 
@@ -37,7 +37,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netns"
-	"go.uber.org/goleak"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	corev1 "k8s.io/api/core/v1"
@@ -48,7 +47,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"vwire.dev/integration-tests/cluster"
 	"vwire.dev/integration-tests/mdtest"
 	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
 )
@@ -56,108 +54,23 @@ import (
 // workspace is the repository's root, relative to this package.
 const workspace = "../.."
 
-// kubeconfig and bin are the cluster's, set by TestMain.
-var kubeconfig, bin string
+// suite is the cluster the benchmark runs on, found or started by mdtest (as a suite of
+// integration-tests/k8s: VWIRE_KUBECONFIG, or a cluster of two nodes it starts and stops), with
+// examples/basic's steps as its setup: the mesh is installed first and removed after.
+var suite = mdtest.Suite{Workspace: workspace}
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-// run finds or starts the cluster, installs the mesh with examples/basic's steps (run by mdtest,
-// as a suite of integration-tests/k8s does), runs the benchmarks, removes the mesh and the
-// cluster it started, then checks that no goroutine leaked.
-func run(m *testing.M) (code int) {
-	// Last, after the cluster this process started has stopped (its programs' goroutines end then).
-	defer func() {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "k8sbench: %v\n", err)
-			code = 1
-		}
-	}()
-	root, err := filepath.Abs(workspace)
+func TestMain(m *testing.M) {
+	readme, err := os.ReadFile(filepath.Join(workspace, "deployments-k8s", "examples", "basic", "README.md"))
+	var basic *mdtest.Page
+	if err == nil {
+		basic, err = mdtest.Parse("basic", readme)
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		fmt.Fprintf(os.Stderr, "k8sbench: the mesh's example: %v\n", err)
+		os.Exit(1)
 	}
-	bin = cmpOr(os.Getenv("VWIRE_KUBE_BIN"), filepath.Join(root, ".build", "bin"))
-	kubeconfig = cmpOr(os.Getenv("VWIRE_KUBECONFIG"), os.Getenv("KUBECONFIG"))
-	if kubeconfig == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		c, err := cluster.Up(ctx, cluster.Options{BinDir: bin, StateDir: filepath.Join(root, ".build", "cluster-bench"),
-			ImagesDir: filepath.Join(root, ".build", "images"), Nodes: 2, Progress: os.Stderr})
-		cancel()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "k8sbench: starting a cluster: %v\n(or name a running one with VWIRE_KUBECONFIG)\n", err)
-			return 1
-		}
-		kubeconfig = c.Kubeconfig
-		defer func() {
-			if err := c.Down(); err != nil {
-				fmt.Fprintf(os.Stderr, "k8sbench: stopping the cluster: %v\n", err)
-				code = 1
-			}
-		}()
-	}
-	// The steps run with this process's environment: the cluster's kubeconfig and kubectl.
-	for k, v := range map[string]string{"KUBECONFIG": kubeconfig, "PATH": bin + string(os.PathListSeparator) + os.Getenv("PATH")} {
-		if err := os.Setenv(k, v); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "deployments-k8s", "examples", "basic", "README.md"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	basic, err := mdtest.Parse("basic", readme)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	suite := mdtest.Suite{Workspace: root}
-	setup := &stderrReporter{}
-	if suite.Run(setup, mdtest.Example{Name: "basic", Run: basic.Run, Cleanup: basic.Cleanup}) {
-		code = m.Run()
-	} else {
-		code = 1
-	}
-	if !setup.cleanup() {
-		code = 1
-	}
-	return code
-}
-
-// stderrReporter reports the setup's steps on stderr and runs their cleanups when asked.
-type stderrReporter struct {
-	failed   bool
-	cleanups []func()
-}
-
-func (r *stderrReporter) Helper() {}
-
-func (r *stderrReporter) Logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
-}
-
-func (r *stderrReporter) Errorf(format string, args ...any) {
-	r.failed = true
-	r.Logf(format, args...)
-}
-
-func (r *stderrReporter) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
-
-// cleanup runs the cleanups, the last registered first, and says whether nothing failed.
-func (r *stderrReporter) cleanup() bool {
-	for i := len(r.cleanups) - 1; i >= 0; i-- {
-		r.cleanups[i]()
-	}
-	return !r.failed
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	suite.Setup = []mdtest.Example{{Name: "basic", Run: basic.Run, Cleanup: basic.Cleanup}}
+	os.Exit(suite.Main(m))
 }
 
 // topology is an example whose client the benchmark applies again and again.
@@ -452,7 +365,7 @@ func webhookSeconds(b *testing.B, cs kubernetes.Interface) float64 {
 // client is a client of the cluster whose connections close when b ends (mdtest's leak check
 // would see their goroutines).
 func client(b *testing.B) kubernetes.Interface {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags("", suite.Kubeconfig())
 	require.NoError(b, err)
 	hc, err := rest.HTTPClientFor(cfg)
 	require.NoError(b, err)
@@ -464,9 +377,9 @@ func client(b *testing.B) kubernetes.Interface {
 
 // kubectlCmd is the cluster's kubectl with args, run in the workspace's root as the examples are.
 func kubectlCmd(args ...string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(bin, "kubectl"), args...)
+	cmd := exec.Command(filepath.Join(suite.Bin(), "kubectl"), args...)
 	cmd.Dir = workspace
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+suite.Kubeconfig())
 	return cmd
 }
 

@@ -62,6 +62,7 @@ func (s *Suite) Main(m *testing.M) int {
 		}
 		kubeconfig = c.Kubeconfig
 	}
+	s.kubeconfig, s.bin = kubeconfig, bin
 	s.env = environment(os.Environ(), kubeconfig, bin)
 
 	setup := &logReporter{out: os.Stderr}

@@ -75,7 +75,16 @@ type Suite struct {
 
 	// env is the steps' environment, set by Main; nil means this process's.
 	env []string
+	// kubeconfig and bin are the cluster's admin kubeconfig and programs' folder, set by Main.
+	kubeconfig, bin string
 }
+
+// Kubeconfig is the admin kubeconfig of the suite's cluster, once Main found or started it: for
+// a test that talks to the cluster itself (a benchmark), beside the examples' steps.
+func (s *Suite) Kubeconfig() string { return s.kubeconfig }
+
+// Bin is the folder of the cluster's programs (kubectl among them), once Main has run.
+func (s *Suite) Bin() string { return s.bin }
 
 // Run runs ex's steps and registers its cleanup with r. It reports whether every step passed.
 func (s *Suite) Run(r Reporter, ex Example) bool {
