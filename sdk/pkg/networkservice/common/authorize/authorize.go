@@ -61,6 +61,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/lru"
 )
 
 // Defaults holds the default policies, tokens.rego and path.rego: pass
@@ -126,9 +127,9 @@ func Check(opts ...Option) error {
 }
 
 type server struct {
-	query    *rego.PreparedEvalQuery // nil: allow all
-	claims   *claimsCache
-	defaults bool // the policies are the defaults: allowedByDefaults may answer first
+	query    *rego.PreparedEvalQuery       // nil: allow all
+	claims   *lru.Cache[string, *ast.Term] // by token
+	defaults bool                          // the policies are the defaults: allowedByDefaults may answer first
 }
 
 func compile(opts []Option) (*server, error) {
@@ -159,7 +160,7 @@ func compile(opts []Option) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authorize: compile policies: %w", err)
 	}
-	return &server{query: &q, claims: newClaimsCache(claimsCacheSize), defaults: defaults}, nil
+	return &server{query: &q, claims: lru.New[string, *ast.Term](claimsCacheSize), defaults: defaults}, nil
 }
 
 // load parses the policy files matching pattern and checks that each is a policy.
@@ -253,7 +254,7 @@ func (s *server) pathTerm(path *networkservice.Path) *ast.Term {
 			ast.Item(ast.InternedTerm("expires"), ast.InternedTerm(nanos(seg.GetExpires()))),
 		)
 		if i < int(path.GetIndex()) { // the tokens a policy judges
-			obj.Insert(ast.InternedTerm("claims"), s.claims.get(seg.GetToken()))
+			obj.Insert(ast.InternedTerm("claims"), s.claimsOf(seg.GetToken()))
 		}
 		segs = append(segs, ast.NewTerm(obj))
 	}

@@ -1,9 +1,7 @@
 package authorize
 
 import (
-	"container/list"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -39,7 +37,7 @@ func (s *server) allowedByDefaults(now int64, path *networkservice.Path) bool {
 		if expires := nanos(seg.GetExpires()); expires != 0 && expires <= now {
 			return false
 		}
-		exp, ok := expNanos(s.claims.get(seg.GetToken()))
+		exp, ok := expNanos(s.claimsOf(seg.GetToken()))
 		if !ok || exp <= now {
 			return false
 		}
@@ -74,48 +72,18 @@ func expNanos(claims *ast.Term) (int64, bool) {
 
 // claimsCacheSize bounds how many tokens' claims a server keeps decoded: a hop sees the same
 // tokens again and again (every connection from one hop within the same second, with a
-// deterministic signature), and decoding one costs several microseconds.
+// deterministic signature), and decoding one costs several microseconds. A token's claims never
+// change, so a cached entry is as good as a fresh decoding (the policies still judge them, at
+// the time of each Request).
 const claimsCacheSize = 4096
 
-// claimsCache keeps the claims of the tokens decoded last, by token: a token's claims never
-// change, so a cached entry is as good as a fresh decoding (the policies still judge them, at
-// the time of each Request). The least recently used entry goes first.
-type claimsCache struct {
-	size int
-
-	mu      sync.Mutex
-	entries map[string]*list.Element // of *cached
-	order   list.List                // most recently used first
-}
-
-type cached struct {
-	token  string
-	claims *ast.Term // read only: terms are shared by evaluations
-}
-
-func newClaimsCache(size int) *claimsCache {
-	return &claimsCache{size: size, entries: map[string]*list.Element{}}
-}
-
-// get returns the claims of tok, decoding it if it is not cached.
-func (c *claimsCache) get(tok string) *ast.Term {
-	c.mu.Lock()
-	if e, ok := c.entries[tok]; ok {
-		c.order.MoveToFront(e)
-		c.mu.Unlock()
-		return e.Value.(*cached).claims
+// claimsOf returns the claims of tok (read only: terms are shared by evaluations), decoding it
+// if the cache does not have them.
+func (s *server) claimsOf(tok string) *ast.Term {
+	if term, ok := s.claims.Get(tok); ok {
+		return term
 	}
-	c.mu.Unlock()
 	term := claims(tok)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[tok]; !ok {
-		c.entries[tok] = c.order.PushFront(&cached{token: tok, claims: term})
-		if c.order.Len() > c.size {
-			oldest := c.order.Back()
-			c.order.Remove(oldest)
-			delete(c.entries, oldest.Value.(*cached).token)
-		}
-	}
+	s.claims.Add(tok, term)
 	return term
 }
