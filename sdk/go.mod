@@ -21,6 +21,8 @@ require (
 	vwire.dev/api v0.0.0-00010101000000-000000000000
 )
 
+require github.com/spiffe/go-spiffe/v2 v2.9.0 // indirect
+
 require (
 	github.com/agnivade/levenshtein v1.2.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -3,7 +3,9 @@
 //
 // A token is a JWT whose subject and issuer name the hop that made it and whose exp claim is
 // the time it stops authorizing the connection. Generators (GeneratorFunc) make them:
-// NewJWT signs with the hop's own key (its SPIFFE SVID's key in production); NewInsecure, for
+// NewJWT signs with the hop's own key; NewSigned with a key that may change, an SVID's
+// (sdk/pkg/tools/spiffe.Tokens), putting the SVID's certificate chain in the token's x5c header
+// so that a Verifier checks who signed it with the trust bundle alone; NewInsecure, for
 // tests and local meshes without identities, signs with InsecureKey, an HMAC key published
 // here, so its tokens prove nothing but parse like real ones. The expiry a generator returns is
 // exactly the token's exp claim (whole seconds), so a path segment's expires and its token agree.
@@ -34,7 +36,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/asn1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/big"
@@ -115,12 +119,34 @@ func NewJWT(signer crypto.Signer, name string, lifetime time.Duration, opts ...O
 	if signer == nil {
 		panic("token: NewJWT needs a signer")
 	}
+	return NewSigned(func() (crypto.Signer, []*x509.Certificate, error) { return signer, nil, nil }, name, lifetime, opts...)
+}
+
+// KeyFunc returns the key to sign with now and the certificate chain that vouches for it, leaf
+// first (nil: none). An SVID source gives both from one SVID, so that they always match.
+type KeyFunc func() (crypto.Signer, []*x509.Certificate, error)
+
+// NewSigned is NewJWT with a key that may change at every call (an SVID's, which rotates). A
+// token whose key comes with certificates carries them in its x5c header (RFC 7515), so that a
+// verifier (Verifier) checks it against its trust bundle alone: a peer's certificate seen in a
+// TLS handshake is the one of before a rotation for as long as the connection lasts.
+func NewSigned(key KeyFunc, name string, lifetime time.Duration, opts ...Option) GeneratorFunc {
+	if key == nil {
+		panic("token: NewSigned needs a key")
+	}
 	if name == "" {
-		panic("token: NewJWT needs the name of this hop")
+		panic("token: a signed token needs the name of this hop")
 	}
 	o := build(lifetime, opts)
 	return o.generator(name, lifetime, func(claims jwt.RegisteredClaims) (string, error) {
-		tok, err := sign(signer, claims)
+		signer, chain, err := key()
+		if err == nil && signer == nil {
+			err = errors.New("no key")
+		}
+		var tok string
+		if err == nil {
+			tok, err = sign(signer, chain, claims)
+		}
 		if err != nil {
 			return "", fmt.Errorf("token: sign token of %s: %w", name, err)
 		}
@@ -221,7 +247,7 @@ func peerID(authInfo credentials.AuthInfo) []string {
 
 // sign makes a JWT with any crypto.Signer (a key in memory, in a KMS, or rotating with an SVID),
 // which the library's own methods, asserting concrete key types, would refuse.
-func sign(signer crypto.Signer, claims jwt.Claims) (string, error) {
+func sign(signer crypto.Signer, chain []*x509.Certificate, claims jwt.Claims) (string, error) {
 	var (
 		method jwt.SigningMethod
 		hash   crypto.Hash
@@ -248,6 +274,13 @@ func sign(signer crypto.Signer, claims jwt.Claims) (string, error) {
 		return "", fmt.Errorf("key type %T has no JWT algorithm (want ECDSA, RSA or Ed25519)", pub)
 	}
 	t := jwt.NewWithClaims(method, claims)
+	if len(chain) > 0 {
+		x5c := make([]string, len(chain))
+		for i, c := range chain {
+			x5c[i] = base64.StdEncoding.EncodeToString(c.Raw)
+		}
+		t.Header["x5c"] = x5c
+	}
 	signing, err := t.SigningString()
 	if err != nil {
 		return "", err
