@@ -24,11 +24,18 @@
 // is SOURCE_DATE_EPOCH, or else the time of the last git commit (package ociimage keeps the rest
 // stable). Images are named <repo>/<cmd>:<version>; the version is `git describe --tags --always
 // --dirty` unless given. An image over 30 MB compressed is an error, not a warning.
+//
+// With -prebuilt, the programs vwire runs but does not write (SPIRE's server and agent,
+// spire-controller-manager: the Kubernetes examples' identity) get images of the same shape,
+// /bin/<program> as the entrypoint, from the static binaries in that folder (`make spire-bins`
+// builds them there, with the flags SPIRE's SQLite needs); a program that needs a dynamic loader
+// is refused, since the images hold no C library.
 package main
 
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -60,6 +67,9 @@ const (
 	healthPkg   = "google.golang.org/grpc/health"
 )
 
+// prebuilt are the programs whose images -prebuilt makes from the binaries in its folder.
+var prebuilt = []string{"spire-agent", "spire-controller-manager", "spire-server"}
+
 // goBuild builds a static binary with nothing of the build machine in it.
 var goBuild = []string{"build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid="}
 
@@ -77,6 +87,9 @@ type cmd struct {
 	Name       string // its folder: cmd-nsmgr
 	ImportPath string
 	ServesGRPC bool
+	// Program is a binary built elsewhere (-prebuilt), put into the image as it is; ImportPath is
+	// then empty.
+	Program string
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -89,6 +102,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	outDir := flags.String("out", "", "folder of the tarballs (default: .build/images of the workspace)")
 	repo := flags.String("repo", "ghcr.io/vwire", "repository prefix of the image names, <repo>/<cmd>:<version>")
 	version := flags.String("version", "", "the images' tag (default: git describe --tags --always --dirty)")
+	prebuiltDir := flags.String("prebuilt", "", "folder of static binaries of "+strings.Join(prebuilt, ", ")+" (make spire-bins), which then get images too")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +136,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	all, err := discover(ctx, ws)
 	if err != nil {
 		return err
+	}
+	if *prebuiltDir != "" {
+		progs, err := programs(*prebuiltDir)
+		if err != nil {
+			return err
+		}
+		all = append(all, progs...)
 	}
 	cmds, err := pick(all, flags.Args())
 	if err != nil {
@@ -178,12 +199,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 // image builds c into bin (where grpc-health-probe already is, if c serves gRPC) and returns its
 // image.
 func image(ctx context.Context, ws, bin string, c cmd, config ociimage.Config) (v1.Image, error) {
-	if _, err := goOutput(ctx, ws, nil, slices.Concat(goBuild, []string{"-o", filepath.Join(bin, c.Name), c.ImportPath})...); err != nil {
-		return nil, fmt.Errorf("build %s: %w", c.Name, err)
+	program := c.Program
+	if program == "" {
+		program = filepath.Join(bin, c.Name)
+		if _, err := goOutput(ctx, ws, nil, slices.Concat(goBuild, []string{"-o", program, c.ImportPath})...); err != nil {
+			return nil, fmt.Errorf("build %s: %w", c.Name, err)
+		}
 	}
 	files := []ociimage.File{
 		{Path: "bin", Mode: fs.ModeDir | 0o755},
-		{Path: "bin/" + c.Name, Mode: 0o755, Source: filepath.Join(bin, c.Name)},
+		{Path: "bin/" + c.Name, Mode: 0o755, Source: program},
 		{Path: "tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
 	}
 	if c.ServesGRPC {
@@ -235,6 +260,25 @@ func discover(ctx context.Context, ws string) ([]cmd, error) {
 	}
 	slices.SortFunc(cmds, func(a, b cmd) int { return strings.Compare(a.Name, b.Name) })
 	return cmds, nil
+}
+
+// programs returns the prebuilt programs of dir, each of which must be there and static.
+func programs(dir string) ([]cmd, error) {
+	var progs []cmd
+	for _, n := range prebuilt {
+		path := filepath.Join(dir, n)
+		f, err := elf.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("-prebuilt %s: %w; make spire-bins builds %s there", dir, err, strings.Join(prebuilt, ", "))
+		}
+		dynamic := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+		_ = f.Close()
+		if dynamic {
+			return nil, fmt.Errorf("-prebuilt %s: %s needs a dynamic loader, which its image would not have; link it statically (make spire-bins does)", dir, n)
+		}
+		progs = append(progs, cmd{Name: n, Program: path})
+	}
+	return progs, nil
 }
 
 // pick returns the cmds named, or all of them when none is.

@@ -225,6 +225,63 @@ func TestRunRefusesBadInput(t *testing.T) {
 	}
 }
 
+// TestPrebuilt makes the images of -prebuilt from a folder of static programs (a stand-in, the
+// test's own build of a tiny program: what is checked is the image, not SPIRE), only those
+// named, and refuses a folder where one is missing or needs a dynamic loader.
+func TestPrebuilt(t *testing.T) {
+	t.Setenv("SOURCE_DATE_EPOCH", strconv.Itoa(epoch))
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, "go.mod"), []byte("module example.test/standin\n\ngo 1.26.8\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\n\nfunc main() { println(\"standin\") }\n"), 0o644))
+	dir := t.TempDir()
+	_, err := goOutput(t.Context(), src, []string{"GOWORK=off"}, "build", "-o", filepath.Join(dir, "standin"), ".")
+	require.NoError(t, err)
+	standin, err := os.ReadFile(filepath.Join(dir, "standin"))
+	require.NoError(t, err)
+	for _, n := range prebuilt {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, n), standin, 0o755))
+	}
+
+	out := filepath.Join(t.TempDir(), "images")
+	var stdout bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"-out", out, "-repo", repo, "-version", version, "-prebuilt", dir, "spire-server", "spire-agent"}, &stdout))
+	require.Equal(t, 2, strings.Count(stdout.String(), "\n"), stdout.String())
+	for _, n := range []string{"spire-server", "spire-agent"} {
+		img, err := tarball.ImageFromPath(filepath.Join(out, n+".tar"), nil)
+		require.NoError(t, err)
+		cf, err := img.ConfigFile()
+		require.NoError(t, err)
+		require.Equal(t, []string{"/bin/" + n}, cf.Config.Entrypoint)
+		require.Equal(t, []string{"PATH=/bin"}, cf.Config.Env)
+		bins := t.TempDir()
+		require.Equal(t, []string{"bin/ d755", "bin/" + n + " 755", "tmp/ d1777"}, readLayer(t, img, bins).files)
+		content, err := os.ReadFile(filepath.Join(bins, n))
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(standin, content), "the image of %s holds another program", n)
+	}
+	require.NoFileExists(t, filepath.Join(out, "spire-controller-manager.tar"), "not named, not made")
+
+	t.Run("missing", func(t *testing.T) {
+		empty := t.TempDir()
+		err := run(t.Context(), []string{"-out", filepath.Join(empty, "images"), "-version", version, "-prebuilt", empty, "spire-server"}, io.Discard)
+		require.ErrorContains(t, err, "make spire-bins builds")
+		require.NoDirExists(t, filepath.Join(empty, "images"))
+	})
+	t.Run("dynamic", func(t *testing.T) {
+		sh, err := exec.LookPath("sh") // the host's shell: dynamically linked on Debian
+		require.NoError(t, err)
+		content, err := os.ReadFile(sh)
+		require.NoError(t, err)
+		dynamic := t.TempDir()
+		for _, n := range prebuilt {
+			require.NoError(t, os.WriteFile(filepath.Join(dynamic, n), content, 0o755))
+		}
+		err = run(t.Context(), []string{"-out", filepath.Join(dynamic, "images"), "-version", version, "-prebuilt", dynamic}, io.Discard)
+		require.ErrorContains(t, err, "needs a dynamic loader")
+		require.NoDirExists(t, filepath.Join(dynamic, "images"))
+	})
+}
+
 // copyFiles copies files (relative paths; those gone meanwhile are left out) from one folder to
 // another.
 func copyFiles(t *testing.T, from, to string, files []string) {
