@@ -22,6 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -29,9 +30,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -343,4 +346,41 @@ func BenchmarkGenerators(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestPerRPCTokensAreAddressedToTheNextHop calls over mutual TLS from a context that carries the
+// peer of an incoming call, as a server's chain does when it calls on: the token is addressed to
+// the server called (gRPC puts the peer of the call's own transport in the context it gives the
+// credentials), not to the caller of the chain. The next hop's policies rely on it.
+func TestPerRPCTokensAreAddressedToTheNextHop(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("mesh.test")
+	ca := must(spiffe.NewCA(td))
+	nsmgr, fwd := spiffeid.RequireFromPath(td, "/nsmgr"), spiffeid.RequireFromPath(td, "/fwd")
+	nsmgrSrc, fwdSrc := must(ca.Source(nsmgr, time.Hour)), must(ca.Source(fwd, time.Hour))
+
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	lis, err := net.Listen("unix", filepath.Join(dir, "fwd.sock"))
+	require.NoError(t, err)
+	srv := grpc.NewServer(grpc.Creds(spiffe.ServerCredentials(fwdSrc)))
+	networkservice.RegisterNetworkServiceServer(srv, tokenEcho{})
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	gen := must(spiffe.Tokens(nsmgrSrc, time.Minute))
+	cc, err := grpc.NewClient("unix://"+lis.Addr().String(),
+		grpc.WithTransportCredentials(spiffe.ClientCredentials(nsmgrSrc)),
+		grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(gen)))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+
+	incoming := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: tlsPeer("spiffe://mesh.test/nsc")})
+	conn, err := networkservice.NewNetworkServiceClient(cc).Request(incoming,
+		&networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c"}})
+	require.NoError(t, err)
+	verified, err := token.NewVerifier(ca.Bundle()).Verify(conn.GetLabels()["token"])
+	require.NoError(t, err)
+	require.Equal(t, nsmgr, verified.Signer)
+	require.Equal(t, jwt.ClaimStrings{fwd.String()}, verified.Claims.Audience)
 }

@@ -5,12 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"vwire.dev/sdk/pkg/tools/lru"
 )
 
 // Verified is what a Verifier learned of a token: who signed it, as its certificate chain and the
@@ -26,14 +27,12 @@ type Verified struct {
 // audience: that is the policies' job, which need the claims even of an expired token (Close).
 //
 // A token's verdict never changes but for certificates expiring, so a Verifier remembers the
-// verdicts of the last verifyCacheSize tokens it saw: a hop sees the same tokens again and again
+// verdicts of the verifyCacheSize tokens it used last: a hop sees the same tokens again and again
 // (every refresh, every connection of a peer within a second), and each costs a signature check
 // and a chain verification once. Safe for concurrent use.
 type Verifier struct {
 	bundles x509bundle.Source
-
-	mu      sync.Mutex
-	verdict map[string]verdict // at most verifyCacheSize
+	verdict *lru.Cache[string, verdict] // by token
 }
 
 type verdict struct {
@@ -49,7 +48,7 @@ func NewVerifier(bundles x509bundle.Source) *Verifier {
 	if bundles == nil {
 		panic("token: NewVerifier needs a trust bundle source")
 	}
-	return &Verifier{bundles: bundles, verdict: map[string]verdict{}}
+	return &Verifier{bundles: bundles, verdict: lru.New[string, verdict](verifyCacheSize)}
 }
 
 // methods are the algorithms NewSigned signs with.
@@ -57,19 +56,11 @@ var methods = jwt.WithValidMethods([]string{"ES256", "ES384", "ES512", "RS256", 
 
 // Verify returns who signed tok and its claims, or why it cannot be trusted.
 func (v *Verifier) Verify(tok string) (Verified, error) {
-	v.mu.Lock()
-	got, ok := v.verdict[tok]
-	v.mu.Unlock()
-	if ok {
-		return got.v, got.err
+	got, ok := v.verdict.Get(tok)
+	if !ok {
+		got.v, got.err = v.verify(tok)
+		v.verdict.Add(tok, got)
 	}
-	got.v, got.err = v.verify(tok)
-	v.mu.Lock()
-	if len(v.verdict) >= verifyCacheSize {
-		clear(v.verdict) // the tokens of a second ago are seldom seen again
-	}
-	v.verdict[tok] = got
-	v.mu.Unlock()
 	return got.v, got.err
 }
 
