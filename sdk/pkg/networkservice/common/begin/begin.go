@@ -6,7 +6,9 @@
 // event (FromContext): it re-requests with the last successful request, or closes, from begin's
 // place in the chain and serialized with everything else. Begin forgets a connection when it is
 // closed or when its first Request fails; a factory of a forgotten connection answers
-// ErrForgotten and does nothing. Begin belongs near the head of a chain, after only the elements
+// ErrForgotten and does nothing. A Close that the chain refuses with PermissionDenied (authorize:
+// the caller is not on the connection's path) leaves an established connection as it was, its
+// background work (timeout's Close) included. Begin belongs near the head of a chain, after only the elements
 // that settle the connection ID (updatepath).
 //
 // The endpoint chosen and the path beyond this hop belong to the hops downstream, which may
@@ -23,6 +25,8 @@ import (
 	"sync"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/core/adapters"
@@ -207,12 +211,15 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 		return nil, err
 	}
 	defer e.release()
-	defer e.forget()
 	if e.last != nil {
 		e.downstream(conn)
 	}
 	ctx = context.WithValue(ctx, factoryKey{}, e)
-	return next.Server(ctx).Close(ctx, conn)
+	rv, err := next.Server(ctx).Close(ctx, conn)
+	if e.last == nil || status.Code(err) != codes.PermissionDenied {
+		e.forget()
+	}
+	return rv, err
 }
 
 // during returns a context with the values of the original Request and the cancellation and

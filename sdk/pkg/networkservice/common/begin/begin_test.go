@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
@@ -340,4 +342,21 @@ func TestReselectFromThePreviousHopIsNotRedirected(t *testing.T) {
 	_, err = server.Request(context.Background(), again)
 	require.NoError(t, err)
 	require.Empty(t, rec.Requests()[1].GetConnection().GetNetworkServiceEndpointName())
+}
+
+func TestRefusedCloseKeepsConnection(t *testing.T) {
+	r := &remember{}
+	refuse := inject.NewServer(nil)
+	server := next.NewNetworkServiceServer(begin.NewServer(), r, refuse)
+
+	_, err := server.Request(context.Background(), request("c"))
+	require.NoError(t, err)
+	first := r.get()
+	refuse.FailCloses(status.Error(codes.PermissionDenied, "not yours"))
+	_, err = server.Close(context.Background(), request("c").GetConnection())
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+	refuse.FailCloses(nil)
+	require.NoError(t, first.Request(context.Background()), "a refused Close leaves the connection's background work")
+	require.NoError(t, first.Close(context.Background()))
+	require.ErrorIs(t, first.Request(context.Background()), begin.ErrForgotten)
 }
