@@ -1,7 +1,15 @@
-// Package registryserver is the mesh's registry: it refuses malformed records, stores network services and endpoints in
-// memory (or in the stores WithStores gives), lets only an endpoint's registrant change or remove it, gives services without a payload
-// the default one, removes endpoints whose registration expired, and streams every change to
-// watchers.
+// Package registryserver is the mesh's registry: it refuses malformed records, stores network
+// services and endpoints in memory (or in the stores WithStores gives), authorizes every Register
+// and Unregister (registry/common/authorize: verified tokens, a consistent path, and only an
+// endpoint's registrant may change or remove it), gives services without a payload the default
+// one, removes endpoints whose registration expired, and streams every change to watchers.
+//
+// Callers send their tokens as per-RPC credentials (token.NewPerRPCCredentials) over mutual TLS
+// (spiffe.ServerCredentials on the server); a component that passes registrations on (an nsmgr)
+// sends the path of its callers too (registry/common/updatepath). A registry built without
+// WithAuthorizeOptions is insecure: it keeps owners by the identity a caller claims and checks
+// nothing, as before identities; a component with an identity passes
+// WithAuthorizeOptions(authorize.WithBundles(source)), and its policies if it has its own.
 package registryserver
 
 import (
@@ -23,14 +31,21 @@ import (
 type Option func(*options)
 
 type options struct {
-	name   string
-	expire []expire.Option
-	ns     next.NS
-	nse    next.NSE
+	name      string
+	expire    []expire.Option
+	ns        next.NS
+	nse       next.NSE
+	authorize []authorize.Option
 }
 
 // WithName is the registry's id in records' path_ids.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithAuthorizeOptions configures authorization (see registry/common/authorize): WithBundles
+// for a registry with an identity, WithPolicies for an operator's policies. Default: Insecure.
+func WithAuthorizeOptions(opts ...authorize.Option) Option {
+	return func(o *options) { o.authorize = opts }
+}
 
 // WithExpireOptions configures endpoint expiry (the default lifetime of a registration).
 func WithExpireOptions(opts ...expire.Option) Option { return func(o *options) { o.expire = opts } }
@@ -49,7 +64,7 @@ type Server struct {
 
 // New returns a registry.
 func New(opts ...Option) *Server {
-	o := &options{name: "registry"}
+	o := &options{name: "registry", authorize: []authorize.Option{authorize.Insecure()}}
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -57,11 +72,11 @@ func New(opts ...Option) *Server {
 		o.ns, o.nse = memory.NewNS(), memory.NewNSE()
 	}
 	return &Server{
-		// Services have no owner: every endpoint of a service may register it.
 		NS: next.Chain(
 			validate.NewNS(),
-			updatepath.NewNS(o.name),
-			begin.NewNS(), // one change per name at a time
+			updatepath.NewNS(o.name),        // the path of the callers, for authorize
+			begin.NewNS(),                   // one change per name at a time
+			authorize.NewNS(o.authorize...), // services have no owner: every endpoint of a service registers it
 			setpayload.NewNS(),
 			o.ns,
 		),
@@ -69,7 +84,7 @@ func New(opts ...Option) *Server {
 			validate.NewNSE(),
 			updatepath.NewNSE(o.name),
 			begin.NewNSE(), // one change per name at a time; expiry re-enters here
-			authorize.NewNSE(),
+			authorize.NewNSE(o.authorize...),
 			expire.NewNSE(o.expire...),
 			o.nse,
 		),

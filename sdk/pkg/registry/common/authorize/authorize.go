@@ -1,50 +1,149 @@
-// Package authorize lets only the registrant of a record change or unregister it, so that one
-// workload cannot take over or remove another's network service or endpoint by using its name.
+// Package authorize decides who may register and unregister what in a registry: a Register or
+// Unregister passes only if the path of its callers satisfies the registry's policies, written in
+// Rego and run with Open Policy Agent, so that no workload takes over or removes another's
+// endpoint by using its name.
 //
-// The first successful Register of a name records its owner: the caller's identity, which is
-// the one WithIdentity put into the context (for example the peer's SPIFFE ID, set by the
-// component that authenticated it), else the first of the record's path_ids (the registrant, as
-// updatepath writes them), else the empty identity (an anonymous caller, who is then the owner).
-// A Register or Unregister of that name by another identity is refused with PermissionDenied
-// naming the record and its owner; the owner is forgotten when the name is unregistered. Find is
-// not restricted. With Any, every caller may do anything.
+// Trust model. Every caller sends its own token with each call, a JWT signed by its SVID's key
+// that carries the SVID's chain (x5c), with the callee's SPIFFE ID as audience; a hop that passes
+// a registration on (an nsmgr, for the endpoints of its node) sends the tokens of the callers
+// before it as the path (registry/common/updatepath, which puts the caller's own token last). The
+// registry verifies every token itself, with the trust bundle (token.Verifier): its chain is an
+// SVID of a trusted domain, it is signed by that SVID's key and its sub is that SVID's SPIFFE
+// ID. The last token must be signed by the SVID the caller presented in mutual TLS, and each
+// token before it must be addressed to the hop after it. So the registrant, the subject of the
+// first token, proved its identity to the first hop with a token that hop could not forge, and
+// a hop can pass on only tokens that were sent to itself, while they last (their exp). What a
+// hop that was sent a token can do with it in that time, it can do in the registrant's name:
+// the registrant trusts its nsmgr for as long as its token lives (NSM_MAX_TOKEN_LIFETIME).
 //
-// Authorize belongs in a registry server chain after updatepath and after begin: after begin so
-// that an expiry (which re-enters the chain at begin, with the registrant's own context) passes
-// through it and the owner of an expired record is forgotten.
+// The policy input is
+//
+//	{"now": <ns since the Unix epoch, from the context's clock>, "operation": "register" | "unregister",
+//	 "name": <the record's name>, "owner": <who registered that name, "" if nobody holds it>,
+//	 "registrant": <the signer of the first token, "" if it cannot be trusted>,
+//	 "peer": <the SPIFFE ID of the caller's mTLS certificate, "" without TLS>,
+//	 "path": {"path_segments": [{"token", "claims": <JWT payload, null if not a JWT>,
+//	                             "signer": <verified SPIFFE ID, "">, "error": <why not verified>}]}}
+//
+// A policy is a Rego module in a package under vwire.registry (vwire.registry.owner is policy
+// "owner") with a set rule deny: each string in it is a reason to refuse, and a call is refused
+// with PermissionDenied naming each policy and reason. The defaults (Defaults), NSM's for the
+// registry: "tokens", every token is a JWT that has not expired; "signed", every token is
+// signed by the SVID it names, the last by the caller's mTLS peer; "path", the tokens are chained
+// by audience; "owner", only the registrant of a name may change or unregister it.
+// WithPolicies replaces them (the cmds read NSM_REGISTRY_SERVER_POLICIES). Policies are compiled
+// once, in the constructor. Registrations are seldom (a refresh a minute per endpoint), but a
+// call that the defaults clearly allow is still let through by Go without evaluating them.
+//
+// Owners: the first successful Register of an endpoint's name makes its registrant the owner,
+// and Unregister forgets it. Network services have no owner: every endpoint of a service
+// registers it. Find is not restricted. Events the registry starts itself (an expiry, through
+// begin) are not the caller's doing and pass.
+//
+// Insecure (a mesh without identities, which the cmds log) keeps only the owners, by who the
+// registrant claims to be, unchecked: the sub of the first token, else the first of the path_ids
+// it sent, else anonymous; policies are not evaluated. Any lets every call through.
+//
+// Authorize belongs in a registry server chain after updatepath (the path) and after begin (one
+// event per name at a time, and expiries pass through it so that their owners are forgotten).
 package authorize
 
 import (
 	"context"
+	"embed"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"vwire.dev/sdk/pkg/registry/common/begin"
+	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/token"
 )
 
-type identityKey struct{}
-
-// WithIdentity returns ctx in which the caller is id.
-func WithIdentity(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, identityKey{}, id)
-}
+// Defaults holds the default policies: pass WithPolicyFS(authorize.Defaults, "*.rego") to keep
+// them beside policies of your own.
+//
+//go:embed *.rego
+var Defaults embed.FS
 
 // Option configures authorize.
 type Option func(*options)
 
-type options struct{ any bool }
+type source struct {
+	fsys     fs.FS
+	root     string // how fsys's names read in messages
+	patterns []string
+}
+
+type options struct {
+	sources       []source
+	bundles       x509bundle.Source
+	insecure, any bool
+}
+
+// WithBundles verifies tokens against the trust bundles of src (the component's spiffe.Source).
+// Required unless Insecure or Any.
+func WithBundles(src x509bundle.Source) Option { return func(o *options) { o.bundles = src } }
+
+// WithPolicies uses the Rego files at paths (or glob patterns) instead of the defaults; several
+// calls add up.
+func WithPolicies(paths ...string) Option {
+	return func(o *options) {
+		for _, p := range paths {
+			if abs, err := filepath.Abs(p); err == nil {
+				p = abs
+			}
+			o.sources = append(o.sources, source{fsys: os.DirFS("/"), root: "/", patterns: []string{strings.TrimPrefix(p, "/")}})
+		}
+	}
+}
+
+// WithPolicyFS uses the Rego files of fsys matching patterns (fs.Glob) instead of the defaults;
+// several calls add up.
+func WithPolicyFS(fsys fs.FS, patterns ...string) Option {
+	return func(o *options) { o.sources = append(o.sources, source{fsys: fsys, patterns: patterns}) }
+}
+
+// Insecure is for a mesh without identities: owners by the unverified sub of the first token,
+// no policies.
+func Insecure() Option { return func(o *options) { o.insecure = true } }
 
 // Any lets every caller register and unregister every name.
 func Any() Option { return func(o *options) { o.any = true } }
 
-// NewNS returns authorize for network services.
-func NewNS(opts ...Option) next.NS { return newAuthorize[*registry.NetworkService](opts) }
+// NewNS returns authorize for network services, which have no owner. It panics if the policies
+// do not load or compile, or without WithBundles, Insecure or Any: check a configuration with
+// Check first.
+func NewNS(opts ...Option) next.NS { return must(newAuthorize[*registry.NetworkService](false, opts)) }
 
-// NewNSE returns authorize for network service endpoints.
-func NewNSE(opts ...Option) next.NSE { return newAuthorize[*registry.NetworkServiceEndpoint](opts) }
+// NewNSE returns authorize for network service endpoints, each owned by its registrant. It
+// panics as NewNS does.
+func NewNSE(opts ...Option) next.NSE {
+	return must(newAuthorize[*registry.NetworkServiceEndpoint](true, opts))
+}
+
+// Check reports whether opts make a working authorize, for a component to refuse a bad
+// configuration at start with a message of its own.
+func Check(opts ...Option) error {
+	_, err := newAuthorize[*registry.NetworkServiceEndpoint](true, opts)
+	return err
+}
+
+func must[R record](a *authorize[R], err error) *authorize[R] {
+	if err != nil {
+		panic(err.Error())
+	}
+	return a
+}
 
 // record is what authorize reads of a record: both registry records have path_ids.
 type record interface {
@@ -53,68 +152,45 @@ type record interface {
 }
 
 type authorize[R record] struct {
-	options
+	any, insecure bool
+	policies      *policies       // nil when insecure or any
+	verifier      *token.Verifier // nil when insecure or any
+	owned         bool            // names have owners
+
 	mu     sync.Mutex
-	owners map[string]string // name -> owner identity
+	owners map[string]string // name -> the registrant's identity
 }
 
-func newAuthorize[R record](opts []Option) *authorize[R] {
-	a := &authorize[R]{owners: map[string]string{}}
+func newAuthorize[R record](owned bool, opts []Option) (*authorize[R], error) {
+	o := &options{}
 	for _, opt := range opts {
-		opt(&a.options)
+		opt(o)
 	}
-	return a
-}
-
-func identity[R record](ctx context.Context, r R) string {
-	if id, ok := ctx.Value(identityKey{}).(string); ok {
-		return id
+	a := &authorize[R]{any: o.any, insecure: o.insecure, owned: owned, owners: map[string]string{}}
+	if o.any || o.insecure {
+		return a, nil
 	}
-	if ids := r.GetPathIds(); len(ids) > 0 {
-		return ids[0]
+	if o.bundles == nil {
+		return nil, status.Error(codes.Internal, "authorize: no trust bundles to verify tokens with: pass WithBundles (or Insecure for a mesh without identities)")
 	}
-	return ""
-}
-
-// check refuses id if name has another owner; with claim, it makes id the owner of a name that
-// has none and reports that it did.
-func (a *authorize[R]) check(name, id string, claim bool) (claimed bool, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	owner, known := a.owners[name]
-	if known && owner != id {
-		return false, status.Errorf(codes.PermissionDenied,
-			"authorize: %q is registered by %s; %s may not change or unregister it", name, who(owner), who(id))
+	p, err := compile(o.sources)
+	if err != nil {
+		return nil, err
 	}
-	if !known && claim {
-		a.owners[name] = id
-		return true, nil
-	}
-	return false, nil
-}
-
-func who(id string) string {
-	if id == "" {
-		return "an anonymous caller"
-	}
-	return `"` + id + `"`
-}
-
-func (a *authorize[R]) forget(name string) {
-	a.mu.Lock()
-	delete(a.owners, name)
-	a.mu.Unlock()
+	a.policies, a.verifier = p, token.NewVerifier(o.bundles)
+	return a, nil
 }
 
 func (a *authorize[R]) Register(ctx context.Context, r R) (R, error) {
-	if a.any {
+	if a.any || begin.Background(ctx) {
 		return next.Of[R](ctx).Register(ctx, r)
 	}
-	claimed, err := a.check(r.GetName(), identity(ctx, r), true)
+	who, err := a.check(ctx, "register", r)
 	if err != nil {
 		var zero R
 		return zero, err
 	}
+	claimed := a.claim(r.GetName(), who)
 	got, err := next.Of[R](ctx).Register(ctx, r)
 	if err != nil && claimed {
 		a.forget(r.GetName())
@@ -127,15 +203,86 @@ func (a *authorize[R]) Find(ctx context.Context, q *next.Query[R], send func(*ne
 }
 
 func (a *authorize[R]) Unregister(ctx context.Context, r R) error {
-	if a.any {
-		return next.Of[R](ctx).Unregister(ctx, r)
-	}
-	if _, err := a.check(r.GetName(), identity(ctx, r), false); err != nil {
-		return err
+	if !a.any && !begin.Background(ctx) {
+		if _, err := a.check(ctx, "unregister", r); err != nil {
+			return err
+		}
 	}
 	if err := next.Of[R](ctx).Unregister(ctx, r); err != nil {
 		return err
 	}
 	a.forget(r.GetName())
 	return nil
+}
+
+// check returns the identity of the registrant of the call in ctx if it may do operation on r,
+// PermissionDenied if not.
+func (a *authorize[R]) check(ctx context.Context, operation string, r R) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	name := r.GetName()
+	owner := a.owner(name)
+	if a.insecure {
+		who := claimed(ctx, r)
+		if owner != nil && *owner != who {
+			return "", status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(*owner), anonymous(who))
+		}
+		return who, nil
+	}
+	c := a.judge(ctx, operation, name, owner)
+	return c.registrant, a.policies.allow(ctx, c)
+}
+
+// claimed returns who the registrant of r claims to be, unverified: the sub of the path's first
+// token, else the first of the path_ids the caller sent (all but the last, this hop's, which
+// updatepath added), else "" (anonymous).
+func claimed[R record](ctx context.Context, r R) string {
+	if p := updatepath.FromContext(ctx); p != nil && len(p.Segments) > 0 {
+		var claims jwt.RegisteredClaims
+		if _, _, err := jwt.NewParser().ParseUnverified(p.Segments[0].Token, &claims); err == nil && claims.Subject != "" {
+			return claims.Subject
+		}
+	}
+	if ids := r.GetPathIds(); len(ids) > 1 {
+		return ids[0]
+	}
+	return ""
+}
+
+func anonymous(id string) string {
+	if id == "" {
+		return "an anonymous caller"
+	}
+	return `"` + id + `"`
+}
+
+// owner returns the owner of name, nil if it has none.
+func (a *authorize[R]) owner(name string) *string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if owner, ok := a.owners[name]; ok {
+		return &owner
+	}
+	return nil
+}
+
+// claim makes who the owner of name if it has none and reports whether it did.
+func (a *authorize[R]) claim(name, who string) bool {
+	if !a.owned {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.owners[name]; ok {
+		return false
+	}
+	a.owners[name] = who
+	return true
+}
+
+func (a *authorize[R]) forget(name string) {
+	a.mu.Lock()
+	delete(a.owners, name)
+	a.mu.Unlock()
 }

@@ -2,128 +2,182 @@ package authorize_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/registry/common/begin"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/memory"
+	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/spiffe"
+	"vwire.dev/sdk/pkg/tools/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type nse = registry.NetworkServiceEndpoint
 
-// step is one call: by identity (set with WithIdentity unless empty) and with path_ids.
-type step struct {
-	op   string // "register", "unregister", or "fail" (a Register the store refuses)
-	id   string
-	path []string
-	want codes.Code
-	says string // part of the error message
+var (
+	td  = spiffeid.RequireTrustDomainFromString("vwire.test")
+	now = time.Now().Truncate(time.Second) // SVIDs are checked against the real time
+)
+
+func id(name string) string { return spiffeid.RequireFromPath(td, "/"+name).String() }
+
+// trust is a trust domain whose SVIDs the tests' callers hold.
+type trust struct {
+	t  testing.TB
+	ca *spiffe.CA
 }
 
-func TestOnlyTheRegistrant(t *testing.T) {
-	const alice, bob = "spiffe://vw/ns/default/sa/alice", "spiffe://vw/ns/default/sa/bob"
+func newTrust(t testing.TB) *trust {
+	ca, err := spiffe.NewCA(td)
+	require.NoError(t, err)
+	return &trust{t: t, ca: ca}
+}
+
+func (tr *trust) source(name string) spiffe.Source {
+	src, err := tr.ca.Source(spiffeid.RequireFromPath(td, "/"+name), time.Hour)
+	require.NoError(tr.t, err)
+	return src
+}
+
+// tok is name's token to aud, issued at issued, lasting a minute.
+func (tr *trust) tok(name, aud string, issued time.Time) string {
+	gen, err := spiffe.Tokens(tr.source(name), time.Minute, token.WithAudience(aud), token.WithClock(clock.NewFake(issued)))
+	require.NoError(tr.t, err)
+	tok, _, err := gen(nil)
+	require.NoError(tr.t, err)
+	return tok
+}
+
+// call returns the context of a call at now by the mTLS peer named peerName (none if empty),
+// whose path is toks.
+func (tr *trust) call(peerName string, toks ...string) context.Context {
+	ctx := clock.WithClock(context.Background(), clock.NewFake(now))
+	if peerName != "" {
+		svid, err := tr.source(peerName).GetX509SVID()
+		require.NoError(tr.t, err)
+		info := credentials.TLSInfo{}
+		info.State.PeerCertificates = svid.Certificates
+		ctx = peer.NewContext(ctx, &peer.Peer{AuthInfo: info})
+	}
+	path := &updatepath.Path{Index: uint32(len(toks))}
+	for _, tok := range toks {
+		path.Segments = append(path.Segments, &updatepath.Segment{Token: tok})
+	}
+	return updatepath.WithPath(ctx, path)
+}
+
+// TestPolicies runs each call through the default policies twice, with the Go fast path and with
+// OPA only, which must agree.
+func TestPolicies(t *testing.T) {
+	tr := newTrust(t)
+	alice := tr.tok("alice", id("registry"), now)
+	aliceToNsmgr := tr.tok("alice", id("nsmgr"), now)
+	nsmgr := tr.tok("nsmgr", id("registry"), now)
+	stale := tr.tok("alice", id("registry"), now.Add(-2*time.Minute))
+	insecure, _, err := token.NewInsecure(time.Minute, token.WithName(id("alice")), token.WithClock(clock.NewFake(now)))(nil)
+	require.NoError(t, err)
+
 	for _, tc := range []struct {
-		name  string
-		opts  []authorize.Option
-		steps []step
+		name string
+		ctx  context.Context
+		says string // "" allowed
 	}{
-		{"owner may update and unregister", nil, []step{
-			{op: "register", id: alice}, {op: "register", id: alice}, {op: "unregister", id: alice}}},
-		{"another identity may not", nil, []step{
-			{op: "register", id: alice},
-			{op: "register", id: bob, want: codes.PermissionDenied, says: `"nse-1" is registered by "` + alice + `"; "` + bob + `" may not`},
-			{op: "unregister", id: bob, want: codes.PermissionDenied, says: "may not change or unregister it"},
-			{op: "unregister", id: alice}}},
-		{"forgotten when unregistered", nil, []step{
-			{op: "register", id: alice}, {op: "unregister", id: alice}, {op: "register", id: bob}}},
-		{"identity from the first path id", nil, []step{
-			{op: "register", path: []string{"nse-a", "nsmgr"}},
-			{op: "register", path: []string{"nse-b", "nsmgr"}, want: codes.PermissionDenied, says: `registered by "nse-a"`},
-			{op: "register", path: []string{"nse-a", "nsmgr-2"}}}},
-		{"context identity before path ids", nil, []step{
-			{op: "register", id: alice, path: []string{"nse-a"}},
-			{op: "register", path: []string{alice}},
-			{op: "register", id: bob, path: []string{alice}, want: codes.PermissionDenied}}},
-		{"anonymous owner", nil, []step{
-			{op: "register"},
-			{op: "unregister", id: bob, want: codes.PermissionDenied, says: "registered by an anonymous caller"},
-			{op: "unregister"}}},
-		{"a refused first Register claims nothing", nil, []step{
-			{op: "fail", id: alice, want: codes.Unavailable}, {op: "register", id: bob}}},
-		{"a refused update keeps the owner", nil, []step{
-			{op: "register", id: alice}, {op: "fail", id: alice, want: codes.Unavailable},
-			{op: "register", id: bob, want: codes.PermissionDenied}}},
-		{"unknown name may be unregistered", nil, []step{{op: "unregister", id: bob}}},
-		{"Any allows all", []authorize.Option{authorize.Any()}, []step{
-			{op: "register", id: alice}, {op: "register", id: bob}, {op: "unregister", id: alice}}},
+		{"the registrant itself", tr.call("alice", alice), ""},
+		{"through its nsmgr", tr.call("nsmgr", aliceToNsmgr, nsmgr), ""},
+		{"no TLS", tr.call("", alice), "policy signed: the caller presented no SVID: the registry API needs mutual TLS"},
+		{"no path", tr.call("alice"), "policy path: the call carries no path of callers"},
+		{"no token", tr.call("alice", ""), "policy tokens: segment 0: no token"},
+		{"not a JWT", tr.call("alice", "a.b"), "policy tokens: segment 0: the token is not a JWT"},
+		{"expired", tr.call("alice", stale), "policy tokens: segment 0: the token of " + id("alice") + " expired at"},
+		{"unsigned", tr.call("alice", insecure), "policy signed: segment 0: the token cannot be trusted: token: "},
+		{"another's token", tr.call("mallory", alice), "the caller's token is signed by " + id("alice") + ", but the caller presented the SVID of " + id("mallory")},
+		{"a token sent elsewhere", tr.call("nsmgr", alice, nsmgr), "policy path: segment 0: the token of " + id("alice") + ` is addressed to ["` + id("registry") + `"], not to ` + id("nsmgr") + " who passed it on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fail := inject.NewNSE(nil) // the store refuses while set
-			chain := next.Chain(authorize.NewNSE(tc.opts...), next.NSE(fail), memory.NewNSE())
-			for i, s := range tc.steps {
-				ctx := context.Background()
-				if s.id != "" {
-					ctx = authorize.WithIdentity(ctx, s.id)
+			for _, opts := range [][]authorize.Option{
+				{authorize.WithBundles(tr.ca.Bundle())},
+				{authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicyFS(authorize.Defaults, "*.rego")},
+			} {
+				chain := next.Chain(authorize.NewNSE(opts...), memory.NewNSE())
+				_, err := chain.Register(tc.ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
+				if tc.says == "" {
+					require.NoError(t, err)
+					continue
 				}
-				in := &nse{Name: "nse-1", Url: "tcp://[::1]:5000", PathIds: s.path}
-				var err error
-				switch s.op {
-				case "register":
-					_, err = chain.Register(ctx, in)
-				case "fail":
-					fail.FailRegisters(status.Error(codes.Unavailable, "store down"))
-					_, err = chain.Register(ctx, in)
-					fail.FailRegisters(nil)
-				case "unregister":
-					err = chain.Unregister(ctx, in)
-				}
-				require.Equal(t, s.want, status.Code(err), "step %d: %v", i, err)
-				if s.says != "" {
-					require.Contains(t, err.Error(), s.says)
-				}
+				require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+				require.ErrorContains(t, err, "authorize: register nse-1: policy ")
+				require.ErrorContains(t, err, tc.says)
+				require.Equal(t, codes.PermissionDenied, status.Code(chain.Unregister(tc.ctx, &nse{Name: "nse-1"})))
 			}
 		})
 	}
 }
 
-func TestNetworkServices(t *testing.T) {
-	chain := next.Chain(authorize.NewNS(), memory.NewNS())
-	alice := authorize.WithIdentity(context.Background(), "alice")
-	_, err := chain.Register(alice, &registry.NetworkService{Name: "icmp", Payload: "IP"})
-	require.NoError(t, err)
-	_, err = chain.Register(authorize.WithIdentity(context.Background(), "bob"), &registry.NetworkService{Name: "icmp", Payload: "ETHERNET"})
-	require.Equal(t, codes.PermissionDenied, status.Code(err))
-	require.NoError(t, chain.Unregister(alice, &registry.NetworkService{Name: "icmp"}))
+func TestOnlyTheRegistrant(t *testing.T) {
+	tr := newTrust(t)
+	alice := tr.call("alice", tr.tok("alice", id("registry"), now))
+	bob := tr.call("bob", tr.tok("bob", id("registry"), now))
+	aliceViaNsmgr := tr.call("nsmgr", tr.tok("alice", id("nsmgr"), now), tr.tok("nsmgr", id("registry"), now))
+	fail := inject.NewNSE(nil)
+	chain := next.Chain(authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle())), next.NSE(fail), memory.NewNSE())
+	rec := &nse{Name: "nse-1", Url: "tcp://[::1]:5000"}
+
+	fail.FailRegisters(status.Error(codes.Unavailable, "store down"))
+	_, err := chain.Register(bob, rec)
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	fail.FailRegisters(nil)
+
+	_, err = chain.Register(alice, rec)
+	require.NoError(t, err, "a refused first Register claimed nothing")
+	_, err = chain.Register(bob, rec)
+	require.ErrorContains(t, err, `authorize: register nse-1: policy owner: "nse-1" is registered by `+id("alice")+"; "+id("bob")+" may not change or unregister it")
+	require.Equal(t, codes.PermissionDenied, status.Code(chain.Unregister(bob, rec)))
+	_, err = chain.Register(aliceViaNsmgr, rec)
+	require.NoError(t, err, "the registrant through its nsmgr")
+	require.NoError(t, chain.Unregister(alice, rec))
+	_, err = chain.Register(bob, rec)
+	require.NoError(t, err, "unregistered, the name is free")
+
+	ns := next.Chain(authorize.NewNS(authorize.WithBundles(tr.ca.Bundle())), memory.NewNS())
+	for _, ctx := range []context.Context{alice, bob} {
+		_, err := ns.Register(ctx, &registry.NetworkService{Name: "icmp"})
+		require.NoError(t, err, "services have no owner")
+	}
 }
 
-func TestExpiryForgetsOwner(t *testing.T) {
-	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	fake := clock.NewFake(start)
-	ctx := clock.WithClock(context.Background(), fake)
+// TestExpiryPasses: the registry's own expiry of a registration whose token expired long ago
+// passes, and forgets the owner.
+func TestExpiryPasses(t *testing.T) {
+	tr := newTrust(t)
+	fake := clock.NewFake(now)
+	at := func(ctx context.Context) context.Context { return clock.WithClock(ctx, fake) }
+	alice := at(tr.call("alice", tr.tok("alice", id("registry"), now)))
 	store := memory.NewNSE()
-	chain := next.Chain(begin.NewNSE(), authorize.NewNSE(), expire.NewNSE(), store)
-
-	_, err := chain.Register(authorize.WithIdentity(ctx, "alice"), &nse{Name: "nse-1", Url: "tcp://127.0.0.1:5000"})
+	chain := next.Chain(begin.NewNSE(), authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle())), expire.NewNSE(expire.WithDefaultLifetime(10*time.Minute)), store)
+	_, err := chain.Register(alice, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
 	require.NoError(t, err)
-	bob := authorize.WithIdentity(ctx, "bob")
-	_, err = chain.Register(bob, &nse{Name: "nse-1", Url: "tcp://127.0.0.1:5001"})
-	require.Equal(t, codes.PermissionDenied, status.Code(err))
 
 	events := make(chan *next.Event[*nse], 2)
-	watchCtx, cancel := context.WithCancel(ctx)
+	watchCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -134,9 +188,105 @@ func TestExpiryForgetsOwner(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	require.False(t, (<-events).Deleted, "the watch is on")
-	fake.Advance(time.Minute)
+	fake.Advance(10 * time.Minute) // the token expired 9 minutes before
 	require.True(t, (<-events).Deleted)
 
-	_, err = chain.Register(bob, &nse{Name: "nse-1", Url: "tcp://127.0.0.1:5001"})
+	bob := at(tr.call("bob", tr.tok("bob", id("registry"), now.Add(10*time.Minute))))
+	_, err = chain.Register(bob, &nse{Name: "nse-1", Url: "tcp://[::1]:5001"})
 	require.NoError(t, err, "the expired registration's owner is forgotten")
+}
+
+func TestInsecure(t *testing.T) {
+	tok := func(name string) string {
+		tok, _, err := token.NewInsecure(time.Minute, token.WithName(name))(nil)
+		require.NoError(t, err)
+		return tok
+	}
+	byToken := func(name string) context.Context {
+		return updatepath.WithPath(context.Background(), &updatepath.Path{Index: 1, Segments: []*updatepath.Segment{{Token: tok(name)}}})
+	}
+	chain := next.Chain(authorize.NewNSE(authorize.Insecure()), memory.NewNSE())
+	_, err := chain.Register(byToken("alice"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000", PathIds: []string{"whoever", "registry"}})
+	require.NoError(t, err)
+	_, err = chain.Register(byToken("bob"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
+	require.ErrorContains(t, err, `authorize: "nse-1" is registered by "alice"; "bob" may not change or unregister it`)
+	require.ErrorContains(t, chain.Unregister(context.Background(), &nse{Name: "nse-1", PathIds: []string{"bob", "registry"}}),
+		`"bob" may not`, "without a token, by the path_ids the caller sent")
+	require.ErrorContains(t, chain.Unregister(context.Background(), &nse{Name: "nse-1", PathIds: []string{"registry"}}),
+		"an anonymous caller may not", "the registry's own id alone names nobody")
+	require.NoError(t, chain.Unregister(byToken("alice"), &nse{Name: "nse-1"}))
+
+	_, err = next.Chain(authorize.NewNSE(authorize.Any()), memory.NewNSE()).Register(context.Background(), &nse{Name: "nse-1"})
+	require.NoError(t, err, "Any lets all through")
+}
+
+const onlyAlice = `package vwire.registry.alice
+
+deny contains sprintf("%s is not alice", [input.registrant]) if input.registrant != "` + "spiffe://vwire.test/alice" + `"
+`
+
+func TestOwnPolicies(t *testing.T) {
+	tr := newTrust(t)
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "alice.rego"), []byte(onlyAlice), 0o600))
+
+	chain := next.Chain(authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicies(filepath.Join(dir, "*.rego"))), memory.NewNSE())
+	_, err = chain.Register(tr.call("", tr.tok("alice", id("registry"), now)), &nse{Name: "nse-1"})
+	require.NoError(t, err, "own policies replace the defaults: no TLS needed")
+	_, err = chain.Register(tr.call("bob", tr.tok("bob", id("registry"), now)), &nse{Name: "nse-2"})
+	require.Equal(t, "authorize: register nse-2: policy alice: "+id("bob")+" is not alice", status.Convert(err).Message())
+}
+
+func TestBadConfiguration(t *testing.T) {
+	bundle := authorize.WithBundles(newTrust(t).ca.Bundle())
+	for _, tc := range []struct {
+		name string
+		opts []authorize.Option
+		want string
+	}{
+		{"no bundles", nil, "authorize: no trust bundles to verify tokens with: pass WithBundles"},
+		{"syntax", []authorize.Option{bundle, policy("package vwire.registry.x\ndeny contains")}, "authorize: policy bad.rego: 2 errors occurred:\nbad.rego:2: rego_parse_error"},
+		{"outside the namespace", []authorize.Option{bundle, policy("package vwire.authorize.x\ndeny contains 1 if true")}, "package data.vwire.authorize.x is not vwire.registry.<policy name>"},
+		{"no deny", []authorize.Option{bundle, policy("package vwire.registry.x\nallow if true")}, "authorize: policy bad.rego: no set rule deny"},
+		{"does not compile", []authorize.Option{bundle, policy("package vwire.registry.x\ndeny contains y if true")}, "authorize: compile policies:"},
+		{"no files", []authorize.Option{bundle, authorize.WithPolicies("/nonexistent/vw/*.rego")}, `authorize: policy files "/nonexistent/vw/*.rego": none found`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := authorize.Check(tc.opts...)
+			require.ErrorContains(t, err, tc.want)
+			require.Panics(t, func() { authorize.NewNSE(tc.opts...) })
+		})
+	}
+}
+
+func policy(src string) authorize.Option {
+	return authorize.WithPolicyFS(fstest.MapFS{"bad.rego": {Data: []byte(src)}}, "*.rego")
+}
+
+// FuzzPath: any path of any tokens gets an answer, allowed or PermissionDenied, and the same
+// from the Go fast path and from OPA.
+func FuzzPath(f *testing.F) {
+	tr := newTrust(f)
+	good := tr.tok("alice", id("registry"), now)
+	f.Add(good, "")
+	f.Add(tr.tok("alice", id("nsmgr"), now), tr.tok("nsmgr", id("registry"), now))
+	f.Add("e30.e30.", good)
+	fast := authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()))
+	opa := authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicyFS(authorize.Defaults, "*.rego"))
+	byAlice := tr.call("alice")
+	f.Fuzz(func(t *testing.T, first, second string) {
+		path := &updatepath.Path{Segments: []*updatepath.Segment{{Token: first}}}
+		if second != "" {
+			path.Segments = append(path.Segments, &updatepath.Segment{Token: second})
+		}
+		ctx := updatepath.WithPath(byAlice, path)
+		_, fastErr := fast.Register(ctx, &nse{Name: "nse-1"})
+		_, opaErr := opa.Register(ctx, &nse{Name: "nse-1"})
+		require.Equal(t, status.Convert(opaErr).Message(), status.Convert(fastErr).Message())
+		if fastErr != nil {
+			require.Equal(t, codes.PermissionDenied, status.Code(fastErr), "%v", fastErr)
+		}
+	})
 }

@@ -12,6 +12,8 @@
 // events, while one of its events is passing through it). After schedules such an event on the
 // clock from the context.
 //
+// Background tells an element whether the event it sees is such a background event.
+//
 // Begin forgets a name when it is unregistered (whatever the answer) or when its first Register
 // fails; a factory of a forgotten name answers ErrForgotten and does nothing.
 // Begin belongs near the head of a chain: after updatepath, before every element that keeps
@@ -187,13 +189,24 @@ func (e *entry[R]) take(ctx context.Context) error {
 	return nil
 }
 
-// during returns the context of a background event: the values of the last Register, the
-// deadline of ctx.
+// during returns the context of a background event: the values of the last Register, marked
+// as a background event, the deadline of ctx.
 func (e *entry[R]) during(ctx context.Context) (context.Context, context.CancelFunc) {
+	rest := context.WithValue(e.rest, backgroundKey{}, true)
 	if d, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(e.rest, d)
+		return context.WithDeadline(rest, d)
 	}
-	return context.WithCancel(e.rest)
+	return context.WithCancel(rest)
+}
+
+type backgroundKey struct{}
+
+// Background reports whether ctx is the context of an event started through an EventFactory
+// (an expiry, a refresh, a heal): the component's own doing, which carries the values of the
+// name's last Register but was not asked for by a caller now. Authorize lets such events pass.
+func Background(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
 }
 
 func (e *entry[R]) Register(ctx context.Context, r R) error {

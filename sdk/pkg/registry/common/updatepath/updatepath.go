@@ -1,32 +1,82 @@
-// Package updatepath adds this hop's id to the path_ids of every record registered or
-// unregistered through it, so that the elements after it (authorize, the store) know the way a
-// registration came.
+// Package updatepath keeps the way a registration came: the record's path_ids, and the path of
+// the callers with their tokens that authorize judges.
 //
-// NSM's registry records carry path_ids: the ids of the hops a Register crossed, the registrant
-// first (NSM uses SPIFFE IDs; any stable id of the hop will do, such as its name). Before next,
-// the element passes on a copy of the record in which:
-//   - if the id is not in path_ids, it is appended (a first pass through this hop);
-//   - if it is, the ids after it are dropped, because the same path is being taken again (a
-//     refresh, a retry, a record that came back from Find) and the hops after this one add
-//     themselves again.
+// path_ids: the element adds this hop's id to a copy of the record (NSM's records carry the ids
+// of the hops a Register crossed, the registrant first). If the id is in path_ids already, the
+// ids after it are dropped: the same path is being taken again (a refresh, a retry, a record that
+// came back from Find) and the hops after this one add themselves again. The caller's record is
+// left as it was. path_ids say where a record came from; they prove nothing (a caller writes
+// what it likes), so no element decides who may do what by them.
 //
-// The caller's record is left as it was. Find is passed on untouched. NSM places the id at an
-// index it carries in gRPC metadata; vwire keeps the ids only, which gives the same list on a
-// path without loops.
+// The path: who registers is proved by tokens, carried as NSM carries them. Each caller sends its
+// own token with every call (per-RPC credentials, nsm-client-token: token.NewPerRPCCredentials on
+// the client connection), signed by its SVID's key with the callee as audience; and a hop that
+// passes a registration on (an nsmgr, for the endpoints of its node) sends the path of the callers
+// before it in gRPC metadata under "path", as JSON: {"Index": <the sender's segment>,
+// "PathSegments": [{"token": ..., "x5c": [<base64 DER certificates, leaf first>]}]}.
+// On the server side of a gRPC call (incoming metadata in the context) updatepath reads that
+// path, keeps the segments before the sender's index and puts the sender's own segment there: the
+// token of its call and the certificates it presented in mTLS (from the transport, not from the
+// sender). So, at each hop, the last segment is the caller seen by the transport and each one
+// before it is a hop that the following hop saw the same way. The path goes into the context
+// (FromContext) for the elements after it, and into the outgoing metadata, so that a call the
+// rest of the chain makes to the next registry with this context carries it on. NSM's senders
+// name their own segment at Index, vwire's send Index = len(PathSegments); both read the same.
+// The client side of a call adds nothing to the path: the first caller is known by its token.
+//
+// A malformed path is refused with InvalidArgument before anything happens. Find is passed on
+// untouched: queries are not authorized.
 //
 // Updatepath belongs first in a chain, before begin and authorize, in servers and clients alike
-// (a component whose server and client chains both carry its id appears once).
+// (a component whose server and client chains both carry its id appears once in path_ids).
 package updatepath
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/token"
 )
+
+// MetadataKey is the gRPC metadata key of the path, NSM's.
+const MetadataKey = "path"
+
+// maxSegments bounds the path a caller may send: a registration crosses an nsmgr or two.
+const maxSegments = 16
+
+// Path is the callers of a registry call, the first caller (the registrant) first.
+type Path struct {
+	Index    uint32     `json:"Index"`
+	Segments []*Segment `json:"PathSegments"`
+}
+
+// Segment is one caller: the token it sent with its call.
+type Segment struct {
+	Token string `json:"token"`
+}
+
+type pathKey struct{}
+
+// FromContext returns the path of the call ctx belongs to, as updatepath read it on the server
+// side, or nil on the client side and outside gRPC calls.
+func FromContext(ctx context.Context) *Path {
+	p, _ := ctx.Value(pathKey{}).(*Path)
+	return p
+}
+
+// WithPath returns ctx in which the path is p, as updatepath would set it for a call that came
+// with it: for tests of elements that read the path.
+func WithPath(ctx context.Context, p *Path) context.Context {
+	return context.WithValue(ctx, pathKey{}, p)
+}
 
 // NewNS returns updatepath for network services, adding id.
 func NewNS(id string) next.NS {
@@ -66,6 +116,11 @@ func (u *updatepath[R]) stamp(r R) R {
 }
 
 func (u *updatepath[R]) Register(ctx context.Context, r R) (R, error) {
+	ctx, err := withCallers(ctx)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
 	return next.Of[R](ctx).Register(ctx, u.stamp(r))
 }
 
@@ -74,5 +129,62 @@ func (u *updatepath[R]) Find(ctx context.Context, q *next.Query[R], send func(*n
 }
 
 func (u *updatepath[R]) Unregister(ctx context.Context, r R) error {
+	ctx, err := withCallers(ctx)
+	if err != nil {
+		return err
+	}
 	return next.Of[R](ctx).Unregister(ctx, u.stamp(r))
+}
+
+// withCallers returns ctx with the path of a gRPC call that reached this server, and that path
+// in the outgoing metadata; other contexts (a client's call, a path read already by an element
+// before this one in the same component) as they are.
+func withCallers(ctx context.Context) (context.Context, error) {
+	if FromContext(ctx) != nil {
+		return ctx, nil
+	}
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx, nil
+	}
+	p, err := received(md)
+	if err != nil {
+		return nil, err
+	}
+	tok, _, _ := token.FromIncomingContext(ctx) // none: an empty token, which authorize refuses
+	p.Segments = append(p.Segments[:p.Index], &Segment{Token: tok})
+	wire, err := json.Marshal(&Path{Index: uint32(len(p.Segments)), Segments: p.Segments})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "updatepath: encode the path: %v", err)
+	}
+	// The caller's outgoing metadata must not reach the next registry: only ours.
+	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(MetadataKey, string(wire)))
+	return WithPath(ctx, p), nil
+}
+
+// received decodes the path a caller sent in md: none is the empty path.
+func received(md metadata.MD) (*Path, error) {
+	values := md.Get(MetadataKey)
+	p := &Path{}
+	switch {
+	case len(values) == 0:
+		return p, nil
+	case len(values) > 1:
+		return nil, status.Errorf(codes.InvalidArgument, "updatepath: metadata %q came %d times; send one path", MetadataKey, len(values))
+	}
+	if err := json.Unmarshal([]byte(values[0]), p); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "updatepath: metadata %q is not a path (JSON with Index and PathSegments): %v", MetadataKey, err)
+	}
+	if len(p.Segments) > maxSegments {
+		return nil, status.Errorf(codes.InvalidArgument, "updatepath: the path of metadata %q has %d segments, more than %d", MetadataKey, len(p.Segments), maxSegments)
+	}
+	if int(p.Index) > len(p.Segments) {
+		return nil, status.Errorf(codes.InvalidArgument, "updatepath: the path of metadata %q names segment %d as its sender's but has %d", MetadataKey, p.Index, len(p.Segments))
+	}
+	for i, seg := range p.Segments {
+		if seg == nil {
+			return nil, status.Errorf(codes.InvalidArgument, "updatepath: segment %d of the path of metadata %q is null", i, MetadataKey)
+		}
+	}
+	return p, nil
 }

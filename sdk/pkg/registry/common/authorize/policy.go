@@ -1,0 +1,213 @@
+package authorize
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/registry/common/updatepath"
+	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/spiffe"
+	"vwire.dev/sdk/pkg/tools/token"
+)
+
+// namespace is the package every registry policy lives under.
+var namespace = ast.MustParseRef("data.vwire.registry")
+
+type policies struct {
+	query    rego.PreparedEvalQuery
+	defaults bool // the policies are the defaults: clearlyAllowed may answer first
+}
+
+func compile(sources []source) (*policies, error) {
+	defaults := len(sources) == 0
+	if defaults {
+		sources = []source{{fsys: Defaults, patterns: []string{"*.rego"}}}
+	}
+	args := []func(*rego.Rego){rego.Query("data.vwire.registry[policy].deny[reason]")}
+	for _, src := range sources {
+		for _, pattern := range src.patterns {
+			mods, err := load(src.fsys, src.root, pattern)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range mods {
+				args = append(args, rego.ParsedModule(m))
+			}
+		}
+	}
+	q, err := rego.New(args...).PrepareForEval(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("authorize: compile policies: %w", err)
+	}
+	return &policies{query: q, defaults: defaults}, nil
+}
+
+// load parses the policy files matching pattern and checks that each is a registry policy.
+func load(fsys fs.FS, root, pattern string) ([]*ast.Module, error) {
+	names, err := fs.Glob(fsys, pattern)
+	if err != nil || len(names) == 0 {
+		return nil, fmt.Errorf("authorize: policy files %q: none found", root+pattern)
+	}
+	mods := make([]*ast.Module, 0, len(names))
+	for _, file := range names {
+		name := root + file
+		src, err := fs.ReadFile(fsys, file)
+		if err != nil {
+			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
+		}
+		m, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
+		}
+		if pkg := m.Package.Path; len(pkg) != len(namespace)+1 || !pkg.HasPrefix(namespace) {
+			return nil, fmt.Errorf("authorize: policy %s: package %v is not vwire.registry.<policy name>", name, pkg)
+		}
+		if !slices.ContainsFunc(m.Rules, func(r *ast.Rule) bool {
+			return r.Head.Ref().String() == "deny" && r.Head.RuleKind() == ast.MultiValue
+		}) {
+			return nil, fmt.Errorf("authorize: policy %s: no set rule deny (deny contains reason if {...})", name)
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
+// call is what the policies judge of one Register or Unregister.
+type call struct {
+	now        time.Time
+	operation  string
+	name       string
+	owner      *string
+	registrant string
+	peer       string
+	segments   []segment
+}
+
+// segment is one caller's token and what verifying it showed.
+type segment struct {
+	token    string
+	verified token.Verified
+	err      error // why it cannot be trusted; nil: verified
+}
+
+// judge gathers the facts of the call in ctx: the path's tokens, each verified.
+func (a *authorize[R]) judge(ctx context.Context, operation, name string, owner *string) *call {
+	c := &call{now: clock.FromContext(ctx).Now(), operation: operation, name: name, owner: owner}
+	if id, ok := spiffe.PeerID(ctx); ok {
+		c.peer = id.String()
+	}
+	if p := updatepath.FromContext(ctx); p != nil {
+		for _, seg := range p.Segments {
+			v, err := a.verifier.Verify(seg.Token)
+			c.segments = append(c.segments, segment{token: seg.Token, verified: v, err: err})
+		}
+	}
+	if len(c.segments) > 0 && c.segments[0].err == nil {
+		c.registrant = c.segments[0].verified.Signer.String()
+	}
+	return c
+}
+
+// allow returns nil if the policies let c through, PermissionDenied with their reasons if not.
+func (p *policies) allow(ctx context.Context, c *call) error {
+	if p.defaults && c.clearlyAllowed() {
+		return nil
+	}
+	// OPA would start a goroutine per evaluation to watch ctx; a callback costs nothing until
+	// ctx ends.
+	cancel := topdown.NewCancel()
+	defer context.AfterFunc(ctx, cancel.Cancel)()
+	results, err := p.query.Eval(ctx, rego.EvalParsedInput(c.input()), rego.EvalExternalCancel(cancel))
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return status.Errorf(codes.Internal, "authorize: evaluating the policies failed: %v", err)
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	reasons := make([]string, 0, len(results))
+	for _, r := range results {
+		reasons = append(reasons, fmt.Sprintf("policy %v: %v", r.Bindings["policy"], r.Bindings["reason"]))
+	}
+	slices.Sort(reasons)
+	return status.Errorf(codes.PermissionDenied, "authorize: %s %s: %s", c.operation, c.name, strings.Join(reasons, "; "))
+}
+
+// clearlyAllowed reports whether the default policies surely let c through: a peer, every token
+// verified and alive (an integer exp after now), the last one signed by the peer, each addressed
+// to the signer of the next, and the registrant the owner if there is one. Anything else is left
+// to OPA, which decides and says why: the Rego files stay the definition.
+func (c *call) clearlyAllowed() bool {
+	if c.peer == "" || len(c.segments) == 0 || (c.owner != nil && *c.owner != c.registrant) {
+		return false
+	}
+	for i, seg := range c.segments {
+		exp := seg.verified.Claims.ExpiresAt
+		if seg.err != nil || exp == nil || !exp.Equal(exp.Truncate(time.Second)) || !exp.After(c.now) {
+			return false
+		}
+		if i+1 < len(c.segments) && !slices.Contains(seg.verified.Claims.Audience, c.segments[i+1].verified.Signer.String()) {
+			return false
+		}
+	}
+	return c.segments[len(c.segments)-1].verified.Signer.String() == c.peer
+}
+
+// input returns c as the policies' input (see the package comment).
+func (c *call) input() ast.Value {
+	owner := ""
+	if c.owner != nil {
+		owner = *c.owner
+	}
+	segs := make([]*ast.Term, 0, len(c.segments))
+	for _, seg := range c.segments {
+		signer, why := "", ""
+		if seg.err == nil {
+			signer = seg.verified.Signer.String()
+		} else {
+			why = seg.err.Error()
+		}
+		segs = append(segs, ast.ObjectTerm(
+			ast.Item(ast.StringTerm("token"), ast.StringTerm(seg.token)),
+			ast.Item(ast.StringTerm("claims"), claims(seg.token)),
+			ast.Item(ast.StringTerm("signer"), ast.StringTerm(signer)),
+			ast.Item(ast.StringTerm("error"), ast.StringTerm(why)),
+		))
+	}
+	return ast.NewObject(
+		ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(c.now.UnixNano()))),
+		ast.Item(ast.StringTerm("operation"), ast.StringTerm(c.operation)),
+		ast.Item(ast.StringTerm("name"), ast.StringTerm(c.name)),
+		ast.Item(ast.StringTerm("owner"), ast.StringTerm(owner)),
+		ast.Item(ast.StringTerm("registrant"), ast.StringTerm(c.registrant)),
+		ast.Item(ast.StringTerm("peer"), ast.StringTerm(c.peer)),
+		ast.Item(ast.StringTerm("path"), ast.ObjectTerm(ast.Item(ast.StringTerm("path_segments"), ast.ArrayTerm(segs...)))),
+	)
+}
+
+// claims returns the payload of the JWT tok, unverified, as a Rego value; null if tok is not a
+// JWT.
+func claims(tok string) *ast.Term {
+	payload := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser(jwt.WithJSONNumber()).ParseUnverified(tok, payload); err != nil {
+		return ast.NullTerm()
+	}
+	v, err := ast.InterfaceToValue(map[string]any(payload))
+	if err != nil {
+		return ast.NullTerm()
+	}
+	return ast.NewTerm(v)
+}
