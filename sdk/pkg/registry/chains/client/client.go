@@ -4,6 +4,13 @@
 // after a restart. Register does all of it for one record; with WithTimeout its first
 // registration also waits, for a bounded time, for a registry that is not up yet, so that
 // components may start in any order.
+//
+// Who registers is proved by the token sent with every call (registry/common/authorize): the
+// connection must carry the component's tokens as per-RPC credentials and, with an identity,
+// mutual TLS: Dial(u, grpc.WithTransportCredentials(spiffe.ClientCredentials(src)),
+// grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(gen))), gen from spiffe.Tokens (or
+// token.NewInsecure named after the component in a mesh without identities). A connection
+// without tokens registers anonymously, which only an insecure registry accepts.
 package client
 
 import (
@@ -35,7 +42,7 @@ import (
 // tcp://host:port, that comes back quickly after a restart (100 ms, then 1.6 times longer up to a
 // second), as heal expects; opts come after the defaults (insecure transport credentials that
 // pass files over unix sockets, fdpass.Credentials), so grpc.WithTransportCredentials here
-// replaces them.
+// replaces them (see the package comment for the credentials of a mesh with identities).
 func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	target, err := hopurl.Target(u)
 	if err != nil {

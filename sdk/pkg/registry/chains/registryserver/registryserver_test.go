@@ -108,10 +108,11 @@ func (m *mesh) tokens(src spiffe.Source, opts ...token.Option) token.GeneratorFu
 	return gen
 }
 
-// as returns a registry client chain to u of the workload name (its own SVID and tokens).
+// as returns the registry client chain (chains/client) to u of the workload name, with its own
+// SVID and tokens.
 func (m *mesh) as(name string, u *url.URL) next.NSE {
 	src := m.source(name)
-	return next.Chain(updatepath.NewNSE(name), connect.NewNSE(m.dial(u, src, m.tokens(src))))
+	return client.NewNSE(m.ctx, m.dial(u, src, m.tokens(src)), name)
 }
 
 // nsmgr serves an nsmgr's registry side: it authorizes its callers and passes their

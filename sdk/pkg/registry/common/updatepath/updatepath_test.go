@@ -2,16 +2,21 @@ package updatepath_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/registry/utils/checks"
+	"vwire.dev/sdk/pkg/tools/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -65,3 +70,72 @@ func TestThroughHopsToStore(t *testing.T) {
 	_, err = nseClient.Register(ctx, nil)
 	require.Error(t, err, "no record: the store refuses it, nothing panics")
 }
+
+func TestPathFromMetadata(t *testing.T) {
+	wire := func(p *updatepath.Path) string {
+		b, err := json.Marshal(p)
+		require.NoError(t, err)
+		return string(b)
+	}
+	seg := func(tok string) *updatepath.Segment { return &updatepath.Segment{Token: tok} }
+	const expires = "2026-12-07T17:00:00Z"
+	for _, tc := range []struct {
+		name string
+		md   metadata.MD
+		want []string // the tokens of the path the next element sees
+		code codes.Code
+		says string
+	}{
+		{"the registrant itself", metadata.Pairs(token.TokenKey, "t-nse", token.ExpiresKey, expires), []string{"t-nse"}, codes.OK, ""},
+		{"through an nsmgr", metadata.Pairs(token.TokenKey, "t-nsmgr", token.ExpiresKey, expires, updatepath.MetadataKey, wire(&updatepath.Path{Index: 1, Segments: []*updatepath.Segment{seg("t-nse")}})),
+			[]string{"t-nse", "t-nsmgr"}, codes.OK, ""},
+		{"NSM's sender names its own segment", metadata.Pairs(token.TokenKey, "t-nsmgr", token.ExpiresKey, expires, updatepath.MetadataKey, wire(&updatepath.Path{Index: 1, Segments: []*updatepath.Segment{seg("t-nse"), seg("written by the sender")}})),
+			[]string{"t-nse", "t-nsmgr"}, codes.OK, ""},
+		{"no token", metadata.MD{}, []string{""}, codes.OK, ""},
+		{"not JSON", metadata.Pairs(updatepath.MetadataKey, "{"), nil, codes.InvalidArgument, `updatepath: metadata "path" is not a path`},
+		{"index beyond", metadata.Pairs(updatepath.MetadataKey, wire(&updatepath.Path{Index: 2})), nil, codes.InvalidArgument, "names segment 2 as its sender's but has 0"},
+		{"null segment", metadata.Pairs(updatepath.MetadataKey, `{"Index":1,"PathSegments":[null]}`), nil, codes.InvalidArgument, "segment 0 of the path"},
+		{"twice", metadata.Pairs(updatepath.MetadataKey, "{}", updatepath.MetadataKey, "{}"), nil, codes.InvalidArgument, "came 2 times"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			look := &peek{}
+			chain := next.Chain(updatepath.NewNSE("registry"), next.NSE(look))
+			ctx := metadata.NewIncomingContext(context.Background(), tc.md)
+			ctx = metadata.AppendToOutgoingContext(ctx, "from-the-caller", "x")
+			_, err := chain.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-1"})
+			require.Equal(t, tc.code, status.Code(err), "%v", err)
+			seen, sent := look.path, look.sent
+			if err != nil {
+				require.ErrorContains(t, err, tc.says)
+				require.Nil(t, seen, "refused before next")
+				return
+			}
+			var toks []string
+			for _, s := range seen.Segments {
+				toks = append(toks, s.Token)
+			}
+			require.Equal(t, tc.want, toks)
+			require.Equal(t, []string{wire(&updatepath.Path{Index: uint32(len(toks)), Segments: seen.Segments})}, sent.Get(updatepath.MetadataKey),
+				"passed on in the outgoing metadata")
+			require.Empty(t, sent.Get("from-the-caller"), "only the path goes on")
+		})
+	}
+}
+
+// peek records the path and outgoing metadata of the Register that reaches it.
+type peek struct {
+	path *updatepath.Path
+	sent metadata.MD
+}
+
+func (p *peek) Register(ctx context.Context, r *registry.NetworkServiceEndpoint) (*registry.NetworkServiceEndpoint, error) {
+	p.path = updatepath.FromContext(ctx)
+	p.sent, _ = metadata.FromOutgoingContext(ctx)
+	return r, nil
+}
+
+func (p *peek) Find(context.Context, *next.Query[*registry.NetworkServiceEndpoint], func(*next.Event[*registry.NetworkServiceEndpoint]) error) error {
+	return nil
+}
+
+func (p *peek) Unregister(context.Context, *registry.NetworkServiceEndpoint) error { return nil }
