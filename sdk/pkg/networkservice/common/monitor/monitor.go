@@ -19,6 +19,15 @@
 // its own handler, blocked in gRPC flow control until it reads again, goes away, or the gRPC
 // server is stopped.)
 //
+// What a subscriber sees depends on who it is. Over mutual TLS, a subscriber sees only the
+// connections its SPIFFE ID takes part in (it made the connection's last Request here, or one
+// of the connection's tokens names it as sub), unless WithOperators names it, and every
+// connection it gets has the tokens of the other hops removed: tokens are credentials, and a
+// hop's view must not let anyone else act as that hop. Without TLS (an insecure mesh, or a call
+// within the process) it sees every connection whole, as before identities. Filtering costs a
+// copy of each connection sent to a subscriber with an identity, and the tokens' sub claims
+// decoded once per Request.
+//
 // NewClient is the other half: in the client chain of a component in the middle of a path, it
 // follows the next hop's events for the connections it passes there, over one stream per next
 // hop, and hands them to Sink(ctx), which the Server puts into the context of every event
@@ -27,6 +36,7 @@ package monitor
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -49,6 +59,7 @@ type Option func(*options)
 type options struct {
 	queueSize int
 	idle      time.Duration
+	operators []string
 }
 
 // WithQueueSize sets how many events may wait for one subscriber (at least 1). NewClient
@@ -61,15 +72,17 @@ func WithQueueSize(n int) Option {
 type Server struct {
 	ctx       context.Context
 	queueSize int
+	operators []string // SPIFFE IDs that see every connection
 
 	mu    sync.Mutex
-	conns map[string]*networkservice.Connection // by connection ID, as returned at the server's place
+	conns map[string]*record // by connection ID
 	subs  map[*subscriber]struct{}
 }
 
 // subscriber is one MonitorConnections stream.
 type subscriber struct {
 	selector *networkservice.MonitorScopeSelector
+	viewer   viewer
 	events   chan *networkservice.ConnectionEvent
 	dropped  chan struct{} // closed when the queue overflowed
 }
@@ -86,7 +99,8 @@ func NewServer(ctx context.Context, opts ...Option) *Server {
 	return &Server{
 		ctx:       ctx,
 		queueSize: o.queueSize,
-		conns:     map[string]*networkservice.Connection{},
+		operators: o.operators,
+		conns:     map[string]*record{},
 		subs:      map[*subscriber]struct{}{},
 	}
 }
@@ -99,7 +113,7 @@ func (s *Server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	s.publish(networkservice.ConnectionEventType_UPDATE, conn.Clone())
+	s.publish(networkservice.ConnectionEventType_UPDATE, conn.Clone(), callerOf(ctx))
 	return conn, nil
 }
 
@@ -108,40 +122,45 @@ func (s *Server) Request(ctx context.Context, req *networkservice.NetworkService
 func (s *Server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
 	ctx = context.WithValue(ctx, sinkKey{}, &sink{server: s, id: conn.GetId()})
 	rv, err := next.Server(ctx).Close(ctx, conn)
-	s.publish(networkservice.ConnectionEventType_DELETE, conn)
+	s.publish(networkservice.ConnectionEventType_DELETE, conn, "")
 	return rv, err
 }
 
-// publish records conn (or forgets it, for a DELETE) and queues the event for every subscriber
-// it matches. It never blocks: a subscriber with a full queue is dropped.
-func (s *Server) publish(kind networkservice.ConnectionEventType, conn *networkservice.Connection) {
+// publish records conn, requested by caller (or forgets it, for a DELETE) and queues the event
+// for every subscriber it matches. It never blocks: a subscriber with a full queue is dropped.
+func (s *Server) publish(kind networkservice.ConnectionEventType, conn *networkservice.Connection, caller string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	rec := &record{conn: conn, caller: caller}
 	if kind == networkservice.ConnectionEventType_DELETE {
 		stored, ok := s.conns[conn.GetId()]
 		if !ok {
 			return // never reported, nothing to take back
 		}
 		delete(s.conns, conn.GetId())
-		conn = stored
+		rec = stored
 	} else {
-		s.conns[conn.GetId()] = conn
+		s.conns[conn.GetId()] = rec
 	}
-	s.send(kind, conn)
+	s.send(kind, rec)
 }
 
-// send queues an event about conn for its subscribers; the caller holds s.mu.
-func (s *Server) send(kind networkservice.ConnectionEventType, conn *networkservice.Connection) {
-	event := &networkservice.ConnectionEvent{
-		Type:        kind,
-		Connections: map[string]*networkservice.Connection{conn.GetId(): conn},
-	}
+// send queues an event about rec for its subscribers; the caller holds s.mu.
+func (s *Server) send(kind networkservice.ConnectionEventType, rec *record) {
+	var shared *networkservice.ConnectionEvent // for the subscribers that see all of it
 	for sub := range s.subs {
-		if !conn.MatchesMonitorScopeSelector(sub.selector) {
+		if !rec.conn.MatchesMonitorScopeSelector(sub.selector) || !sub.viewer.sees(rec) {
 			continue
 		}
+		event := shared
+		if sub.viewer.id != "" {
+			event = &networkservice.ConnectionEvent{Type: kind, Connections: sub.viewer.view(rec)}
+		} else if shared == nil {
+			shared = &networkservice.ConnectionEvent{Type: kind, Connections: map[string]*networkservice.Connection{rec.conn.GetId(): rec.conn}}
+			event = shared
+		}
 		select {
-		case sub.events <- event: // shared by all subscribers: nobody changes an event once made
+		case sub.events <- event: // nobody changes an event once made
 		default:
 			delete(s.subs, sub)
 			close(sub.dropped)
@@ -154,11 +173,18 @@ func (s *Server) send(kind networkservice.ConnectionEventType, conn *networkserv
 func (s *Server) MonitorConnections(selector *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
 	sub := &subscriber{
 		selector: selector,
+		viewer:   s.viewerOf(srv.Context()),
 		events:   make(chan *networkservice.ConnectionEvent, s.queueSize),
 		dropped:  make(chan struct{}),
 	}
 	s.mu.Lock()
-	initial := networkservice.FilterMapOnManagerScopeSelector(s.conns, selector)
+	visible := make(map[string]*networkservice.Connection, len(s.conns))
+	for _, rec := range s.conns {
+		if sub.viewer.sees(rec) {
+			maps.Copy(visible, sub.viewer.view(rec))
+		}
+	}
+	initial := networkservice.FilterMapOnManagerScopeSelector(visible, selector)
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
 	defer s.unsubscribe(sub)
@@ -222,10 +248,11 @@ func (k *sink) update(downstream *networkservice.Connection) {
 	s := k.server
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	stored, ok := s.conns[k.id]
+	rec, ok := s.conns[k.id]
 	if !ok {
 		return // closed, or not yet returned by its first Request
 	}
+	stored := rec.conn
 	merged := stored.Clone()
 	own := merged.GetCurrentPathSegment()
 	segs := downstream.GetPath().GetPathSegments()
@@ -238,8 +265,9 @@ func (k *sink) update(downstream *networkservice.Connection) {
 	if merged.Equals(stored) {
 		return
 	}
-	s.conns[k.id] = merged
-	s.send(networkservice.ConnectionEventType_UPDATE, merged)
+	rec = &record{conn: merged, caller: rec.caller}
+	s.conns[k.id] = rec
+	s.send(networkservice.ConnectionEventType_UPDATE, rec)
 }
 
 func cloneSegments(segs []*networkservice.PathSegment) []*networkservice.PathSegment {

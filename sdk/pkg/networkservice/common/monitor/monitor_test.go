@@ -2,6 +2,7 @@ package monitor_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -16,7 +17,9 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -26,6 +29,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/utils/conformance"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -456,18 +460,37 @@ type discard struct {
 func (d discard) Context() context.Context                   { return d.ctx }
 func (d discard) Send(*networkservice.ConnectionEvent) error { return nil }
 
+// BenchmarkRequest measures a Request passing the monitor with subscribers of other
+// connections: without TLS (they see every connection, their selector skips it) and over mutual
+// TLS as other clients (the connection's identities, decoded once, do not name them).
 func BenchmarkRequest(b *testing.B) {
-	for _, subscribers := range []int{0, 100} {
-		b.Run(fmt.Sprintf("%d subscribers of other connections", subscribers), func(b *testing.B) {
+	ca, err := spiffe.NewCA(td)
+	require.NoError(b, err)
+	svid, err := ca.Issue(idOf("other-client"), time.Hour)
+	require.NoError(b, err)
+	asOther := credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: svid.Certificates}}
+	for _, bc := range []struct {
+		subscribers int
+		secure      bool
+	}{{0, false}, {100, false}, {100, true}} {
+		name := fmt.Sprintf("%d subscribers of other connections", bc.subscribers)
+		if bc.secure {
+			name = fmt.Sprintf("%d subscribers over mutual TLS", bc.subscribers)
+		}
+		b.Run(name, func(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			mon := monitor.NewServer(ctx)
 			var wg sync.WaitGroup
-			for i := range subscribers {
+			for i := range bc.subscribers {
 				sel := &networkservice.MonitorScopeSelector{PathSegments: []*networkservice.PathSegment{{Id: fmt.Sprint("other-", i)}}}
-				wg.Go(func() { _ = mon.MonitorConnections(sel, discard{ctx: ctx}) })
+				stream := discard{ctx: ctx}
+				if bc.secure {
+					sel, stream.ctx = nil, peer.NewContext(ctx, &peer.Peer{AuthInfo: asOther})
+				}
+				wg.Go(func() { _ = mon.MonitorConnections(sel, stream) })
 			}
 			chain := next.NewNetworkServiceServer(mon)
-			req := request("a", "ns")
+			req := owned("a", "client")
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := chain.Request(ctx, req); err != nil {

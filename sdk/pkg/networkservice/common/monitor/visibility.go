@@ -1,0 +1,119 @@
+package monitor
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"vwire.dev/sdk/pkg/tools/spiffe"
+)
+
+// WithOperators names the SPIFFE IDs that see every connection of a Server (an operator's
+// tools); they too get no token but their own. NewClient ignores it.
+func WithOperators(ids ...spiffeid.ID) Option {
+	return func(o *options) {
+		for _, id := range ids {
+			o.operators = append(o.operators, id.String())
+		}
+	}
+}
+
+// record is a connection as a Server holds it, and who asked for it.
+type record struct {
+	conn   *networkservice.Connection // as returned at the server's place; read only once recorded
+	caller string                     // the mutual-TLS caller of its last Request here, "" without TLS
+	// subjects is the sub claim of each segment's token ("" if none), decoded when a subscriber
+	// with an identity first needs it; guarded by the Server's mu.
+	subjects []string
+}
+
+// callerOf returns the SPIFFE ID of the mutual-TLS caller of the call ctx belongs to, "" if none.
+func callerOf(ctx context.Context) string {
+	if id, ok := spiffe.PeerID(ctx); ok {
+		return id.String()
+	}
+	return ""
+}
+
+// hops returns the sub claim of each of the connection's tokens; the caller holds the Server's mu.
+func (r *record) hops() []string {
+	if r.subjects == nil {
+		segs := r.conn.GetPath().GetPathSegments()
+		r.subjects = make([]string, len(segs))
+		for i, seg := range segs {
+			r.subjects[i] = subject(seg.GetToken())
+		}
+	}
+	return r.subjects
+}
+
+// subject returns the sub claim of the JWT tok, "" if it has none. The signature is not checked:
+// the tokens before this hop were verified by authorize, those after it came from the hops this
+// one chose to call. (Decoding only the payload costs a fraction of a full parse, and happens at
+// every Request that a subscriber with an identity may see.)
+func subject(tok string) string {
+	_, rest, _ := strings.Cut(tok, ".")
+	payload, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return ""
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+	}
+	if json.Unmarshal(raw, &claims) != nil {
+		return ""
+	}
+	return claims.Sub
+}
+
+// viewer is who a subscriber is. Without TLS (an insecure mesh, or a call within the process)
+// it sees every connection whole, as before identities; with it, only those its SPIFFE ID takes
+// part in (it requested the connection here, or signed one of its tokens), unless it is an
+// operator, and never another hop's token.
+type viewer struct {
+	secure   bool
+	id       string // "" if its certificate names no SPIFFE ID: it sees nothing
+	operator bool
+}
+
+func (s *Server) viewerOf(ctx context.Context) viewer {
+	if _, ok := spiffe.PeerCertificate(ctx); !ok {
+		return viewer{}
+	}
+	id := callerOf(ctx)
+	return viewer{secure: true, id: id, operator: id != "" && slices.Contains(s.operators, id)}
+}
+
+// sees reports whether v may learn of rec; the caller holds the Server's mu.
+func (v viewer) sees(rec *record) bool {
+	switch {
+	case !v.secure || v.operator:
+		return true
+	case v.id == "":
+		return false
+	}
+	return rec.caller == v.id || slices.Contains(rec.hops(), v.id)
+}
+
+// view returns rec's connection as v may see it, by ID; the caller holds the Server's mu.
+func (v viewer) view(rec *record) map[string]*networkservice.Connection {
+	conn := rec.conn
+	if v.secure {
+		conn = conn.Clone()
+		for i, seg := range conn.GetPath().GetPathSegments() {
+			if rec.hops()[i] != v.id || v.id == "" {
+				seg.Token = ""
+			}
+		}
+	}
+	return map[string]*networkservice.Connection{conn.GetId(): conn}
+}
