@@ -9,7 +9,7 @@
 // sends the path of its callers too (registry/common/updatepath). A registry built without
 // WithAuthorizeOptions is insecure: it keeps owners by the identity a caller claims and checks
 // nothing, as before identities; a component with an identity passes
-// WithAuthorizeOptions(authorize.WithBundles(source)), and its policies if it has its own.
+// WithAuthorizeOptions(authorize.WithIdentity(source)), and its policies if it has its own.
 package registryserver
 
 import (
@@ -41,8 +41,9 @@ type options struct {
 // WithName is the registry's id in records' path_ids.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
-// WithAuthorizeOptions configures authorization (see registry/common/authorize): WithBundles
-// for a registry with an identity, WithPolicies for an operator's policies. Default: Insecure.
+// WithAuthorizeOptions configures authorization (see registry/common/authorize): WithIdentity
+// for a registry with an identity, WithPolicies for an operator's policies. Without them the
+// registry has no identity and keeps owners by claim.
 func WithAuthorizeOptions(opts ...authorize.Option) Option {
 	return func(o *options) { o.authorize = opts }
 }
@@ -64,7 +65,7 @@ type Server struct {
 
 // New returns a registry.
 func New(opts ...Option) *Server {
-	o := &options{name: "registry", authorize: []authorize.Option{authorize.Insecure()}}
+	o := &options{name: "registry"}
 	for _, opt := range opts {
 		opt(o)
 	}

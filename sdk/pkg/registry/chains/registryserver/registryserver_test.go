@@ -63,7 +63,7 @@ func newMesh(t *testing.T) *mesh {
 	m := &mesh{t: t, ctx: ctx, ca: ca, dir: dir}
 	src := m.source("registry")
 	reg := registryserver.New(registryserver.WithName(id("registry").String()),
-		registryserver.WithAuthorizeOptions(authorize.WithBundles(src)))
+		registryserver.WithAuthorizeOptions(authorize.WithIdentity(src)))
 	m.registry = m.serve("registry", src, reg)
 	t.Cleanup(func() {
 		cancel()
@@ -123,7 +123,7 @@ func (m *mesh) nsmgr() *url.URL {
 	chain := next.Chain(
 		updatepath.NewNSE(id("nsmgr").String()),
 		begin.NewNSE(),
-		authorize.NewNSE(authorize.WithBundles(src)),
+		authorize.NewNSE(authorize.WithIdentity(src)),
 		connect.NewNSE(cc),
 	)
 	return m.serve("nsmgr", src, grpcserve.RegistrarFunc(func(s *grpc.Server) {

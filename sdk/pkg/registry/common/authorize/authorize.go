@@ -9,40 +9,44 @@
 // before it as the path (registry/common/updatepath, which puts the caller's own token last). The
 // registry verifies every token itself, with the trust bundle (token.Verifier): its chain is an
 // SVID of a trusted domain, it is signed by that SVID's key and its sub is that SVID's SPIFFE
-// ID. The last token must be signed by the SVID the caller presented in mutual TLS, and each
-// token before it must be addressed to the hop after it. So the registrant, the subject of the
-// first token, proved its identity to the first hop with a token that hop could not forge, and
-// a hop can pass on only tokens that were sent to itself, while they last (their exp). What a
-// hop that was sent a token can do with it in that time, it can do in the registrant's name:
-// the registrant trusts its nsmgr for as long as its token lives (NSM_MAX_TOKEN_LIFETIME).
+// ID. The last token must be signed by the SVID the caller presented in mutual TLS and addressed
+// to this registry, and each token before it must be addressed to the hop after it. So the
+// registrant, the subject of the first token, proved its identity to the first hop with a token
+// that hop could not forge, and a hop can pass on only tokens that were sent to itself, while
+// they last (their exp). What a hop that was sent a token can do with it in that time, it can
+// do in the registrant's name: the registrant trusts its nsmgr for as long as its token lives
+// (NSM_MAX_TOKEN_LIFETIME), as in NSM.
 //
 // The policy input is
 //
-//	{"now": <ns since the Unix epoch, from the context's clock>, "operation": "register" | "unregister",
-//	 "name": <the record's name>, "owner": <who registered that name, "" if nobody holds it>,
+//	{"now": <ns since the Unix epoch, from the context's clock>, "identity": <this registry's SPIFFE ID>,
+//	 "operation": "register" | "unregister", "name": <the record's name>,
+//	 "owner": <who registered that name, "" if nobody holds it>,
 //	 "registrant": <the signer of the first token, "" if it cannot be trusted>,
 //	 "peer": <the SPIFFE ID of the caller's mTLS certificate, "" without TLS>,
 //	 "path": {"path_segments": [{"token", "claims": <JWT payload, null if not a JWT>,
 //	                             "signer": <verified SPIFFE ID, "">, "error": <why not verified>}]}}
 //
 // A policy is a Rego module in a package under vwire.registry (vwire.registry.owner is policy
-// "owner") with a set rule deny: each string in it is a reason to refuse, and a call is refused
-// with PermissionDenied naming each policy and reason. The defaults (Defaults), NSM's for the
-// registry: "tokens", every token is a JWT that has not expired; "signed", every token is
-// signed by the SVID it names, the last by the caller's mTLS peer; "path", the tokens are chained
-// by audience; "owner", only the registrant of a name may change or unregister it.
-// WithPolicies replaces them (the cmds read NSM_REGISTRY_SERVER_POLICIES). Policies are compiled
-// once, in the constructor. Registrations are seldom (a refresh a minute per endpoint), but a
-// call that the defaults clearly allow is still let through by Go without evaluating them.
+// "owner") with a set rule deny: each string in it is a reason to refuse (sdk/pkg/tools/opa), and
+// a call is refused with PermissionDenied naming each policy and reason. The defaults
+// (Defaults), NSM's for the registry: "tokens", every token is a JWT that has not expired;
+// "signed", every token is signed by the SVID it names, the last by the caller's mTLS peer;
+// "path", the tokens are chained by audience up to this registry; "owner", only the registrant of
+// a name may change or unregister it. WithPolicies replaces them (the cmds read
+// NSM_REGISTRY_SERVER_POLICIES). Policies are compiled once, in the constructor. Registrations
+// are seldom (a refresh a minute per endpoint), but a call that the defaults clearly allow is
+// still let through by Go without evaluating them, and the Verifier checks each token once.
 //
 // Owners: the first successful Register of an endpoint's name makes its registrant the owner,
 // and Unregister forgets it. Network services have no owner: every endpoint of a service
 // registers it. Find is not restricted. Events the registry starts itself (an expiry, through
-// begin) are not the caller's doing and pass.
+// begin) are not a caller's doing and pass.
 //
-// Insecure (a mesh without identities, which the cmds log) keeps only the owners, by who the
-// registrant claims to be, unchecked: the sub of the first token, else the first of the path_ids
-// it sent, else anonymous; policies are not evaluated. Any lets every call through.
+// Without WithIdentity (a mesh without identities, which the cmds log) authorize keeps only the
+// owners, by who the registrant claims to be, unchecked: the sub of the first token, else the
+// first of the path_ids it sent, else anonymous; policies are not evaluated (but compiled, so
+// that a bad file fails at start). Any lets every call through.
 //
 // Authorize belongs in a registry server chain after updatepath (the path) and after begin (one
 // event per name at a time, and expiries pass through it so that their owners are forgotten).
@@ -52,20 +56,18 @@ import (
 	"context"
 	"embed"
 	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/networkservicemesh/api/pkg/api/registry"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/registry/common/begin"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/opa"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -78,51 +80,40 @@ var Defaults embed.FS
 // Option configures authorize.
 type Option func(*options)
 
-type source struct {
-	fsys     fs.FS
-	root     string // how fsys's names read in messages
-	patterns []string
-}
-
 type options struct {
-	sources       []source
-	bundles       x509bundle.Source
-	insecure, any bool
+	sources  []opa.Source
+	identity spiffe.Source
+	any      bool
 }
 
-// WithBundles verifies tokens against the trust bundles of src (the component's spiffe.Source).
-// Required unless Insecure or Any.
-func WithBundles(src x509bundle.Source) Option { return func(o *options) { o.bundles = src } }
+// WithIdentity judges calls by their verified tokens and policies: src is this registry's SVID
+// source, whose SPIFFE ID the caller's token must be addressed to and whose trust bundles verify
+// the tokens. Without it (a mesh without identities) owners are kept by claim and policies are
+// not evaluated.
+func WithIdentity(src spiffe.Source) Option {
+	if src == nil {
+		panic("authorize.WithIdentity: nil source")
+	}
+	return func(o *options) { o.identity = src }
+}
 
 // WithPolicies uses the Rego files at paths (or glob patterns) instead of the defaults; several
 // calls add up.
 func WithPolicies(paths ...string) Option {
-	return func(o *options) {
-		for _, p := range paths {
-			if abs, err := filepath.Abs(p); err == nil {
-				p = abs
-			}
-			o.sources = append(o.sources, source{fsys: os.DirFS("/"), root: "/", patterns: []string{strings.TrimPrefix(p, "/")}})
-		}
-	}
+	return func(o *options) { o.sources = append(o.sources, opa.Files(paths...)...) }
 }
 
 // WithPolicyFS uses the Rego files of fsys matching patterns (fs.Glob) instead of the defaults;
 // several calls add up.
 func WithPolicyFS(fsys fs.FS, patterns ...string) Option {
-	return func(o *options) { o.sources = append(o.sources, source{fsys: fsys, patterns: patterns}) }
+	return func(o *options) { o.sources = append(o.sources, opa.FS(fsys, patterns...)) }
 }
-
-// Insecure is for a mesh without identities: owners by the unverified sub of the first token,
-// no policies.
-func Insecure() Option { return func(o *options) { o.insecure = true } }
 
 // Any lets every caller register and unregister every name.
 func Any() Option { return func(o *options) { o.any = true } }
 
 // NewNS returns authorize for network services, which have no owner. It panics if the policies
-// do not load or compile, or without WithBundles, Insecure or Any: check a configuration with
-// Check first.
+// do not load or compile: check a configuration with Check first.
 func NewNS(opts ...Option) next.NS { return must(newAuthorize[*registry.NetworkService](false, opts)) }
 
 // NewNSE returns authorize for network service endpoints, each owned by its registrant. It
@@ -152,10 +143,11 @@ type record interface {
 }
 
 type authorize[R record] struct {
-	any, insecure bool
-	policies      *policies       // nil when insecure or any
-	verifier      *token.Verifier // nil when insecure or any
-	owned         bool            // names have owners
+	any      bool
+	identity spiffe.Source   // nil: a mesh without identities
+	policies *policies       // nil without an identity
+	verifier *token.Verifier // nil without an identity
+	owned    bool            // names have owners
 
 	mu     sync.Mutex
 	owners map[string]string // name -> the registrant's identity
@@ -166,18 +158,17 @@ func newAuthorize[R record](owned bool, opts []Option) (*authorize[R], error) {
 	for _, opt := range opts {
 		opt(o)
 	}
-	a := &authorize[R]{any: o.any, insecure: o.insecure, owned: owned, owners: map[string]string{}}
-	if o.any || o.insecure {
+	a := &authorize[R]{any: o.any, identity: o.identity, owned: owned, owners: map[string]string{}}
+	if o.any {
 		return a, nil
-	}
-	if o.bundles == nil {
-		return nil, status.Error(codes.Internal, "authorize: no trust bundles to verify tokens with: pass WithBundles (or Insecure for a mesh without identities)")
 	}
 	p, err := compile(o.sources)
 	if err != nil {
 		return nil, err
 	}
-	a.policies, a.verifier = p, token.NewVerifier(o.bundles)
+	if o.identity != nil {
+		a.policies, a.verifier = p, token.NewVerifier(o.identity)
+	}
 	return a, nil
 }
 
@@ -223,14 +214,17 @@ func (a *authorize[R]) check(ctx context.Context, operation string, r R) (string
 	}
 	name := r.GetName()
 	owner := a.owner(name)
-	if a.insecure {
+	if a.identity == nil {
 		who := claimed(ctx, r)
 		if owner != nil && *owner != who {
 			return "", status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(*owner), anonymous(who))
 		}
 		return who, nil
 	}
-	c := a.judge(ctx, operation, name, owner)
+	c, err := a.judge(ctx, operation, name, owner)
+	if err != nil {
+		return "", err
+	}
 	return c.registrant, a.policies.allow(ctx, c)
 }
 

@@ -110,12 +110,13 @@ func TestPolicies(t *testing.T) {
 		{"expired", tr.call("alice", stale), "policy tokens: segment 0: the token of " + id("alice") + " expired at"},
 		{"unsigned", tr.call("alice", insecure), "policy signed: segment 0: the token cannot be trusted: token: "},
 		{"another's token", tr.call("mallory", alice), "the caller's token is signed by " + id("alice") + ", but the caller presented the SVID of " + id("mallory")},
+		{"a token addressed to another hop", tr.call("alice", aliceToNsmgr), "policy path: the caller's token is addressed to [\"" + id("nsmgr") + "\"], not to this registry, " + id("registry")},
 		{"a token sent elsewhere", tr.call("nsmgr", alice, nsmgr), "policy path: segment 0: the token of " + id("alice") + ` is addressed to ["` + id("registry") + `"], not to ` + id("nsmgr") + " who passed it on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, opts := range [][]authorize.Option{
-				{authorize.WithBundles(tr.ca.Bundle())},
-				{authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicyFS(authorize.Defaults, "*.rego")},
+				{authorize.WithIdentity(tr.source("registry"))},
+				{authorize.WithIdentity(tr.source("registry")), authorize.WithPolicyFS(authorize.Defaults, "*.rego")},
 			} {
 				chain := next.Chain(authorize.NewNSE(opts...), memory.NewNSE())
 				_, err := chain.Register(tc.ctx, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
@@ -138,7 +139,7 @@ func TestOnlyTheRegistrant(t *testing.T) {
 	bob := tr.call("bob", tr.tok("bob", id("registry"), now))
 	aliceViaNsmgr := tr.call("nsmgr", tr.tok("alice", id("nsmgr"), now), tr.tok("nsmgr", id("registry"), now))
 	fail := inject.NewNSE(nil)
-	chain := next.Chain(authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle())), next.NSE(fail), memory.NewNSE())
+	chain := next.Chain(authorize.NewNSE(authorize.WithIdentity(tr.source("registry"))), next.NSE(fail), memory.NewNSE())
 	rec := &nse{Name: "nse-1", Url: "tcp://[::1]:5000"}
 
 	fail.FailRegisters(status.Error(codes.Unavailable, "store down"))
@@ -157,7 +158,7 @@ func TestOnlyTheRegistrant(t *testing.T) {
 	_, err = chain.Register(bob, rec)
 	require.NoError(t, err, "unregistered, the name is free")
 
-	ns := next.Chain(authorize.NewNS(authorize.WithBundles(tr.ca.Bundle())), memory.NewNS())
+	ns := next.Chain(authorize.NewNS(authorize.WithIdentity(tr.source("registry"))), memory.NewNS())
 	for _, ctx := range []context.Context{alice, bob} {
 		_, err := ns.Register(ctx, &registry.NetworkService{Name: "icmp"})
 		require.NoError(t, err, "services have no owner")
@@ -172,7 +173,7 @@ func TestExpiryPasses(t *testing.T) {
 	at := func(ctx context.Context) context.Context { return clock.WithClock(ctx, fake) }
 	alice := at(tr.call("alice", tr.tok("alice", id("registry"), now)))
 	store := memory.NewNSE()
-	chain := next.Chain(begin.NewNSE(), authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle())), expire.NewNSE(expire.WithDefaultLifetime(10*time.Minute)), store)
+	chain := next.Chain(begin.NewNSE(), authorize.NewNSE(authorize.WithIdentity(tr.source("registry"))), expire.NewNSE(expire.WithDefaultLifetime(10*time.Minute)), store)
 	_, err := chain.Register(alice, &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
 	require.NoError(t, err)
 
@@ -205,7 +206,7 @@ func TestInsecure(t *testing.T) {
 	byToken := func(name string) context.Context {
 		return updatepath.WithPath(context.Background(), &updatepath.Path{Index: 1, Segments: []*updatepath.Segment{{Token: tok(name)}}})
 	}
-	chain := next.Chain(authorize.NewNSE(authorize.Insecure()), memory.NewNSE())
+	chain := next.Chain(authorize.NewNSE(), memory.NewNSE())
 	_, err := chain.Register(byToken("alice"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000", PathIds: []string{"whoever", "registry"}})
 	require.NoError(t, err)
 	_, err = chain.Register(byToken("bob"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
@@ -232,7 +233,7 @@ func TestOwnPolicies(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "alice.rego"), []byte(onlyAlice), 0o600))
 
-	chain := next.Chain(authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicies(filepath.Join(dir, "*.rego"))), memory.NewNSE())
+	chain := next.Chain(authorize.NewNSE(authorize.WithIdentity(tr.source("registry")), authorize.WithPolicies(filepath.Join(dir, "*.rego"))), memory.NewNSE())
 	_, err = chain.Register(tr.call("", tr.tok("alice", id("registry"), now)), &nse{Name: "nse-1"})
 	require.NoError(t, err, "own policies replace the defaults: no TLS needed")
 	_, err = chain.Register(tr.call("bob", tr.tok("bob", id("registry"), now)), &nse{Name: "nse-2"})
@@ -240,13 +241,12 @@ func TestOwnPolicies(t *testing.T) {
 }
 
 func TestBadConfiguration(t *testing.T) {
-	bundle := authorize.WithBundles(newTrust(t).ca.Bundle())
+	bundle := authorize.WithIdentity(newTrust(t).source("registry"))
 	for _, tc := range []struct {
 		name string
 		opts []authorize.Option
 		want string
 	}{
-		{"no bundles", nil, "authorize: no trust bundles to verify tokens with: pass WithBundles"},
 		{"syntax", []authorize.Option{bundle, policy("package vwire.registry.x\ndeny contains")}, "authorize: policy bad.rego: 2 errors occurred:\nbad.rego:2: rego_parse_error"},
 		{"outside the namespace", []authorize.Option{bundle, policy("package vwire.authorize.x\ndeny contains 1 if true")}, "package data.vwire.authorize.x is not vwire.registry.<policy name>"},
 		{"no deny", []authorize.Option{bundle, policy("package vwire.registry.x\nallow if true")}, "authorize: policy bad.rego: no set rule deny"},
@@ -273,8 +273,9 @@ func FuzzPath(f *testing.F) {
 	f.Add(good, "")
 	f.Add(tr.tok("alice", id("nsmgr"), now), tr.tok("nsmgr", id("registry"), now))
 	f.Add("e30.e30.", good)
-	fast := authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()))
-	opa := authorize.NewNSE(authorize.WithBundles(tr.ca.Bundle()), authorize.WithPolicyFS(authorize.Defaults, "*.rego"))
+	self := tr.source("registry")
+	fast := authorize.NewNSE(authorize.WithIdentity(self))
+	opa := authorize.NewNSE(authorize.WithIdentity(self), authorize.WithPolicyFS(authorize.Defaults, "*.rego"))
 	byAlice := tr.call("alice")
 	f.Fuzz(func(t *testing.T, first, second string) {
 		path := &updatepath.Path{Segments: []*updatepath.Segment{{Token: first}}}

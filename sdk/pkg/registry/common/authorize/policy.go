@@ -3,89 +3,43 @@ package authorize
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/topdown"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/opa"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
-// namespace is the package every registry policy lives under.
-var namespace = ast.MustParseRef("data.vwire.registry")
-
 type policies struct {
-	query    rego.PreparedEvalQuery
+	opa      *opa.Policies
 	defaults bool // the policies are the defaults: clearlyAllowed may answer first
 }
 
-func compile(sources []source) (*policies, error) {
+func compile(sources []opa.Source) (*policies, error) {
 	defaults := len(sources) == 0
 	if defaults {
-		sources = []source{{fsys: Defaults, patterns: []string{"*.rego"}}}
+		sources = []opa.Source{opa.FS(Defaults, "*.rego")}
 	}
-	args := []func(*rego.Rego){rego.Query("data.vwire.registry[policy].deny[reason]")}
-	for _, src := range sources {
-		for _, pattern := range src.patterns {
-			mods, err := load(src.fsys, src.root, pattern)
-			if err != nil {
-				return nil, err
-			}
-			for _, m := range mods {
-				args = append(args, rego.ParsedModule(m))
-			}
-		}
-	}
-	q, err := rego.New(args...).PrepareForEval(context.Background())
+	p, err := opa.Compile("vwire.registry", sources...)
 	if err != nil {
-		return nil, fmt.Errorf("authorize: compile policies: %w", err)
+		return nil, fmt.Errorf("authorize: %w", err)
 	}
-	return &policies{query: q, defaults: defaults}, nil
-}
-
-// load parses the policy files matching pattern and checks that each is a registry policy.
-func load(fsys fs.FS, root, pattern string) ([]*ast.Module, error) {
-	names, err := fs.Glob(fsys, pattern)
-	if err != nil || len(names) == 0 {
-		return nil, fmt.Errorf("authorize: policy files %q: none found", root+pattern)
-	}
-	mods := make([]*ast.Module, 0, len(names))
-	for _, file := range names {
-		name := root + file
-		src, err := fs.ReadFile(fsys, file)
-		if err != nil {
-			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
-		}
-		m, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
-		}
-		if pkg := m.Package.Path; len(pkg) != len(namespace)+1 || !pkg.HasPrefix(namespace) {
-			return nil, fmt.Errorf("authorize: policy %s: package %v is not vwire.registry.<policy name>", name, pkg)
-		}
-		if !slices.ContainsFunc(m.Rules, func(r *ast.Rule) bool {
-			return r.Head.Ref().String() == "deny" && r.Head.RuleKind() == ast.MultiValue
-		}) {
-			return nil, fmt.Errorf("authorize: policy %s: no set rule deny (deny contains reason if {...})", name)
-		}
-		mods = append(mods, m)
-	}
-	return mods, nil
+	return &policies{opa: p, defaults: defaults}, nil
 }
 
 // call is what the policies judge of one Register or Unregister.
 type call struct {
 	now        time.Time
+	self       string // this registry's SPIFFE ID
 	operation  string
 	name       string
 	owner      *string
@@ -102,8 +56,12 @@ type segment struct {
 }
 
 // judge gathers the facts of the call in ctx: the path's tokens, each verified.
-func (a *authorize[R]) judge(ctx context.Context, operation, name string, owner *string) *call {
-	c := &call{now: clock.FromContext(ctx).Now(), operation: operation, name: name, owner: owner}
+func (a *authorize[R]) judge(ctx context.Context, operation, name string, owner *string) (*call, error) {
+	self, err := spiffe.ID(a.identity)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "authorize: this registry has no SVID to judge calls with yet: %v", err)
+	}
+	c := &call{now: clock.FromContext(ctx).Now(), self: self.String(), operation: operation, name: name, owner: owner}
 	if id, ok := spiffe.PeerID(ctx); ok {
 		c.peer = id.String()
 	}
@@ -116,7 +74,7 @@ func (a *authorize[R]) judge(ctx context.Context, operation, name string, owner 
 	if len(c.segments) > 0 && c.segments[0].err == nil {
 		c.registrant = c.segments[0].verified.Signer.String()
 	}
-	return c
+	return c, nil
 }
 
 // allow returns nil if the policies let c through, PermissionDenied with their reasons if not.
@@ -124,31 +82,23 @@ func (p *policies) allow(ctx context.Context, c *call) error {
 	if p.defaults && c.clearlyAllowed() {
 		return nil
 	}
-	// OPA would start a goroutine per evaluation to watch ctx; a callback costs nothing until
-	// ctx ends.
-	cancel := topdown.NewCancel()
-	defer context.AfterFunc(ctx, cancel.Cancel)()
-	results, err := p.query.Eval(ctx, rego.EvalParsedInput(c.input()), rego.EvalExternalCancel(cancel))
+	reasons, err := p.opa.Deny(ctx, c.input())
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
-		return status.Errorf(codes.Internal, "authorize: evaluating the policies failed: %v", err)
+		return status.Errorf(codes.Internal, "authorize: %v", err)
 	}
-	if len(results) == 0 {
+	if len(reasons) == 0 {
 		return nil
 	}
-	reasons := make([]string, 0, len(results))
-	for _, r := range results {
-		reasons = append(reasons, fmt.Sprintf("policy %v: %v", r.Bindings["policy"], r.Bindings["reason"]))
-	}
-	slices.Sort(reasons)
 	return status.Errorf(codes.PermissionDenied, "authorize: %s %s: %s", c.operation, c.name, strings.Join(reasons, "; "))
 }
 
 // clearlyAllowed reports whether the default policies surely let c through: a peer, every token
-// verified and alive (an integer exp after now), the last one signed by the peer, each addressed
-// to the signer of the next, and the registrant the owner if there is one. Anything else is left
+// verified and alive (an integer exp after now), the last one signed by the peer and addressed to
+// this registry, each other addressed to the signer of the next, and the registrant the owner if
+// there is one. Anything else is left
 // to OPA, which decides and says why: the Rego files stay the definition.
 func (c *call) clearlyAllowed() bool {
 	if c.peer == "" || len(c.segments) == 0 || (c.owner != nil && *c.owner != c.registrant) {
@@ -159,7 +109,11 @@ func (c *call) clearlyAllowed() bool {
 		if seg.err != nil || exp == nil || !exp.Equal(exp.Truncate(time.Second)) || !exp.After(c.now) {
 			return false
 		}
-		if i+1 < len(c.segments) && !slices.Contains(seg.verified.Claims.Audience, c.segments[i+1].verified.Signer.String()) {
+		to := c.self
+		if i+1 < len(c.segments) {
+			to = c.segments[i+1].verified.Signer.String()
+		}
+		if !slices.Contains(seg.verified.Claims.Audience, to) {
 			return false
 		}
 	}
@@ -189,6 +143,7 @@ func (c *call) input() ast.Value {
 	}
 	return ast.NewObject(
 		ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(c.now.UnixNano()))),
+		ast.Item(ast.StringTerm("identity"), ast.StringTerm(c.self)),
 		ast.Item(ast.StringTerm("operation"), ast.StringTerm(c.operation)),
 		ast.Item(ast.StringTerm("name"), ast.StringTerm(c.name)),
 		ast.Item(ast.StringTerm("owner"), ast.StringTerm(owner)),

@@ -37,7 +37,7 @@ func dial(t *testing.T, serve bool) *grpc.ClientConn {
 		lis, err := net.Listen("unix", path)
 		require.NoError(t, err)
 		srv := grpc.NewServer()
-		registry.RegisterNetworkServiceEndpointRegistryServer(srv, adapters.NSEServer(next.Chain(updatepath.NewNSE("registry"), authorize.NewNSE(authorize.Insecure()), memory.NewNSE())))
+		registry.RegisterNetworkServiceEndpointRegistryServer(srv, adapters.NSEServer(next.Chain(updatepath.NewNSE("registry"), authorize.NewNSE(), memory.NewNSE())))
 		registry.RegisterNetworkServiceRegistryServer(srv, adapters.NSServer(memory.NewNS()))
 		done := make(chan struct{})
 		go func() { defer close(done); _ = srv.Serve(lis) }()
