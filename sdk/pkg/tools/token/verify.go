@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -29,11 +31,25 @@ type Verified struct {
 // A token's verdict never changes but for certificates expiring, so a Verifier remembers the
 // verdicts of the verifyCacheSize tokens it used last: a hop sees the same tokens again and again
 // (every refresh, every connection of a peer within a second), and each costs a signature check
-// and a chain verification once. Safe for concurrent use.
+// once. A new token of a known signer costs only its signature: the signers' certificate chains,
+// which change with each SVID rotation rather than each second, are verified once and trusted
+// for up to chainRecheck (or until a certificate of the chain expires, if sooner), so that a
+// trust bundle losing an authority is noticed within that time. Safe for concurrent use.
 type Verifier struct {
 	bundles x509bundle.Source
 	verdict *lru.Cache[string, verdict] // by token
+	chains  *lru.Cache[string, signer]  // by x5c header, its items joined
 }
+
+// signer is a verified x5c chain: whose SVID it is and its key.
+type signer struct {
+	id    spiffeid.ID
+	key   any
+	until time.Time // verify the chain again from then on
+}
+
+// chainRecheck bounds how long a verified chain is trusted without verifying it again.
+const chainRecheck = time.Minute
 
 type verdict struct {
 	v   Verified
@@ -48,7 +64,7 @@ func NewVerifier(bundles x509bundle.Source) *Verifier {
 	if bundles == nil {
 		panic("token: NewVerifier needs a trust bundle source")
 	}
-	return &Verifier{bundles: bundles, verdict: lru.New[string, verdict](verifyCacheSize)}
+	return &Verifier{bundles: bundles, verdict: lru.New[string, verdict](verifyCacheSize), chains: lru.New[string, signer](verifyCacheSize)}
 }
 
 // methods are the algorithms NewSigned signs with.
@@ -70,16 +86,12 @@ func (v *Verifier) verify(tok string) (Verified, error) {
 		claims jwt.RegisteredClaims
 	)
 	_, err := jwt.ParseWithClaims(tok, &claims, func(t *jwt.Token) (any, error) {
-		chain, err := x5c(t.Header["x5c"])
+		s, err := v.chain(t.Header["x5c"])
 		if err != nil {
 			return nil, err
 		}
-		id, _, err := x509svid.Verify(chain, v.bundles)
-		if err != nil {
-			return nil, fmt.Errorf("its x5c certificates are not an SVID of a trusted domain: %w", err)
-		}
-		signer = id
-		return chain[0].PublicKey, nil
+		signer = s.id
+		return s.key, nil
 	}, methods, jwt.WithoutClaimsValidation())
 	if err != nil {
 		return Verified{}, fmt.Errorf("token: %w", err)
@@ -88,6 +100,39 @@ func (v *Verifier) verify(tok string) (Verified, error) {
 		return Verified{}, fmt.Errorf("token: signed by %s but its sub claim is %q", signer, claims.Subject)
 	}
 	return Verified{Signer: signer, Claims: claims}, nil
+}
+
+// chain returns the signer whose certificates a token's x5c header holds, verified against the
+// trust bundle now or less than chainRecheck ago.
+func (v *Verifier) chain(header any) (signer, error) {
+	var key strings.Builder
+	if list, ok := header.([]any); ok {
+		for _, item := range list {
+			s, _ := item.(string)
+			key.WriteString(s)
+			key.WriteByte(',') // no base64 character
+		}
+	}
+	now := time.Now() // as x509svid.Verify judges certificates
+	if s, ok := v.chains.Get(key.String()); ok && now.Before(s.until) {
+		return s, nil
+	}
+	chain, err := x5c(header)
+	if err != nil {
+		return signer{}, err
+	}
+	id, verified, err := x509svid.Verify(chain, v.bundles)
+	if err != nil {
+		return signer{}, fmt.Errorf("its x5c certificates are not an SVID of a trusted domain: %w", err)
+	}
+	s := signer{id: id, key: chain[0].PublicKey, until: now.Add(chainRecheck)}
+	for _, c := range verified[0] {
+		if c.NotAfter.Before(s.until) {
+			s.until = c.NotAfter
+		}
+	}
+	v.chains.Add(key.String(), s)
+	return s, nil
 }
 
 // x5c decodes a token's x5c header: standard base64 DER certificates, leaf first.
