@@ -10,7 +10,9 @@
 // registry verifies every token itself, with the trust bundle (token.Verifier): its chain is an
 // SVID of a trusted domain, it is signed by that SVID's key and its sub is that SVID's SPIFFE
 // ID. The last token must be signed by the SVID the caller presented in mutual TLS and addressed
-// to this registry, and each token before it must be addressed to the hop after it. So the
+// to this registry, and each token before it must be addressed to the hop after it. NSM's
+// components sign their tokens without the chain: the caller's own token is then verified
+// against the certificate of the mTLS handshake, so that they may register here directly. So the
 // registrant, the subject of the first token, proved its identity to the first hop with a token
 // that hop could not forge, and a hop can pass on only tokens that were sent to itself, while
 // they last (their exp). What a hop that was sent a token can do with it in that time, it can

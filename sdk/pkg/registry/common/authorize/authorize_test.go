@@ -42,19 +42,24 @@ func id(name string) string { return spiffeid.RequireFromPath(td, "/"+name).Stri
 
 // trust is a trust domain whose SVIDs the tests' callers hold.
 type trust struct {
-	t  testing.TB
-	ca *spiffe.CA
+	t       testing.TB
+	ca      *spiffe.CA
+	sources map[string]spiffe.Source // one SVID each
 }
 
 func newTrust(t testing.TB) *trust {
 	ca, err := spiffe.NewCA(td)
 	require.NoError(t, err)
-	return &trust{t: t, ca: ca}
+	return &trust{t: t, ca: ca, sources: map[string]spiffe.Source{}}
 }
 
 func (tr *trust) source(name string) spiffe.Source {
+	if src, ok := tr.sources[name]; ok {
+		return src
+	}
 	src, err := tr.ca.Source(spiffeid.RequireFromPath(td, "/"+name), time.Hour)
 	require.NoError(tr.t, err)
+	tr.sources[name] = src
 	return src
 }
 
@@ -63,6 +68,16 @@ func (tr *trust) tok(name, aud string, issued time.Time) string {
 	gen, err := spiffe.Tokens(tr.source(name), time.Minute, token.WithAudience(aud), token.WithClock(clock.NewFake(issued)))
 	require.NoError(tr.t, err)
 	tok, _, err := gen(nil)
+	require.NoError(tr.t, err)
+	return tok
+}
+
+// nsmTok is name's token to aud as NSM's components make them: signed by the SVID's key, without
+// its chain.
+func (tr *trust) nsmTok(name, aud string) string {
+	svid, err := tr.source(name).GetX509SVID()
+	require.NoError(tr.t, err)
+	tok, _, err := token.NewJWT(svid.PrivateKey, id(name), time.Minute, token.WithAudience(aud), token.WithClock(clock.NewFake(now)))(nil)
 	require.NoError(tr.t, err)
 	return tok
 }
@@ -93,6 +108,7 @@ func TestPolicies(t *testing.T) {
 	aliceToNsmgr := tr.tok("alice", id("nsmgr"), now)
 	nsmgr := tr.tok("nsmgr", id("registry"), now)
 	stale := tr.tok("alice", id("registry"), now.Add(-2*time.Minute))
+	nsmStyle := tr.nsmTok("alice", id("registry")) // no x5c: only the peer's certificate verifies it
 	insecure, _, err := token.NewInsecure(time.Minute, token.WithName(id("alice")), token.WithClock(clock.NewFake(now)))(nil)
 	require.NoError(t, err)
 
@@ -103,6 +119,9 @@ func TestPolicies(t *testing.T) {
 	}{
 		{"the registrant itself", tr.call("alice", alice), ""},
 		{"through its nsmgr", tr.call("nsmgr", aliceToNsmgr, nsmgr), ""},
+		{"NSM's token, without x5c, from its signer", tr.call("alice", nsmStyle), ""},
+		{"NSM's token from another", tr.call("mallory", nsmStyle), "policy signed: segment 0: the token cannot be trusted: token: token is unverifiable: error while executing keyfunc: it has no x5c header with its signer's certificates; nor by the caller's mTLS certificate: token signature is invalid"},
+		{"NSM's token passed on", tr.call("nsmgr", tr.nsmTok("alice", id("nsmgr")), nsmgr), "policy signed: segment 0: the token cannot be trusted"},
 		{"no TLS", tr.call("", alice), "policy signed: the caller presented no SVID: the registry API needs mutual TLS"},
 		{"no path", tr.call("alice"), "policy path: the call carries no path of callers"},
 		{"no token", tr.call("alice", ""), "policy tokens: segment 0: no token"},
@@ -273,6 +292,7 @@ func FuzzPath(f *testing.F) {
 	f.Add(good, "")
 	f.Add(tr.tok("alice", id("nsmgr"), now), tr.tok("nsmgr", id("registry"), now))
 	f.Add("e30.e30.", good)
+	f.Add(tr.nsmTok("alice", id("registry")), "")
 	self := tr.source("registry")
 	fast := authorize.NewNSE(authorize.WithIdentity(self))
 	opa := authorize.NewNSE(authorize.WithIdentity(self), authorize.WithPolicyFS(authorize.Defaults, "*.rego"))
