@@ -66,16 +66,11 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/topdown"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -84,29 +79,21 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/lru"
+	"vwire.dev/sdk/pkg/tools/opa"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
-// Defaults holds the default policies, tokens.rego and path.rego: pass
+// Defaults holds the default policies (tokens, path, signed, chained, owner): pass
 // WithPolicyFS(authorize.Defaults, "*.rego") to keep them beside policies of your own.
 //
 //go:embed *.rego
 var Defaults embed.FS
 
-// namespace is the package every policy lives under.
-var namespace = ast.MustParseRef("data.vwire.authorize")
-
 // Option changes the policies of NewServer.
 type Option func(*options)
 
-type source struct {
-	fsys     fs.FS
-	root     string // how fsys's names read in messages
-	patterns []string
-}
-
 type options struct {
-	sources  []source
+	sources  []opa.Source
 	any      bool
 	identity spiffe.Source
 }
@@ -114,20 +101,13 @@ type options struct {
 // WithPolicies uses the Rego files at paths (or glob patterns) instead of the defaults;
 // several calls add up.
 func WithPolicies(paths ...string) Option {
-	return func(o *options) {
-		for _, p := range paths {
-			if abs, err := filepath.Abs(p); err == nil {
-				p = abs
-			}
-			o.sources = append(o.sources, source{fsys: os.DirFS("/"), root: "/", patterns: []string{strings.TrimPrefix(p, "/")}})
-		}
-	}
+	return func(o *options) { o.sources = append(o.sources, opa.Files(paths...)...) }
 }
 
 // WithPolicyFS uses the Rego files of fsys matching patterns (fs.Glob) instead of the
 // defaults; several calls add up.
 func WithPolicyFS(fsys fs.FS, patterns ...string) Option {
-	return func(o *options) { o.sources = append(o.sources, source{fsys: fsys, patterns: patterns}) }
+	return func(o *options) { o.sources = append(o.sources, opa.FS(fsys, patterns...)) }
 }
 
 // Any lets every Request through, for tests and for meshes that authorize elsewhere.
@@ -151,7 +131,7 @@ func Check(opts ...Option) error {
 }
 
 type server struct {
-	query    *rego.PreparedEvalQuery       // nil: allow all
+	policies *opa.Policies                 // nil: allow all
 	identity *identity                     // nil: an insecure mesh
 	claims   *lru.Cache[string, *ast.Term] // by token
 	defaults bool                          // the policies are the defaults: allowedByDefaults may answer first
@@ -167,66 +147,21 @@ func compile(opts []Option) (*server, error) {
 	}
 	defaults := len(o.sources) == 0
 	if defaults {
-		o.sources = []source{{fsys: Defaults, patterns: []string{"*.rego"}}}
+		o.sources = []opa.Source{opa.FS(Defaults, "*.rego")}
 	}
-	args := []func(*rego.Rego){rego.Query("data.vwire.authorize[policy].deny[reason]")}
-	for _, src := range o.sources {
-		for _, pattern := range src.patterns {
-			mods, err := load(src.fsys, src.root, pattern)
-			if err != nil {
-				return nil, err
-			}
-			for _, m := range mods {
-				args = append(args, rego.ParsedModule(m))
-			}
-		}
-	}
-	q, err := rego.New(args...).PrepareForEval(context.Background())
+	policies, err := opa.Compile("vwire.authorize", o.sources...)
 	if err != nil {
-		return nil, fmt.Errorf("authorize: compile policies: %w", err)
+		return nil, fmt.Errorf("authorize: %w", err)
 	}
-	s := &server{query: &q, claims: lru.New[string, *ast.Term](claimsCacheSize), defaults: defaults}
+	s := &server{policies: policies, claims: lru.New[string, *ast.Term](claimsCacheSize), defaults: defaults}
 	if o.identity != nil {
 		s.identity = newIdentity(o.identity)
 	}
 	return s, nil
 }
 
-// load parses the policy files matching pattern and checks that each is a policy.
-func load(fsys fs.FS, root, pattern string) ([]*ast.Module, error) {
-	names, err := fs.Glob(fsys, pattern)
-	if err != nil || len(names) == 0 {
-		return nil, fmt.Errorf("authorize: policy files %q: none found", root+pattern)
-	}
-	mods := make([]*ast.Module, 0, len(names))
-	for _, file := range names {
-		src, err := fs.ReadFile(fsys, file)
-		name := root + file
-		if err != nil {
-			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
-		}
-		m, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			return nil, fmt.Errorf("authorize: policy %s: %w", name, err)
-		}
-		pkg := m.Package.Path
-		if len(pkg) != len(namespace)+1 || !pkg.HasPrefix(namespace) {
-			return nil, fmt.Errorf("authorize: policy %s: package %v is not vwire.authorize.<policy name>", name, pkg)
-		}
-		if !slices.ContainsFunc(m.Rules, isDeny) {
-			return nil, fmt.Errorf("authorize: policy %s: no set rule deny (deny contains reason if {...})", name)
-		}
-		mods = append(mods, m)
-	}
-	return mods, nil
-}
-
-func isDeny(r *ast.Rule) bool {
-	return r.Head.Ref().String() == "deny" && r.Head.RuleKind() == ast.MultiValue
-}
-
 func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
-	if s.query == nil {
+	if s.policies == nil {
 		return next.Server(ctx).Request(ctx, req)
 	}
 	path := req.GetConnection().GetPath()
@@ -284,26 +219,16 @@ func (s *server) check(ctx context.Context, path *networkservice.Path) error {
 	if s.identity != nil {
 		s.identity.input(input, c, self, owner, segs, path)
 	}
-	// OPA would start a goroutine per evaluation to watch ctx; a callback costs nothing until
-	// ctx ends.
-	cancel := topdown.NewCancel()
-	defer context.AfterFunc(ctx, cancel.Cancel)()
-	results, err := s.query.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		return status.Errorf(codes.Internal, "authorize: evaluating the policies failed: %v", err)
+	reasons, err := s.policies.Deny(ctx, input)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil:
+		return status.Errorf(codes.Internal, "authorize: %v", err)
+	case len(reasons) > 0:
+		return status.Errorf(codes.PermissionDenied, "authorize: %s", strings.Join(reasons, "; "))
 	}
-	if len(results) == 0 {
-		return nil
-	}
-	reasons := make([]string, 0, len(results))
-	for _, r := range results {
-		reasons = append(reasons, fmt.Sprintf("policy %v: %v", r.Bindings["policy"], r.Bindings["reason"]))
-	}
-	slices.Sort(reasons)
-	return status.Errorf(codes.PermissionDenied, "authorize: %s", strings.Join(reasons, "; "))
+	return nil
 }
 
 // pathTerm returns the path as the policies read it, and its segments' objects.
