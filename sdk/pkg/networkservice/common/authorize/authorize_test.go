@@ -69,13 +69,37 @@ func jwtWithout(name string) string {
 	return tok
 }
 
+// policyCase is a Request and what the policies answer.
+type policyCase struct {
+	name string
+	ctx  context.Context
+	req  *networkservice.NetworkServiceRequest
+	deny string // "" allows; else the whole message after "authorize: "
+}
+
+// checkCases runs every case against each server, [server, recorder]: an allowed Request
+// passes, a refused one has exactly the message wanted and does not pass.
+func checkCases(t *testing.T, servers map[string]networkservice.NetworkServiceServer, tests []policyCase) {
+	for name, s := range servers {
+		for _, tt := range tests {
+			t.Run(name+"/"+tt.name, func(t *testing.T) {
+				rec := checks.NewServer()
+				_, err := next.NewNetworkServiceServer(s, rec).Request(tt.ctx, tt.req)
+				if tt.deny == "" {
+					require.NoError(t, err)
+					require.Len(t, rec.Requests(), 1)
+					return
+				}
+				require.Equal(t, codes.PermissionDenied, status.Code(err))
+				require.Equal(t, "authorize: "+tt.deny, status.Convert(err).Message())
+				require.Empty(t, rec.Requests(), "a refused request does not pass")
+			})
+		}
+	}
+}
+
 func TestDefaultPolicies(t *testing.T) {
-	tests := []struct {
-		name string
-		ctx  context.Context
-		req  *networkservice.NetworkServiceRequest
-		deny string // "" allows; else the whole message after "authorize: "
-	}{
+	tests := []policyCase{
 		{
 			name: "valid path",
 			ctx:  at(now),
@@ -179,28 +203,10 @@ func TestDefaultPolicies(t *testing.T) {
 	}
 	// The defaults, and the same policies named as a policy set of one's own: OPA alone decides
 	// those, with no shortcut for the paths the defaults clearly allow.
-	for _, s := range []struct {
-		name   string
-		server networkservice.NetworkServiceServer
-	}{
-		{name: "defaults", server: authorize.NewServer()},
-		{name: "named", server: authorize.NewServer(authorize.WithPolicyFS(authorize.Defaults, "*.rego"))},
-	} {
-		for _, tt := range tests {
-			t.Run(s.name+"/"+tt.name, func(t *testing.T) {
-				rec := checks.NewServer()
-				_, err := next.NewNetworkServiceServer(s.server, rec).Request(tt.ctx, tt.req)
-				if tt.deny == "" {
-					require.NoError(t, err)
-					require.Len(t, rec.Requests(), 1)
-					return
-				}
-				require.Equal(t, codes.PermissionDenied, status.Code(err))
-				require.Equal(t, "authorize: "+tt.deny, status.Convert(err).Message())
-				require.Empty(t, rec.Requests(), "a refused request does not pass")
-			})
-		}
-	}
+	checkCases(t, map[string]networkservice.NetworkServiceServer{
+		"defaults": authorize.NewServer(),
+		"named":    authorize.NewServer(authorize.WithPolicyFS(authorize.Defaults, "*.rego")),
+	}, tests)
 }
 
 // FuzzDefaultsDecideAsTheirRego checks that the default policies decide every path as their
