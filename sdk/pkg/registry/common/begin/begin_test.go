@@ -95,11 +95,12 @@ func TestOneEventPerNameAtATime(t *testing.T) {
 type ctxKey struct{}
 
 // grabber keeps the factory of the last event through it, and the value under ctxKey of every
-// event's context.
+// event's context and whether it was a background event.
 type grabber struct {
-	mu      sync.Mutex
-	factory begin.EventFactory[*nse]
-	values  []any
+	mu          sync.Mutex
+	factory     begin.EventFactory[*nse]
+	values      []any
+	backgrounds []bool
 }
 
 func (g *grabber) note(ctx context.Context) {
@@ -107,6 +108,7 @@ func (g *grabber) note(ctx context.Context) {
 	defer g.mu.Unlock()
 	g.factory = begin.FromContext[*nse](ctx)
 	g.values = append(g.values, ctx.Value(ctxKey{}))
+	g.backgrounds = append(g.backgrounds, begin.Background(ctx))
 }
 
 func (g *grabber) Register(ctx context.Context, r *nse) (*nse, error) {
@@ -177,6 +179,9 @@ func TestFactoryReentersWithValuesOfLastRegister(t *testing.T) {
 	require.Equal(t, []string{"registry"}, unregistered[0].Record.GetPathIds(), "the record as last registered, not as given")
 	_, values := back.grab.get()
 	require.Equal(t, []any{"first", "first", "first"}, values)
+	back.grab.mu.Lock()
+	require.Equal(t, []bool{false, true, true}, back.grab.backgrounds, "the factory's events are marked, the caller's not")
+	back.grab.mu.Unlock()
 
 	err = factory.Register(context.Background(), &nse{Name: "b"})
 	require.Equal(t, codes.Internal, status.Code(err), "a factory serves its own name only")
