@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz demo demo-down kube-bins images cluster-bins cluster-up cluster-down examples
+.PHONY: all lint test bench fuzz demo demo-down kube-bins spire-bins images cluster-bins cluster-up cluster-down examples
 
 # Programs the tests run that are not ours (kube-apiserver, etcd), built from the Go module proxy
 # into .build/bin (never in git). Each comes from a module of its own under tools/, outside
@@ -28,7 +28,7 @@ lint:
 # Then the examples of deployments-k8s on a real cluster, one suite at a time after the rest:
 # only one cluster fits on a machine. The tests built with `!race` (a race inside a library, named
 # in each file) run without the race detector.
-test: kube-bins cluster-bins
+test: kube-bins cluster-bins spire-bins
 	$(GO) test -race -count=1 -timeout 30m $(PACKAGES)
 	$(GO) test -count=1 -run '^TestInteropWithNSMsNsmgr$$' ./sdk/pkg/networkservice/common/mechanisms/sendfd
 	$(MAKE) examples
@@ -48,6 +48,17 @@ kube-bins:
 	@mkdir -p $(BUILD)/bin
 	cd tools/etcd && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/etcd .
 	cd tools/kube && GOWORK=off CGO_ENABLED=0 $(GO) build -ldflags='$(KUBE_LDFLAGS)' -o $(BUILD)/bin/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+
+# SPIRE's server and agent (tools/spire), the SPIFFE Workload API of integration-tests/spire and
+# of the Kubernetes examples. The server keeps its entries in SQLite, which needs cgo: both are
+# linked statically (no C library needed at run time, so they go into images as they are), with
+# Go's own resolver and user lookup and no SQLite extension loading, so nothing calls into glibc's
+# dynamic parts. One build for both, so they share every compiled package.
+SPIRE_TAGS := netgo,osusergo,sqlite_omit_load_extension
+spire-bins:
+	@mkdir -p $(BUILD)/bin
+	cd tools/spire && GOWORK=off CGO_ENABLED=1 $(GO) build -tags $(SPIRE_TAGS) -ldflags='-s -w -linkmode external -extldflags "-static"' \
+	  -o $(BUILD)/bin/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
 
 # The rest of a single-node cluster (integration-tests/cluster): control plane, kubelet,
 # kube-proxy, kubectl, containerd and runc, the CNI plugins (in .build/bin/cni), CoreDNS and the
