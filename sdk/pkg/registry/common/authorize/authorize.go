@@ -46,8 +46,8 @@
 // begin) are not a caller's doing and pass.
 //
 // Without WithIdentity (a mesh without identities, which the cmds log) authorize keeps only the
-// owners, by who the registrant claims to be, unchecked: the sub of the first token, else the
-// first of the path_ids it sent, else anonymous; policies are not evaluated (but compiled, so
+// owners, by who the registrant claims to be, unchecked: the first of the path_ids it sent, else
+// the sub of the first token, else anonymous; policies are not evaluated (but compiled, so
 // that a bad file fails at start). Any lets every call through.
 //
 // Authorize belongs in a registry server chain after updatepath (the path) and after begin (one
@@ -230,18 +230,18 @@ func (a *authorize[R]) check(ctx context.Context, operation string, r R) (string
 	return c.registrant, a.policies.allow(ctx, c)
 }
 
-// claimed returns who the registrant of r claims to be, unverified: the sub of the path's first
-// token, else the first of the path_ids the caller sent (all but the last, this hop's, which
-// updatepath added), else "" (anonymous).
+// claimed returns who the registrant of r claims to be, unverified: the first of the path_ids
+// the caller sent (all but the last, this hop's, which updatepath added), which every hop carries
+// on, else the sub of the path's first token, else "" (anonymous).
 func claimed[R record](ctx context.Context, r R) string {
-	if p := updatepath.FromContext(ctx); p != nil && len(p.Segments) > 0 {
-		var claims jwt.RegisteredClaims
-		if _, _, err := jwt.NewParser().ParseUnverified(p.Segments[0].Token, &claims); err == nil && claims.Subject != "" {
-			return claims.Subject
-		}
-	}
 	if ids := r.GetPathIds(); len(ids) > 1 {
 		return ids[0]
+	}
+	if p := updatepath.FromContext(ctx); p != nil && len(p.Segments) > 0 {
+		var claims jwt.RegisteredClaims
+		if _, _, err := jwt.NewParser().ParseUnverified(p.Segments[0].Token, &claims); err == nil {
+			return claims.Subject
+		}
 	}
 	return ""
 }
