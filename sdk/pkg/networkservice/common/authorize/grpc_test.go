@@ -16,8 +16,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
+	"vwire.dev/sdk/pkg/networkservice/common/connect"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/spiffe"
@@ -172,4 +175,70 @@ func TestAttacksOverMutualTLS(t *testing.T) {
 	require.Equal(t, networkservice.ConnectionEventType_DELETE, event.GetType())
 	require.Len(t, rec.Requests(), 2)
 	require.Len(t, rec.Closes(), 1)
+}
+
+// TestSecurePathThroughAHop runs the client chain, a hop that passes the Request on (an endpoint
+// chain with connect, as a manager or a forwarder is) and an endpoint, each with an identity and
+// mutual TLS: tokens made, sent, verified and chained by the real elements; the hop's monitor
+// shows the client its connection with the path beyond, without other hops' tokens; another
+// client cannot close it at the hop; the client's Close goes through.
+func TestSecurePathThroughAHop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m := newMesh(t, "nsc", "nsc-2", "mid", "nse")
+	nseRec, midRec := checks.NewServer(), checks.NewServer()
+	nseURL := secureEndpoint(t, m, nseRec)
+
+	serveCtx, stop := context.WithCancel(context.Background())
+	midGen := must(spiffe.Tokens(m.hops["mid"], time.Minute))
+	mid := endpoint.NewServer(serveCtx, midGen, endpoint.WithName("mid"),
+		endpoint.WithAuthorizeOptions(authorize.WithIdentity(m.hops["mid"])),
+		endpoint.WithAdditionalFunctionality(midRec, connect.NewServer(client.NewClient(serveCtx,
+			client.WithName("mid"), client.WithTokenGenerator(midGen), client.WithoutRetry(), client.WithClientURL(nseURL),
+			client.WithDialOptions(dial.WithDialOptions(grpc.WithTransportCredentials(spiffe.ClientCredentials(m.hops["mid"]))))))))
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	midURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "mid.sock")}
+	errs, err := endpoint.Serve(serveCtx, midURL, mid, grpc.Creds(spiffe.ServerCredentials(m.hops["mid"])))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		stop()
+		for range errs {
+		}
+		_ = os.RemoveAll(dir)
+	})
+
+	nscCtx, nscStop := context.WithCancel(ctx)
+	defer nscStop()
+	nsc := client.NewClient(nscCtx, client.WithName("nsc"), client.WithClientURL(midURL),
+		client.WithTokenGenerator(must(spiffe.Tokens(m.hops["nsc"], time.Minute))),
+		client.WithDialOptions(dial.WithDialOptions(grpc.WithTransportCredentials(spiffe.ClientCredentials(m.hops["nsc"])))))
+	conn, err := nsc.Request(ctx, fromClient("nsc", "nsc-conn"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"nsc", "mid", "nse"}, checks.PathNames(conn))
+
+	// The hop's monitor, as the client sees it.
+	_, nscMon := dialAs(t, midURL, m.hops["nsc"], tokensOf(t, m.hops["nsc"], 0))
+	stream, err := nscMon.MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
+	require.NoError(t, err)
+	event, err := stream.Recv()
+	require.NoError(t, err)
+	atMid := conn.GetPath().GetPathSegments()[1].GetId()
+	require.Contains(t, event.GetConnections(), atMid)
+	seen := event.GetConnections()[atMid].GetPath().GetPathSegments()
+	require.Len(t, seen, 3, "with the path beyond the hop")
+	require.NotEmpty(t, seen[0].GetToken())
+	require.Empty(t, seen[1].GetToken())
+	require.Empty(t, seen[2].GetToken())
+
+	other, _ := dialAs(t, midURL, m.hops["nsc-2"], tokensOf(t, m.hops["nsc-2"], 0))
+	_, err = other.Close(ctx, conn.Clone())
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.Empty(t, midRec.Closes())
+	require.Empty(t, nseRec.Closes())
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Len(t, midRec.Closes(), 1)
+	require.Len(t, nseRec.Closes(), 1)
 }
