@@ -3,13 +3,19 @@ package token_test
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
+	"math/big"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
 
@@ -130,4 +136,69 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestVerifierAlgorithms verifies tokens of SVIDs of every key type NewSigned signs with, and
+// refuses each with its signature changed.
+func TestVerifierAlgorithms(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("mesh.test")
+	caKey := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))
+	caCert := certificate(t, &x509.Certificate{
+		SerialNumber: big.NewInt(1), URIs: []*url.URL{td.ID().URL()},
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}, nil, caKey.Public(), caKey)
+	verifier := token.NewVerifier(x509bundle.FromX509Authorities(td, []*x509.Certificate{caCert}))
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	for alg, key := range map[string]crypto.Signer{
+		"ES256": must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)),
+		"ES384": must(ecdsa.GenerateKey(elliptic.P384(), rand.Reader)),
+		"ES512": must(ecdsa.GenerateKey(elliptic.P521(), rand.Reader)),
+		"RS256": must(rsa.GenerateKey(rand.Reader, 2048)),
+		"EdDSA": edKey,
+	} {
+		t.Run(alg, func(t *testing.T) {
+			id := spiffeid.RequireFromPath(td, "/"+strings.ToLower(alg))
+			leaf := certificate(t, &x509.Certificate{
+				SerialNumber: big.NewInt(2), URIs: []*url.URL{id.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
+			}, caCert, key.Public(), caKey)
+			gen := token.NewSigned(func() (crypto.Signer, []*x509.Certificate, error) {
+				return key, []*x509.Certificate{leaf}, nil
+			}, id.String(), time.Minute)
+			tok, _, err := gen(nil)
+			require.NoError(t, err)
+			require.Equal(t, alg, jwtAlg(t, tok))
+			got, err := verifier.Verify(tok)
+			require.NoError(t, err)
+			require.Equal(t, id, got.Signer)
+
+			parts := strings.Split(tok, ".")
+			other, _, err := gen(nil) // the same claims; flip a bit of the signature instead
+			require.NoError(t, err)
+			require.Equal(t, tok, other)
+			sig := []byte(parts[2])
+			sig[len(sig)/2] ^= 1
+			_, err = verifier.Verify(parts[0] + "." + parts[1] + "." + string(sig))
+			require.Error(t, err)
+		})
+	}
+}
+
+// certificate makes a certificate from tmpl for pub, signed by parent (itself when nil) with key.
+func certificate(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) *x509.Certificate {
+	t.Helper()
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(time.Hour)
+	if parent == nil {
+		parent = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
+	require.NoError(t, err)
+	return must(x509.ParseCertificate(der))
+}
+
+func jwtAlg(t *testing.T, tok string) string {
+	t.Helper()
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, &jwt.RegisteredClaims{})
+	require.NoError(t, err)
+	return parsed.Method.Alg()
 }
