@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
@@ -37,7 +38,6 @@ import (
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
-	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 )
@@ -74,21 +74,21 @@ func TestServesAConnectionAndLeavesNothing(t *testing.T) {
 			}
 		}
 	})
-	serve := func(u *url.URL, r grpcserve.Registrar) {
-		errs, err := grpcserve.Serve(ctx, u, r)
+	serve := func(u *url.URL, r grpcserve.Registrar, name string) {
+		errs, err := grpcserve.Serve(ctx, u, r, cmdtest.ServerOptions(t, name)...)
 		require.NoError(t, err)
 		served = append(served, errs)
 	}
-	gen := func(name string) token.GeneratorFunc { return token.NewInsecure(time.Minute, token.WithName(name)) }
-	serve(sock("nsmgr"), nsmgr.NewServer(ctx, gen("nsmgr"), nsmgr.WithName("nsmgr"), nsmgr.WithURL(sock("nsmgr"))))
+	serve(sock("nsmgr"), nsmgr.NewServer(ctx, cmdtest.Tokens(t, "nsmgr", time.Minute), nsmgr.WithName("nsmgr"), nsmgr.WithURL(sock("nsmgr")),
+		nsmgr.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsmgr")...))), "nsmgr")
 	cc := cmdtest.Dial(t, sock("nsmgr").String())
 	_, err := registry.NewNetworkServiceRegistryClient(cc).Register(ctx, &registry.NetworkService{Name: "icmp-responder"})
 	require.NoError(t, err)
-	serve(sock("nse"), endpoint.NewServer(ctx, gen("nse"), endpoint.WithName("nse"), endpoint.WithAdditionalFunctionality(
+	serve(sock("nse"), endpoint.NewServer(ctx, cmdtest.Tokens(t, "nse", time.Minute), endpoint.WithName("nse"), endpoint.WithAdditionalFunctionality(
 		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
 		sendfd.NewServer(), // its namespace goes to the forwarder as a descriptor
 		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf("file:///var/run/netns/" + nseName)}),
-	)))
+	)), "nse")
 	_, _, err = regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{"icmp-responder"}, Url: sock("nse").String()})
 	require.NoError(t, err)
 
@@ -98,7 +98,8 @@ func TestServesAConnectionAndLeavesNothing(t *testing.T) {
 
 	clientCtx, stopClient := context.WithCancel(ctx)
 	defer stopClient()
-	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(sock("nsmgr")))
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(sock("nsmgr")),
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	mech := kernel.ToMechanism(&networkservice.Mechanism{Cls: cls.LOCAL, Type: kernel.MECHANISM})
 	mech.SetInterfaceName("nsm-1")
 	mech.SetNetNSURL("file:///var/run/netns/" + nscName)
@@ -142,13 +143,13 @@ func TestAClientInNamespacesOfItsOwn(t *testing.T) {
 	_, err := registry.NewNetworkServiceRegistryClient(cc).Register(ctx, &registry.NetworkService{Name: "icmp-responder"})
 	require.NoError(t, err)
 	rec := checks.NewServer()
-	errs, err := endpoint.Serve(ctx, sock("nse"), endpoint.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nse")),
+	errs, err := endpoint.Serve(ctx, sock("nse"), endpoint.NewServer(ctx, cmdtest.Tokens(t, "nse", time.Minute),
 		endpoint.WithName("nse"), endpoint.WithAdditionalFunctionality(
 			point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
 			sendfd.NewServer(),
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf("file:///var/run/netns/" + nseName)}),
 			rec,
-		)))
+		)), cmdtest.ServerOptions(t, "nse")...)
 	require.NoError(t, err)
 	defer func() {
 		cancel()
@@ -169,7 +170,8 @@ func TestAClientInNamespacesOfItsOwn(t *testing.T) {
 	require.NoError(t, err)
 	clientCtx, stopClient := context.WithCancel(ctx)
 	defer stopClient()
-	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(sock("nsmgr")))
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(sock("nsmgr")),
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	for _, netnsURL := range []string{
 		held,                    // an inode URL whose descriptor it does not send: refused by the nsmgr
 		"file:///proc/1/ns/net", // a path, passed on as it is: refused by the forwarder

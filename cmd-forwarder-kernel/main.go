@@ -54,7 +54,7 @@ import (
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
-	"vwire.dev/sdk/pkg/tools/token"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/chains/forwarder"
@@ -64,6 +64,7 @@ import (
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name             envconfig.Name   `default:"forwarder-kernel" split_words:"true" desc:"the forwarder's name: its registration and its segment of each connection's path; unique in the mesh"`
 	ListenOn         envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
 	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr: where it registers and finds endpoints"`
@@ -203,6 +204,11 @@ func run(ctx context.Context, c *config) error {
 			Problem: "nsmgrs find forwarders under the network service forwarder only; leave it unset"}
 	}
 	logger := log.FromContext(ctx)
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
 	fwd, err := nsfile.Open("file:///proc/self/ns/net")
 	if err != nil {
 		return err
@@ -237,7 +243,7 @@ func run(ctx context.Context, c *config) error {
 	}
 	// One connection for the registration and the endpoint lookups; it comes back quickly to an
 	// nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
-	cc, err := regclient.Dial(c.ConnectTo.URL, grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}
@@ -251,7 +257,7 @@ func run(ctx context.Context, c *config) error {
 		forwarder.WithName(name),
 		forwarder.WithVXLANPort(uint16(c.VXLANPort)),
 		forwarder.WithRemoteMechanisms(c.RemoteMechanisms.ordered(c.MechanismPriority)...),
-		forwarder.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
+		forwarder.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 	}
 	if c.TunnelIP.IsValid() {
 		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))
@@ -259,11 +265,15 @@ func run(ctx context.Context, c *config) error {
 	if c.AllowNetnsPaths {
 		opts = append(opts, forwarder.WithNetNSPaths())
 	}
-	fwdChain, err := forwarder.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), cc, fwd, opts...)
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
 	if err != nil {
 		return err
 	}
-	errs, err := grpcserve.Serve(serving, listen, fwdChain)
+	fwdChain, err := forwarder.NewServer(serving, tokens, cc, fwd, opts...)
+	if err != nil {
+		return err
+	}
+	errs, err := grpcserve.Serve(serving, listen, fwdChain, id.ServerOptions()...)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,6 @@ import (
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
-	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 )
@@ -173,8 +172,8 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 	dir := cmdtest.TempDir(t)
 	nsmgrURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nsmgr.sock")}
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr := nsmgr.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nsmgr")), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
-	errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr)
+	mgr := nsmgr.NewServer(ctx, cmdtest.Tokens(t, "nsmgr", time.Minute), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
+	errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr, cmdtest.ServerOptions(t, "nsmgr")...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		cancel()
@@ -189,10 +188,9 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 		"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd-1", "NSM_CONNECT_TO=" + nsmgrURL.String(), "NSM_LISTEN_ON=" + fwdURL,
 		"NSM_TUNNEL_IP=10.99.0.1", "NSM_LABELS=p2p:true,node:n1", "NSM_NSNAME=forwarder", "NSM_VXLAN_PORT=0",
 		"NSM_DIAL_TIMEOUT=750ms", "NSM_MECHANISM_PRIORITY=VXLAN", "NSM_PPROF_ENABLED=true",
-		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 	}, "netns", "exec", name, bin)
 	p.WaitStderr(`msg=registered`)
-	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PPROF_ENABLED"} {
+	for _, v := range []string{"NSM_PPROF_ENABLED"} {
 		require.Contains(t, p.Stderr(), `msg="accepted, not used yet" cmd=cmd-forwarder-kernel variable=`+v+" why=")
 	}
 	require.Contains(t, p.Stderr(), "NSM_VXLAN_PORT=4789", "0 is the standard port")
@@ -227,8 +225,8 @@ func TestRegistersAgainAfterTheNsmgrRestarts(t *testing.T) {
 	nsmgrURL := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nsmgr.sock")}
 	startNsmgr := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
-		mgr := nsmgr.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nsmgr")), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
-		errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr)
+		mgr := nsmgr.NewServer(ctx, cmdtest.Tokens(t, "nsmgr", time.Minute), nsmgr.WithName("nsmgr"), nsmgr.WithURL(nsmgrURL))
+		errs, err := grpcserve.Serve(ctx, nsmgrURL, mgr, cmdtest.ServerOptions(t, "nsmgr")...)
 		require.NoError(t, err)
 		return func() {
 			cancel()

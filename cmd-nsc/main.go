@@ -39,11 +39,12 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/log"
-	"vwire.dev/sdk/pkg/tools/token"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name             envconfig.Name   `default:"nsc" split_words:"true" desc:"the client's name: its segment of each connection's path"`
 	NetworkServices  serviceURLs      `required:"true" split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position; mechanism default: NSM_MECHANISM)"`
 	Labels           envconfig.Labels `split_words:"true" desc:"labels of the client, sent with every request; a URL's own labels win"`
@@ -145,6 +146,15 @@ func command(c *config) envconfig.Command {
 func run(ctx context.Context, c *config) error {
 	logger := log.FromContext(ctx)
 	name := string(c.Name)
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
 	// The client's background work (refresh, heal) and its connection to the nsmgr outlive ctx
 	// (the signal) until every connection is closed.
 	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
@@ -152,8 +162,8 @@ func run(ctx context.Context, c *config) error {
 	nsc := client.NewClient(clientCtx,
 		client.WithName(name),
 		client.WithClientURL(c.ConnectTo.URL),
-		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
-		client.WithTokenGenerator(token.NewInsecure(c.MaxTokenLifetime, token.WithName(name))))
+		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
+		client.WithTokenGenerator(tokens))
 
 	var open []*networkservice.Connection
 	closeAll := func() error {

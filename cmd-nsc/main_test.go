@@ -19,12 +19,12 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	monitorserver "vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 	"vwire.dev/sdk/pkg/tools/fdpass"
-	"vwire.dev/sdk/pkg/tools/token"
 )
 
 var bin string // the command, built once
@@ -68,14 +68,15 @@ func (refuse) Close(ctx context.Context, conn *networkservice.Connection) (*empt
 func serveEndpoint(t *testing.T) *url.URL {
 	u := &url.URL{Scheme: "unix", Path: filepath.Join(cmdtest.TempDir(t), "nse.sock")}
 	ctx, cancel := context.WithCancel(context.Background())
-	ep := endpoint.NewServer(ctx, token.NewInsecure(time.Hour, token.WithName("nse")),
+	ep := endpoint.NewServer(ctx, cmdtest.Tokens(t, "nse", time.Hour),
 		endpoint.WithName("nse"),
+		endpoint.WithMonitorOptions(monitorserver.WithOperators(cmdtest.ID(t, "test"))), // watch sees every connection
 		endpoint.WithAdditionalFunctionality(
 			refuse{},
 			point2pointipam.NewServer(netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("fd20::/120")),
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: next.NewNetworkServiceServer()}),
 		))
-	errs, err := endpoint.Serve(ctx, u, ep)
+	errs, err := endpoint.Serve(ctx, u, ep, cmdtest.ServerOptions(t, "nse")...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		cancel()
@@ -244,7 +245,6 @@ func TestNSMsVariables(t *testing.T) {
 
 	cmd, args := clientCommand()
 	nsc := cmdtest.Start(t, cmd, []string{
-		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 		"NSM_LOG_LEVEL=TRACE",
 		"NSM_NAME=alpine-nsc",
 		"NSM_CONNECT_TO=" + u.String(),
@@ -258,7 +258,7 @@ func TestNSMsVariables(t *testing.T) {
 	require.Equal(t, "nsm-1", kernel.ToMechanism(conn.GetMechanism()).GetInterfaceName())
 	require.Equal(t, "alpine-nsc", conn.GetPath().GetPathSegments()[0].GetName())
 	nsc.WaitStderr("msg=connected cmd=cmd-nsc service=kernel://icmp-responder/nsm-1")
-	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_LIVENESS_CHECK_ENABLED", "NSM_AWARENESS_GROUPS"} {
+	for _, v := range []string{"NSM_LIVENESS_CHECK_ENABLED", "NSM_AWARENESS_GROUPS"} {
 		require.Contains(t, nsc.Stderr(), `msg="accepted, not used yet" cmd=cmd-nsc variable=`+v+" why=")
 	}
 	require.NotContains(t, nsc.Stderr(), "ignoring a variable")

@@ -53,11 +53,12 @@ import (
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
-	"vwire.dev/sdk/pkg/tools/token"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name             envconfig.Name     `default:"icmp-responder-nse" split_words:"true" desc:"the endpoint's name in the registry; unique among endpoints"`
 	ServiceNames     envconfig.Names    `default:"icmp-responder" split_words:"true" desc:"the network services it provides"`
 	Labels           envconfig.Labels   `split_words:"true" desc:"its labels for each of its services, which clients select endpoints by: app=web,version=2"`
@@ -146,6 +147,11 @@ func run(ctx context.Context, c *config) error {
 	// An endpoint idle for NSM_IDLE_TIMEOUT stops as a signal would stop it.
 	ctx, retire := context.WithCancel(ctx)
 	defer retire()
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
 	listen := c.ListenOn.URL
 	if listen == nil {
 		dir, err := os.MkdirTemp("", "vw-nse")
@@ -161,7 +167,11 @@ func run(ctx context.Context, c *config) error {
 	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServing()
 	name := string(c.Name)
-	ep := endpoint.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)),
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
+	ep := endpoint.NewServer(serving, tokens,
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(
 			onidle.NewServer(serving, func() {
@@ -175,7 +185,7 @@ func run(ctx context.Context, c *config) error {
 				kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),
 			}),
 		))
-	errs, err := endpoint.Serve(serving, listen, ep)
+	errs, err := endpoint.Serve(serving, listen, ep, id.ServerOptions()...)
 	if err != nil {
 		return err
 	}
@@ -190,7 +200,7 @@ func run(ctx context.Context, c *config) error {
 	}()
 	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
 		var err error
-		if reg, err = register(ctx, c, listen); err != nil {
+		if reg, err = register(ctx, c, id, listen); err != nil {
 			return nil, err
 		}
 		return reg.unregisterEndpoint, nil
@@ -209,8 +219,8 @@ type registration struct {
 // NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT for it to answer. From then on the
 // registrations are refreshed before they expire, and made again when the registry restarted,
 // until ctx ends or the endpoint unregisters.
-func register(ctx context.Context, c *config, listen *url.URL) (*registration, error) {
-	cc, err := regclient.Dial(c.ConnectTo.URL)
+func register(ctx context.Context, c *config, id *spiffe.Identity, listen *url.URL) (*registration, error) {
+	cc, err := regclient.Dial(c.ConnectTo.URL, id.DialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}

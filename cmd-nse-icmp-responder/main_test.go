@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
@@ -190,7 +191,7 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "IP", ns.GetNetworkService().GetPayload())
 
-	monitor, err := networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, m.nseURL.String())).
+	monitor, err := networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, m.nseURL.String(), cmdtest.DialOptions(t, "nsc")...)).
 		MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
 	require.NoError(t, err)
 	event := func(want networkservice.ConnectionEventType) map[string]*networkservice.Connection {
@@ -203,7 +204,8 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 
 	clientCtx, stopClient := context.WithCancel(ctx)
 	defer stopClient()
-	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(m.nseURL))
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(m.nseURL),
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	conn, err := nsc.Request(ctx, kernelRequest())
 	require.NoError(t, err, "endpoint stderr:\n%s", m.nse.Stderr())
 	ipc := conn.GetContext().GetIpContext()
@@ -243,7 +245,6 @@ func TestNSMsVariables(t *testing.T) {
 	reg, regCC := startRegistry(t, regURL)
 	w := watch(t, ctx, regCC, "nse-kernel-1")
 	nse := cmdtest.Start(t, nseBin, []string{
-		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 		"NSM_NAME=nse-kernel-1",
 		"NSM_LOG_LEVEL=TRACE",
 		"NSM_CONNECT_TO=" + regURL,
@@ -263,7 +264,8 @@ func TestNSMsVariables(t *testing.T) {
 
 	clientCtx, stopClient := context.WithCancel(ctx)
 	defer stopClient()
-	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u))
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u),
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	req := kernelRequest()
 	req.Connection.NetworkService = "kernel2ip2kernel"
 	conn, err := nsc.Request(ctx, req)
@@ -278,7 +280,7 @@ func TestNSMsVariables(t *testing.T) {
 	require.NoError(t, err)
 	stopClient()
 
-	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_REGISTRY_CLIENT_POLICIES"} {
+	for _, v := range []string{"NSM_REGISTRY_CLIENT_POLICIES"} {
 		require.Contains(t, nse.Stderr(), `msg="accepted, not used yet" cmd=cmd-nse-icmp-responder variable=`+v+" why=")
 	}
 	require.Zero(t, nse.Stop())

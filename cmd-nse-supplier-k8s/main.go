@@ -42,11 +42,12 @@ import (
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
-	"vwire.dev/sdk/pkg/tools/token"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name               envconfig.Name      `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
 	ServiceNames       envconfig.Names     `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
 	Labels             envconfig.Labels    `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
@@ -94,7 +95,12 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	cc, err := regclient.Dial(c.ConnectTo.URL)
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
+	cc, err := regclient.Dial(c.ConnectTo.URL, id.DialOptions()...)
 	if err != nil {
 		return fmt.Errorf("NSM_CONNECT_TO %s: %w", c.ConnectTo, err)
 	}
@@ -119,11 +125,15 @@ func run(ctx context.Context, c *config) error {
 		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "supplier.sock")}
 	}
 	name := string(c.Name)
-	ep := endpoint.NewServer(serving, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)),
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
+	ep := endpoint.NewServer(serving, tokens,
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(spawn.NewServer(sup.Start)),
 	)
-	errs, err := endpoint.Serve(serving, listen, ep)
+	errs, err := endpoint.Serve(serving, listen, ep, id.ServerOptions()...)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
@@ -113,7 +114,8 @@ func TestSuppliesAnEndpointOnTheClientsNode(t *testing.T) {
 	request := func() error {
 		clientCtx, stop := context.WithCancel(ctx)
 		defer stop()
-		nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(supplierURL), client.WithoutRetry())
+		nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(supplierURL), client.WithoutRetry(),
+			client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 		_, err := nsc.Request(ctx, &networkservice.NetworkServiceRequest{
 			Connection:           &networkservice.Connection{NetworkService: "scale-from-zero", Labels: map[string]string{"nodeName": "node-1"}},
 			MechanismPreferences: []*networkservice.Mechanism{{Cls: cls.LOCAL, Type: kernel.MECHANISM}},

@@ -29,11 +29,12 @@ import (
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
-	"vwire.dev/sdk/pkg/tools/token"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name             envconfig.Name       `split_words:"true" desc:"the manager's name: its segment of each connection's path and the issuer of its tokens (default: the host name)"`
 	ListenOn         envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5001 for every address, with NSM_ADVERTISE_URL)"`
 	AdvertiseURL     envconfig.URL        `split_words:"true" desc:"the URL other hops dial to reach this manager, registered for the endpoints of its node (default: the first tcp URL of NSM_LISTEN_ON, else its first; required when that tcp URL is every address)"`
@@ -69,6 +70,11 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
 	self, err := advertised(c)
 	if err != nil {
 		return err
@@ -76,12 +82,12 @@ func run(ctx context.Context, c *config) error {
 	opts := []nsmgr.Option{
 		nsmgr.WithName(name),
 		nsmgr.WithURL(self),
-		nsmgr.WithDialOptions(dial.WithDialTimeout(c.DialTimeout)),
+		nsmgr.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 	}
 	registry := "in memory"
 	if c.RegistryURL.URL != nil {
 		// Reconnects quickly: endpoints' heal after a registry restart goes through here.
-		cc, err := regclient.Dial(c.RegistryURL.URL)
+		cc, err := regclient.Dial(c.RegistryURL.URL, id.DialOptions()...)
 		if err != nil {
 			return fmt.Errorf("connect to the registry at %s: %w", c.RegistryURL, err)
 		}
@@ -90,12 +96,16 @@ func run(ctx context.Context, c *config) error {
 		registry = c.RegistryURL.String()
 	}
 
-	mgr := nsmgr.NewServer(ctx, token.NewInsecure(c.MaxTokenLifetime, token.WithName(name)), opts...)
-	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, mgr)
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
 	if err != nil {
 		return err
 	}
-	log.FromContext(ctx).Info("serving", "name", name, "url", c.ListenOn.String(), "advertised", self.String(), "registry", registry)
+	mgr := nsmgr.NewServer(ctx, tokens, opts...)
+	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, mgr, id.ServerOptions()...)
+	if err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("serving", "name", name, "spiffe_id", id.ID().String(), "url", c.ListenOn.String(), "advertised", self.String(), "registry", registry)
 	for err := range errs {
 		return err
 	}

@@ -19,12 +19,12 @@ import (
 	"google.golang.org/grpc"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/sandbox"
-	"vwire.dev/sdk/pkg/tools/token"
 )
 
 var bin, registryBin, nseBin string // built once
@@ -91,7 +91,7 @@ func TestDefaultsServeAndStop(t *testing.T) {
 	cmdtest.WaitServing(t, cmdtest.Dial(t, listen))
 	host, err := os.Hostname()
 	require.NoError(t, err)
-	p.WaitStderr(fmt.Sprintf("msg=serving cmd=cmd-nsmgr name=%s url=%s advertised=%s registry=\"in memory\"", host, listen, listen))
+	p.WaitStderr(fmt.Sprintf("msg=serving cmd=cmd-nsmgr name=%s spiffe_id=spiffe://cmdtest.vwire/cmd url=%s advertised=%s registry=\"in memory\"", host, listen, listen))
 	require.Zero(t, p.Stop())
 	require.Contains(t, p.Stderr(), "msg=stopped")
 }
@@ -114,7 +114,6 @@ func TestNSMsVariables(t *testing.T) {
 	unix := "unix://" + filepath.Join(cmdtest.TempDir(t), "nsm.io.sock")
 	reg := cmdtest.Start(t, registryBin, []string{"NSM_LISTEN_ON=" + registryURL})
 	p := cmdtest.Start(t, bin, []string{
-		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 		"NSM_NAME=nsmgr-abcde",
 		"NSM_LOG_LEVEL=TRACE",
 		"NSM_PPROF_ENABLED=true",
@@ -137,7 +136,7 @@ func TestNSMsVariables(t *testing.T) {
 	resp, err := found.Recv()
 	require.NoError(t, err)
 	require.Equal(t, tcp, resp.GetNetworkServiceEndpoint().GetUrl(), "the first tcp URL is the one other nodes dial")
-	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PPROF_ENABLED", "NSM_PPROF_LISTEN_ON"} {
+	for _, v := range []string{"NSM_PPROF_ENABLED", "NSM_PPROF_LISTEN_ON"} {
 		require.Contains(t, p.Stderr(), `msg="accepted, not used yet" cmd=cmd-nsmgr variable=`+v+" why=")
 	}
 	require.Zero(t, p.Stop())
@@ -174,11 +173,12 @@ func (n *node) serveForwarder(t *testing.T) {
 	// with the lookups' results.
 	nsmgrURL, err := url.Parse(n.nsmgrURL)
 	require.NoError(t, err)
-	cc, err := regclient.Dial(nsmgrURL)
+	cc, err := regclient.Dial(nsmgrURL, cmdtest.DialOptions(t, "fwd-1")...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cc.Close() })
-	gen := token.NewInsecure(10*time.Minute, token.WithName("fwd-1"))
-	errs, err := grpcserve.Serve(ctx, u, sandbox.PassThroughForwarder(ctx, "fwd-1", gen, cc))
+	gen := cmdtest.Tokens(t, "fwd-1", 10*time.Minute)
+	errs, err := grpcserve.Serve(ctx, u, sandbox.PassThroughForwarder(ctx, "fwd-1", gen, cc, cmdtest.DialOptions(t, "fwd-1")...),
+		cmdtest.ServerOptions(t, "fwd-1")...)
 	require.NoError(t, err)
 	_, unregister, err := regclient.Register(ctx, cc, sandbox.ForwarderRecord("fwd-1", u, map[string]string{"p2p": "true"}), regclient.WithTimeout(cmdtest.WaitLimit))
 	require.NoError(t, err)
@@ -241,7 +241,8 @@ func TestEndToEndThroughTheNsmgr(t *testing.T) {
 	reg := n.nextRegistration(t).GetNetworkServiceEndpoint()
 	require.Equal(t, n.nsmgrURL, reg.GetUrl(), "other nodes reach the endpoint through the nsmgr")
 	require.Equal(t, "nse-1", reg.GetPathIds()[0], "the endpoint is the registrant")
-	n.nseEvents, err = networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, n.nseURL.String())).
+	// Monitored as the client: a caller sees only the connections it takes part in.
+	n.nseEvents, err = networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, n.nseURL.String(), cmdtest.DialOptions(t, "nsc")...)).
 		MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
 	require.NoError(t, err)
 	require.Equal(t, networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER, n.nextEvent(t).GetType())
@@ -249,7 +250,7 @@ func TestEndToEndThroughTheNsmgr(t *testing.T) {
 	clientCtx, stopClient := context.WithCancel(ctx)
 	defer stopClient()
 	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(mustParse(t, n.nsmgrURL)),
-		client.WithTokenGenerator(token.NewInsecure(10*time.Minute, token.WithName("nsc"))))
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", 10*time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	conn, err := nsc.Request(ctx, &networkservice.NetworkServiceRequest{
 		Connection:           &networkservice.Connection{NetworkService: "icmp-responder"},
 		MechanismPreferences: []*networkservice.Mechanism{{Cls: cls.LOCAL, Type: kernel.MECHANISM}},

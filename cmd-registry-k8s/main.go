@@ -27,10 +27,12 @@ import (
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name         envconfig.Name       `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
 	ListenOn     envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5002 for every address)"`
 	Namespace    k8sconfig.Namespace  `default:"default" desc:"the Kubernetes namespace of the NetworkService and NetworkServiceEndpoint objects it keeps (NSM's manifests give the pod's own)"`
@@ -60,6 +62,11 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
 	client, err := connect(ctx, c)
 	if err != nil {
 		return err
@@ -70,7 +77,7 @@ func run(ctx context.Context, c *config) error {
 		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
 		registryserver.WithStores(etcd.NewNS(client, ns), etcd.NewNSE(ctx, client, ns)),
 	)
-	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry)
+	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry, id.ServerOptions()...)
 	if err != nil {
 		return err
 	}

@@ -18,10 +18,12 @@ import (
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
+	spiffe.Config
 	Name         envconfig.Name       `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
 	ListenOn     envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5002 for every address)"`
 	ExpirePeriod time.Duration        `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is unregistered"`
@@ -47,11 +49,16 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
+	id, err := c.Config.Load(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = id.Close() }()
 	registry := registryserver.New(
 		registryserver.WithName(string(c.Name)),
 		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
 	)
-	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry)
+	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry, id.ServerOptions()...)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,6 @@ func TestNSMsVariables(t *testing.T) {
 	unix := "unix://" + filepath.Join(cmdtest.TempDir(t), "registry.sock")
 
 	r := startRegistry(t, unix+","+tcp,
-		"SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/sockets/agent.sock",
 		"NSM_LOG_LEVEL=TRACE",
 		"NSM_PROXY_REGISTRY_URL=nsmgr-proxy:5004",
 	)
@@ -111,7 +110,7 @@ func TestNSMsVariables(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Equal(t, []string{"nse-1"}, findNames(t, ctx, registry.NewNetworkServiceEndpointRegistryClient(r.cc)), "one registry behind both URLs")
-	for _, v := range []string{"SPIFFE_ENDPOINT_SOCKET", "NSM_PROXY_REGISTRY_URL"} {
+	for _, v := range []string{"NSM_PROXY_REGISTRY_URL"} {
 		require.Contains(t, r.Stderr(), `msg="accepted, not used yet" cmd=cmd-registry-memory variable=`+v+" why=")
 	}
 	require.Zero(t, r.Stop())

@@ -12,12 +12,17 @@
 # heals to the other.
 # Clients and endpoints pass their network namespaces to the forwarders as descriptors over the
 # unix sockets, as in a cluster; the forwarders open no namespace named by path.
+# The mesh is secure: at start it makes a trust domain of its own (cmd-local-ca, its CA in
+# $VWIRE_DEMO_DIR/ca) and gives every process an X.509 SVID (spiffe://vwire.local/<process name>)
+# in files; every hop speaks mutual TLS and signs its tokens with its SVID's key. MESH_INSECURE=1
+# runs it without identities instead.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
 #   mesh.sh down    stop everything and remove every namespace, interface and file it made
 #   mesh.sh kill NAME      kill one process (forwarder1, nsmgr2, nse-k2k, ...) as a crash would
 #   mesh.sh restart NAME   kill one process and start it again as it was started
+#   mesh.sh rotate  give every process a new SVID; each takes it without a restart
 #   mesh.sh demo    up, check, down; down also runs when up or check fails
 #
 # Needs root and Go; installs iproute2 and ping (iputils-ping) with apt-get when missing. Everything it makes is named vw-*; its files
@@ -68,7 +73,7 @@ need() {
 build() {
   mkdir -p "$bin"
   log "building the binaries into $bin"
-  for cmd in cmd-registry-memory cmd-nsmgr cmd-forwarder-kernel cmd-nse-icmp-responder cmd-nsc; do
+  for cmd in cmd-local-ca cmd-registry-memory cmd-nsmgr cmd-forwarder-kernel cmd-nse-icmp-responder cmd-nsc; do
     (cd "$root/$cmd" && go build -o "$bin/$cmd" .)
   done
 }
@@ -80,7 +85,9 @@ start() {
   local prefix=()
   [ "$netns" = - ] || prefix=(ip netns exec "$netns")
   printf '%q ' "$name" "$netns" "$cmd" "$@" >"$run/$name.args"
-  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
+  local identity=NSM_IDENTITY_DIR="$dir/id/$name"
+  [ -z "${MESH_INSECURE:-}" ] || identity=NSM_INSECURE=true
+  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
 
@@ -108,11 +115,35 @@ wait_for() {
   die "$1 did not appear; see the logs in $run"
 }
 
+# names: every process of the mesh, by the name start gives it.
+names() {
+  echo registry
+  for n in $(seq ${#mechanisms[@]}); do echo "nsmgr$n forwarder$n"; done
+  for t in "${topologies[@]}" "${spares[@]}"; do read -r name _ <<<"$t"; echo "nse-$name"; done
+  for t in "${topologies[@]}"; do read -r name _ <<<"$t"; echo "nsc-$name"; done
+}
+
+# identities: writes an SVID for every process (a new one each time: a rotation), making the
+# mesh's trust domain the first time.
+identities() {
+  [ -z "${MESH_INSECURE:-}" ] || return 0
+  local issue=() name
+  for name in $(names); do issue+=("$name=$dir/id/$name"); done
+  env -i PATH="$PATH" NSM_LOG_LEVEL=WARN NSM_CA_DIR="$dir/ca" NSM_TRUST_DOMAIN=vwire.local \
+    NSM_ISSUE="$(IFS=,; echo "${issue[*]}")" "$bin/cmd-local-ca" || die "could not write the mesh's SVIDs"
+}
+
 up() {
   need
   [ ! -d "$run" ] || die "$run exists: a mesh is up (mesh.sh down first)"
   build
   mkdir -p "$run"
+  if [ -z "${MESH_INSECURE:-}" ]; then
+    identities
+    log "made the trust domain vwire.local ($dir/ca) and an SVID for each process ($dir/id)"
+  else
+    log "MESH_INSECURE is set: no identities, plain gRPC"
+  fi
   log "making ${#mechanisms[@]} nodes on one underlay (a bridge in vw-underlay)"
   ip netns add vw-underlay
   ip -n vw-underlay link add vw-br type bridge
@@ -215,10 +246,11 @@ case "${1:-}" in
   down) down ;;
   kill) crash "${2:?which process? e.g. nse-k2k}" ;;
   restart) restart "${2:?which process? e.g. forwarder1}" ;;
+  rotate) identities; log "wrote a new SVID for every process" ;;
   demo)
     trap down EXIT
     up
     check
     ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -66,7 +66,6 @@ type NotYet struct {
 	MetricsExportInterval time.Duration `split_words:"true" unused:"no metrics are exported yet" desc:"how often metrics are exported"`
 	PprofEnabled          bool          `split_words:"true" unused:"no pprof server yet" desc:"serve Go's pprof"`
 	PprofListenOn         string        `split_words:"true" unused:"no pprof server yet" desc:"where pprof serves, host:port"`
-	SpiffeEndpointSocket  string        `env:"SPIFFE_ENDPOINT_SOCKET" unused:"tokens are unsigned and connections plain, no SPIFFE identities yet" desc:"the SPIRE agent's Workload API socket, unix:///path"`
 }
 
 // Spec is a command's configuration: a struct embedding Common, given by pointer.

@@ -38,6 +38,7 @@ type config struct {
 	Serve      envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/y.sock,tcp://:5002" split_words:"true" desc:"where else to serve"`
 	IdleTime   time.Duration        `default:"0" split_words:"true" desc:"how long to stay idle; 0 for ever"`
 	envconfig.NotYet
+	AgentSocket string `env:"SPIFFE_ENDPOINT_SOCKET" unused:"tokens are unsigned and connections plain, no SPIFFE identities yet" desc:"the SPIRE agent's Workload API socket, unix:///path"`
 }
 
 // setenv clears the NSM_* variables of the test's environment, then sets those of env

@@ -192,8 +192,9 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 // as the nsmgr caches them), and the Request passed on to it unchanged. Its tokens come from gen; its
 // background work ends with ctx. Endpoints that registered with their socket passed by
 // descriptor are reached through the socket that comes with the lookup's result, when cc was
-// dialed with regclient.Dial (as the kernel forwarder reaches them).
-func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface) endpoint.Endpoint {
+// dialed with regclient.Dial (as the kernel forwarder reaches them). It dials endpoints with
+// dialOpts (its transport credentials).
+func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface, dialOpts ...grpc.DialOption) endpoint.Endpoint {
 	// Every Request looks its service and endpoint up (Close its endpoint): answered from
 	// memory, kept current by a watch.
 	sockets := fdpass.NewSockets()
@@ -205,7 +206,7 @@ func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorF
 			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
 			connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(gen), client.WithoutRetry(),
-				client.WithDialOptions(dial.WithSockets(sockets)))),
+				client.WithDialOptions(dial.WithSockets(sockets), dial.WithDialOptions(dialOpts...)))),
 		))
 }
 

@@ -39,6 +39,7 @@ type Option func(*options)
 type options struct {
 	name      string
 	authorize []authorize.Option
+	monitor   []monitor.Option
 	extra     []networkservice.NetworkServiceServer
 }
 
@@ -48,6 +49,12 @@ func WithName(name string) Option { return func(o *options) { o.name = name } }
 // WithAuthorizeOptions replaces the default policies (valid, unexpired tokens; a consistent path).
 func WithAuthorizeOptions(opts ...authorize.Option) Option {
 	return func(o *options) { o.authorize = opts }
+}
+
+// WithMonitorOptions configures the endpoint's MonitorConnections (monitor.WithOperators: who
+// sees every connection).
+func WithMonitorOptions(opts ...monitor.Option) Option {
+	return func(o *options) { o.monitor = opts }
 }
 
 // WithAdditionalFunctionality appends the author's elements to the standard chain.
@@ -65,7 +72,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) End
 	for _, opt := range opts {
 		opt(o)
 	}
-	monitorServer := monitor.NewServer(ctx)
+	monitorServer := monitor.NewServer(ctx, o.monitor...)
 	std := []networkservice.NetworkServiceServer{
 		updatepath.NewServer(o.name),
 		validate.NewServer(),

@@ -38,6 +38,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/clientinfo"
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
@@ -63,6 +64,7 @@ type options struct {
 	registry  grpc.ClientConnInterface
 	dial      []dial.Option
 	authorize []authorize.Option
+	monitor   []monitor.Option
 }
 
 // WithName names the manager: its path segment and its tokens' issuer.
@@ -83,6 +85,12 @@ func WithAuthorizeOptions(opts ...authorize.Option) Option {
 	return func(o *options) { o.authorize = opts }
 }
 
+// WithMonitorOptions configures the manager's MonitorConnections (monitor.WithOperators: who
+// sees every connection).
+func WithMonitorOptions(opts ...monitor.Option) Option {
+	return func(o *options) { o.monitor = opts }
+}
+
 // NewServer returns a manager whose tokens come from gen; its background work ends with ctx.
 func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsmgr {
 	o := &options{name: "nsmgr"}
@@ -97,6 +105,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 	ep := endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
+		endpoint.WithMonitorOptions(o.monitor...),
 		endpoint.WithAdditionalFunctionality(
 			recvfd.NewServer(),     // a client's namespace comes as a descriptor; its client chain sends it on
 			clientinfo.NewServer(), // before discover, whose matches may name the client's node

@@ -4,6 +4,11 @@
 // assertions. It also checks the golden files and README tables of commands (CheckDocs, Golden,
 // Section).
 //
+// Every process has a SPIFFE identity, as in a deployment: a test binary has a trust domain of
+// its own (TrustDomain, made at first use), Start gives each process an SVID of it in files
+// (NSM_IDENTITY_DIR) unless the test gives it an identity itself, and Dial connects with mutual
+// TLS as spiffe://<TrustDomain>/test (DialOptions, for the test's own clients).
+//
 // Guarantees: a started process never outlives its test, and never sees a variable of the
 // test's own environment (an NSM_* variable in the shell that runs the tests changes nothing).
 // A binary built by a test binary that has the race detector has it too.
@@ -29,11 +34,11 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files and README sections from what the test got")
@@ -128,12 +133,17 @@ type Process struct {
 	code           int
 }
 
-// Start starts bin with args and with env (NAME=value) as its whole environment. The process is
+// Start starts bin with args and with env (NAME=value) as its whole environment, plus an
+// identity (Identity, named after bin and NSM_NAME, so that a process started again has the same)
+// when env has none of SPIFFE_ENDPOINT_SOCKET, NSM_IDENTITY_DIR and NSM_INSECURE. The process is
 // killed, if still running, and waited for when the test ends.
 func Start(t testing.TB, bin string, env []string, args ...string) *Process {
 	t.Helper()
 	p := &Process{t: t, cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	p.cmd.Env = append([]string{}, env...) // never nil: nil would mean the test's environment
+	if !hasIdentity(env) {
+		p.cmd.Env = append(p.cmd.Env, Identity(t, processName(bin, env)))
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("cmdtest: start %s: %v", bin, err)
@@ -290,8 +300,9 @@ func (b *buffer) contents() (string, <-chan struct{}) {
 
 // Dial returns a gRPC connection to u (unix:///path or tcp://host:port) that retries every few
 // tens of milliseconds while a process is starting (gRPC's default waits a second after the
-// first failure), closed when the test ends.
-func Dial(t testing.TB, u string) *grpc.ClientConn {
+// first failure), closed when the test ends. It connects as spiffe://<TrustDomain>/test unless
+// opts say otherwise (DialOptions of another name).
+func Dial(t testing.TB, u string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	parsed, err := url.Parse(u)
 	if err != nil {
@@ -301,12 +312,12 @@ func Dial(t testing.TB, u string) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(target, append([]grpc.DialOption{
+		grpc.WithTransportCredentials(spiffe.ClientCredentials(Source(t, "test"))),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: time.Second,
-		}))
+		})}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

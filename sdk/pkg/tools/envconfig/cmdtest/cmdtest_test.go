@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 var child string
@@ -38,14 +39,27 @@ func TestRunSeesOnlyTheGivenEnvironment(t *testing.T) {
 		{"nothing", nil, 0},
 		{"one variable", []string{"NSM_NAME=nse-1"}, 0},
 		{"exit code", []string{"A=b", "C=d"}, 3},
+		{"an identity of its own", []string{"NSM_INSECURE=true"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := cmdtest.Run(t, child, tc.env, fmt.Sprint(tc.code))
+			code, stdout, stderr := cmdtest.Run(t, child, tc.env, fmt.Sprint(tc.code), "env")
 			require.Equal(t, tc.code, code)
 			require.Equal(t, "started\n", stderr)
 			var lines []string
 			if stdout != "" {
 				lines = strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+			}
+			if tc.name != "an identity of its own" {
+				// Start gives the process an identity: SVID files of the test's trust domain.
+				require.NotEmpty(t, lines)
+				dir, ok := strings.CutPrefix(lines[len(lines)-1], "NSM_IDENTITY_DIR=")
+				require.True(t, ok, "the last variable is the identity, got %q", lines)
+				src, err := spiffe.Files(dir)
+				require.NoError(t, err)
+				svid, err := src.GetX509SVID()
+				require.NoError(t, err)
+				require.True(t, svid.ID.MemberOf(cmdtest.TrustDomain))
+				lines = lines[:len(lines)-1]
 			}
 			require.ElementsMatch(t, tc.env, lines)
 		})

@@ -1,5 +1,5 @@
-// Command child is the process of cmdtest's tests: it prints its environment, then exits with
-// the code given as its argument, or waits for SIGTERM and exits 0 ("wait"), or ignores it
+// Command child is the process of cmdtest's tests: it prints its environment when its second
+// argument is "env", then exits with the code given as its first argument, or waits for SIGTERM and exits 0 ("wait"), or ignores it
 // ("stubborn").
 package main
 
@@ -14,8 +14,10 @@ import (
 func main() {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM)
-	for _, kv := range os.Environ() {
-		fmt.Println(kv)
+	if len(os.Args) > 2 && os.Args[2] == "env" {
+		for _, kv := range os.Environ() {
+			fmt.Println(kv)
+		}
 	}
 	fmt.Fprintln(os.Stderr, "started")
 	switch arg := os.Args[1]; arg {
