@@ -1,8 +1,8 @@
 // Package registryserver is the mesh's registry: it refuses malformed records, stores network
 // services and endpoints in memory (or in the stores WithStores gives), authorizes every Register
-// and Unregister (registry/common/authorize: verified tokens, a consistent path, and only an
-// endpoint's registrant may change or remove it), gives services without a payload the default
-// one, removes endpoints whose registration expired, and streams every change to watchers.
+// and Unregister (registry/common/authorize: verified tokens, a consistent path, only an
+// endpoint's registrant may change or remove it, and only one of a service's may remove it),
+// gives services without a payload the default one, removes endpoints whose registration expired, and streams every change to watchers.
 //
 // Callers send their tokens as per-RPC credentials (token.NewPerRPCCredentials) over mutual TLS
 // (spiffe.ServerCredentials on the server); a component that passes registrations on (an nsmgr)
@@ -77,7 +77,7 @@ func New(opts ...Option) *Server {
 			validate.NewNS(),
 			updatepath.NewNS(o.name),        // the path of the callers, for authorize
 			begin.NewNS(),                   // one change per name at a time
-			authorize.NewNS(o.authorize...), // services have no owner: every endpoint of a service registers it
+			authorize.NewNS(o.authorize...), // every endpoint of a service registers it
 			setpayload.NewNS(),
 			o.ns,
 		),

@@ -157,7 +157,7 @@ func TestOnlyTheRegistrant(t *testing.T) {
 
 	_, err = bob.Register(m.ctx, endpoint("nse-a", "tcp://[::1]:6666"))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "re-registering another's name: %v", err)
-	require.ErrorContains(t, err, `"nse-a" is registered by spiffe://vwire.test/alice; spiffe://vwire.test/bob may not change or unregister it`)
+	require.ErrorContains(t, err, `policy owner: endpoint "nse-a" is registered by spiffe://vwire.test/alice; spiffe://vwire.test/bob may not change it`)
 	err = bob.Unregister(m.ctx, endpoint("nse-a", "tcp://[::1]:5001"))
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "unregistering another's registration: %v", err)
 	require.Equal(t, []string{"nse-a tcp://[::1]:5001"}, m.find("nse-a"), "nothing changed")
@@ -168,6 +168,24 @@ func TestOnlyTheRegistrant(t *testing.T) {
 	_, err = bob.Register(m.ctx, endpoint("nse-a", "tcp://[::1]:6666"))
 	require.NoError(t, err, "a name unregistered is free again")
 	require.NoError(t, bob.Unregister(m.ctx, endpoint("nse-a", "")))
+}
+
+func TestServicesOfTheirEndpoints(t *testing.T) {
+	m := newMesh(t)
+	service := func(name string) next.NS {
+		src := m.source(name)
+		return client.NewNS(m.ctx, m.dial(m.registry, src, m.tokens(src)), name)
+	}
+	alice, bob, mallory := service("alice"), service("bob"), service("mallory")
+	for _, reg := range []next.NS{alice, bob} {
+		ns, err := reg.Register(m.ctx, &registry.NetworkService{Name: "icmp"})
+		require.NoError(t, err, "both endpoints of the service register it")
+		require.Equal(t, "IP", ns.GetPayload(), "it gets the default payload")
+	}
+	err := mallory.Unregister(m.ctx, &registry.NetworkService{Name: "icmp"})
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "may not unregister it")
+	require.NoError(t, bob.Unregister(m.ctx, &registry.NetworkService{Name: "icmp"}))
 }
 
 func TestTransportRefusesStrangers(t *testing.T) {

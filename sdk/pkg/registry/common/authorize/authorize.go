@@ -22,8 +22,8 @@
 // The policy input is
 //
 //	{"now": <ns since the Unix epoch, from the context's clock>, "identity": <this registry's SPIFFE ID>,
-//	 "operation": "register" | "unregister", "name": <the record's name>,
-//	 "owner": <who registered that name, "" if nobody holds it>,
+//	 "operation": "register" | "unregister", "kind": "endpoint" | "service", "name": <the record's name>,
+//	 "owners": [<the identities that registered that name: one for an endpoint, none if nobody holds it>],
 //	 "registrant": <the signer of the first token, "" if it cannot be trusted>,
 //	 "peer": <the SPIFFE ID of the caller's mTLS certificate, "" without TLS>,
 //	 "path": {"path_segments": [{"token", "claims": <JWT payload, null if not a JWT>,
@@ -41,12 +41,13 @@
 // still let through by Go without evaluating them, and the Verifier checks each token once.
 //
 // Owners: the first successful Register of an endpoint's name makes its registrant the owner,
-// and Unregister forgets it. Network services have no owner: every endpoint of a service
-// registers it. Find is not restricted. Events the registry starts itself (an expiry, through
+// and Unregister forgets it. A network service is shared by the endpoints that offer it: any
+// caller may register it, and each that did becomes one of its owners, who alone may unregister
+// it. Find is not restricted. Events the registry starts itself (an expiry, through
 // begin) are not a caller's doing and pass.
 //
 // Without WithIdentity (a mesh without identities, which the cmds log) authorize keeps only the
-// owners, by who the registrant claims to be, unchecked: the first of the path_ids it sent, else
+// owners of endpoints, by who the registrant claims to be, unchecked: the first of the path_ids it sent, else
 // the sub of the first token, else anonymous; policies are not evaluated (but compiled, so
 // that a bad file fails at start). Any lets every call through.
 //
@@ -58,6 +59,7 @@ import (
 	"context"
 	"embed"
 	"io/fs"
+	"slices"
 	"sync"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -114,20 +116,21 @@ func WithPolicyFS(fsys fs.FS, patterns ...string) Option {
 // Any lets every caller register and unregister every name.
 func Any() Option { return func(o *options) { o.any = true } }
 
-// NewNS returns authorize for network services, which have no owner. It panics if the policies
-// do not load or compile: check a configuration with Check first.
-func NewNS(opts ...Option) next.NS { return must(newAuthorize[*registry.NetworkService](false, opts)) }
+// NewNS returns authorize for network services, shared by the endpoints that offer them: any
+// caller may register one, only one of its registrants may unregister it. It panics if the
+// policies do not load or compile: check a configuration with Check first.
+func NewNS(opts ...Option) next.NS { return must(newAuthorize[*registry.NetworkService](true, opts)) }
 
 // NewNSE returns authorize for network service endpoints, each owned by its registrant. It
 // panics as NewNS does.
 func NewNSE(opts ...Option) next.NSE {
-	return must(newAuthorize[*registry.NetworkServiceEndpoint](true, opts))
+	return must(newAuthorize[*registry.NetworkServiceEndpoint](false, opts))
 }
 
 // Check reports whether opts make a working authorize, for a component to refuse a bad
 // configuration at start with a message of its own.
 func Check(opts ...Option) error {
-	_, err := newAuthorize[*registry.NetworkServiceEndpoint](true, opts)
+	_, err := newAuthorize[*registry.NetworkServiceEndpoint](false, opts)
 	return err
 }
 
@@ -149,18 +152,18 @@ type authorize[R record] struct {
 	identity spiffe.Source   // nil: a mesh without identities
 	policies *policies       // nil without an identity
 	verifier *token.Verifier // nil without an identity
-	owned    bool            // names have owners
+	shared   bool            // names are services: any caller may register them
 
 	mu     sync.Mutex
-	owners map[string]string // name -> the registrant's identity
+	owners map[string][]string // name -> the identities that registered it: one for an endpoint
 }
 
-func newAuthorize[R record](owned bool, opts []Option) (*authorize[R], error) {
+func newAuthorize[R record](shared bool, opts []Option) (*authorize[R], error) {
 	o := &options{}
 	for _, opt := range opts {
 		opt(o)
 	}
-	a := &authorize[R]{any: o.any, identity: o.identity, owned: owned, owners: map[string]string{}}
+	a := &authorize[R]{any: o.any, identity: o.identity, shared: shared, owners: map[string][]string{}}
 	if o.any {
 		return a, nil
 	}
@@ -183,10 +186,10 @@ func (a *authorize[R]) Register(ctx context.Context, r R) (R, error) {
 		var zero R
 		return zero, err
 	}
-	claimed := a.claim(r.GetName(), who)
+	added := a.add(r.GetName(), who)
 	got, err := next.Of[R](ctx).Register(ctx, r)
-	if err != nil && claimed {
-		a.forget(r.GetName())
+	if err != nil && added {
+		a.remove(r.GetName(), who)
 	}
 	return got, err
 }
@@ -215,15 +218,15 @@ func (a *authorize[R]) check(ctx context.Context, operation string, r R) (string
 		return "", err
 	}
 	name := r.GetName()
-	owner := a.owner(name)
+	owners := a.ownersOf(name)
 	if a.identity == nil {
 		who := claimed(ctx, r)
-		if owner != nil && *owner != who {
-			return "", status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(*owner), anonymous(who))
+		if !a.shared && len(owners) > 0 && owners[0] != who {
+			return "", status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(owners[0]), anonymous(who))
 		}
 		return who, nil
 	}
-	c, err := a.judge(ctx, operation, name, owner)
+	c, err := a.judge(ctx, operation, name, owners)
 	if err != nil {
 		return "", err
 	}
@@ -253,28 +256,36 @@ func anonymous(id string) string {
 	return `"` + id + `"`
 }
 
-// owner returns the owner of name, nil if it has none.
-func (a *authorize[R]) owner(name string) *string {
+// ownersOf returns the identities that registered name.
+func (a *authorize[R]) ownersOf(name string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if owner, ok := a.owners[name]; ok {
-		return &owner
-	}
-	return nil
+	return slices.Clone(a.owners[name])
 }
 
-// claim makes who the owner of name if it has none and reports whether it did.
-func (a *authorize[R]) claim(name, who string) bool {
-	if !a.owned {
-		return false
-	}
+// add makes who an owner of name, the first of an endpoint or one more of a service, and reports
+// whether it did.
+func (a *authorize[R]) add(name, who string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.owners[name]; ok {
+	owners := a.owners[name]
+	if slices.Contains(owners, who) || (!a.shared && len(owners) > 0) {
 		return false
 	}
-	a.owners[name] = who
+	a.owners[name] = append(owners, who)
 	return true
+}
+
+// remove undoes add.
+func (a *authorize[R]) remove(name, who string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	owners := slices.DeleteFunc(slices.Clone(a.owners[name]), func(o string) bool { return o == who })
+	if len(owners) == 0 {
+		delete(a.owners, name)
+		return
+	}
+	a.owners[name] = owners
 }
 
 func (a *authorize[R]) forget(name string) {

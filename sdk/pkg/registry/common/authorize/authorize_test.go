@@ -169,7 +169,7 @@ func TestOnlyTheRegistrant(t *testing.T) {
 	_, err = chain.Register(alice, rec)
 	require.NoError(t, err, "a refused first Register claimed nothing")
 	_, err = chain.Register(bob, rec)
-	require.ErrorContains(t, err, `authorize: register nse-1: policy owner: "nse-1" is registered by `+id("alice")+"; "+id("bob")+" may not change or unregister it")
+	require.ErrorContains(t, err, `authorize: register nse-1: policy owner: endpoint "nse-1" is registered by `+id("alice")+"; "+id("bob")+" may not change it")
 	require.Equal(t, codes.PermissionDenied, status.Code(chain.Unregister(bob, rec)))
 	_, err = chain.Register(aliceViaNsmgr, rec)
 	require.NoError(t, err, "the registrant through its nsmgr")
@@ -177,11 +177,22 @@ func TestOnlyTheRegistrant(t *testing.T) {
 	_, err = chain.Register(bob, rec)
 	require.NoError(t, err, "unregistered, the name is free")
 
+}
+
+func TestSharedServices(t *testing.T) {
+	tr := newTrust(t)
+	by := func(name string) context.Context { return tr.call(name, tr.tok(name, id("registry"), now)) }
 	ns := next.Chain(authorize.NewNS(authorize.WithIdentity(tr.source("registry"))), memory.NewNS())
-	for _, ctx := range []context.Context{alice, bob} {
-		_, err := ns.Register(ctx, &registry.NetworkService{Name: "icmp"})
-		require.NoError(t, err, "services have no owner")
+	icmp := &registry.NetworkService{Name: "icmp"}
+	for _, who := range []string{"alice", "bob", "alice"} {
+		_, err := ns.Register(by(who), icmp)
+		require.NoError(t, err, "any endpoint registers the service it offers")
 	}
+	err := ns.Unregister(by("mallory"), icmp)
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, `policy owner: service "icmp" is registered by `+id("alice")+", "+id("bob")+"; "+id("mallory")+" may not unregister it")
+	require.NoError(t, ns.Unregister(by("bob"), icmp), "an owner may")
+	require.NoError(t, ns.Unregister(by("mallory"), icmp), "unregistered, nobody holds it")
 }
 
 // TestExpiryPasses: the registry's own expiry of a registration whose token expired long ago

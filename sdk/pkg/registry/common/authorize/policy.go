@@ -42,7 +42,8 @@ type call struct {
 	self       string // this registry's SPIFFE ID
 	operation  string
 	name       string
-	owner      *string
+	kind       string
+	owners     []string
 	registrant string
 	peer       string
 	segments   []segment
@@ -56,12 +57,15 @@ type segment struct {
 }
 
 // judge gathers the facts of the call in ctx: the path's tokens, each verified.
-func (a *authorize[R]) judge(ctx context.Context, operation, name string, owner *string) (*call, error) {
+func (a *authorize[R]) judge(ctx context.Context, operation, name string, owners []string) (*call, error) {
 	self, err := spiffe.ID(a.identity)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "authorize: this registry has no SVID to judge calls with yet: %v", err)
 	}
-	c := &call{now: clock.FromContext(ctx).Now(), self: self.String(), operation: operation, name: name, owner: owner}
+	c := &call{now: clock.FromContext(ctx).Now(), self: self.String(), operation: operation, kind: "endpoint", name: name, owners: owners}
+	if a.shared {
+		c.kind = "service"
+	}
 	if id, ok := spiffe.PeerID(ctx); ok {
 		c.peer = id.String()
 	}
@@ -120,11 +124,14 @@ func (p *policies) allow(ctx context.Context, c *call) error {
 
 // clearlyAllowed reports whether the default policies surely let c through: a peer, every token
 // verified and alive (an integer exp after now), the last one signed by the peer and addressed to
-// this registry, each other addressed to the signer of the next, and the registrant the owner if
-// there is one. Anything else is left
+// this registry, each other addressed to the signer of the next, and the registrant one of the
+// owners if there are some (but for a service's Register, open to all). Anything else is left
 // to OPA, which decides and says why: the Rego files stay the definition.
 func (c *call) clearlyAllowed() bool {
-	if c.peer == "" || len(c.segments) == 0 || (c.owner != nil && *c.owner != c.registrant) {
+	if c.peer == "" || len(c.segments) == 0 {
+		return false
+	}
+	if len(c.owners) > 0 && !slices.Contains(c.owners, c.registrant) && (c.kind != "service" || c.operation != "register") {
 		return false
 	}
 	for i, seg := range c.segments {
@@ -145,9 +152,9 @@ func (c *call) clearlyAllowed() bool {
 
 // input returns c as the policies' input (see the package comment).
 func (c *call) input() ast.Value {
-	owner := ""
-	if c.owner != nil {
-		owner = *c.owner
+	owners := make([]*ast.Term, 0, len(c.owners))
+	for _, o := range c.owners {
+		owners = append(owners, ast.StringTerm(o))
 	}
 	segs := make([]*ast.Term, 0, len(c.segments))
 	for _, seg := range c.segments {
@@ -169,7 +176,8 @@ func (c *call) input() ast.Value {
 		ast.Item(ast.StringTerm("identity"), ast.StringTerm(c.self)),
 		ast.Item(ast.StringTerm("operation"), ast.StringTerm(c.operation)),
 		ast.Item(ast.StringTerm("name"), ast.StringTerm(c.name)),
-		ast.Item(ast.StringTerm("owner"), ast.StringTerm(owner)),
+		ast.Item(ast.StringTerm("kind"), ast.StringTerm(c.kind)),
+		ast.Item(ast.StringTerm("owners"), ast.ArrayTerm(owners...)),
 		ast.Item(ast.StringTerm("registrant"), ast.StringTerm(c.registrant)),
 		ast.Item(ast.StringTerm("peer"), ast.StringTerm(c.peer)),
 		ast.Item(ast.StringTerm("path"), ast.ObjectTerm(ast.Item(ast.StringTerm("path_segments"), ast.ArrayTerm(segs...)))),
