@@ -60,6 +60,16 @@ var topologies = []topology{
 // benchmark ends.
 func upMesh(t testing.TB) string {
 	t.Helper()
+	dir := newMesh(t)
+	_, err := mesh(t, dir, "up")
+	require.NoError(t, err)
+	return dir
+}
+
+// newMesh returns the folder of a local mesh that is not up yet (its binaries will be in bin)
+// and takes the mesh down when the test or benchmark ends.
+func newMesh(t testing.TB) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the local mesh makes network namespaces: run as root (CI does)")
 	}
@@ -74,8 +84,6 @@ func upMesh(t testing.TB) string {
 		}
 		_, _ = mesh(t, dir, "down")
 	})
-	_, err := mesh(t, dir, "up")
-	require.NoError(t, err)
 	return dir
 }
 
@@ -150,9 +158,21 @@ func TestLocalMesh(t *testing.T) {
 	}
 }
 
-// outage runs disrupt while the k2k client pings its endpoint every 20 ms, waits for the replies
-// to come back by themselves, and returns the longest silence between two replies.
+// outage runs disrupt while the k2k client pings its endpoint (pingDuring) and returns the
+// longest silence between two replies.
 func outage(t *testing.T, disrupt func()) time.Duration {
+	t.Helper()
+	at := replyTimes(pingDuring(t, disrupt))
+	gap := 0.0
+	for i := 1; i < len(at); i++ {
+		gap = max(gap, at[i]-at[i-1])
+	}
+	return time.Duration(gap * float64(time.Second)).Round(time.Millisecond)
+}
+
+// pingDuring runs disrupt while the k2k client pings its endpoint every 20 ms, waits for the
+// replies to come back by themselves, and returns ping's output (ping -D: each line stamped).
+func pingDuring(t *testing.T, disrupt func()) string {
 	t.Helper()
 	ping := exec.Command("ip", "netns", "exec", "vw-nsc-k2k", "ping", "-D", "-n", "-i", "0.02", "-W", "1", "172.16.1.1")
 	out := &lockedBuffer{}
@@ -160,24 +180,12 @@ func outage(t *testing.T, disrupt func()) time.Duration {
 	require.NoError(t, ping.Start())
 	t.Cleanup(func() { _ = ping.Process.Kill(); _ = ping.Wait() })
 
-	replies := func() []float64 {
-		var at []float64
-		for _, line := range strings.Split(out.String(), "\n") {
-			var ts float64
-			if strings.Contains(line, "bytes from") {
-				if _, err := fmt.Sscanf(line, "[%f]", &ts); err == nil {
-					at = append(at, ts)
-				}
-			}
-		}
-		return at
-	}
-	require.Eventually(t, func() bool { return len(replies()) >= 10 }, 10*time.Second, 10*time.Millisecond, "pings before the disruption")
+	require.Eventually(t, func() bool { return len(replyTimes(out.String())) >= 10 }, 10*time.Second, 10*time.Millisecond, "pings before the disruption")
 	disrupt()
 	disrupted := float64(time.Now().UnixMicro()) / 1e6
 	require.Eventually(t, func() bool {
 		n := 0
-		for _, ts := range replies() {
+		for _, ts := range replyTimes(out.String()) {
 			if ts > disrupted {
 				n++
 			}
@@ -186,12 +194,21 @@ func outage(t *testing.T, disrupt func()) time.Duration {
 	}, 30*time.Second, 10*time.Millisecond, "traffic came back by itself")
 	_ = ping.Process.Kill()
 	_ = ping.Wait()
-	at := replies()
-	gap := 0.0
-	for i := 1; i < len(at); i++ {
-		gap = max(gap, at[i]-at[i-1])
+	return out.String()
+}
+
+// replyTimes returns when each reply in ping -D's output came, in seconds since the epoch.
+func replyTimes(out string) []float64 {
+	var at []float64
+	for _, line := range strings.Split(out, "\n") {
+		var ts float64
+		if strings.Contains(line, "bytes from") {
+			if _, err := fmt.Sscanf(line, "[%f]", &ts); err == nil {
+				at = append(at, ts)
+			}
+		}
 	}
-	return time.Duration(gap * float64(time.Second)).Round(time.Millisecond)
+	return at
 }
 
 // links returns the interfaces of a network namespace other than lo, with their IPv4 addresses.

@@ -15,7 +15,8 @@
 # The mesh is secure: at start it makes a trust domain of its own (cmd-local-ca, its CA in
 # $VWIRE_DEMO_DIR/ca) and gives every process an X.509 SVID (spiffe://vwire.local/<process name>)
 # in files; every hop speaks mutual TLS and signs its tokens with its SVID's key. MESH_INSECURE=1
-# runs it without identities instead.
+# runs it without identities instead. With SPIFFE_ENDPOINT_SOCKET set (a SPIRE agent's Workload
+# API), every process takes its identity from there instead: the agent's entries name them.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
@@ -87,6 +88,7 @@ start() {
   printf '%q ' "$name" "$netns" "$cmd" "$@" >"$run/$name.args"
   local identity=NSM_IDENTITY_DIR="$dir/id/$name"
   [ -z "${MESH_INSECURE:-}" ] || identity=NSM_INSECURE=true
+  [ -z "${SPIFFE_ENDPOINT_SOCKET:-}" ] || identity=SPIFFE_ENDPOINT_SOCKET="$SPIFFE_ENDPOINT_SOCKET"
   env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
@@ -126,7 +128,7 @@ names() {
 # identities: writes an SVID for every process (a new one each time: a rotation), making the
 # mesh's trust domain the first time.
 identities() {
-  [ -z "${MESH_INSECURE:-}" ] || return 0
+  [ -z "${MESH_INSECURE:-}${SPIFFE_ENDPOINT_SOCKET:-}" ] || return 0
   local issue=() name
   for name in $(names); do issue+=("$name=$dir/id/$name"); done
   env -i PATH="$PATH" NSM_LOG_LEVEL=WARN NSM_CA_DIR="$dir/ca" NSM_TRUST_DOMAIN=vwire.local \
@@ -138,7 +140,9 @@ up() {
   [ ! -d "$run" ] || die "$run exists: a mesh is up (mesh.sh down first)"
   build
   mkdir -p "$run"
-  if [ -z "${MESH_INSECURE:-}" ]; then
+  if [ -n "${SPIFFE_ENDPOINT_SOCKET:-}" ]; then
+    log "every process takes its identity from the Workload API at $SPIFFE_ENDPOINT_SOCKET"
+  elif [ -z "${MESH_INSECURE:-}" ]; then
     identities
     log "made the trust domain vwire.local ($dir/ca) and an SVID for each process ($dir/id)"
   else
@@ -252,5 +256,5 @@ case "${1:-}" in
     up
     check
     ;;
-  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
