@@ -257,7 +257,8 @@ func TestThroughAnNsmgr(t *testing.T) {
 	alice, bob := m.as("alice", nsmgr), m.as("bob", nsmgr)
 	got, err := alice.Register(m.ctx, endpoint("nse-a", "tcp://[::1]:5001"))
 	require.NoError(t, err)
-	require.Equal(t, []string{"alice", id("nsmgr").String(), id("registry").String()}, got.GetPathIds())
+	require.Equal(t, []string{id("alice").String(), id("nsmgr").String(), id("registry").String()}, got.GetPathIds(),
+		"the verified path")
 
 	// The registrant is alice, not the nsmgr: bob may not take the name through the same nsmgr,
 	// nor the nsmgr by itself; alice may, even directly.

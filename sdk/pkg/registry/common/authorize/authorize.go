@@ -40,8 +40,14 @@
 // are seldom (a refresh a minute per endpoint), but a call that the defaults clearly allow is
 // still let through by Go without evaluating them, and the Verifier checks each token once.
 //
+// A Register that passes goes on with the verified path as the record's path_ids: the signer of
+// each token, the registrant first, then this registry's SPIFFE ID (NSM's path_ids are SPIFFE
+// IDs too).
+//
 // Owners: the first successful Register of an endpoint's name makes its registrant the owner,
-// and Unregister forgets it. A network service is shared by the endpoints that offer it: any
+// and Unregister forgets it. For a name it has not seen, authorize looks the record up in the
+// rest of the chain (the store) and takes the first of its stored path_ids as its owner: so a
+// registry that restarts with its store (Kubernetes) keeps the owners of what it stored. A network service is shared by the endpoints that offer it: any
 // caller may register it, and each that did becomes one of its owners, who alone may unregister
 // it. Find is not restricted. Events the registry starts itself (an expiry, through
 // begin) are not a caller's doing and pass.
@@ -58,6 +64,7 @@ package authorize
 import (
 	"context"
 	"embed"
+	"fmt"
 	"io/fs"
 	"slices"
 	"sync"
@@ -66,6 +73,7 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"vwire.dev/sdk/pkg/registry/common/begin"
 	"vwire.dev/sdk/pkg/registry/common/updatepath"
@@ -181,10 +189,13 @@ func (a *authorize[R]) Register(ctx context.Context, r R) (R, error) {
 	if a.any || begin.Background(ctx) {
 		return next.Of[R](ctx).Register(ctx, r)
 	}
-	who, err := a.check(ctx, "register", r)
+	who, verified, err := a.check(ctx, "register", r)
 	if err != nil {
 		var zero R
 		return zero, err
+	}
+	if verified != nil {
+		r = withPathIDs(r, verified)
 	}
 	added := a.add(r.GetName(), who)
 	got, err := next.Of[R](ctx).Register(ctx, r)
@@ -200,7 +211,7 @@ func (a *authorize[R]) Find(ctx context.Context, q *next.Query[R], send func(*ne
 
 func (a *authorize[R]) Unregister(ctx context.Context, r R) error {
 	if !a.any && !begin.Background(ctx) {
-		if _, err := a.check(ctx, "unregister", r); err != nil {
+		if _, _, err := a.check(ctx, "unregister", r); err != nil {
 			return err
 		}
 	}
@@ -212,33 +223,64 @@ func (a *authorize[R]) Unregister(ctx context.Context, r R) error {
 }
 
 // check returns the identity of the registrant of the call in ctx if it may do operation on r,
-// PermissionDenied if not.
-func (a *authorize[R]) check(ctx context.Context, operation string, r R) (string, error) {
+// PermissionDenied if not; with an identity also the verified path_ids of the record: the
+// signers of the path, then this registry.
+func (a *authorize[R]) check(ctx context.Context, operation string, r R) (who string, verified []string, err error) {
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	name := r.GetName()
-	owners := a.ownersOf(name)
+	owners, err := a.ownersOf(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
 	if a.identity == nil {
 		who := claimed(ctx, r)
 		if !a.shared && len(owners) > 0 && owners[0] != who {
-			return "", status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(owners[0]), anonymous(who))
+			return "", nil, status.Errorf(codes.PermissionDenied, "authorize: %q is registered by %s; %s may not change or unregister it", name, anonymous(owners[0]), anonymous(who))
 		}
-		return who, nil
+		return who, nil, nil
 	}
 	c, err := a.judge(ctx, operation, name, owners)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return c.registrant, a.policies.allow(ctx, c)
+	if err := a.policies.allow(ctx, c); err != nil {
+		return "", nil, err
+	}
+	return c.registrant, c.pathIDs(), nil
+}
+
+// named returns a record of type R that has only a name: a query for it.
+func named[R record](name string) R {
+	var r R
+	switch any(r).(type) {
+	case *registry.NetworkService:
+		return any(&registry.NetworkService{Name: name}).(R)
+	case *registry.NetworkServiceEndpoint:
+		return any(&registry.NetworkServiceEndpoint{Name: name}).(R)
+	}
+	return r
+}
+
+// withPathIDs returns a copy of r whose path_ids are ids.
+func withPathIDs[R record](r R, ids []string) R {
+	r = proto.Clone(r).(R)
+	switch rec := any(r).(type) {
+	case *registry.NetworkService:
+		rec.PathIds = ids
+	case *registry.NetworkServiceEndpoint:
+		rec.PathIds = ids
+	}
+	return r
 }
 
 // claimed returns who the registrant of r claims to be, unverified: the first of the path_ids
 // the caller sent (all but the last, this hop's, which updatepath added), which every hop carries
 // on, else the sub of the path's first token, else "" (anonymous).
 func claimed[R record](ctx context.Context, r R) string {
-	if ids := r.GetPathIds(); len(ids) > 1 {
-		return ids[0]
+	if who, ok := registrantIn(r.GetPathIds()); ok {
+		return who
 	}
 	if p := updatepath.FromContext(ctx); p != nil && len(p.Segments) > 0 {
 		var claims jwt.RegisteredClaims
@@ -249,6 +291,15 @@ func claimed[R record](ctx context.Context, r R) string {
 	return ""
 }
 
+// registrantIn returns the first of path_ids that name a registrant before the registry that
+// stored them (updatepath's last), if there is one.
+func registrantIn(ids []string) (string, bool) {
+	if len(ids) > 1 {
+		return ids[0], true
+	}
+	return "", false
+}
+
 func anonymous(id string) string {
 	if id == "" {
 		return "an anonymous caller"
@@ -256,11 +307,40 @@ func anonymous(id string) string {
 	return `"` + id + `"`
 }
 
-// ownersOf returns the identities that registered name.
-func (a *authorize[R]) ownersOf(name string) []string {
+// ownersOf returns the identities that registered name: those this element saw register it, or
+// for a name it has not seen (new, or stored before the registry restarted) the registrant the
+// stored record names, which it then keeps.
+func (a *authorize[R]) ownersOf(ctx context.Context, name string) ([]string, error) {
+	a.mu.Lock()
+	owners, ok := a.owners[name]
+	a.mu.Unlock()
+	if ok {
+		return slices.Clone(owners), nil
+	}
+	var (
+		stored []string
+		found  bool
+	)
+	err := next.Of[R](ctx).Find(ctx, &next.Query[R]{Record: named[R](name)}, func(ev *next.Event[R]) error {
+		if ev.Record.GetName() == name && !ev.Deleted {
+			stored, found = ev.Record.GetPathIds(), true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authorize: look up the registrant of the stored %q: %w", name, err)
+	}
+	if !found {
+		return nil, nil // a new name
+	}
+	who, _ := registrantIn(stored) // none: an anonymous registrant
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return slices.Clone(a.owners[name])
+	if owners, ok := a.owners[name]; ok { // registered meanwhile
+		return slices.Clone(owners), nil
+	}
+	a.owners[name] = []string{who}
+	return []string{who}, nil
 }
 
 // add makes who an owner of name, the first of an endpoint or one more of a service, and reports

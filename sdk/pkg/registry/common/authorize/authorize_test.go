@@ -179,6 +179,34 @@ func TestOnlyTheRegistrant(t *testing.T) {
 
 }
 
+// TestOwnersOutliveARestart: a registry that restarts with its store (Kubernetes) learns the
+// owner of a stored name from the record's path_ids, verified when it was stored.
+func TestOwnersOutliveARestart(t *testing.T) {
+	tr := newTrust(t)
+	by := func(name string) context.Context { return tr.call(name, tr.tok(name, id("registry"), now)) }
+	store := memory.NewNSE()
+	restarted := func() next.NSE {
+		return next.Chain(authorize.NewNSE(authorize.WithIdentity(tr.source("registry"))), store)
+	}
+	got, err := restarted().Register(by("alice"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000", PathIds: []string{"alice", "claims"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{id("alice"), id("registry")}, got.GetPathIds(), "stored with the verified path")
+
+	again := restarted()
+	_, err = again.Register(by("bob"), &nse{Name: "nse-1", Url: "tcp://[::1]:6666"})
+	require.ErrorContains(t, err, `policy owner: endpoint "nse-1" is registered by `+id("alice")+"; "+id("bob")+" may not change it")
+	_, err = again.Register(by("alice"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
+	require.NoError(t, err)
+
+
+	// Without identities, by the claim stored.
+	claims := memory.NewNSE()
+	_, err = next.Chain(authorize.NewNSE(), claims).Register(context.Background(), &nse{Name: "nse-2", Url: "tcp://[::1]:5000", PathIds: []string{"alice", "registry"}})
+	require.NoError(t, err)
+	_, err = next.Chain(authorize.NewNSE(), claims).Register(context.Background(), &nse{Name: "nse-2", Url: "tcp://[::1]:6666", PathIds: []string{"bob", "registry"}})
+	require.ErrorContains(t, err, `"nse-2" is registered by "alice"; "bob" may not`)
+}
+
 func TestSharedServices(t *testing.T) {
 	tr := newTrust(t)
 	by := func(name string) context.Context { return tr.call(name, tr.tok(name, id("registry"), now)) }

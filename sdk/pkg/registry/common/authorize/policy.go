@@ -84,6 +84,16 @@ func (a *authorize[R]) judge(ctx context.Context, operation, name string, owners
 	return c, nil
 }
 
+// pathIDs returns the verified path of c as a record's path_ids: the signer of each token, then
+// this registry.
+func (c *call) pathIDs() []string {
+	ids := make([]string, 0, len(c.segments)+1)
+	for _, seg := range c.segments {
+		ids = append(ids, seg.verified.Signer.String())
+	}
+	return append(ids, c.self)
+}
+
 // byPeer verifies the caller's own token against the certificate the caller presented in mutual
 // TLS, which the handshake verified already: for tokens without an x5c chain, which NSM's
 // components make. notByChain is why the token's own chain did not verify it.

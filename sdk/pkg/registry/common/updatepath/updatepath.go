@@ -5,8 +5,8 @@
 // of the hops a Register crossed, the registrant first). If the id is in path_ids already, the
 // ids after it are dropped: the same path is being taken again (a refresh, a retry, a record that
 // came back from Find) and the hops after this one add themselves again. The caller's record is
-// left as it was. path_ids say where a record came from; they prove nothing (a caller writes
-// what it likes), so no element decides who may do what by them.
+// left as it was. path_ids as a caller sends them prove nothing (it writes what it likes): a
+// registry with an identity stores, instead, the path it verified (registry/common/authorize).
 //
 // The path: who registers is proved by tokens, carried as NSM carries them. Each caller sends its
 // own token with every call (per-RPC credentials, nsm-client-token: token.NewPerRPCCredentials on
