@@ -198,7 +198,6 @@ func TestOwnersOutliveARestart(t *testing.T) {
 	_, err = again.Register(by("alice"), &nse{Name: "nse-1", Url: "tcp://[::1]:5000"})
 	require.NoError(t, err)
 
-
 	// Without identities, by the claim stored.
 	claims := memory.NewNSE()
 	_, err = next.Chain(authorize.NewNSE(), claims).Register(context.Background(), &nse{Name: "nse-2", Url: "tcp://[::1]:5000", PathIds: []string{"alice", "registry"}})
