@@ -139,3 +139,30 @@ func (p *peek) Find(context.Context, *next.Query[*registry.NetworkServiceEndpoin
 }
 
 func (p *peek) Unregister(context.Context, *registry.NetworkServiceEndpoint) error { return nil }
+
+// FuzzPathMetadata: whatever a caller sends as the path, updatepath refuses it with
+// InvalidArgument or passes on a path that ends with the caller's own token and keeps at most the
+// segments it may.
+func FuzzPathMetadata(f *testing.F) {
+	f.Add(`{"Index":1,"PathSegments":[{"token":"a"}]}`)
+	f.Add(`{"Index":1,"PathSegments":[{"token":"a"},{"token":"b"}]}`)
+	f.Add(`{"Index":0,"PathSegments":[]}`)
+	f.Add(`{"Index":4294967295}`)
+	f.Add(`{"PathSegments":[null]}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, sent string) {
+		look := &peek{}
+		chain := next.Chain(updatepath.NewNSE("registry"), next.NSE(look))
+		ctx := metadata.NewIncomingContext(context.Background(),
+			metadata.Pairs(updatepath.MetadataKey, sent, token.TokenKey, "own", token.ExpiresKey, "2026-12-07T17:00:00Z"))
+		_, err := chain.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-1"})
+		if err != nil {
+			require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+			return
+		}
+		segs := look.path.Segments
+		require.NotEmpty(t, segs)
+		require.LessOrEqual(t, len(segs), 17)
+		require.Equal(t, "own", segs[len(segs)-1].Token)
+	})
+}
