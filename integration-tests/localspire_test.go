@@ -24,7 +24,7 @@ import (
 
 // TestLocalMeshSPIRE runs the local mesh with every process's identity from a real SPIRE agent
 // (mesh.sh hands SPIFFE_ENDPOINT_SOCKET on), each program registered by its path so that it gets
-// a SPIFFE ID of its own, with SVIDs that live 10 s so that they rotate during the test. Every
+// a SPIFFE ID of its own, with SVIDs of 10 s that SPIRE renews about every second. Every
 // topology carries ping; a SPIRE agent restart loses no packet on a working vWire, and a client
 // started while the agent is away connects once it is back; every server rotates its SVID under
 // traffic, losing nothing, and a new client connects through the rotated ones.
@@ -33,7 +33,9 @@ func TestLocalMeshSPIRE(t *testing.T) {
 		t.Skip("the local mesh makes network namespaces: run as root (CI does)")
 	}
 	td := spiffeid.RequireTrustDomainFromString("spire.vwire.test")
-	const svidTTL = 10 * time.Second
+	// Tokens as short as the SVIDs: every connection is refreshed, through every hop, while
+	// the SVIDs rotate.
+	const svidTTL, tokenLifetime = 10 * time.Second, 10 * time.Second
 	s := spire.Start(t, spire.Options{TrustDomain: td, X509SVIDTTL: svidTTL})
 	dir := newMesh(t) // after SPIRE: the mesh goes down first
 	cmds, err := filepath.Glob("../cmd-*")
@@ -43,6 +45,7 @@ func TestLocalMeshSPIRE(t *testing.T) {
 		s.RegisterBinary(t, spiffeid.RequireFromPath(td, "/"+name), filepath.Join(dir, "bin", name))
 	}
 	t.Setenv("SPIFFE_ENDPOINT_SOCKET", s.Endpoint())
+	t.Setenv("MESH_TOKEN_LIFETIME", tokenLifetime.String())
 	_, err = mesh(t, dir, "up")
 	require.NoError(t, err)
 	_, err = mesh(t, dir, "check")
@@ -87,27 +90,32 @@ func TestLocalMeshSPIRE(t *testing.T) {
 	waitConnected(t, run, "nsc-k2vx2k", 2)
 	t.Logf("a client started after the agent was back connected in %v", time.Since(again).Round(time.Millisecond))
 
-	// Every server presents a new SVID on a new handshake: it rotated without a restart.
-	before := map[string]*x509.Certificate{}
+	// Every server presents a new SVID on a new handshake: it rotated without a restart. Twice,
+	// so that every connection is refreshed through rotated SVIDs while the ping goes on: one
+	// whose refresh failed would be closed when its tokens expire, losing pings.
+	serials := map[string]map[string]bool{}
 	for _, sock := range servers {
-		before[sock], err = servedCertificate(sock)
+		cert, err := servedCertificate(sock)
 		require.NoError(t, err)
-		id, err := x509svid.IDFromCert(before[sock])
+		id, err := x509svid.IDFromCert(cert)
 		require.NoError(t, err, "%s serves an X.509 SVID", sock)
 		require.Equal(t, td, id.TrustDomain(), "%s serves an SVID of SPIRE's trust domain", sock)
+		serials[sock] = map[string]bool{cert.SerialNumber.String(): true}
 	}
 	record = pingDuring(t, func() {
 		require.Eventually(t, func() bool {
-			for sock, cert := range before {
-				if now, err := servedCertificate(sock); err != nil || now.SerialNumber.Cmp(cert.SerialNumber) == 0 {
-					return false
+			done := true
+			for sock, seen := range serials {
+				if cert, err := servedCertificate(sock); err == nil {
+					seen[cert.SerialNumber.String()] = true
 				}
+				done = done && len(seen) > 2
 			}
-			return true
-		}, 3*svidTTL, 100*time.Millisecond, "every server rotated its SVID")
+			return done
+		}, 4*svidTTL, 100*time.Millisecond, "every server rotated its SVID twice")
 	})
 	report, lost = lossReport(t, record)
-	t.Logf("every server rotated its SVID under traffic: %s", report)
+	t.Logf("every server rotated its SVID twice under traffic: %s", report)
 	require.Zero(t, lost, "the k2k vWire lost pings while the SVIDs rotated")
 	_, err = mesh(t, dir, "restart", "nsc-k2k-eth")
 	require.NoError(t, err)
@@ -115,6 +123,11 @@ func TestLocalMeshSPIRE(t *testing.T) {
 	require.True(t, pingOnce("vw-nsc-k2k-eth"), "a client started after the rotation has a vWire that carries ping")
 	_, err = mesh(t, dir, "check")
 	require.NoError(t, err, "every topology carries ping after the rotations")
+	require.Equal(t, 1, strings.Count(readFile(t, filepath.Join(run, "nsc-k2k.log")), "msg=connected"),
+		"the first client kept its vWire through the agent's restart, the rotations and the refreshes")
+	for _, log := range logs {
+		require.NotContains(t, readFile(t, log), "level=ERROR", "%s logged no error", log)
+	}
 }
 
 // lossReport runs prober.sh's report on a record of ping -D (pingDuring) and returns it with the

@@ -17,6 +17,7 @@
 # in files; every hop speaks mutual TLS and signs its tokens with its SVID's key. MESH_INSECURE=1
 # runs it without identities instead. With SPIFFE_ENDPOINT_SOCKET set (a SPIRE agent's Workload
 # API), every process takes its identity from there instead: the agent's entries name them.
+# MESH_TOKEN_LIFETIME (e.g. 10s) sets every process's NSM_MAX_TOKEN_LIFETIME: frequent refreshes.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
@@ -89,7 +90,9 @@ start() {
   local identity=NSM_IDENTITY_DIR="$dir/id/$name"
   [ -z "${MESH_INSECURE:-}" ] || identity=NSM_INSECURE=true
   [ -z "${SPIFFE_ENDPOINT_SOCKET:-}" ] || identity=SPIFFE_ENDPOINT_SOCKET="$SPIFFE_ENDPOINT_SOCKET"
-  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
+  local lifetime=()
+  [ -z "${MESH_TOKEN_LIFETIME:-}" ] || lifetime=(NSM_MAX_TOKEN_LIFETIME="$MESH_TOKEN_LIFETIME")
+  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "${lifetime[@]}" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
 
@@ -256,5 +259,5 @@ case "${1:-}" in
     up
     check
     ;;
-  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

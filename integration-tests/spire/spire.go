@@ -17,8 +17,10 @@
 //     second instead of SPIRE's five);
 //   - StopAgent and StartAgent restart the agent with the SVID and trust bundle it keeps in its
 //     data folder (a join token is good once), at the same Socket; the server keeps running;
-//   - Options.X509SVIDTTL sets the workloads' SVID lifetime: the agent renews an SVID at half of
-//     it, which is how rotation is tested; the agent's own SVID lives an hour regardless;
+//   - Options.X509SVIDTTL sets the workloads' SVID lifetime, which is how rotation is tested:
+//     the server backdates each SVID 10 s and the agent renews it once less than half of that
+//     whole span is left, (TTL-10s)/2 after issue, so an SVID of 10 s or less is renewed at
+//     every sync, about every second; the agent's own SVID lives an hour regardless;
 //   - t.Cleanup stops both processes and removes the folder, even when the test failed; then the
 //     end of each one's log is in the test's output.
 package spire
@@ -58,7 +60,8 @@ const (
 type Options struct {
 	// TrustDomain of the server, the agent and every SVID. Default: vwire.test.
 	TrustDomain spiffeid.TrustDomain
-	// X509SVIDTTL is the lifetime of the workloads' X.509 SVIDs. Default: SPIRE's, an hour.
+	// X509SVIDTTL is the lifetime of the workloads' X.509 SVIDs; at 10 s or less they rotate
+	// about every second. Default: SPIRE's, an hour.
 	X509SVIDTTL time.Duration
 	// BinDir holds spire-server and spire-agent. Default: $VWIRE_KUBE_BIN, else .build/bin of
 	// the workspace.
