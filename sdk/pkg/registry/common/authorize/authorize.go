@@ -35,7 +35,7 @@
 // (Defaults), NSM's for the registry: "tokens", every token is a JWT that has not expired;
 // "signed", every token is signed by the SVID it names, the last by the caller's mTLS peer;
 // "path", the tokens are chained by audience up to this registry; "owner", only the registrant of
-// a name may change or unregister it. WithPolicies replaces them (the cmds read
+// an endpoint may change or unregister it, only one of a service's unregister it. WithPolicies replaces them (the cmds read
 // NSM_REGISTRY_SERVER_POLICIES). Policies are compiled once, in the constructor. Registrations
 // are seldom (a refresh a minute per endpoint), but a call that the defaults clearly allow is
 // still let through by Go without evaluating them, and the Verifier checks each token once.
@@ -45,17 +45,17 @@
 // IDs too).
 //
 // Owners: the first successful Register of an endpoint's name makes its registrant the owner,
-// and Unregister forgets it. For a name it has not seen, authorize looks the record up in the
-// rest of the chain (the store) and takes the first of its stored path_ids as its owner: so a
-// registry that restarts with its store (Kubernetes) keeps the owners of what it stored. A network service is shared by the endpoints that offer it: any
+// and Unregister forgets it. A network service is shared by the endpoints that offer it: any
 // caller may register it, and each that did becomes one of its owners, who alone may unregister
-// it. Find is not restricted. Events the registry starts itself (an expiry, through
-// begin) are not a caller's doing and pass.
+// it. For a name it has not seen, authorize looks the record up in the rest of the chain (the
+// store) and takes the first of its stored path_ids as its owner, so that a registry restarted
+// with its store (Kubernetes) keeps the owners of what it stored. Find is not restricted. Events
+// the registry starts itself (an expiry, through begin) are not a caller's doing and pass.
 //
 // Without WithIdentity (a mesh without identities, which the cmds log) authorize keeps only the
-// owners of endpoints, by who the registrant claims to be, unchecked: the first of the path_ids it sent, else
-// the sub of the first token, else anonymous; policies are not evaluated (but compiled, so
-// that a bad file fails at start). Any lets every call through.
+// owners of endpoints, by who the registrant claims to be, unchecked: the first of the path_ids
+// it sent, else the sub of the first token, else anonymous. Policies are not evaluated then, but
+// compiled, so that a bad file fails at start. Any lets every call through.
 //
 // Authorize belongs in a registry server chain after updatepath (the path) and after begin (one
 // event per name at a time, and expiries pass through it so that their owners are forgotten).
