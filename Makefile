@@ -53,11 +53,13 @@ kube-bins:
 # of the Kubernetes examples. The server keeps its entries in SQLite, which needs cgo: both are
 # linked statically (no C library needed at run time, so they go into images as they are), with
 # Go's own resolver and user lookup and no SQLite extension loading, so nothing calls into glibc's
-# dynamic parts. One build for both, so they share every compiled package.
+# dynamic parts. One build for both, so they share every compiled package; they say their
+# release as SPIRE's own builds do. A cold build takes about 12 CPU-minutes (6 on two free cores).
 SPIRE_TAGS := netgo,osusergo,sqlite_omit_load_extension
+SPIRE_LDFLAGS := -s -w -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3 -linkmode external -extldflags "-static"
 spire-bins:
 	@mkdir -p $(BUILD)/bin
-	cd tools/spire && GOWORK=off CGO_ENABLED=1 $(GO) build -tags $(SPIRE_TAGS) -ldflags='-s -w -linkmode external -extldflags "-static"' \
+	cd tools/spire && GOWORK=off CGO_ENABLED=1 $(GO) build -tags $(SPIRE_TAGS) -ldflags='$(SPIRE_LDFLAGS)' \
 	  -o $(BUILD)/bin/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
 
 # The rest of a single-node cluster (integration-tests/cluster): control plane, kubelet,
