@@ -36,11 +36,14 @@ const (
 	containersLogs = "/var/log/containers" // a link per container to its log under podLogsDir
 	// The mesh's hostPath volume (deployments-k8s/apps); each node has its own (nodeFolders).
 	meshSockets = "/var/lib/networkservicemesh"
+	// The SPIRE agent's socket folder (deployments-k8s/apps/spire-agent), one agent per node; Up
+	// may make its parent too.
+	spireSockets = "/run/spire/sockets"
 )
 
 // hostPaths are the folders outside the state folder where the cluster's programs write, or
 // where Up makes the mount points of nodeFolders.
-var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs, meshSockets}
+var hostPaths = []string{cniCache, shimDir, kubeletDir, containersLogs, meshSockets, filepath.Dir(spireSockets), spireSockets}
 
 // nftTables are the nftables tables kube-proxy (nftables mode) and the portmap plugin make.
 var nftTables = [][2]string{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "cni_hostport"}, {"ip6", "cni_hostport"}}

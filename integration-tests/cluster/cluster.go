@@ -16,9 +16,10 @@
 // node's pod subnet to it, so pods and Services work across nodes without NAT or tunnels. Every
 // node, the first too, has a mount namespace of its own, a slave of this machine's, where the
 // host folders that pods and the kubelet use by fixed paths (/var/lib/networkservicemesh, the
-// mesh's hostPath; /var/lib/kubelet, where device plugins register) are bind mounts of folders in
-// the node's state: each node's nsmgr serves its own socket, as on real nodes, and the cluster
-// writes nothing there on the host but empty mount points. The PID and cgroup namespaces stay
+// mesh's hostPath; /run/spire/sockets, the SPIRE agent's; /var/lib/kubelet, where device plugins
+// register) are bind mounts of folders in the node's state: each node's nsmgr and SPIRE agent
+// serve their own sockets, as on real nodes, and the cluster writes nothing there on the host but
+// empty mount points. The PID and cgroup namespaces stay
 // this machine's.
 //
 // Guarantees callers rely on:

@@ -11,10 +11,10 @@ import (
 )
 
 // nodeFolders are the host folders each node has a private copy of, in its mount namespace: the
-// mesh's hostPath (deployments-k8s/apps), where each node's nsmgr serves its socket, and the
-// kubelet's folder outside its root folder, where its device plugins register. On the host they
-// are only empty mount points.
-var nodeFolders = []string{meshSockets, kubeletDir}
+// mesh's hostPath (deployments-k8s/apps), where each node's nsmgr serves its socket, the SPIRE
+// agent's, where each node's agent serves the Workload API, and the kubelet's folder outside its
+// root folder, where its device plugins register. On the host they are only empty mount points.
+var nodeFolders = []string{meshSockets, spireSockets, kubeletDir}
 
 // nodeFolder is where node n keeps its copy of the host folder path.
 func (n *Node) nodeFolder(path string) string {
