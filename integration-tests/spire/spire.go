@@ -342,8 +342,9 @@ func start(program, log string, args ...string) (*process, error) {
 	defer f.Close() // the child has its own copy
 	cmd := exec.Command(program, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group: a ^C of the test's terminal reaches the test, which stops it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group: a ^C of the test's terminal reaches the test, which stops it. Killed
+	// with the test's process: a test that times out panics without running t.Cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("spire: start %s: %w", program, err)
 	}
