@@ -124,8 +124,8 @@ func Start(t testing.TB, opts Options) *SPIRE {
 	if err := os.WriteFile(s.path("bundle.pem"), []byte(bundle), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The token's alias is the agent's ID that entries name as their parent: the ID the join
-	// token itself gives (spire/agent/join_token/<token>) is a new one for every Start.
+	// Entries name the token's alias as their parent, an ID known before the agent starts,
+	// rather than the join token's own (spire/agent/join_token/<token>).
 	s.AgentID = spiffeid.RequireFromSegments(td, "vwire", "agent")
 	out, err := s.serverCLI("token generate", "-ttl", "600", "-spiffeID", s.AgentID.String())
 	if err != nil {

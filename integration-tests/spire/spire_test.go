@@ -15,8 +15,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestWorkloadAPI: this test's own program, registered by its path, gets an SVID of the trust
-// domain from the agent through go-spiffe, as vwire's components do; the short lifetime makes
+// TestWorkloadAPI: this test's own program gets no SVID while only another path is registered;
+// registered by its own path, it gets an SVID of the trust domain from the agent through
+// go-spiffe, as vwire's components do; the short lifetime makes
 // the agent rotate it; while the agent is stopped the Workload API refuses and the source keeps
 // the SVID it has; after the agent is back a new fetch succeeds and the source gets rotations
 // again.
@@ -27,10 +28,13 @@ func TestWorkloadAPI(t *testing.T) {
 	self, err := os.Executable()
 	require.NoError(t, err)
 	id := spiffeid.RequireFromPath(td, "/integration-tests/spire")
-	s.RegisterBinary(t, id, self)
-
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+
+	s.RegisterBinary(t, spiffeid.RequireFromPath(td, "/elsewhere"), self+".other")
+	_, err = workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(s.Endpoint()))
+	require.Error(t, err, "no SVID for a program no entry names")
+	s.RegisterBinary(t, id, self)
 	source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(s.Endpoint())))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, source.Close()) }()
