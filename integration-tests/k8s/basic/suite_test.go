@@ -4,7 +4,7 @@
 //go:build k8sexamples
 
 // Package basic runs the examples that require basic, on a cluster of its own;
-// the setup runs basic before the tests and cleans up after them.
+// the setup runs spire/single_cluster, basic before the tests and cleans up after them.
 package basic
 
 import (
@@ -18,18 +18,38 @@ var suite = mdtest.Suite{
 	Workspace: "../../..",
 	Setup: []mdtest.Example{
 		{
-			Name: "basic",
+			Name: "spire/single_cluster",
 			Run: []mdtest.Step{
-				{Line: 11, Script: `kubectl apply -k deployments-k8s/examples/basic`},
-				{Line: 16, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=registry -n nsm-system`},
-				{Line: 19, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nsmgr -n nsm-system`},
-				{Line: 22, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel -n nsm-system`},
-				{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
+				{Line: 25, Script: `kubectl apply -k deployments-k8s/apps/spire-server`},
+				{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=spire-server -n spire`},
+				{Line: 33, Script: `kubectl wait --for=jsonpath='{.data.bundle\.crt}' --timeout=1m configmap/spire-bundle -n spire`},
+				{Line: 36, Script: `kubectl apply -k deployments-k8s/apps/spire-agent`},
+				{Line: 39, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=spire-agent -n spire`},
+				{Line: 44, Script: `kubectl apply -f deployments-k8s/examples/spire/single_cluster/clusterspiffeid.yaml`},
+				{Line: 50, Script: `kubectl apply -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml`},
+				{Line: 53, Script: `kubectl logs svid-check -n default | grep -B 2 'SPIFFE ID:.*spiffe://k8s.nsm/ns/default/pod/svid-check'`},
+				{Line: 56, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml`},
 			},
 			Cleanup: []mdtest.Step{
-				{Line: 32, Script: `kubectl delete deployment admission-webhook-k8s -n nsm-system`},
-				{Line: 35, Script: `kubectl wait --for=delete --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
-				{Line: 40, Script: `kubectl delete -k deployments-k8s/examples/basic --ignore-not-found`},
+				{Line: 62, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml --ignore-not-found`},
+				{Line: 65, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/clusterspiffeid.yaml --ignore-not-found`},
+				{Line: 68, Script: `kubectl delete -k deployments-k8s/apps/spire-agent --ignore-not-found`},
+				{Line: 71, Script: `kubectl delete -k deployments-k8s/apps/spire-server --ignore-not-found`},
+			},
+		},
+		{
+			Name: "basic",
+			Run: []mdtest.Step{
+				{Line: 17, Script: `kubectl apply -k deployments-k8s/examples/basic`},
+				{Line: 22, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=registry -n nsm-system`},
+				{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nsmgr -n nsm-system`},
+				{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel -n nsm-system`},
+				{Line: 31, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
+			},
+			Cleanup: []mdtest.Step{
+				{Line: 38, Script: `kubectl delete deployment admission-webhook-k8s -n nsm-system`},
+				{Line: 41, Script: `kubectl wait --for=delete --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
+				{Line: 46, Script: `kubectl delete -k deployments-k8s/examples/basic --ignore-not-found`},
 			},
 		},
 	},
@@ -237,6 +257,34 @@ echo "client on ${NSC_NODE}, endpoint on ${NSE_NODE}, its forwarder ${FORWARDER}
 		Cleanup: []mdtest.Step{
 			{Line: 79, Script: `deployments-k8s/examples/prober.sh clean remote-forwarder-death`},
 			{Line: 82, Script: `kubectl delete ns ns-remote-forwarder-death`},
+		},
+	})
+}
+
+// TestHealSpireAgentRestart follows deployments-k8s/examples/heal/spire-agent-restart/README.md.
+func TestHealSpireAgentRestart(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "heal/spire-agent-restart",
+		Run: []mdtest.Step{
+			{Line: 21, Script: `kubectl apply -k deployments-k8s/examples/heal/spire-agent-restart`},
+			{Line: 26, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-spire-agent-restart`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-spire-agent-restart`},
+			{Line: 34, Script: `deployments-k8s/examples/podnet.sh ns-spire-agent-restart app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 37, Script: `deployments-k8s/examples/podnet.sh ns-spire-agent-restart app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 42, Script: `deployments-k8s/examples/prober.sh start spire-agent-restart ns-spire-agent-restart app=alpine 172.16.1.100`},
+			{Line: 47, Script: `kubectl delete pod -l app=spire-agent -n spire`},
+			{Line: 50, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=spire-agent -n spire`},
+			{Line: 55, Script: `deployments-k8s/examples/podnet.sh ns-spire-agent-restart app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 58, Script: `deployments-k8s/examples/podnet.sh ns-spire-agent-restart app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 63, Script: `deployments-k8s/examples/prober.sh stop spire-agent-restart`},
+			{Line: 69, Script: `kubectl delete pod alpine -n ns-spire-agent-restart`},
+			{Line: 72, Script: `kubectl apply -f deployments-k8s/examples/heal/spire-agent-restart/client.yaml -n ns-spire-agent-restart`},
+			{Line: 75, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-spire-agent-restart`},
+			{Line: 78, Script: `deployments-k8s/examples/podnet.sh ns-spire-agent-restart app=alpine ping -c 4 -W 1 172.16.1.100`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 84, Script: `deployments-k8s/examples/prober.sh clean spire-agent-restart`},
+			{Line: 87, Script: `kubectl delete ns ns-spire-agent-restart`},
 		},
 	})
 }

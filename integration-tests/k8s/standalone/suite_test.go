@@ -19,21 +19,26 @@ var suite = mdtest.Suite{
 
 func TestMain(m *testing.M) { os.Exit(suite.Main(m)) }
 
-// TestBasic follows deployments-k8s/examples/basic/README.md.
-func TestBasic(t *testing.T) {
+// TestSpireSingleCluster follows deployments-k8s/examples/spire/single_cluster/README.md.
+func TestSpireSingleCluster(t *testing.T) {
 	suite.Run(t, mdtest.Example{
-		Name: "basic",
+		Name: "spire/single_cluster",
 		Run: []mdtest.Step{
-			{Line: 11, Script: `kubectl apply -k deployments-k8s/examples/basic`},
-			{Line: 16, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=registry -n nsm-system`},
-			{Line: 19, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nsmgr -n nsm-system`},
-			{Line: 22, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel -n nsm-system`},
-			{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
+			{Line: 25, Script: `kubectl apply -k deployments-k8s/apps/spire-server`},
+			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=spire-server -n spire`},
+			{Line: 33, Script: `kubectl wait --for=jsonpath='{.data.bundle\.crt}' --timeout=1m configmap/spire-bundle -n spire`},
+			{Line: 36, Script: `kubectl apply -k deployments-k8s/apps/spire-agent`},
+			{Line: 39, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=spire-agent -n spire`},
+			{Line: 44, Script: `kubectl apply -f deployments-k8s/examples/spire/single_cluster/clusterspiffeid.yaml`},
+			{Line: 50, Script: `kubectl apply -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml`},
+			{Line: 53, Script: `kubectl logs svid-check -n default | grep -B 2 'SPIFFE ID:.*spiffe://k8s.nsm/ns/default/pod/svid-check'`},
+			{Line: 56, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml`},
 		},
 		Cleanup: []mdtest.Step{
-			{Line: 32, Script: `kubectl delete deployment admission-webhook-k8s -n nsm-system`},
-			{Line: 35, Script: `kubectl wait --for=delete --timeout=1m pod -l app=admission-webhook-k8s -n nsm-system`},
-			{Line: 40, Script: `kubectl delete -k deployments-k8s/examples/basic --ignore-not-found`},
+			{Line: 62, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/svid-check.yaml --ignore-not-found`},
+			{Line: 65, Script: `kubectl delete -f deployments-k8s/examples/spire/single_cluster/clusterspiffeid.yaml --ignore-not-found`},
+			{Line: 68, Script: `kubectl delete -k deployments-k8s/apps/spire-agent --ignore-not-found`},
+			{Line: 71, Script: `kubectl delete -k deployments-k8s/apps/spire-server --ignore-not-found`},
 		},
 	})
 }
