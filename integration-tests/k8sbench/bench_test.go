@@ -16,7 +16,7 @@
 // Like the suites of integration-tests/k8s it has the build tag k8sexamples and uses the cluster
 // VWIRE_KUBECONFIG names, or starts one of two nodes from the programs of `make cluster-bins` and
 // the images of `make images VERSION=dev` (mdtest's Suite.Main); it installs the mesh with
-// examples/basic's steps and removes it after.
+// the steps of examples/basic and of what basic requires (SPIRE), and removes it after.
 package k8sbench
 
 import (
@@ -28,6 +28,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -56,21 +57,40 @@ const workspace = "../.."
 
 // suite is the cluster the benchmark runs on, found or started by mdtest (as a suite of
 // integration-tests/k8s: VWIRE_KUBECONFIG, or a cluster of two nodes it starts and stops), with
-// examples/basic's steps as its setup: the mesh is installed first and removed after.
+// examples/basic's steps, after those of what it requires, as its setup: the mesh is installed
+// first and removed after.
 var suite = mdtest.Suite{Workspace: workspace}
 
 func TestMain(m *testing.M) {
-	readme, err := os.ReadFile(filepath.Join(workspace, "deployments-k8s", "examples", "basic", "README.md"))
-	var basic *mdtest.Page
-	if err == nil {
-		basic, err = mdtest.Parse("basic", readme)
-	}
-	if err != nil {
+	var err error
+	if suite.Setup, err = withRequired("basic"); err != nil {
 		fmt.Fprintf(os.Stderr, "k8sbench: the mesh's example: %v\n", err)
 		os.Exit(1)
 	}
-	suite.Setup = []mdtest.Example{{Name: "basic", Run: basic.Run, Cleanup: basic.Cleanup}}
 	os.Exit(suite.Main(m))
+}
+
+// withRequired returns the example name (a folder of deployments-k8s/examples) after the
+// examples its README requires, each after its own: basic after SPIRE's.
+func withRequired(name string) ([]mdtest.Example, error) {
+	readme, err := os.ReadFile(filepath.Join(workspace, "deployments-k8s", "examples", name, "README.md"))
+	if err != nil {
+		return nil, err
+	}
+	page, err := mdtest.Parse(name, readme)
+	if err != nil {
+		return nil, err
+	}
+	var examples []mdtest.Example
+	for _, target := range page.Requires {
+		target, _, _ = strings.Cut(target, "#")
+		required, err := withRequired(path.Clean(path.Join(name, strings.TrimSuffix(target, "README.md"))))
+		if err != nil {
+			return nil, err
+		}
+		examples = append(examples, required...)
+	}
+	return append(examples, mdtest.Example{Name: name, Run: page.Run, Cleanup: page.Cleanup}), nil
 }
 
 // topology is an example whose client the benchmark applies again and again.
