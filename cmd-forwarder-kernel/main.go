@@ -48,6 +48,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -65,6 +66,7 @@ import (
 type config struct {
 	envconfig.Common
 	spiffe.Config
+	authorize.PolicyConfig
 	Name             envconfig.Name   `default:"forwarder-kernel" split_words:"true" desc:"the forwarder's name: its registration and its segment of each connection's path; unique in the mesh"`
 	ListenOn         envconfig.URL    `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
 	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr: where it registers and finds endpoints"`
@@ -241,9 +243,18 @@ func run(ctx context.Context, c *config) error {
 		defer func() { _ = os.RemoveAll(dir) }()
 		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "forwarder.sock")}
 	}
+	name := string(c.Name)
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
+	authz, err := c.PolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
 	// One connection for the registration and the endpoint lookups; it comes back quickly to an
 	// nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
-	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...)
+	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), regclient.WithTokens(tokens), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}
@@ -252,22 +263,18 @@ func run(ctx context.Context, c *config) error {
 	// Serving outlives ctx (the signal) until the forwarder is unregistered.
 	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServing()
-	name := string(c.Name)
 	opts := []forwarder.Option{
 		forwarder.WithName(name),
 		forwarder.WithVXLANPort(uint16(c.VXLANPort)),
 		forwarder.WithRemoteMechanisms(c.RemoteMechanisms.ordered(c.MechanismPriority)...),
 		forwarder.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
+		forwarder.WithAuthorizeOptions(authz...),
 	}
 	if c.TunnelIP.IsValid() {
 		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))
 	}
 	if c.AllowNetnsPaths {
 		opts = append(opts, forwarder.WithNetNSPaths())
-	}
-	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
-	if err != nil {
-		return err
 	}
 	fwdChain, err := forwarder.NewServer(serving, tokens, cc, fwd, opts...)
 	if err != nil {

@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
@@ -59,6 +60,7 @@ import (
 type config struct {
 	envconfig.Common
 	spiffe.Config
+	authorize.PolicyConfig
 	Name             envconfig.Name     `default:"icmp-responder-nse" split_words:"true" desc:"the endpoint's name in the registry; unique among endpoints"`
 	ServiceNames     envconfig.Names    `default:"icmp-responder" split_words:"true" desc:"the network services it provides"`
 	Labels           envconfig.Labels   `split_words:"true" desc:"its labels for each of its services, which clients select endpoints by: app=web,version=2"`
@@ -171,8 +173,13 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
+	authz, err := c.PolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
 	ep := endpoint.NewServer(serving, tokens,
 		endpoint.WithName(name),
+		endpoint.WithAuthorizeOptions(authz...),
 		endpoint.WithAdditionalFunctionality(
 			onidle.NewServer(serving, func() {
 				log.FromContext(ctx).Info("no connection for NSM_IDLE_TIMEOUT; stopping", "NSM_IDLE_TIMEOUT", c.IdleTimeout)
@@ -200,7 +207,7 @@ func run(ctx context.Context, c *config) error {
 	}()
 	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
 		var err error
-		if reg, err = register(ctx, c, id, listen); err != nil {
+		if reg, err = register(ctx, c, append(id.DialOptions(), regclient.WithTokens(tokens)), listen); err != nil {
 			return nil, err
 		}
 		return reg.unregisterEndpoint, nil
@@ -219,8 +226,8 @@ type registration struct {
 // NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT for it to answer. From then on the
 // registrations are refreshed before they expire, and made again when the registry restarted,
 // until ctx ends or the endpoint unregisters.
-func register(ctx context.Context, c *config, id *spiffe.Identity, listen *url.URL) (*registration, error) {
-	cc, err := regclient.Dial(c.ConnectTo.URL, id.DialOptions()...)
+func register(ctx context.Context, c *config, dialOpts []grpc.DialOption, listen *url.URL) (*registration, error) {
+	cc, err := regclient.Dial(c.ConnectTo.URL, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
 	}

@@ -180,7 +180,7 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 	require.Equal(t, m.nseURL.String(), nse.GetUrl())
 	require.Equal(t, []string{"icmp-responder"}, nse.GetNetworkServiceNames())
 	require.Equal(t, map[string]string{"app": "icmp", "version": "2"}, nse.GetNetworkServiceLabels()["icmp-responder"].GetLabels())
-	require.Equal(t, []string{"nse-1", "registry"}, nse.GetPathIds())
+	require.Equal(t, []string{cmdtest.ID(t, "cmd/nse-1").String(), cmdtest.ID(t, "cmd").String()}, nse.GetPathIds(), "the verified path: the endpoint, then the registry")
 	require.NotNil(t, nse.GetExpirationTime())
 
 	services, err := registry.NewNetworkServiceRegistryClient(m.regCC).Find(ctx, &registry.NetworkServiceQuery{
@@ -191,7 +191,7 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "IP", ns.GetNetworkService().GetPayload())
 
-	monitor, err := networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, m.nseURL.String(), cmdtest.DialOptions(t, "nsc")...)).
+	monitor, err := networkservice.NewMonitorConnectionClient(cmdtest.DialAs(t, m.nseURL.String(), "nsc")).
 		MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
 	require.NoError(t, err)
 	event := func(want networkservice.ConnectionEventType) map[string]*networkservice.Connection {

@@ -35,6 +35,7 @@ import (
 	"vwire.dev/cmd-nse-supplier-k8s/internal/supplier"
 	"vwire.dev/sdk-k8s/pkg/tools/k8s/k8sconfig"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/spawn"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
@@ -48,6 +49,7 @@ import (
 type config struct {
 	envconfig.Common
 	spiffe.Config
+	authorize.PolicyConfig
 	Name               envconfig.Name      `default:"nse-supplier-k8s" split_words:"true" desc:"the supplier's name in the registry; unique among endpoints"`
 	ServiceNames       envconfig.Names     `required:"true" split_words:"true" alias:"NSM_SERVICE_NAME" desc:"the network services it supplies endpoints of; their matches send a client here when its node has none"`
 	Labels             envconfig.Labels    `split_words:"true" desc:"its labels for each of its services, which the services' matches select the supplier by: app=icmp-responder-supplier"`
@@ -100,7 +102,16 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	defer func() { _ = id.Close() }()
-	cc, err := regclient.Dial(c.ConnectTo.URL, id.DialOptions()...)
+	name := string(c.Name)
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
+	authz, err := c.PolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
+	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), regclient.WithTokens(tokens))...)
 	if err != nil {
 		return fmt.Errorf("NSM_CONNECT_TO %s: %w", c.ConnectTo, err)
 	}
@@ -124,13 +135,9 @@ func run(ctx context.Context, c *config) error {
 		defer func() { _ = os.RemoveAll(dir) }()
 		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "supplier.sock")}
 	}
-	name := string(c.Name)
-	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
-	if err != nil {
-		return err
-	}
 	ep := endpoint.NewServer(serving, tokens,
 		endpoint.WithName(name),
+		endpoint.WithAuthorizeOptions(authz...),
 		endpoint.WithAdditionalFunctionality(spawn.NewServer(sup.Start)),
 	)
 	errs, err := endpoint.Serve(serving, listen, ep, id.ServerOptions()...)

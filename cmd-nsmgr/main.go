@@ -23,8 +23,10 @@ import (
 	"time"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
@@ -35,6 +37,8 @@ import (
 type config struct {
 	envconfig.Common
 	spiffe.Config
+	authorize.PolicyConfig
+	regauthorize.RegistryPolicyConfig
 	Name             envconfig.Name       `split_words:"true" desc:"the manager's name: its segment of each connection's path and the issuer of its tokens (default: the host name)"`
 	ListenOn         envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5001 for every address, with NSM_ADVERTISE_URL)"`
 	AdvertiseURL     envconfig.URL        `split_words:"true" desc:"the URL other hops dial to reach this manager, registered for the endpoints of its node (default: the first tcp URL of NSM_LISTEN_ON, else its first; required when that tcp URL is every address)"`
@@ -43,8 +47,7 @@ type config struct {
 	DialTimeout      time.Duration        `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
 
 	ForwarderNetworkServiceName envconfig.Name `default:"forwarder" split_words:"true" desc:"the network service forwarders register under; this manager finds them under forwarder only"`
-	RegistryServerPolicies      string         `split_words:"true" unused:"no OPA policies yet; only a record's registrant may change or remove it" desc:"OPA policy files (.rego) and directories that check registrations and queries"`
-	RegistryClientPolicies      string         `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	RegistryClientPolicies      string         `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
 	envconfig.NotYet
 }
 
@@ -79,15 +82,29 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
+	authz, err := c.PolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
+	regAuthz, err := c.RegistryPolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
+	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
+	if err != nil {
+		return err
+	}
 	opts := []nsmgr.Option{
 		nsmgr.WithName(name),
 		nsmgr.WithURL(self),
 		nsmgr.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
+		nsmgr.WithAuthorizeOptions(authz...),
+		nsmgr.WithRegistryAuthorizeOptions(regAuthz...),
 	}
 	registry := "in memory"
 	if c.RegistryURL.URL != nil {
 		// Reconnects quickly: endpoints' heal after a registry restart goes through here.
-		cc, err := regclient.Dial(c.RegistryURL.URL, id.DialOptions()...)
+		cc, err := regclient.Dial(c.RegistryURL.URL, append(id.DialOptions(), regclient.WithTokens(tokens))...)
 		if err != nil {
 			return fmt.Errorf("connect to the registry at %s: %w", c.RegistryURL, err)
 		}
@@ -96,10 +113,6 @@ func run(ctx context.Context, c *config) error {
 		registry = c.RegistryURL.String()
 	}
 
-	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
-	if err != nil {
-		return err
-	}
 	mgr := nsmgr.NewServer(ctx, tokens, opts...)
 	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, mgr, id.ServerOptions()...)
 	if err != nil {

@@ -173,11 +173,11 @@ func (n *node) serveForwarder(t *testing.T) {
 	// with the lookups' results.
 	nsmgrURL, err := url.Parse(n.nsmgrURL)
 	require.NoError(t, err)
-	cc, err := regclient.Dial(nsmgrURL, cmdtest.DialOptions(t, "fwd-1")...)
+	cc, err := regclient.Dial(nsmgrURL, cmdtest.RegistryDialOptions(t, "fwd-1")...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cc.Close() })
 	gen := cmdtest.Tokens(t, "fwd-1", 10*time.Minute)
-	errs, err := grpcserve.Serve(ctx, u, sandbox.PassThroughForwarder(ctx, "fwd-1", gen, cc, cmdtest.DialOptions(t, "fwd-1")...),
+	errs, err := grpcserve.Serve(ctx, u, sandbox.PassThroughForwarder(ctx, "fwd-1", gen, cc, cmdtest.DialOptions(t, "fwd-1")),
 		cmdtest.ServerOptions(t, "fwd-1")...)
 	require.NoError(t, err)
 	_, unregister, err := regclient.Register(ctx, cc, sandbox.ForwarderRecord("fwd-1", u, map[string]string{"p2p": "true"}), regclient.WithTimeout(cmdtest.WaitLimit))
@@ -240,9 +240,9 @@ func TestEndToEndThroughTheNsmgr(t *testing.T) {
 
 	reg := n.nextRegistration(t).GetNetworkServiceEndpoint()
 	require.Equal(t, n.nsmgrURL, reg.GetUrl(), "other nodes reach the endpoint through the nsmgr")
-	require.Equal(t, "nse-1", reg.GetPathIds()[0], "the endpoint is the registrant")
+	require.Equal(t, cmdtest.ID(t, "cmd/nse-1").String(), reg.GetPathIds()[0], "the endpoint is the registrant, by its verified SPIFFE ID")
 	// Monitored as the client: a caller sees only the connections it takes part in.
-	n.nseEvents, err = networkservice.NewMonitorConnectionClient(cmdtest.Dial(t, n.nseURL.String(), cmdtest.DialOptions(t, "nsc")...)).
+	n.nseEvents, err = networkservice.NewMonitorConnectionClient(cmdtest.DialAs(t, n.nseURL.String(), "nsc")).
 		MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
 	require.NoError(t, err)
 	require.Equal(t, networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER, n.nextEvent(t).GetType())

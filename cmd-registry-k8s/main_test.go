@@ -77,7 +77,7 @@ func TestTwoReplicas(t *testing.T) {
 	nse := &registry.NetworkServiceEndpoint{Name: "nse-1", Url: "tcp://[fd00::1]:5003", NetworkServiceNames: []string{"icmp-responder"}}
 	got, err := a.Register(ctx, nse)
 	require.NoError(t, err)
-	require.Equal(t, []string{"registry-a"}, got.GetPathIds())
+	require.Equal(t, []string{cmdtest.ID(t, "test").String(), cmdtest.ID(t, "cmd/registry-a").String()}, got.GetPathIds(), "the verified path: the test, then the registry")
 	require.NotNil(t, got.GetExpirationTime(), "the expire period")
 
 	seen, err := watch.Recv()

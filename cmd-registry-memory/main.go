@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
+	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -24,13 +25,13 @@ import (
 type config struct {
 	envconfig.Common
 	spiffe.Config
+	regauthorize.RegistryPolicyConfig
 	Name         envconfig.Name       `default:"registry" split_words:"true" desc:"the registry's id in the path_ids of what registers through it"`
 	ListenOn     envconfig.ListenURLs `default:"unix:///var/lib/networkservicemesh/registry.sock" split_words:"true" desc:"where to serve, one URL or several: unix:///path/to/socket, tcp://host:port (tcp://:5002 for every address)"`
 	ExpirePeriod time.Duration        `default:"1m" split_words:"true" desc:"lifetime of an endpoint registration that asks for none; an endpoint that does not register again within it is unregistered"`
 
 	MaxTokenLifetime       time.Duration `split_words:"true" unused:"this registry signs nothing: it passes no registration on" desc:"lifetime of the tokens it signs"`
-	RegistryServerPolicies string        `split_words:"true" unused:"no OPA policies yet; only a record's registrant may change or remove it" desc:"OPA policy files (.rego) and directories that check registrations and queries"`
-	RegistryClientPolicies string        `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the answers of registries it asks"`
+	RegistryClientPolicies string        `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the answers of registries it asks"`
 	ProxyRegistryURL       envconfig.URL `split_words:"true" unused:"no interdomain registry yet" desc:"the registry proxy that answers for other domains (name@domain)"`
 	envconfig.NotYet
 }
@@ -54,8 +55,13 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	defer func() { _ = id.Close() }()
+	authz, err := c.RegistryPolicyConfig.Options(id)
+	if err != nil {
+		return err
+	}
 	registry := registryserver.New(
 		registryserver.WithName(string(c.Name)),
+		registryserver.WithAuthorizeOptions(authz...),
 		registryserver.WithExpireOptions(expire.WithDefaultLifetime(c.ExpirePeriod)),
 	)
 	errs, err := grpcserve.ServeAll(ctx, c.ListenOn, registry, id.ServerOptions()...)

@@ -142,7 +142,7 @@ func TestRegistersFindsExpiresAndStops(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.WithinRange(t, got.GetExpirationTime().AsTime(), before.Add(period), time.Now().Add(period))
-	require.Equal(t, []string{"registry"}, got.GetPathIds())
+	require.Equal(t, []string{cmdtest.ID(t, "test").String(), cmdtest.ID(t, "cmd").String()}, got.GetPathIds(), "the verified path: the test, then the registry")
 	seen := recv()
 	require.False(t, seen.GetDeleted())
 	require.Equal(t, "nse-short", seen.GetNetworkServiceEndpoint().GetName())
@@ -155,7 +155,9 @@ func TestRegistersFindsExpiresAndStops(t *testing.T) {
 	_, err = nses.Register(ctx, long)
 	require.NoError(t, err)
 	require.Equal(t, "nse-long", recv().GetNetworkServiceEndpoint().GetName())
-	_, err = nses.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-long", PathIds: []string{"intruder"}})
+	// Another identity may not take it, whatever path_ids it writes.
+	intruder := registry.NewNetworkServiceEndpointRegistryClient(cmdtest.DialAs(t, "unix://"+filepath.Join(dir, "registry.sock"), "intruder"))
+	_, err = intruder.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-long", PathIds: []string{cmdtest.ID(t, "test").String()}})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 
 	expired := recv() // after the period, no sleep: the registry tells the watcher

@@ -112,6 +112,9 @@ func isDeny(r *ast.Rule) bool {
 // Deny returns the reasons the policies give to refuse input, "policy <name>: <reason>" each,
 // sorted; none if they allow it. It returns ctx's error when ctx ends first.
 func (p *Policies) Deny(ctx context.Context, input ast.Value) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // AfterFunc below would cancel the evaluation only once it runs
+	}
 	// OPA would start a goroutine per evaluation to watch ctx; a callback costs nothing until
 	// ctx ends.
 	cancel := topdown.NewCancel()

@@ -2,6 +2,11 @@
 // Service Manager and pass-through forwarders, endpoints and clients, every one a real gRPC server
 // on a unix socket in a temporary folder. A test kills and restarts any component to watch the
 // mesh heal. Everything stops, and the folder goes, when the test ends.
+//
+// A domain is secure as a deployment is: it has a trust domain of its own (TrustDomain), every
+// component an SVID of it (spiffe://sandbox.vwire/<name>, issued anew at each start), and every
+// hop speaks mutual TLS, signs its tokens with its SVID and authorizes with its identity
+// (authorize.WithIdentity, on both APIs). Insecure builds a domain without identities, to compare.
 package sandbox
 
 import (
@@ -18,18 +23,21 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/chains/registryserver"
+	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/querycache"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
@@ -39,6 +47,7 @@ import (
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -58,6 +67,9 @@ type Domain struct {
 	Registry *Component
 	Nodes    []*Node
 	clock    clock.Clock
+	ca       *spiffe.CA // nil: insecure
+
+	insecure bool
 
 	mu         sync.Mutex
 	components []*Component
@@ -77,6 +89,17 @@ type Option func(*Domain)
 // WithClock runs the whole domain, its tokens included, on c (a clock.Fake, say).
 func WithClock(c clock.Clock) Option { return func(d *Domain) { d.clock = c } }
 
+// Insecure builds the domain without identities: plain gRPC, unsigned tokens, no checks of who
+// signed what.
+func Insecure() Option { return func(d *Domain) { d.insecure = true } }
+
+// TrustDomain is the trust domain of a secure sandbox.
+var TrustDomain = spiffeid.RequireTrustDomainFromString("sandbox.vwire")
+
+// svidLifetime is how long the sandbox's SVIDs last: longer than a test (TLS checks them against
+// the real clock, whatever the domain's clock).
+const svidLifetime = 24 * time.Hour
+
 // New builds a domain of n nodes, each with an nsmgr and one forwarder, ready when it returns.
 func New(t testing.TB, n int, opts ...Option) *Domain {
 	t.Helper()
@@ -87,6 +110,11 @@ func New(t testing.TB, n int, opts ...Option) *Domain {
 	d := &Domain{t: t, dir: dir, clock: clock.Real{}}
 	for _, opt := range opts {
 		opt(d)
+	}
+	if !d.insecure {
+		if d.ca, err = spiffe.NewCA(TrustDomain); err != nil {
+			t.Fatal(err)
+		}
 	}
 	logs := &testLog{t: t}
 	ctx, cancel := context.WithCancel(log.WithLogger(clock.WithClock(context.Background(), d.clock), slog.New(slog.NewTextHandler(logs, nil))))
@@ -101,18 +129,28 @@ func New(t testing.TB, n int, opts ...Option) *Domain {
 		}
 		_ = os.RemoveAll(dir)
 	})
-	d.Registry = d.start("registry", func(context.Context, *url.URL) (*served, error) {
-		return &served{registrar: registryserver.New(registryserver.WithExpireOptions(expire.WithDefaultLifetime(RegistrationLifetime)))}, nil
+	d.Registry = d.start("registry", func(_ context.Context, _ *url.URL, id *Identity) (*served, error) {
+		opts := []registryserver.Option{registryserver.WithExpireOptions(expire.WithDefaultLifetime(RegistrationLifetime))}
+		if id.Source != nil {
+			opts = append(opts, registryserver.WithAuthorizeOptions(regauthorize.WithIdentity(id.Source)))
+		}
+		return &served{registrar: registryserver.New(opts...)}, nil
 	})
 	for i := range n {
 		node := &Node{domain: d, Name: fmt.Sprintf("node-%d", i)}
-		node.NSMgr = d.start(node.Name+"-nsmgr", func(ctx context.Context, self *url.URL) (*served, error) {
-			cc, err := d.dial(ctx, d.Registry.URL)
+		node.NSMgr = d.start(node.Name+"-nsmgr", func(ctx context.Context, self *url.URL, id *Identity) (*served, error) {
+			cc, err := d.dial(ctx, d.Registry.URL, id)
 			if err != nil {
 				return nil, err
 			}
 			name := node.Name + "-nsmgr"
-			return &served{registrar: nsmgr.NewServer(ctx, d.tokens(name), nsmgr.WithName(name), nsmgr.WithURL(self), nsmgr.WithRegistry(cc))}, nil
+			opts := []nsmgr.Option{nsmgr.WithName(name), nsmgr.WithURL(self), nsmgr.WithRegistry(cc),
+				nsmgr.WithDialOptions(dial.WithDialOptions(id.DialOptions()...))}
+			if id.Source != nil {
+				opts = append(opts, nsmgr.WithAuthorizeOptions(authorize.WithIdentity(id.Source)),
+					nsmgr.WithRegistryAuthorizeOptions(regauthorize.WithIdentity(id.Source)))
+			}
+			return &served{registrar: nsmgr.NewServer(ctx, id.Tokens, opts...)}, nil
 		})
 		node.NewForwarder(node.Name + "-fwd-0")
 		d.Nodes = append(d.Nodes, node)
@@ -120,19 +158,91 @@ func New(t testing.TB, n int, opts ...Option) *Domain {
 	return d
 }
 
-func (d *Domain) tokens(name string) token.GeneratorFunc {
-	return token.NewInsecure(TokenLifetime, token.WithName(name), token.WithClock(d.clock))
+// Identity is a component's identity in the domain: its SVID source (nil when insecure) and its
+// tokens. A test that builds a component of its own (a real forwarder) gives it one
+// (NewIdentity) to take part in the domain.
+type Identity struct {
+	Source spiffe.Source
+	Tokens token.GeneratorFunc
 }
 
-// dial returns a connection to u, closed when ctx ends.
-func (d *Domain) dial(ctx context.Context, u *url.URL) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient("unix://"+u.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// NewIdentity issues an identity for name: spiffe://sandbox.vwire/<name>, or none (tokens only)
+// in an insecure domain.
+func (d *Domain) NewIdentity(name string) *Identity {
+	d.t.Helper()
+	id, err := d.identity(name)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return id
+}
+
+func (d *Domain) identity(name string) (*Identity, error) {
+	if d.ca == nil {
+		return &Identity{Tokens: token.NewInsecure(TokenLifetime, token.WithName(name), token.WithClock(d.clock))}, nil
+	}
+	id, err := spiffeid.FromSegments(TrustDomain, name)
+	if err != nil {
+		return nil, err
+	}
+	src, err := d.ca.Source(id, svidLifetime)
+	if err != nil {
+		return nil, err
+	}
+	gen, err := spiffe.Tokens(src, TokenLifetime, token.WithClock(d.clock))
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{Source: src, Tokens: gen}, nil
+}
+
+// DialOptions are the identity's clients' transport credentials: mutual TLS, or none.
+func (id *Identity) DialOptions() []grpc.DialOption {
+	if id.Source == nil {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(spiffe.ClientCredentials(id.Source))}
+}
+
+// RegistryDialOptions are DialOptions and the identity's tokens sent with every call, for a
+// connection a registry client uses (sdk/pkg/registry/chains/client).
+func (id *Identity) RegistryDialOptions() []grpc.DialOption {
+	return append(id.DialOptions(), regclient.WithTokens(id.Tokens))
+}
+
+// ServerOptions are the identity's server's transport credentials: mutual TLS, or none.
+func (id *Identity) ServerOptions() []grpc.ServerOption {
+	if id.Source == nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.Creds(spiffe.ServerCredentials(id.Source))}
+}
+
+// dial returns a connection to u as id, its tokens sent with every call (the registry's calls
+// need them; the networkservice client chain adds its own), closed when ctx ends.
+func (d *Domain) dial(ctx context.Context, u *url.URL, id *Identity) (*grpc.ClientConn, error) {
+	cc, err := regclient.Dial(u, id.RegistryDialOptions()...)
 	if err != nil {
 		return nil, err
 	}
 	context.AfterFunc(ctx, func() { _ = cc.Close() })
 	return cc, nil
 }
+
+// Dial returns a connection to u (a component's URL) as the client named as, with an identity
+// of its own and its tokens sent with every call, closed when the test ends: for a test that calls
+// a component's API itself, an attacker's calls included.
+func (d *Domain) Dial(u *url.URL, as string) *grpc.ClientConn {
+	d.t.Helper()
+	cc, err := d.dial(d.ctx, u, d.NewIdentity(as))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return cc
+}
+
+// test is the identity of the test itself, when it calls the domain's registry.
+func (d *Domain) test() *Identity { return d.NewIdentity("test") }
 
 // RegisterService registers a network service in the domain's registry.
 func (d *Domain) RegisterService(ns *registry.NetworkService) {
@@ -157,7 +267,7 @@ func (d *Domain) services(verb string, ns *registry.NetworkService, call func(co
 	d.t.Helper()
 	ctx, cancel := context.WithCancel(d.ctx)
 	defer cancel()
-	cc, err := d.dial(ctx, d.Registry.URL)
+	cc, err := d.dial(ctx, d.Registry.URL, d.test())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -174,12 +284,16 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 		l = labels[0]
 	}
 	d := n.domain
-	c := d.start(name, func(ctx context.Context, self *url.URL) (*served, error) {
-		cc, err := d.dial(ctx, n.NSMgr.URL)
+	c := d.start(name, func(ctx context.Context, self *url.URL, id *Identity) (*served, error) {
+		cc, err := d.dial(ctx, n.NSMgr.URL, id)
 		if err != nil {
 			return nil, err
 		}
-		fwd := PassThroughForwarder(ctx, name, d.tokens(name), cc)
+		var opts []endpoint.Option
+		if id.Source != nil {
+			opts = append(opts, endpoint.WithAuthorizeOptions(authorize.WithIdentity(id.Source)))
+		}
+		fwd := PassThroughForwarder(ctx, name, id.Tokens, cc, id.DialOptions(), opts...)
 		return &served{registrar: fwd, announce: n.announce(ctx, cc, ForwarderRecord(name, self, l))}, nil
 	})
 	n.Forwarders = append(n.Forwarders, c)
@@ -193,21 +307,21 @@ func (n *Node) NewForwarder(name string, labels ...map[string]string) *Component
 // background work ends with ctx. Endpoints that registered with their socket passed by
 // descriptor are reached through the socket that comes with the lookup's result, when cc was
 // dialed with regclient.Dial (as the kernel forwarder reaches them). It dials endpoints with
-// dialOpts (its transport credentials).
-func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface, dialOpts ...grpc.DialOption) endpoint.Endpoint {
+// dialOpts (its transport credentials); opts configure its endpoint chain (authorization).
+func PassThroughForwarder(ctx context.Context, name string, gen token.GeneratorFunc, cc grpc.ClientConnInterface, dialOpts []grpc.DialOption, opts ...endpoint.Option) endpoint.Endpoint {
 	// Every Request looks its service and endpoint up (Close its endpoint): answered from
 	// memory, kept current by a watch.
 	sockets := fdpass.NewSockets()
 	ns := regnext.Chain(querycache.NewNS(ctx), adapters.NSClient(registry.NewNetworkServiceRegistryClient(cc)))
 	nse := regnext.Chain(querycache.NewNSE(ctx), regrecvfd.NewClient(sockets), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
-	return endpoint.NewServer(ctx, gen,
+	return endpoint.NewServer(ctx, gen, append([]endpoint.Option{
 		endpoint.WithName(name),
 		endpoint.WithAdditionalFunctionality(
 			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
 			connect.NewServer(client.NewClient(ctx, client.WithName(name), client.WithTokenGenerator(gen), client.WithoutRetry(),
 				client.WithDialOptions(dial.WithSockets(sockets), dial.WithDialOptions(dialOpts...)))),
-		))
+		)}, opts...)...)
 }
 
 // ForwarderRecord is the registration of a forwarder named name, reached at u, with labels
@@ -226,12 +340,17 @@ func ForwarderRecord(name string, u *url.URL, labels map[string]string) *registr
 // the standard endpoint chain.
 func (n *Node) NewEndpoint(nse *registry.NetworkServiceEndpoint, elements ...networkservice.NetworkServiceServer) *Component {
 	d := n.domain
-	return d.start(nse.GetName(), func(ctx context.Context, self *url.URL) (*served, error) {
-		cc, err := d.dial(ctx, n.NSMgr.URL)
+	return d.start(nse.GetName(), func(ctx context.Context, self *url.URL, id *Identity) (*served, error) {
+		cc, err := d.dial(ctx, n.NSMgr.URL, id)
 		if err != nil {
 			return nil, err
 		}
-		ep := endpoint.NewServer(ctx, d.tokens(nse.GetName()), endpoint.WithName(nse.GetName()), endpoint.WithAdditionalFunctionality(elements...))
+		opts := []endpoint.Option{endpoint.WithName(nse.GetName()), endpoint.WithAdditionalFunctionality(elements...)}
+		if id.Source != nil {
+			opts = append(opts, endpoint.WithAuthorizeOptions(authorize.WithIdentity(id.Source)),
+				endpoint.WithMonitorOptions(monitor.WithOperators(spiffeid.RequireFromSegments(TrustDomain, "test"))))
+		}
+		ep := endpoint.NewServer(ctx, id.Tokens, opts...)
 		reg := nse.Clone()
 		reg.Url = self.String()
 		return &served{registrar: ep, announce: n.announce(ctx, cc, reg)}, nil
@@ -242,9 +361,13 @@ func (n *Node) NewEndpoint(nse *registry.NetworkServiceEndpoint, elements ...net
 // and ends with the test.
 func (d *Domain) Context() context.Context { return d.ctx }
 
-// NewClient returns a client chain connected to the node's nsmgr; it stops with the test.
+// NewClient returns a client chain connected to the node's nsmgr, with an identity of its own;
+// it stops with the test.
 func (n *Node) NewClient(name string, opts ...client.Option) networkservice.NetworkServiceClient {
-	opts = append([]client.Option{client.WithName(name), client.WithClientURL(n.NSMgr.URL), client.WithTokenGenerator(n.domain.tokens(name))}, opts...)
+	n.domain.t.Helper()
+	id := n.domain.NewIdentity(name)
+	opts = append([]client.Option{client.WithName(name), client.WithClientURL(n.NSMgr.URL), client.WithTokenGenerator(id.Tokens),
+		client.WithDialOptions(dial.WithDialOptions(id.DialOptions()...))}, opts...)
 	return client.NewClient(n.domain.ctx, opts...)
 }
 
@@ -295,7 +418,7 @@ type Component struct {
 	Name  string
 	URL   *url.URL
 	d     *Domain
-	build func(ctx context.Context, self *url.URL) (*served, error)
+	build func(ctx context.Context, self *url.URL, id *Identity) (*served, error)
 
 	mu          sync.Mutex
 	cancel      context.CancelFunc
@@ -316,7 +439,7 @@ func (c *Component) Stop() {
 	c.Kill()
 }
 
-func (d *Domain) start(name string, build func(ctx context.Context, self *url.URL) (*served, error)) *Component {
+func (d *Domain) start(name string, build func(ctx context.Context, self *url.URL, id *Identity) (*served, error)) *Component {
 	d.t.Helper()
 	c := &Component{Name: name, URL: &url.URL{Scheme: "unix", Path: filepath.Join(d.dir, name+".sock")}, d: d, build: build}
 	c.Restart()
@@ -352,9 +475,13 @@ func (c *Component) Restart() {
 	defer c.mu.Unlock()
 	ctx, cancel := context.WithCancel(c.d.ctx)
 	serving, stopServing := context.WithCancel(ctx)
-	s, err := c.build(ctx, c.URL)
+	id, err := c.d.identity(c.Name) // a new SVID at each start, as a restarted process gets
+	var s *served
 	if err == nil {
-		c.done, err = grpcserve.Serve(serving, c.URL, s.registrar)
+		s, err = c.build(ctx, c.URL, id)
+	}
+	if err == nil {
+		c.done, err = grpcserve.Serve(serving, c.URL, s.registrar, id.ServerOptions()...)
 	}
 	if err == nil && s.announce != nil {
 		err = s.announce(c)
@@ -369,7 +496,7 @@ func (c *Component) Restart() {
 func (d *Domain) FindEndpoints(ctx context.Context, name string) []*registry.NetworkServiceEndpoint {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cc, err := d.dial(ctx, d.Registry.URL)
+	cc, err := d.dial(ctx, d.Registry.URL, d.test())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -386,11 +513,12 @@ func (d *Domain) FindEndpoints(ctx context.Context, name string) []*registry.Net
 	return found
 }
 
-// UnregisterEndpoint asks the registry itself to unregister nse, as any client of it could.
-func (d *Domain) UnregisterEndpoint(ctx context.Context, nse *registry.NetworkServiceEndpoint) error {
+// UnregisterEndpoint asks the registry itself to unregister nse, as the client named as (only
+// nse's registrant may: the identity of its name, when it registered itself).
+func (d *Domain) UnregisterEndpoint(ctx context.Context, as string, nse *registry.NetworkServiceEndpoint) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cc, err := d.dial(ctx, d.Registry.URL)
+	cc, err := d.dial(ctx, d.Registry.URL, d.NewIdentity(as))
 	if err != nil {
 		return err
 	}

@@ -38,12 +38,14 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/clientinfo"
 	"vwire.dev/sdk/pkg/networkservice/common/connect"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
-	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
+	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
+	regupdatepath "vwire.dev/sdk/pkg/registry/common/updatepath"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
@@ -59,12 +61,13 @@ type Nsmgr interface {
 type Option func(*options)
 
 type options struct {
-	name      string
-	url       *url.URL
-	registry  grpc.ClientConnInterface
-	dial      []dial.Option
-	authorize []authorize.Option
-	monitor   []monitor.Option
+	name         string
+	url          *url.URL
+	registryConn grpc.ClientConnInterface
+	dial         []dial.Option
+	authorize    []authorize.Option
+	monitor      []monitor.Option
+	registry     []regauthorize.Option
 }
 
 // WithName names the manager: its path segment and its tokens' issuer.
@@ -75,7 +78,9 @@ func WithURL(u *url.URL) Option { return func(o *options) { o.url = u } }
 
 // WithRegistry sends registrations and queries to the mesh's registry over cc. Without it the
 // manager keeps a registry of its own, enough for a mesh of one node.
-func WithRegistry(cc grpc.ClientConnInterface) Option { return func(o *options) { o.registry = cc } }
+func WithRegistry(cc grpc.ClientConnInterface) Option {
+	return func(o *options) { o.registryConn = cc }
+}
 
 // WithDialOptions configures how forwarders are reached.
 func WithDialOptions(opts ...dial.Option) Option { return func(o *options) { o.dial = opts } }
@@ -91,6 +96,13 @@ func WithMonitorOptions(opts ...monitor.Option) Option {
 	return func(o *options) { o.monitor = opts }
 }
 
+// WithRegistryAuthorizeOptions configures the authorization of the registrations the manager
+// keeps itself, its node's forwarders' (regauthorize.WithIdentity: only a forwarder's registrant
+// may change or remove it); the registry judges the rest.
+func WithRegistryAuthorizeOptions(opts ...regauthorize.Option) Option {
+	return func(o *options) { o.registry = opts }
+}
+
 // NewServer returns a manager whose tokens come from gen; its background work ends with ctx.
 func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsmgr {
 	o := &options{name: "nsmgr"}
@@ -100,7 +112,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 	if o.url == nil {
 		panic("nsmgr.NewServer: WithURL is required: endpoints of this node are announced with it")
 	}
-	reg := newRegistry(ctx, o.url, o.registry)
+	reg := newRegistry(ctx, o.url, o.registryConn, o.registry)
 	sockets := fdpass.NewSockets() // of endpoints and forwarders that registered by descriptor
 	ep := endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
@@ -121,19 +133,23 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		),
 	)
 	// Callers over gRPC register and find sockets passed by descriptor; the manager's own
-	// lookups (discover) need none.
-	served := regnext.Chain(regrecvfd.NewServer(sockets), reg.nse)
-	return &nsmgr{Endpoint: ep, reg: reg, served: served}
+	// lookups (discover) need none. Their registrations go on with the path of who made them
+	// (updatepath), for the registry to judge the registrant, not this manager.
+	return &nsmgr{Endpoint: ep, reg: reg,
+		servedNS:  regnext.Chain(regupdatepath.NewNS(o.name), reg.ns),
+		servedNSE: regnext.Chain(regupdatepath.NewNSE(o.name), regrecvfd.NewServer(sockets), reg.nse),
+	}
 }
 
 type nsmgr struct {
 	endpoint.Endpoint
-	reg    *nodeRegistry
-	served regnext.NSE
+	reg       *nodeRegistry
+	servedNS  regnext.NS
+	servedNSE regnext.NSE
 }
 
 func (n *nsmgr) Register(s *grpc.Server) {
 	n.Endpoint.Register(s)
-	registry.RegisterNetworkServiceRegistryServer(s, regadapters.NSServer(n.reg.ns))
-	registry.RegisterNetworkServiceEndpointRegistryServer(s, regadapters.NSEServer(n.served))
+	registry.RegisterNetworkServiceRegistryServer(s, regadapters.NSServer(n.servedNS))
+	registry.RegisterNetworkServiceEndpointRegistryServer(s, regadapters.NSEServer(n.servedNSE))
 }

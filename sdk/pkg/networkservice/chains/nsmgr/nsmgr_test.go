@@ -359,10 +359,14 @@ func TestOnlyTheRegistrantMayUnregister(t *testing.T) {
 	found := mesh.FindEndpoints(ctx, "nse-1")
 	require.Len(t, found, 1)
 
+	// path_ids prove nothing: the registry knows the registrant by its verified token.
 	intruder := found[0].Clone()
-	intruder.PathIds = []string{"someone-else"}
-	err := mesh.UnregisterEndpoint(ctx, intruder)
+	intruder.PathIds = []string{"nse-1"}
+	err := mesh.UnregisterEndpoint(ctx, "someone-else", intruder)
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 	require.Contains(t, err.Error(), "nse-1")
 	require.Len(t, mesh.FindEndpoints(ctx, "nse-1"), 1, "still registered")
+
+	require.NoError(t, mesh.UnregisterEndpoint(ctx, "nse-1", found[0]), "its registrant may")
+	require.Empty(t, mesh.FindEndpoints(ctx, "nse-1"))
 }

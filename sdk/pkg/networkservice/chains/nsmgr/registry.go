@@ -8,6 +8,7 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
 
+	"vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/registry/common/begin"
 	"vwire.dev/sdk/pkg/registry/common/expire"
 	"vwire.dev/sdk/pkg/registry/common/localbypass"
@@ -30,8 +31,9 @@ type nodeRegistry struct {
 }
 
 // newRegistry returns the manager's registry view; the watches of its query cache end with ctx.
-func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface) *nodeRegistry {
-	forwarders := next.Chain(expire.NewNSE(), memory.NewNSE())
+// authz judges the registrations of forwarders, which stay here.
+func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface, authz []authorize.Option) *nodeRegistry {
+	forwarders := next.Chain(authorize.NewNSE(authz...), expire.NewNSE(), memory.NewNSE())
 	var ns next.NS
 	var nse next.NSE
 	if cc != nil {

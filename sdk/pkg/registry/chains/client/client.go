@@ -36,6 +36,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/token"
 )
 
 // Dial returns a connection to the registry (or the nsmgr in front of it) at u, unix:///path or
@@ -55,6 +56,12 @@ func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		}}),
 	}, fdpass.Interceptors()...) // for sendfd and recvfd: sockets passed by descriptor
 	return grpc.NewClient(target, append(defaults, opts...)...)
+}
+
+// WithTokens sends the tokens of gen with every call on the connection (see the package
+// comment): pass it to Dial.
+func WithTokens(gen token.GeneratorFunc) grpc.DialOption {
+	return grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(gen))
 }
 
 // NewNS returns a network service registry client named name, sending to cc; its background

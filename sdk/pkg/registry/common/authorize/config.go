@@ -7,16 +7,16 @@ import (
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
-// PolicyConfig is a registry's settings for authorize, read from the environment under NSM's name: a
-// command serving the Registry API embeds it.
-type PolicyConfig struct {
+// RegistryPolicyConfig is a registry's settings for authorize, read from the environment under
+// NSM's name: a command serving the Registry API embeds it.
+type RegistryPolicyConfig struct {
 	RegistryServerPolicies []string `split_words:"true" desc:"Rego policy files (or glob patterns) that judge registrations instead of the defaults (tokens, signed, path, owner)"`
 }
 
 // Options returns authorize's options for a registry of identity id: WithIdentity unless id is
 // insecure, and the policies c names. A policy that does not load or compile is an error naming
 // the variable.
-func (c PolicyConfig) Options(id *spiffe.Identity) ([]Option, error) {
+func (c RegistryPolicyConfig) Options(id *spiffe.Identity) ([]Option, error) {
 	var opts []Option
 	if !id.Insecure() {
 		opts = append(opts, WithIdentity(id.Source()))

@@ -38,7 +38,6 @@ import (
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/hopurl"
-	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files and README sections from what the test got")
@@ -300,9 +299,15 @@ func (b *buffer) contents() (string, <-chan struct{}) {
 
 // Dial returns a gRPC connection to u (unix:///path or tcp://host:port) that retries every few
 // tens of milliseconds while a process is starting (gRPC's default waits a second after the
-// first failure), closed when the test ends. It connects as spiffe://<TrustDomain>/test unless
-// opts say otherwise (DialOptions of another name).
-func Dial(t testing.TB, u string, opts ...grpc.DialOption) *grpc.ClientConn {
+// first failure), closed when the test ends. It connects as spiffe://<TrustDomain>/test, and
+// sends that identity's tokens with every call.
+func Dial(t testing.TB, u string) *grpc.ClientConn {
+	t.Helper()
+	return DialAs(t, u, "test")
+}
+
+// DialAs is Dial as the client named name (ID).
+func DialAs(t testing.TB, u, name string) *grpc.ClientConn {
 	t.Helper()
 	parsed, err := url.Parse(u)
 	if err != nil {
@@ -312,12 +317,11 @@ func Dial(t testing.TB, u string, opts ...grpc.DialOption) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient(target, append([]grpc.DialOption{
-		grpc.WithTransportCredentials(spiffe.ClientCredentials(Source(t, "test"))),
+	cc, err := grpc.NewClient(target, append(RegistryDialOptions(t, name),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5, MaxDelay: 200 * time.Millisecond},
 			MinConnectTimeout: time.Second,
-		})}, opts...)...)
+		}))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,13 @@ func DialOptions(t testing.TB, name string) []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithTransportCredentials(spiffe.ClientCredentials(Source(t, name)))}
 }
 
+// RegistryDialOptions are DialOptions and the tokens of name sent with every call, as a registry
+// client's connection carries them.
+func RegistryDialOptions(t testing.TB, name string) []grpc.DialOption {
+	t.Helper()
+	return append(DialOptions(t, name), grpc.WithPerRPCCredentials(token.NewPerRPCCredentials(Tokens(t, name, svidLifetime))))
+}
+
 // ServerOptions are the server options of a test's server named name: mutual TLS in TrustDomain.
 func ServerOptions(t testing.TB, name string) []grpc.ServerOption {
 	t.Helper()
@@ -85,7 +92,7 @@ func ServerOptions(t testing.TB, name string) []grpc.ServerOption {
 func processName(bin string, env []string) string {
 	name := filepath.Base(bin)
 	for _, v := range env {
-		if n, ok := strings.CutPrefix(v, "NSM_NAME="); ok && spiffeid.ValidatePathSegment("/"+n) == nil {
+		if n, ok := strings.CutPrefix(v, "NSM_NAME="); ok && spiffeid.ValidatePathSegment(n) == nil {
 			name += "/" + n
 		}
 	}

@@ -27,16 +27,16 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	nsclient "vwire.dev/sdk/pkg/networkservice/chains/client"
+	"vwire.dev/sdk/pkg/networkservice/common/authorize"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
-	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/sandbox"
-	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
@@ -96,14 +96,18 @@ func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
 	self := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "fwd.sock")}
-	cc, err := regclient.Dial(nd.NSMgr.URL)
+	name := nd.Name + "-kernel-fwd"
+	id := d.NewIdentity(name)
+	cc, err := regclient.Dial(nd.NSMgr.URL, id.RegistryDialOptions()...)
 	require.NoError(t, err)
 	reg := &registryConn{ClientConn: cc, finds: map[string]int{}, taken: map[string][]bool{}}
-	name := nd.Name + "-kernel-fwd"
-	fwd, err := forwarder.NewServer(ctx, token.NewInsecure(sandbox.TokenLifetime, token.WithName(name), token.WithClock(clock.FromContext(ctx))), reg, nd.ns,
-		append([]forwarder.Option{forwarder.WithName(name)}, opts...)...)
+	std := []forwarder.Option{forwarder.WithName(name), forwarder.WithDialOptions(dial.WithDialOptions(id.DialOptions()...))}
+	if id.Source != nil {
+		std = append(std, forwarder.WithAuthorizeOptions(authorize.WithIdentity(id.Source)))
+	}
+	fwd, err := forwarder.NewServer(ctx, id.Tokens, reg, nd.ns, append(std, opts...)...)
 	require.NoError(t, err)
-	errs, err := grpcserve.Serve(ctx, self, fwd)
+	errs, err := grpcserve.Serve(ctx, self, fwd, id.ServerOptions()...)
 	require.NoError(t, err)
 	_, unregister, err := regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{
 		Name:                 name,
@@ -420,7 +424,7 @@ func TestEndpointLookupsAreCached(t *testing.T) {
 
 	found := d.FindEndpoints(ctx, "nse")
 	require.Len(t, found, 1)
-	require.NoError(t, d.UnregisterEndpoint(ctx, found[0]), "the endpoint unregisters, and still serves")
+	require.NoError(t, d.UnregisterEndpoint(ctx, "nse", found[0]), "the endpoint unregisters, and still serves")
 	require.Eventually(t, func() bool { return reg.tookIn("nse", true) }, 10*time.Second, time.Millisecond,
 		"the watch told the forwarder")
 	_, err = direct.Request(ctx, req.Clone())

@@ -16,10 +16,12 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -30,6 +32,8 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/fdpass"
+	"vwire.dev/sdk/pkg/tools/sandbox"
+	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
@@ -127,8 +131,11 @@ func TestAClientAsNSMsGetsAVWire(t *testing.T) {
 	d, nodes := mesh(t, 1, nil, nil)
 	nsc, nse, nscURL := workloads(t, d, nodes[0], payload.IP)
 	before := [3]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc), nstest.Dump(t, nse)}
+	// Its identity: an SVID of the domain's trust domain, presented in mutual TLS as NSM's
+	// clients do (grpcfd around TLS), and its token signed with the SVID's key.
+	id := d.NewIdentity("nsm-nsc")
 	cc, err := grpc.NewClient("unix://"+nodes[0].NSMgr.URL.Path,
-		grpc.WithTransportCredentials(grpcfd.TransportCredentials(insecure.NewCredentials())),
+		grpc.WithTransportCredentials(grpcfd.TransportCredentials(credentials.NewTLS(tlsconfig.MTLSClientConfig(id.Source, id.Source, tlsconfig.AuthorizeAny())))),
 		grpcfd.WithChainUnaryInterceptor())
 	require.NoError(t, err)
 	defer cc.Close()
@@ -143,7 +150,10 @@ func TestAClientAsNSMsGetsAVWire(t *testing.T) {
 		sender.SendFilename(path)
 		return grpc.PerRPCCredentials(creds)
 	}
-	tok, expires, err := token.NewInsecure(time.Minute, token.WithName("nsm-nsc"))(nil)
+	// Addressed to the nsmgr, as NSM's per-RPC token of the call would be.
+	gen, err := spiffe.Tokens(id.Source, time.Minute, token.WithAudience(spiffeid.RequireFromSegments(sandbox.TrustDomain, nodes[0].NSMgr.Name).String()))
+	require.NoError(t, err)
+	tok, expires, err := gen(nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
 	defer cancel()
@@ -184,15 +194,16 @@ func TestAnEndpointRegisteredBySocketIsReached(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	sock := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")}
 	ctx, cancel := context.WithCancel(d.Context())
-	ep := endpoint.NewServer(ctx, token.NewInsecure(time.Minute, token.WithName("nse")), endpoint.WithName("nse"),
+	id := d.NewIdentity("nse")
+	ep := endpoint.NewServer(ctx, id.Tokens, endpoint.WithName("nse"),
 		endpoint.WithAdditionalFunctionality(
 			point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
 			sendfd.NewServer(),
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
 		))
-	errs, err := endpoint.Serve(ctx, sock, ep)
+	errs, err := endpoint.Serve(ctx, sock, ep, id.ServerOptions()...)
 	require.NoError(t, err)
-	cc, err := regclient.Dial(nodes[0].NSMgr.URL)
+	cc, err := regclient.Dial(nodes[0].NSMgr.URL, id.RegistryDialOptions()...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		cancel()
