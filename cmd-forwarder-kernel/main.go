@@ -80,7 +80,7 @@ type config struct {
 
 	MechanismPriority      mechanismPriority `split_words:"true" desc:"NSM's order of mechanisms: the tunnels of NSM_REMOTE_MECHANISMS named here come first, in this order; other names are ignored"`
 	NSName                 envconfig.Name    `default:"forwarder" desc:"the network service it registers under; nsmgrs find forwarders under forwarder only"`
-	RegistryClientPolicies string            `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the nsmgr's registry answers"`
+	RegistryClientPolicies string            `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the nsmgr's registry answers"`
 	envconfig.NotYet
 
 	AllowNetnsPaths bool `default:"false" split_words:"true" desc:"let clients and endpoints name their network namespaces by file:// path, opened in this forwarder's mount namespace, besides passing them as descriptors (never /proc/self, /proc/thread-self or its own): only where every workload is trusted with the node's view, as in a mesh of ip netns namespaces"`

@@ -76,7 +76,7 @@ type config struct {
 	PassSocket       bool               `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor beside the registration (an inode:// URL, as NSM's endpoints do), so it reaches the endpoint from any mount namespace (a pod's); false registers the socket's path, for a registry reached directly"`
 
 	BaseDir                string `split_words:"true" unused:"no policy files are read yet" desc:"the directory relative policy paths start from"`
-	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies for the registry's answers yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	RegistryClientPolicies string `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
 	IPAMPolicy             string `split_words:"true" unused:"vwire's IPAM acts as NSM's strict (a client keeps the addresses it brings only when they are free in NSM_CIDR_PREFIX)" desc:"polite (take a client's addresses as they are) or strict"`
 	UnregisterItself       bool   `split_words:"true" unused:"the endpoint always unregisters at exit" desc:"unregister at exit (NSM's default: no, the registration expires)"`
 	PBRConfigPath          string `split_words:"true" unused:"no policy-based routing yet" desc:"a file of policy-based routes for the endpoint's side of each vWire"`

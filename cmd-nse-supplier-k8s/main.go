@@ -64,7 +64,7 @@ type config struct {
 	Kubeconfig         string              `env:"KUBECONFIG" desc:"a kubeconfig file for the API server; unset: the pod's service account (in-cluster)"`
 
 	Payload                string `split_words:"true" unused:"the supplier registers no network service: the service's record, with its matches, is the operator's" desc:"the payload of the service it provides"`
-	RegistryClientPolicies string `split_words:"true" unused:"no OPA policies yet" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
+	RegistryClientPolicies string `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
 	envconfig.NotYet
 }
 
