@@ -22,11 +22,7 @@ func Tokens(src Source, lifetime time.Duration, opts ...token.Option) (token.Gen
 		if err != nil {
 			return nil, nil, err
 		}
-		signer, ok := svid.PrivateKey.(crypto.Signer)
-		if !ok {
-			return nil, nil, fmt.Errorf("the key of SVID %s cannot sign", svid.ID)
-		}
-		return signer, svid.Certificates, nil
+		return svid.PrivateKey, svid.Certificates, nil
 	}
 	return token.NewSigned(key, id.String(), lifetime, opts...), nil
 }
