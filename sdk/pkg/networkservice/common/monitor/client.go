@@ -373,7 +373,9 @@ func (mem *member) update(in *networkservice.Connection) {
 		return
 	}
 	downstream := segs[at+1:]
-	if in.GetState() == mine.GetState() && sameSegments(mine.GetPath().GetPathSegments()[index+1:], downstream) {
+	known := mine.GetPath().GetPathSegments()[index+1:]
+	fillWithheld(downstream, known)
+	if in.GetState() == mine.GetState() && sameSegments(known, downstream) {
 		return // what the next hop says after each Request: nothing new
 	}
 	view := mine.Clone()
@@ -384,6 +386,20 @@ func (mem *member) update(in *networkservice.Connection) {
 		mem.sink(view.Clone())
 	}
 	mem.listen(Event{Conn: view.Clone()})
+}
+
+// fillWithheld gives each segment of the next hop's copy in whose token it withheld (a monitor
+// shows a subscriber with an identity only its own tokens) the token of the same segment in known,
+// this hop's copy, when the segment is the same hop with the same expiry, so the same token: a
+// withheld token is not a changed one, and taking it as one would report every connection again
+// after each Request. The caller owns in (an event just received).
+func fillWithheld(in, known []*networkservice.PathSegment) {
+	for i, seg := range in[:min(len(in), len(known))] {
+		if k := known[i]; seg.GetToken() == "" && seg.GetId() == k.GetId() && seg.GetName() == k.GetName() &&
+			proto.Equal(seg.GetExpires(), k.GetExpires()) {
+			seg.Token = k.GetToken()
+		}
+	}
 }
 
 func sameSegments(a, b []*networkservice.PathSegment) bool {
