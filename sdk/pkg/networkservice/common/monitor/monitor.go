@@ -25,8 +25,9 @@
 // connection it gets has the tokens of the other hops removed: tokens are credentials, and a
 // hop's view must not let anyone else act as that hop. Without TLS (an insecure mesh, or a call
 // within the process) it sees every connection whole, as before identities. Filtering costs a
-// copy of each connection sent to a subscriber with an identity, and the tokens' sub claims
-// decoded once per Request.
+// shallow copy of each connection sent to a subscriber with an identity (its path segments
+// whose token goes; the rest is shared with the record), and each token's sub claim decoded
+// once (a Server remembers those of the last 1024 tokens).
 //
 // NewClient is the other half: in the client chain of a component in the middle of a path, it
 // follows the next hop's events for the connections it passes there, over one stream per next
@@ -47,6 +48,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/lru"
 )
 
 // DefaultQueueSize is how many events wait for one subscriber before it is dropped.
@@ -72,7 +74,8 @@ func WithQueueSize(n int) Option {
 type Server struct {
 	ctx       context.Context
 	queueSize int
-	operators []string // SPIFFE IDs that see every connection
+	operators []string                   // SPIFFE IDs that see every connection
+	subjects  *lru.Cache[string, string] // tokens' sub claims, by token
 
 	mu    sync.Mutex
 	conns map[string]*record // by connection ID
@@ -100,6 +103,7 @@ func NewServer(ctx context.Context, opts ...Option) *Server {
 		ctx:       ctx,
 		queueSize: o.queueSize,
 		operators: o.operators,
+		subjects:  lru.New[string, string](subjectCacheSize),
 		conns:     map[string]*record{},
 		subs:      map[*subscriber]struct{}{},
 	}
@@ -149,12 +153,12 @@ func (s *Server) publish(kind networkservice.ConnectionEventType, conn *networks
 func (s *Server) send(kind networkservice.ConnectionEventType, rec *record) {
 	var shared *networkservice.ConnectionEvent // for the subscribers that see all of it
 	for sub := range s.subs {
-		if !rec.conn.MatchesMonitorScopeSelector(sub.selector) || !sub.viewer.sees(rec) {
+		if !rec.conn.MatchesMonitorScopeSelector(sub.selector) || !sub.viewer.sees(rec, s.subjects) {
 			continue
 		}
 		event := shared
 		if sub.viewer.id != "" {
-			event = &networkservice.ConnectionEvent{Type: kind, Connections: sub.viewer.view(rec)}
+			event = &networkservice.ConnectionEvent{Type: kind, Connections: sub.viewer.view(rec, s.subjects)}
 		} else if shared == nil {
 			shared = &networkservice.ConnectionEvent{Type: kind, Connections: map[string]*networkservice.Connection{rec.conn.GetId(): rec.conn}}
 			event = shared
@@ -180,8 +184,8 @@ func (s *Server) MonitorConnections(selector *networkservice.MonitorScopeSelecto
 	s.mu.Lock()
 	visible := make(map[string]*networkservice.Connection, len(s.conns))
 	for _, rec := range s.conns {
-		if sub.viewer.sees(rec) {
-			maps.Copy(visible, sub.viewer.view(rec))
+		if sub.viewer.sees(rec, s.subjects) {
+			maps.Copy(visible, sub.viewer.view(rec, s.subjects))
 		}
 	}
 	initial := networkservice.FilterMapOnManagerScopeSelector(visible, selector)

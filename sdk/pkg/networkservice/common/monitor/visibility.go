@@ -9,7 +9,10 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"vwire.dev/sdk/pkg/tools/lru"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
@@ -32,6 +35,11 @@ type record struct {
 	subjects []string
 }
 
+// subjectCacheSize bounds how many tokens' sub claims a Server keeps decoded: a token is the
+// same for every connection its hop signs within a second, and decoding one costs more than
+// looking it up.
+const subjectCacheSize = 1024
+
 // callerOf returns the SPIFFE ID of the mutual-TLS caller of the call ctx belongs to, "" if none.
 func callerOf(ctx context.Context) string {
 	if id, ok := spiffe.PeerID(ctx); ok {
@@ -40,13 +48,19 @@ func callerOf(ctx context.Context) string {
 	return ""
 }
 
-// hops returns the sub claim of each of the connection's tokens; the caller holds the Server's mu.
-func (r *record) hops() []string {
+// hops returns the sub claim of each of the connection's tokens, decoding those subjects does
+// not know yet; the caller holds the Server's mu.
+func (r *record) hops(subjects *lru.Cache[string, string]) []string {
 	if r.subjects == nil {
 		segs := r.conn.GetPath().GetPathSegments()
 		r.subjects = make([]string, len(segs))
 		for i, seg := range segs {
-			r.subjects[i] = subject(seg.GetToken())
+			sub, ok := subjects.Get(seg.GetToken())
+			if !ok {
+				sub = subject(seg.GetToken())
+				subjects.Add(seg.GetToken(), sub)
+			}
+			r.subjects[i] = sub
 		}
 	}
 	return r.subjects
@@ -94,26 +108,50 @@ func (s *Server) viewerOf(ctx context.Context) viewer {
 }
 
 // sees reports whether v may learn of rec; the caller holds the Server's mu.
-func (v viewer) sees(rec *record) bool {
+func (v viewer) sees(rec *record, subjects *lru.Cache[string, string]) bool {
 	switch {
 	case !v.secure || v.operator:
 		return true
 	case v.id == "":
 		return false
 	}
-	return rec.caller == v.id || slices.Contains(rec.hops(), v.id)
+	return rec.caller == v.id || slices.Contains(rec.hops(subjects), v.id)
 }
 
 // view returns rec's connection as v may see it, by ID; the caller holds the Server's mu.
-func (v viewer) view(rec *record) map[string]*networkservice.Connection {
+// Without TLS that is the record itself; with it, a copy without the tokens of the hops other
+// than v, which shares every other part with the record (read only, as events are).
+func (v viewer) view(rec *record, subjects *lru.Cache[string, string]) map[string]*networkservice.Connection {
 	conn := rec.conn
 	if v.secure {
-		conn = conn.Clone()
-		for i, seg := range conn.GetPath().GetPathSegments() {
-			if rec.hops()[i] != v.id || v.id == "" {
-				seg.Token = ""
+		hops := rec.hops(subjects)
+		segs := conn.GetPath().GetPathSegments()
+		shown := make([]*networkservice.PathSegment, len(segs))
+		for i, seg := range segs {
+			shown[i] = seg
+			if seg.GetToken() != "" && (hops[i] != v.id || v.id == "") {
+				shown[i] = shallowCopy(seg)
+				shown[i].Token = ""
 			}
 		}
+		conn = shallowCopy(conn)
+		conn.Path = shallowCopy(conn.GetPath())
+		conn.Path.PathSegments = shown
 	}
 	return map[string]*networkservice.Connection{conn.GetId(): conn}
+}
+
+// shallowCopy returns a new message with m's fields, sharing m's messages, lists and maps: a
+// copy to change only the top-level fields of (proto.Clone would copy the whole tree).
+func shallowCopy[M proto.Message](m M) M {
+	src := m.ProtoReflect()
+	dst := src.New()
+	if src.IsValid() {
+		src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			dst.Set(fd, v)
+			return true
+		})
+		dst.SetUnknown(src.GetUnknown())
+	}
+	return dst.Interface().(M)
 }
