@@ -25,6 +25,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -45,6 +46,7 @@ type config struct {
 	RegistryURL      envconfig.URL        `split_words:"true" desc:"the mesh's registry: unix:///var/lib/networkservicemesh/registry.sock, tcp://host:port or host:port (default: a registry of its own, in memory, for a mesh of one node)"`
 	MaxTokenLifetime time.Duration        `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
 	DialTimeout      time.Duration        `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
+	MonitorOperators spiffe.IDs           `split_words:"true" desc:"SPIFFE IDs that see every connection through MonitorConnections (an operator's tools); any other caller sees only the connections it takes part in"`
 
 	ForwarderNetworkServiceName envconfig.Name `default:"forwarder" split_words:"true" desc:"the network service forwarders register under; this manager finds them under forwarder only"`
 	RegistryClientPolicies      string         `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
@@ -100,6 +102,7 @@ func run(ctx context.Context, c *config) error {
 		nsmgr.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 		nsmgr.WithAuthorizeOptions(authz...),
 		nsmgr.WithRegistryAuthorizeOptions(regAuthz...),
+		nsmgr.WithMonitorOptions(monitor.WithOperators(c.MonitorOperators...)),
 	}
 	registry := "in memory"
 	if c.RegistryURL.URL != nil {

@@ -96,6 +96,10 @@ func Insecure() Option { return func(d *Domain) { d.insecure = true } }
 // TrustDomain is the trust domain of a secure sandbox.
 var TrustDomain = spiffeid.RequireTrustDomainFromString("sandbox.vwire")
 
+// Operator is the identity (Dial's "operator") that sees every connection through the
+// MonitorConnections of nsmgrs and endpoints.
+var Operator = spiffeid.RequireFromSegments(TrustDomain, "operator")
+
 // svidLifetime is how long the sandbox's SVIDs last: longer than a test (TLS checks them against
 // the real clock, whatever the domain's clock).
 const svidLifetime = 24 * time.Hour
@@ -148,7 +152,8 @@ func New(t testing.TB, n int, opts ...Option) *Domain {
 				nsmgr.WithDialOptions(dial.WithDialOptions(id.DialOptions()...))}
 			if id.Source != nil {
 				opts = append(opts, nsmgr.WithAuthorizeOptions(authorize.WithIdentity(id.Source)),
-					nsmgr.WithRegistryAuthorizeOptions(regauthorize.WithIdentity(id.Source)))
+					nsmgr.WithRegistryAuthorizeOptions(regauthorize.WithIdentity(id.Source)),
+					nsmgr.WithMonitorOptions(monitor.WithOperators(Operator)))
 			}
 			return &served{registrar: nsmgr.NewServer(ctx, id.Tokens, opts...)}, nil
 		})
@@ -348,7 +353,7 @@ func (n *Node) NewEndpoint(nse *registry.NetworkServiceEndpoint, elements ...net
 		opts := []endpoint.Option{endpoint.WithName(nse.GetName()), endpoint.WithAdditionalFunctionality(elements...)}
 		if id.Source != nil {
 			opts = append(opts, endpoint.WithAuthorizeOptions(authorize.WithIdentity(id.Source)),
-				endpoint.WithMonitorOptions(monitor.WithOperators(spiffeid.RequireFromSegments(TrustDomain, "test"))))
+				endpoint.WithMonitorOptions(monitor.WithOperators(Operator)))
 		}
 		ep := endpoint.NewServer(ctx, id.Tokens, opts...)
 		reg := nse.Clone()

@@ -135,3 +135,22 @@ func (i *Identity) Close() error {
 	i.close = nil
 	return err
 }
+
+// IDs is a list of SPIFFE IDs in a command's configuration (envconfig.Value): comma-separated
+// spiffe://trust-domain/path.
+type IDs []spiffeid.ID
+
+// Decode reads value, naming the item that is not a SPIFFE ID.
+func (ids *IDs) Decode(value string) error {
+	return envconfig.DecodeList(value, func(item string) error {
+		id, err := spiffeid.FromString(item)
+		if err != nil {
+			return fmt.Errorf("not a SPIFFE ID (spiffe://trust-domain/path): %w", err)
+		}
+		*ids = append(*ids, id)
+		return nil
+	})
+}
+
+// TypeName names the type for a command's usage.
+func (IDs) TypeName() string { return "SPIFFE ID list" }

@@ -74,6 +74,7 @@ func TestAnotherClientDoesNotSeeTheConnection(t *testing.T) {
 		return ev.GetConnections()
 	}
 	require.Empty(t, watch("mallory"), "a stranger sees none of the victim's connections")
+	require.Len(t, watch("operator"), 1, "an operator (NSM_MONITOR_OPERATORS) sees every connection")
 
 	own := watch("victim")
 	require.Len(t, own, 1, "the owner sees its connection")
