@@ -20,13 +20,15 @@ type Config struct {
 	SpiffeEndpointSocket string `env:"SPIFFE_ENDPOINT_SOCKET" desc:"the SPIFFE Workload API (a SPIRE agent's socket), unix:///path: where the identity comes from"`
 	IdentityDir          string `split_words:"true" desc:"a folder of identity files (svid.pem, svid_key.pem, bundle.pem; cmd-local-ca writes them), read again when they change: the identity of a mesh without SPIRE"`
 	Insecure             bool   `split_words:"true" desc:"run without an identity: plain gRPC, tokens signed with a public key, peers unchecked; for tests and trials only"`
+	AllowedPeers         IDs    `split_words:"true" desc:"the SPIFFE IDs of the only peers it talks to, as server and client (default: any of its trust domain)"`
 }
 
 // Identity is a command's identity, as its Config gives it: the source of its SVID, or none
 // (insecure).
 type Identity struct {
-	src   Source // nil: insecure
-	close func() error
+	src     Source // nil: insecure
+	close   func() error
+	allowed []spiffeid.ID // empty: any peer of the trust domain
 }
 
 // workloadAPIWait bounds how long a command waits at start for its first SVID: a SPIRE agent
@@ -46,7 +48,10 @@ func (c Config) Load(ctx context.Context) (*Identity, error) {
 		set = append(set, "NSM_INSECURE")
 	}
 	logger := log.FromContext(ctx)
-	var id Identity
+	if c.Insecure && len(c.AllowedPeers) > 0 {
+		return nil, &envconfig.Error{Var: "NSM_ALLOWED_PEERS", Value: fmt.Sprint(c.AllowedPeers), Problem: "peers are known only by their SVIDs, and NSM_INSECURE=true has none; unset one of them"}
+	}
+	id := Identity{allowed: c.AllowedPeers}
 	switch {
 	case len(set) == 0:
 		return nil, &envconfig.Error{Var: "SPIFFE_ENDPOINT_SOCKET", Unset: true, Problem: "no identity: set SPIFFE_ENDPOINT_SOCKET to the SPIRE agent's socket, or NSM_IDENTITY_DIR to a folder of SVID files, or NSM_INSECURE=true to run without one"}
@@ -106,7 +111,7 @@ func (i *Identity) ServerOptions() []grpc.ServerOption {
 	if i.src == nil {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.Creds(ServerCredentials(i.src))}
+	return []grpc.ServerOption{grpc.Creds(ServerCredentials(i.src, WithAllowedIDs(i.allowed...)))}
 }
 
 // DialOptions are a gRPC client's options for the identity: mutual TLS; none when insecure.
@@ -114,7 +119,7 @@ func (i *Identity) DialOptions() []grpc.DialOption {
 	if i.src == nil {
 		return nil
 	}
-	return []grpc.DialOption{grpc.WithTransportCredentials(ClientCredentials(i.src))}
+	return []grpc.DialOption{grpc.WithTransportCredentials(ClientCredentials(i.src, WithAllowedIDs(i.allowed...)))}
 }
 
 // Tokens returns the generator of the identity's path tokens lasting lifetime; when insecure,

@@ -2,11 +2,16 @@ package spiffe_test
 
 import (
 	"context"
+	"net/url"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 
+	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 	"vwire.dev/sdk/pkg/tools/token"
 )
@@ -63,4 +68,31 @@ func TestConfigLoad(t *testing.T) {
 	got, err := token.NewVerifier(ca.Bundle()).Verify(tok)
 	require.NoError(t, err)
 	require.Equal(t, nsc, got.Signer)
+}
+
+func TestAllowedPeers(t *testing.T) {
+	ctx := context.Background()
+	ca := newCA(t, td)
+	dir := t.TempDir()
+	require.NoError(t, ca.WriteFiles(dir, nsmgr, time.Hour))
+	id, err := spiffe.Config{IdentityDir: dir, AllowedPeers: spiffe.IDs{nsc}}.Load(ctx)
+	require.NoError(t, err)
+	defer id.Close()
+
+	serving, cancel := context.WithCancel(ctx)
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	done, err := grpcserve.Serve(serving, &url.URL{Scheme: "unix", Path: sock}, grpcserve.RegistrarFunc(func(*grpc.Server) {}), id.ServerOptions()...)
+	require.NoError(t, err)
+	defer func() {
+		cancel()
+		for range done {
+		}
+	}()
+	require.NoError(t, check(t, "unix://"+sock, spiffe.ClientCredentials(source(t, ca, nsc))), "an allowed peer")
+	require.Error(t, check(t, "unix://"+sock, spiffe.ClientCredentials(source(t, ca, spiffeid.RequireFromPath(td, "/other")))), "a peer of the trust domain, not allowed")
+
+	_, err = spiffe.Config{Insecure: true, AllowedPeers: spiffe.IDs{nsc}}.Load(ctx)
+	require.ErrorContains(t, err, "NSM_ALLOWED_PEERS")
+	var ids spiffe.IDs
+	require.ErrorContains(t, ids.Decode("spiffe://mesh.test/a,mesh.test/b"), "not a SPIFFE ID")
 }
