@@ -11,7 +11,7 @@ import (
 
 // Tokens returns a generator of path tokens lasting lifetime, signed with the key of src's SVID
 // at each signature (a rotation is followed from the next second on) and carrying its chain;
-// their sub and iss are the SVID's SPIFFE ID, their aud the peer's (unless opts set it).
+// their sub is the SVID's SPIFFE ID, their aud the peer's (unless opts set it).
 func Tokens(src Source, lifetime time.Duration, opts ...token.Option) (token.GeneratorFunc, error) {
 	id, err := ID(src)
 	if err != nil {

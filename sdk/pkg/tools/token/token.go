@@ -1,8 +1,10 @@
 // Package token makes the tokens that each hop of a connection puts in its path segment and
 // sends with every call, and reads the ones a caller sent.
 //
-// A token is a JWT whose subject and issuer name the hop that made it and whose exp claim is
-// the time it stops authorizing the connection. Generators (GeneratorFunc) make them:
+// A token is a JWT whose subject (sub) names the hop that made it, whose audience (aud) names the
+// hop it is for, and whose exp claim is the time it stops authorizing the connection: the claims
+// of NSM's tokens, and no others (no iss, which would repeat sub, no iat, no typ header), since
+// every token of a path travels with every message of the connection, at every hop. Generators (GeneratorFunc) make them:
 // NewJWT signs with the hop's own key; NewSigned with a key that may change, an SVID's
 // (sdk/pkg/tools/spiffe.Tokens), putting the SVID's certificate chain in the token's x5c header
 // so that a Verifier checks who signed it with the trust bundle alone; NewInsecure, for
@@ -13,7 +15,7 @@
 // Signing is the dearest step of a hop's Request (every hop signs its path segment and every
 // call it makes), so a generator signs at most once per second for each audience: asked again
 // within the same second for the same audience, it returns the token it signed then, which has
-// the very claims a new one would have (iat and exp are whole seconds). A token handed out is
+// the very claims a new one would have (exp is in whole seconds). A token handed out is
 // therefore never older, nor closer to its expiry, than a freshly signed one. Generators are
 // safe for concurrent use and remember the tokens of at most 64 audiences. A signer whose key
 // rotates (NewJWT) signs with the new key from the next second on.
@@ -69,7 +71,7 @@ const (
 // proves nothing about who made it.
 const InsecureKey = "vwire insecure token key: public, proves nothing"
 
-// InsecureName is the issuer and subject of NewInsecure's tokens unless WithName says otherwise.
+// InsecureName is the subject of NewInsecure's tokens unless WithName says otherwise.
 const InsecureName = "insecure"
 
 // Option changes how a generator makes tokens.
@@ -90,7 +92,7 @@ func WithAudience(aud ...string) Option {
 	return func(o *options) { o.audience = append([]string(nil), aud...) }
 }
 
-// WithName sets the issuer and subject of NewInsecure's tokens (default InsecureName), so that
+// WithName sets the subject of NewInsecure's tokens (default InsecureName), so that
 // tests can tell the hops apart. NewJWT takes its name as a parameter and ignores this option.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
 
@@ -103,7 +105,7 @@ func NewInsecure(lifetime time.Duration, opts ...Option) GeneratorFunc {
 		name = InsecureName
 	}
 	return o.generator(name, lifetime, func(claims jwt.RegisteredClaims) (string, error) {
-		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(InsecureKey))
+		tok, err := newToken(jwt.SigningMethodHS256, claims).SignedString([]byte(InsecureKey))
 		if err != nil {
 			return "", fmt.Errorf("token: sign insecure token: %w", err)
 		}
@@ -111,8 +113,8 @@ func NewInsecure(lifetime time.Duration, opts ...Option) GeneratorFunc {
 	})
 }
 
-// NewJWT returns a generator of tokens lasting lifetime, issued by and about name (a SPIFFE ID
-// in production), signed by signer. The algorithm follows signer's public key at each call
+// NewJWT returns a generator of tokens lasting lifetime, about name (their sub; a SPIFFE ID in
+// production), signed by signer. The algorithm follows signer's public key at each call
 // (ECDSA P-256/384/521: ES256/384/512, RSA: RS256, Ed25519: EdDSA), so a signer whose key
 // rotates may change type between calls.
 func NewJWT(signer crypto.Signer, name string, lifetime time.Duration, opts ...Option) GeneratorFunc {
@@ -167,27 +169,25 @@ func build(lifetime time.Duration, opts []Option) *options {
 
 // generator returns the GeneratorFunc that makes name's tokens lasting lifetime with sign, and
 // hands out again the token it signed last for the same claims: the same audience within the
-// same second (iat and exp have whole seconds), which is the token a new signature would
+// same second (exp has whole seconds), which is the token a new signature would
 // produce (for HS256 byte for byte; for ECDSA a signature just as valid).
 func (o *options) generator(name string, lifetime time.Duration, sign func(jwt.RegisteredClaims) (string, error)) GeneratorFunc {
-	reused := &recent{tokens: map[string]signed{}}
+	reused := &recent{tokens: map[string]signed{}, peers: map[*x509.Certificate][]string{}}
 	return func(authInfo credentials.AuthInfo) (string, time.Time, error) {
 		now := o.clock.Now()
 		issued, expires := now.Truncate(time.Second), now.Add(lifetime).Truncate(time.Second)
 		aud := o.audience
 		if aud == nil {
-			aud = peerID(authInfo)
+			aud = reused.peerID(authInfo)
 		}
 		key := strings.Join(aud, "\x00")
 		if tok, ok := reused.get(key, issued, expires); ok {
 			return tok, expires, nil
 		}
 		tok, err := sign(jwt.RegisteredClaims{
-			Issuer:    name,
 			Subject:   name,
 			Audience:  aud,
 			ExpiresAt: jwt.NewNumericDate(expires),
-			IssuedAt:  jwt.NewNumericDate(issued),
 		})
 		if err != nil {
 			return "", time.Time{}, err
@@ -200,10 +200,12 @@ func (o *options) generator(name string, lifetime time.Duration, sign func(jwt.R
 // recentLimit bounds how many audiences a generator remembers a token for.
 const recentLimit = 64
 
-// recent holds the last token a generator signed for each audience.
+// recent holds the last token a generator signed for each audience, and the SPIFFE IDs of the
+// peers it signed for.
 type recent struct {
 	mu     sync.Mutex
-	tokens map[string]signed // by audience, joined; at most recentLimit
+	tokens map[string]signed              // by audience, joined; at most recentLimit
+	peers  map[*x509.Certificate][]string // peerID's answers, by certificate; at most recentLimit
 }
 
 type signed struct {
@@ -233,16 +235,29 @@ func (r *recent) put(aud string, s signed) {
 	r.tokens[aud] = s
 }
 
-// peerID returns the first URI of the TLS peer's certificate (its SPIFFE ID), if any.
-func peerID(authInfo credentials.AuthInfo) []string {
+// peerID returns the first URI of the TLS peer's certificate (its SPIFFE ID), if any. A
+// connection shows the same certificate to every call, so the answer is remembered by
+// certificate rather than formatted from the URI at every token asked for.
+func (r *recent) peerID(authInfo credentials.AuthInfo) []string {
 	tlsInfo, ok := authInfo.(credentials.TLSInfo)
 	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
 		return nil
 	}
-	if uris := tlsInfo.State.PeerCertificates[0].URIs; len(uris) > 0 {
-		return []string{uris[0].String()}
+	cert := tlsInfo.State.PeerCertificates[0]
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id, ok := r.peers[cert]; ok {
+		return id
 	}
-	return nil
+	var id []string
+	if len(cert.URIs) > 0 {
+		id = []string{cert.URIs[0].String()}
+	}
+	if len(r.peers) >= recentLimit {
+		clear(r.peers)
+	}
+	r.peers[cert] = id
+	return id
 }
 
 // sign makes a JWT with any crypto.Signer (a key in memory, in a KMS, or rotating with an SVID),
@@ -273,7 +288,7 @@ func sign(signer crypto.Signer, chain []*x509.Certificate, claims jwt.Claims) (s
 	default:
 		return "", fmt.Errorf("key type %T has no JWT algorithm (want ECDSA, RSA or Ed25519)", pub)
 	}
-	t := jwt.NewWithClaims(method, claims)
+	t := newToken(method, claims)
 	if len(chain) > 0 {
 		x5c := make([]string, len(chain))
 		for i, c := range chain {
@@ -301,6 +316,14 @@ func sign(signer crypto.Signer, chain []*x509.Certificate, claims jwt.Claims) (s
 		}
 	}
 	return signing + "." + t.EncodeSegment(sig), nil
+}
+
+// newToken returns an unsigned JWT of claims whose header says only its algorithm: typ, which
+// the library adds, is optional (RFC 7519) and nobody reads it.
+func newToken(method jwt.SigningMethod, claims jwt.Claims) *jwt.Token {
+	t := jwt.NewWithClaims(method, claims)
+	delete(t.Header, "typ")
+	return t
 }
 
 // rawECDSA turns a crypto.Signer's ASN.1 ECDSA signature into JWT's r||s of fixed size.
