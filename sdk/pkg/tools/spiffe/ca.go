@@ -2,8 +2,7 @@ package spiffe
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -34,12 +33,12 @@ type CA struct {
 // any SVID it issues.
 const caLifetime = 10 * 365 * 24 * time.Hour
 
-// NewCA makes the CA of trust domain td, with a new ECDSA P-256 key.
+// NewCA makes the CA of trust domain td, with a new Ed25519 key (see Issue).
 func NewCA(td spiffeid.TrustDomain) (*CA, error) {
 	if td.IsZero() {
 		return nil, errors.New("spiffe: NewCA needs a trust domain")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("spiffe: CA key of %s: %w", td, err)
 	}
@@ -81,7 +80,10 @@ func (ca *CA) Bundle() *x509bundle.Bundle {
 	return x509bundle.FromX509Authorities(ca.td, []*x509.Certificate{ca.cert})
 }
 
-// Issue makes an X.509 SVID for id, valid from now for ttl, with a new ECDSA P-256 key.
+// Issue makes an X.509 SVID for id, valid from now for ttl, with a new Ed25519 key. Ed25519
+// keeps the certificate small (its public key and the CA's signature are shorter than ECDSA's,
+// its algorithm names too), and the certificate travels in the x5c header of every token the
+// SVID signs, with every message of the connection; its tokens are signed with EdDSA.
 func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 	if !id.MemberOf(ca.td) {
 		return nil, fmt.Errorf("spiffe: %q is not in trust domain %s", id, ca.td)
@@ -89,19 +91,20 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("spiffe: SVID of %s: lifetime %v is not positive", id, ttl)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("spiffe: key of %s: %w", id, err)
 	}
 	now := time.Now()
+	// No subject: the SPIFFE ID is the SVID's name (the URI SAN, then critical), and every byte
+	// of the certificate travels in the x5c header of each token the SVID signs.
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{Organization: []string{"vwire"}},
 		URIs:                  []*url.URL{id.URL()},
 		NotBefore:             now.Add(-time.Minute), // peers' clocks differ a little
 		NotAfter:              now.Add(ttl),
 		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
