@@ -9,8 +9,6 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"vwire.dev/sdk/pkg/tools/lru"
 	"vwire.dev/sdk/pkg/tools/spiffe"
@@ -130,28 +128,36 @@ func (v viewer) view(rec *record, subjects *lru.Cache[string, string]) map[strin
 		for i, seg := range segs {
 			shown[i] = seg
 			if seg.GetToken() != "" && (hops[i] != v.id || v.id == "") {
-				shown[i] = shallowCopy(seg)
-				shown[i].Token = ""
+				shown[i] = withoutToken(seg)
 			}
 		}
-		conn = shallowCopy(conn)
-		conn.Path = shallowCopy(conn.GetPath())
-		conn.Path.PathSegments = shown
+		conn = withSegments(conn, shown)
 	}
 	return map[string]*networkservice.Connection{conn.GetId(): conn}
 }
 
-// shallowCopy returns a new message with m's fields, sharing m's messages, lists and maps: a
-// copy to change only the top-level fields of (proto.Clone would copy the whole tree).
-func shallowCopy[M proto.Message](m M) M {
-	src := m.ProtoReflect()
-	dst := src.New()
-	if src.IsValid() {
-		src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-			dst.Set(fd, v)
-			return true
-		})
-		dst.SetUnknown(src.GetUnknown())
+// withSegments returns a copy of conn whose path has segs, sharing every other field with conn:
+// a deep proto.Clone per subscriber and event would copy the mechanism, context and labels for
+// nothing. (TestViewCopiesEveryField fails when the API gains a field this misses.)
+func withSegments(conn *networkservice.Connection, segs []*networkservice.PathSegment) *networkservice.Connection {
+	var path *networkservice.Path
+	if p := conn.GetPath(); p != nil {
+		path = &networkservice.Path{Index: p.GetIndex(), PathSegments: segs}
 	}
-	return dst.Interface().(M)
+	return &networkservice.Connection{
+		Id:                         conn.GetId(),
+		NetworkService:             conn.GetNetworkService(),
+		Mechanism:                  conn.GetMechanism(),
+		Context:                    conn.GetContext(),
+		Labels:                     conn.GetLabels(),
+		Path:                       path,
+		NetworkServiceEndpointName: conn.GetNetworkServiceEndpointName(),
+		Payload:                    conn.GetPayload(),
+		State:                      conn.GetState(),
+	}
+}
+
+// withoutToken returns a copy of seg without its token, sharing its other fields.
+func withoutToken(seg *networkservice.PathSegment) *networkservice.PathSegment {
+	return &networkservice.PathSegment{Name: seg.GetName(), Id: seg.GetId(), Expires: seg.GetExpires(), Metrics: seg.GetMetrics()}
 }
