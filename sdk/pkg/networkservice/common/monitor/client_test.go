@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
@@ -478,3 +479,85 @@ type kickable struct {
 }
 
 func (k kickable) Context() context.Context { return k.ctx }
+
+// withholding is an endpoint whose monitor shows its subscriber what a secure monitor shows a
+// hop: the connection without the other hops' tokens. It signs its own segment, hands each
+// connection it returns to its monitor, and sends, once told, that connection with every token
+// withheld, then the same DOWN.
+type withholding struct {
+	returned chan *networkservice.Connection
+	send     chan struct{}
+}
+
+func (w *withholding) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	own := req.GetConnection().GetCurrentPathSegment()
+	own.Token, own.Expires = "nse-token", timestamppb.New(time.Unix(2_000_000_000, 0))
+	conn, err := next.Server(ctx).Request(ctx, req)
+	if err == nil {
+		w.returned <- conn.Clone()
+	}
+	return conn, err
+}
+
+func (w *withholding) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+func (w *withholding) MonitorConnections(_ *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
+	if err := srv.Send(&networkservice.ConnectionEvent{Type: networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER}); err != nil {
+		return err
+	}
+	var conn *networkservice.Connection
+	select {
+	case conn = <-w.returned:
+	case <-srv.Context().Done():
+		return nil
+	}
+	select {
+	case <-w.send:
+	case <-srv.Context().Done():
+		return nil
+	}
+	for _, seg := range conn.GetPath().GetPathSegments() {
+		seg.Token = ""
+	}
+	down := conn.Clone()
+	down.State = networkservice.State_DOWN
+	for _, c := range []*networkservice.Connection{conn, down} {
+		if err := srv.Send(&networkservice.ConnectionEvent{
+			Type:        networkservice.ConnectionEventType_UPDATE,
+			Connections: map[string]*networkservice.Connection{c.GetId(): c},
+		}); err != nil {
+			return err
+		}
+	}
+	<-srv.Context().Done()
+	return nil
+}
+
+// TestAWithheldTokenIsNoChange: a next hop's monitor that withholds tokens (a secure one does,
+// but for the subscriber's own) says nothing new by that alone, so nothing goes up the path;
+// a real change does, with the tokens this hop knows.
+func TestAWithheldTokenIsNoChange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nse := &withholding{returned: make(chan *networkservice.Connection, 1), send: make(chan struct{})}
+	nseURL, _ := start(t, next.NewNetworkServiceServer(updatepath.NewServer("nse"), nse), nse)
+	heard := newListener()
+	mgrMon := monitor.NewServer(ctx)
+	c := next.NewNetworkServiceServer(updatepath.NewServer("mgr"), begin.NewServer(), metadata.NewServer(), mgrMon,
+		connect.NewServer(next.NewNetworkServiceClient(
+			metadata.NewClient(), adapters.NewServerToClient(heard), clienturl.NewClient(nseURL), dial.NewClient(ctx), monitor.NewClient(ctx), connect.NewClient())))
+	conn, err := c.Request(ctx, clientRequest("nsc-1"))
+	require.NoError(t, err)
+	require.Equal(t, "nse-token", conn.GetPath().GetPathSegments()[2].GetToken())
+
+	close(nse.send)
+	e := heard.next(t, mgrID(conn))
+	require.NoError(t, e.Err)
+	require.Equal(t, networkservice.State_DOWN, e.Conn.GetState(), "the first event heard is the change, not the withheld tokens")
+	require.Equal(t, "nse-token", e.Conn.GetPath().GetPathSegments()[2].GetToken(), "the withheld token is the one this hop knows")
+	heard.none(t, mgrID(conn))
+	_, err = c.Close(ctx, conn)
+	require.NoError(t, err)
+}
