@@ -121,7 +121,8 @@ func serviceAndDNS(ctx context.Context, t *testing.T, c *Cluster, image, serverN
 		ObjectMeta: metav1.ObjectMeta{Name: "registry", Labels: labels},
 		Spec: corev1.PodSpec{NodeSelector: on(serverNode), Containers: []corev1.Container{{
 			Name: "registry", Image: image, ImagePullPolicy: corev1.PullNever,
-			Env: []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: "tcp://:5002"}},
+			// No SPIRE on this cluster: the registry serves plain gRPC, as the probe speaks it.
+			Env: []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: "tcp://:5002"}, {Name: "NSM_INSECURE", Value: "true"}},
 			ReadinessProbe: &corev1.Probe{
 				ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/grpc-health-probe", "-addr=localhost:5002"}}},
 				PeriodSeconds: 1,
@@ -188,7 +189,7 @@ func nodeFoldersApart(ctx context.Context, t *testing.T, c *Cluster, image strin
 				NodeSelector: map[string]string{corev1.LabelHostname: n.Name},
 				Containers: []corev1.Container{{
 					Name: "registry", Image: image, ImagePullPolicy: corev1.PullNever,
-					Env:          []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: listen}},
+					Env:          []corev1.EnvVar{{Name: "NSM_LISTEN_ON", Value: listen}, {Name: "NSM_INSECURE", Value: "true"}},
 					VolumeMounts: []corev1.VolumeMount{{Name: "nsm", MountPath: meshSockets}},
 					ReadinessProbe: &corev1.Probe{
 						ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/grpc-health-probe", "-addr=" + listen}}},
