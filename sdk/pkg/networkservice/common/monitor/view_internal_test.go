@@ -1,12 +1,15 @@
 package monitor
 
 import (
+	"encoding/base64"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"vwire.dev/sdk/pkg/tools/lru"
 )
 
 // TestViewCopiesEveryField fills every field of a connection and of its path segments, and
@@ -52,4 +55,27 @@ func fill(m protoreflect.Message) {
 			panic("fill: no value for field " + string(fd.FullName()) + " of kind " + fd.Kind().String())
 		}
 	}
+}
+
+// TestViewCopiesOnlyToWithhold: a subscriber whose view withholds nothing gets the record
+// itself; one that must not see a token gets a copy without it, and the record keeps it.
+func TestViewCopiesOnlyToWithhold(t *testing.T) {
+	tokenOf := func(sub string) string {
+		return "e30." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"`+sub+`"}`)) + ".sig"
+	}
+	const a, b = "spiffe://mesh.test/a", "spiffe://mesh.test/b"
+	conn := &networkservice.Connection{Id: "c", Path: &networkservice.Path{PathSegments: []*networkservice.PathSegment{
+		{Name: "a", Id: "1", Token: tokenOf(a)}, {Name: "x", Id: "2"},
+	}}}
+	subjects := lru.New[string, string](subjectCacheSize)
+
+	own := viewer{secure: true, id: a}.view(&record{conn: conn}, subjects)["c"]
+	require.Same(t, conn, own, "nothing to withhold: the record itself")
+
+	conn.Path.PathSegments[1].Token = tokenOf(b)
+	other := viewer{secure: true, id: a}.view(&record{conn: conn}, subjects)["c"]
+	require.NotSame(t, conn, other)
+	require.Equal(t, tokenOf(a), other.GetPath().GetPathSegments()[0].GetToken())
+	require.Empty(t, other.GetPath().GetPathSegments()[1].GetToken())
+	require.Equal(t, tokenOf(b), conn.GetPath().GetPathSegments()[1].GetToken(), "the record keeps every token")
 }

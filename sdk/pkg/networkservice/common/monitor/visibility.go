@@ -117,21 +117,27 @@ func (v viewer) sees(rec *record, subjects *lru.Cache[string, string]) bool {
 }
 
 // view returns rec's connection as v may see it, by ID; the caller holds the Server's mu.
-// Without TLS that is the record itself; with it, a copy without the tokens of the hops other
-// than v, which shares every other part with the record (read only, as events are).
+// Without TLS, or when it holds no token v may not see, that is the record itself; otherwise a
+// copy without the tokens of the hops other than v, which shares every other part with the
+// record (read only, as events are).
 func (v viewer) view(rec *record, subjects *lru.Cache[string, string]) map[string]*networkservice.Connection {
 	conn := rec.conn
 	if v.secure {
 		hops := rec.hops(subjects)
 		segs := conn.GetPath().GetPathSegments()
-		shown := make([]*networkservice.PathSegment, len(segs))
+		var shown []*networkservice.PathSegment // nil while nothing is withheld
 		for i, seg := range segs {
-			shown[i] = seg
-			if seg.GetToken() != "" && (hops[i] != v.id || v.id == "") {
-				shown[i] = withoutToken(seg)
+			if seg.GetToken() == "" || (hops[i] == v.id && v.id != "") {
+				continue
 			}
+			if shown == nil {
+				shown = slices.Clone(segs)
+			}
+			shown[i] = withoutToken(seg)
 		}
-		conn = withSegments(conn, shown)
+		if shown != nil {
+			conn = withSegments(conn, shown)
+		}
 	}
 	return map[string]*networkservice.Connection{conn.GetId(): conn}
 }
