@@ -9,7 +9,7 @@
 // through begin (begin.FromContext), serialized with the connection's other events. What breaks
 // while a Request of the connection is on its way (a refresh, or a try of heal's own) is not
 // lost to that Request's success: healing starts when the Request has returned. A try that fails
-// is repeated after a wait that starts at 50ms and doubles up to 1s (WithBackoff), for as long
+// is repeated after a wait that starts at 50ms and doubles up to 400ms (WithBackoff), for as long
 // as the connection is open: heal stops on Close and when the context given to NewClient is
 // done. The goal is a connection healed well under a second after a next hop died (DESIGN.md).
 //
@@ -86,7 +86,8 @@ func WithLivenessInterval(d time.Duration) Option {
 }
 
 // WithBackoff sets the wait after the first failed try and the most the wait grows to (default
-// 50ms and 1s). A first below 1ms is raised to 1ms, and most to at least first.
+// 50ms and 400ms: a forwarder pod that replaces a dead one registers about a second later, and a
+// longer wait would find it up to a whole wait after that). A first below 1ms is raised to 1ms, and most to at least first.
 func WithBackoff(first, most time.Duration) Option {
 	return func(o *options) {
 		o.first = max(first, time.Millisecond)
@@ -112,7 +113,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	if ctx == nil {
 		panic("heal.NewClient: nil ctx")
 	}
-	o := options{interval: 200 * time.Millisecond, first: 50 * time.Millisecond, most: time.Second, reselectAfter: 2}
+	o := options{interval: 200 * time.Millisecond, first: 50 * time.Millisecond, most: 400 * time.Millisecond, reselectAfter: 2}
 	for _, opt := range opts {
 		opt(&o)
 	}
