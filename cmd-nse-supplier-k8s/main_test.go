@@ -146,7 +146,8 @@ func TestSuppliesAnEndpointOnTheClientsNode(t *testing.T) {
 	supplier = startSupplier()
 	err = request()
 	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
-	require.Contains(t, supplier.Stderr(), `msg="found pod" cmd=cmd-nse-supplier-k8s pod=nse-icmp-responder-node-1`)
+	// Its output reaches the test through a pipe, maybe after the answer: wait for it.
+	supplier.WaitStderr(`msg="found pod" cmd=cmd-nse-supplier-k8s pod=nse-icmp-responder-node-1`)
 	list, err := pods.List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	require.Len(t, list.Items, 1)
