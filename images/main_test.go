@@ -400,7 +400,8 @@ func probeServing(t *testing.T, bins, program string) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // bounds the Wait below
 	defer cancel()
 	server := exec.CommandContext(ctx, filepath.Join(bins, program))
-	server.Env = []string{"NSM_LISTEN_ON=" + sock}
+	// Without an identity: the probe here speaks plain gRPC (a pod's probe runs with -spiffe).
+	server.Env = []string{"NSM_LISTEN_ON=" + sock, "NSM_INSECURE=true"}
 	var log bytes.Buffer
 	server.Stdout, server.Stderr = &log, &log
 	require.NoError(t, server.Start())
