@@ -4,8 +4,8 @@
 // A token is a JWT whose subject (sub) names the hop that made it, whose audience (aud) names the
 // hop it is for, and whose exp claim is the time it stops authorizing the connection: the claims
 // of NSM's tokens, and no others (no iss, which would repeat sub, no iat, no typ header), since
-// every token of a path travels with every message of the connection, at every hop. Generators (GeneratorFunc) make them:
-// NewJWT signs with the hop's own key; NewSigned with a key that may change, an SVID's
+// every token of a path travels with every message of the connection, at every hop. Generators
+// (GeneratorFunc) make them: NewJWT signs with the hop's own key; NewSigned with a key that may change, an SVID's
 // (sdk/pkg/tools/spiffe.Tokens), putting the SVID's certificate chain in the token's x5c header
 // so that a Verifier checks who signed it with the trust bundle alone; NewInsecure, for
 // tests and local meshes without identities, signs with InsecureKey, an HMAC key published
@@ -17,8 +17,8 @@
 // within the same second for the same audience, it returns the token it signed then, which has
 // the very claims a new one would have (exp is in whole seconds). A token handed out is
 // therefore never older, nor closer to its expiry, than a freshly signed one. Generators are
-// safe for concurrent use and remember the tokens of at most 64 audiences. A signer whose key
-// rotates (NewJWT) signs with the new key from the next second on.
+// safe for concurrent use and remember the tokens of at most 64 audiences. A key that rotates
+// (NewSigned's, an SVID's) signs from the next second on.
 //
 // Generators read time from their clock option (WithClock), not from a context: they are called
 // by gRPC for per-RPC credentials where no context of ours reaches. Components pass the clock of
