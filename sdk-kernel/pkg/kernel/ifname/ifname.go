@@ -15,11 +15,21 @@
 //
 // Sweep removes, in the namespace it is given, every interface that follows the rule and every
 // policy rule whose input or output interface does (the routing of a WireGuard connection, see
-// l3xconnect); the routes and neighbours of those interfaces go with them. Run it at start,
-// before serving: a connection that was alive comes back through heal, which rebuilds it. It
-// moves the interfaces into one link group and deletes the group with one request: the kernel
-// then waits for one grace period for them all, not one each (about 20 ms per veth), so a
-// restarted forwarder serves, and heals its connections, sooner.
+// l3xconnect); the routes, neighbours and tc filters of those interfaces go with them. It is
+// for a forwarder that will not serve that namespace again (sweep.Forwarder), and for a
+// forwarder that adopts nothing (a grace of zero).
+//
+// A forwarder that restarts adopts instead of sweeping: Mark, at start and before serving, moves
+// every interface that follows the rule into a link group of leftovers (which changes nothing
+// for traffic: no link goes down); each connection the nsmgr's heal sends again takes its
+// interfaces back out of it when they are what the connection asks for (veth.Adopt,
+// vxlan.Adopt put them in the default group); SweepMarked, after a grace period long enough for
+// heal to have sent every live connection, removes what is still in the group, and the rules
+// naming an interface of the rule that is no longer there. The group is the only record: a
+// forwarder that crashes again during the grace marks the same interfaces again.
+//
+// Removal moves nothing and deletes the group with one request: the kernel then waits for one
+// grace period of RCU for them all, not one each (about 20 ms per veth).
 package ifname
 
 import (
@@ -64,43 +74,69 @@ func Ours(name string) bool { return ours.MatchString(name) }
 // Sweep removes from namespace ns the interfaces whose names follow the rule and the policy rules
 // that name such an interface, and returns the names of the interfaces it removed, sorted.
 func Sweep(ns netns.NsHandle) ([]string, error) {
+	if _, err := Mark(ns); err != nil {
+		return nil, err
+	}
+	return SweepMarked(ns)
+}
+
+// Mark moves every interface of namespace ns whose name follows the rule into the group of
+// leftovers, and returns their names, sorted. Nothing else changes: the interfaces keep passing
+// traffic until SweepMarked, unless adopted before.
+func Mark(ns netns.NsHandle) ([]string, error) {
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, kerr.Wrap(err, "ifname: open netlink in the forwarder's namespace")
 	}
 	defer h.Close()
-	var errs []error
-	rules, err := dump(func() ([]netlink.Rule, error) { return h.RuleList(netlink.FAMILY_ALL) })
-	if err != nil {
-		return nil, kerr.Wrap(err, "ifname: list policy rules")
-	}
-	for _, r := range rules {
-		if Ours(r.IifName) || Ours(r.OifName) {
-			if err := h.RuleDel(&r); err != nil && !kerr.Missing(err) {
-				errs = append(errs, kerr.Wrap(err, "ifname: delete rule %s", r.String()))
-			}
-		}
-	}
 	links, err := dump(h.LinkList)
 	if err != nil {
-		return nil, errors.Join(append(errs, kerr.Wrap(err, "ifname: list interfaces"))...)
+		return nil, kerr.Wrap(err, "ifname: list interfaces")
 	}
-	var removed []string
-	grouped := false
-	for _, l := range links {
-		if Ours(l.Attrs().Name) && h.LinkSetGroup(l, sweepGroup) == nil {
-			grouped = true
-		}
-	}
-	if grouped {
-		// What the group deletion misses is deleted one by one below.
-		_ = nsfile.Do(ns, deleteGroup)
-	}
+	var marked []string
+	var errs []error
 	for _, l := range links {
 		name := l.Attrs().Name
 		if !Ours(name) {
 			continue
 		}
+		if err := h.LinkSetGroup(l, LeftoverGroup); err != nil && !kerr.Missing(err) {
+			errs = append(errs, kerr.Wrap(err, "ifname: mark %q as a leftover", name))
+			continue
+		}
+		marked = append(marked, name)
+	}
+	slices.Sort(marked)
+	return marked, errors.Join(errs...)
+}
+
+// SweepMarked removes from namespace ns the interfaces that are still in the group of leftovers
+// (Mark) and the policy rules that name an interface of the rule that is not there (any more),
+// and returns the names of the interfaces it removed, sorted.
+func SweepMarked(ns netns.NsHandle) ([]string, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, kerr.Wrap(err, "ifname: open netlink in the forwarder's namespace")
+	}
+	defer h.Close()
+	links, err := dump(h.LinkList)
+	if err != nil {
+		return nil, kerr.Wrap(err, "ifname: list interfaces")
+	}
+	var marked []netlink.Link
+	for _, l := range links {
+		if Ours(l.Attrs().Name) && l.Attrs().Group == LeftoverGroup {
+			marked = append(marked, l)
+		}
+	}
+	var errs []error
+	var removed []string
+	if len(marked) > 0 {
+		// What the group deletion misses is deleted one by one below.
+		_ = nsfile.Do(ns, deleteGroup)
+	}
+	for _, l := range marked {
+		name := l.Attrs().Name
 		if err := h.LinkDel(l); err != nil && !kerr.Missing(err) {
 			errs = append(errs, kerr.Wrap(err, "ifname: delete %q", name))
 			continue
@@ -108,18 +144,48 @@ func Sweep(ns netns.NsHandle) ([]string, error) {
 		removed = append(removed, name)
 	}
 	slices.Sort(removed)
+	if err := sweepRules(h); err != nil {
+		errs = append(errs, err)
+	}
 	return removed, errors.Join(errs...)
 }
 
-// sweepGroup is the link group Sweep gathers interfaces in to delete them at once; any number
-// other than 0 (the default group) works, this one spells "vw".
-const sweepGroup = 0x7677
+// sweepRules deletes the policy rules that name an interface of the rule that does not exist.
+func sweepRules(h *netlink.Handle) error {
+	links, err := dump(h.LinkList)
+	if err != nil {
+		return kerr.Wrap(err, "ifname: list interfaces")
+	}
+	there := map[string]bool{}
+	for _, l := range links {
+		there[l.Attrs().Name] = true
+	}
+	gone := func(name string) bool { return Ours(name) && !there[name] }
+	rules, err := dump(func() ([]netlink.Rule, error) { return h.RuleList(netlink.FAMILY_ALL) })
+	if err != nil {
+		return kerr.Wrap(err, "ifname: list policy rules")
+	}
+	var errs []error
+	for _, r := range rules {
+		if gone(r.IifName) || gone(r.OifName) {
+			if err := h.RuleDel(&r); err != nil && !kerr.Missing(err) {
+				errs = append(errs, kerr.Wrap(err, "ifname: delete rule %s", r.String()))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
 
-// deleteGroup deletes every interface of sweepGroup in the calling thread's namespace.
+// LeftoverGroup is the link group Mark gathers interfaces in, which SweepMarked deletes at once;
+// any number other than 0 (the default group) works, this one spells "vw". An adopted
+// interface goes back to group 0.
+const LeftoverGroup = 0x7677
+
+// deleteGroup deletes every interface of LeftoverGroup in the calling thread's namespace.
 func deleteGroup() error {
 	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(sweepGroup)))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(LeftoverGroup)))
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
 }

@@ -44,6 +44,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -234,6 +235,40 @@ func Remove(ns netns.NsHandle, name string, side Side, ipc *networkservice.IPCon
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Adopt keeps side's share of ipc on interface name in namespace ns where a previous run of the
+// forwarder applied it, and reports whether it did. It changes nothing that is there: an object
+// of the share that is there stays as it is (no route is replaced, no address removed), one that
+// is missing is added. It reports false, changing nothing, when the interface is missing or
+// holds an address outside the share (it was applied for other addresses): then remove the
+// vWire and make it again.
+func Adopt(ns netns.NsHandle, name string, side Side, ipc *networkservice.IPContext, id string) (bool, error) {
+	h, link, err := open(ns, name, ipc)
+	if err != nil || link == nil {
+		return false, err
+	}
+	defer h.Close()
+	own := ipc.GetSrcIPNets()
+	if side == Endpoint {
+		own = ipc.GetDstIPNets()
+	}
+	addrs, err := h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, kerr.Wrap(err, "ipconfig: list the addresses of %q", name)
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() && !slices.ContainsFunc(own, func(n *net.IPNet) bool { return n.String() == a.IPNet.String() }) {
+			return false, nil
+		}
+	}
+	steps, _ := plan(link, side, ipc, id)
+	for _, s := range steps {
+		if err := s.add(h); err != nil && !errors.Is(err, unix.EEXIST) {
+			return false, kerr.Wrap(err, "ipconfig: add %s", s.what)
+		}
+	}
+	return true, nil
 }
 
 // open checks ipc, opens a netlink handle in ns and finds interface name there: nil if missing.

@@ -27,6 +27,11 @@
 //     addresses). These are sysctls of the forwarder's namespace only; the forwarder runs in one
 //     of its own, never in the host's.
 //
+// Adoption: Create keeps what a previous run of the forwarder made for the same connection (a
+// restarted forwarder whose WireGuard device was made anew, its vWire adopted): a rule that is
+// there stays, a table's route that is there is replaced in one step (the device's index may be
+// new), and neither is undone if a later step fails; neighbours are set as always.
+//
 // Guarantees: Create checks its input before touching anything, makes everything or, having
 // removed what it made, nothing (the sysctls and lo stay: they are the namespace's, not the
 // connection's). Delete removes the rules and the tables' routes, skips what is gone, can be
@@ -118,7 +123,11 @@ func Create(ns netns.NsHandle, v Veth, l3, id string) error {
 		return err
 	}
 	add := func(what string, do, del func() error) error {
-		if err := do(); err != nil {
+		err := do()
+		if errors.Is(err, unix.EEXIST) {
+			return nil // a previous run made it (see the package comment): not this call's to undo
+		}
+		if err != nil {
 			return kerr.Wrap(err, "l3xconnect: add %s", what)
 		}
 		made = append(made, undo{what, del})
@@ -143,7 +152,7 @@ func Create(ns netns.NsHandle, v Veth, l3, id string) error {
 		}
 	}
 	for _, r := range routes(veth.Attrs().Index, tunnel.Attrs().Index, own, toTunnel, toWorkload) {
-		if err := add("route "+r.String(), func() error { return h.RouteAdd(r) }, func() error { return h.RouteDel(r) }); err != nil {
+		if err := add("route "+r.String(), func() error { return addOrReplace(h, r) }, func() error { return h.RouteDel(r) }); err != nil {
 			return rollback(err)
 		}
 	}
@@ -183,6 +192,19 @@ func Delete(ns netns.NsHandle, veth, l3, id string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// addOrReplace adds route r; where the table has a route to r's destination already (a previous
+// run's, through a device that may have been made anew since), it replaces it in one step, which
+// drops no packet, and returns EEXIST.
+func addOrReplace(h *netlink.Handle, r *netlink.Route) error {
+	err := h.RouteAdd(r)
+	if errors.Is(err, unix.EEXIST) {
+		if rerr := h.RouteReplace(r); rerr != nil {
+			return rerr
+		}
+	}
+	return err
 }
 
 type undo struct {

@@ -141,13 +141,6 @@ func TestCreateFailsCleanly(t *testing.T) {
 			return "tun0"
 		}, codes.InvalidArgument},
 		{"no tunnel interface", func(*testing.T, netns.NsHandle, *l3xconnect.Veth) string { return "tun9" }, codes.NotFound},
-		{"last rule taken", func(t *testing.T, fwd netns.NsHandle, _ *l3xconnect.Veth) string {
-			_, toWorkload := l3xconnect.Tables("conn-1")
-			rule := netlink.NewRule()
-			rule.Priority, rule.Family, rule.IifName, rule.Table = l3xconnect.RulePriority, netlink.FAMILY_V6, "tun0", toWorkload
-			require.NoError(t, nstest.Handle(t, fwd).RuleAdd(rule))
-			return "tun0"
-		}, codes.AlreadyExists},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,4 +152,20 @@ func TestCreateFailsCleanly(t *testing.T) {
 			require.Equal(t, before, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, v.Workload)}, "nothing is left")
 		})
 	}
+}
+
+// TestCreateKeepsWhatAPreviousRunMade: a restarted forwarder whose vWire was adopted routes it
+// again; the rule and the table's route that its previous run made are kept, and the join is
+// the one a first Create makes.
+func TestCreateKeepsWhatAPreviousRunMade(t *testing.T) {
+	spec := veth.Spec{
+		ConnID: "conn-1", Name: "nsm-1", Side: ipconfig.Client,
+		IP: &networkservice.IPContext{SrcIpAddrs: []string{"172.16.0.1/32", "fd16::1/128"}, DstIpAddrs: []string{"172.16.0.0/32", "fd16::/128"}},
+	}
+	fwd, v := setup(t, spec)
+	require.NoError(t, l3xconnect.Create(fwd, v, "tun0", "conn-1"))
+	made := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, v.Workload)}
+	require.NoError(t, l3xconnect.Create(fwd, v, "tun0", "conn-1"), "a second run finds the first's rules and routes")
+	require.Equal(t, made, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, v.Workload)}, "and keeps them as they are")
+	require.NoError(t, l3xconnect.Delete(fwd, v.Name, "tun0", "conn-1"))
 }

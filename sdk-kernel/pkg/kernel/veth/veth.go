@@ -160,6 +160,82 @@ func Create(fwd, workload netns.NsHandle, s Spec) (string, error) {
 	return peer, nil
 }
 
+// Adopt keeps the vWire of s that a previous run of the forwarder made between fwd and the
+// workload's namespace, if it is there and is what s asks for, and reports whether it did:
+// both ends up, peers of each other, the workload's end in this namespace under s.Name with the
+// alias of s.ConnID, the MTU and MAC of s, and the addresses of s's IP context (ipconfig.Adopt,
+// which adds what is missing of it). It changes nothing that passes traffic: no end goes down,
+// no address or route is replaced; the forwarder's end goes back to the default link group,
+// out of ifname's leftovers. A vWire of s.ConnID that is not what s asks for (another
+// namespace, name, MTU, MAC or addresses) is deleted, and Adopt reports false: Create it anew.
+func Adopt(fwd, workload netns.NsHandle, s Spec) (bool, error) {
+	mac, err := s.check()
+	if err != nil {
+		return false, err
+	}
+	peer := PeerName(s.ConnID)
+	hf, hw, err := handles(fwd, workload)
+	if err != nil {
+		return false, err
+	}
+	defer hf.Close()
+	defer hw.Close()
+	fl, err := hf.LinkByName(peer)
+	if kerr.Missing(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, kerr.Wrap(err, "veth: find %q", peer)
+	}
+	wl, err := hw.LinkByName(s.Name)
+	if err != nil && !kerr.Missing(err) {
+		return false, kerr.Wrap(err, "veth: find %q in the workload's namespace", s.Name)
+	}
+	if wl == nil || !s.matches(fl, wl, mac) {
+		return false, drop(hf, fl, workload, wl, s)
+	}
+	if err := hf.LinkSetGroup(fl, 0); err != nil {
+		return false, kerr.Wrap(err, "veth: adopt %q (default link group)", peer)
+	}
+	kept, err := ipconfig.Adopt(workload, s.Name, s.Side, s.IP, s.ConnID)
+	if err != nil || !kept {
+		return false, errors.Join(err, drop(hf, fl, workload, wl, s))
+	}
+	return true, nil
+}
+
+// matches reports whether fl (forwarder) and wl (workload) are the pair Create makes for s,
+// with mac on the workload's end.
+func (s *Spec) matches(fl, wl netlink.Link, mac net.HardwareAddr) bool {
+	if _, ok := fl.(*netlink.Veth); !ok {
+		return false
+	}
+	fa, wa := fl.Attrs(), wl.Attrs()
+	mtu := s.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	return wa.Alias == Alias(s.ConnID) && fa.ParentIndex == wa.Index && wa.ParentIndex == fa.Index &&
+		fa.MTU == mtu && wa.MTU == mtu && wa.HardwareAddr.String() == mac.String() &&
+		fa.Flags&net.FlagUp != 0 && wa.Flags&net.FlagUp != 0
+}
+
+// drop deletes the vWire of s that Adopt found but cannot keep: the forwarder's end fl (and
+// with it the pair), and the policy rules of s in the workload's namespace when its end wl is
+// this vWire's.
+func drop(hf *netlink.Handle, fl netlink.Link, workload netns.NsHandle, wl netlink.Link, s Spec) error {
+	var errs []error
+	if wl != nil && wl.Attrs().Alias == Alias(s.ConnID) {
+		if err := ipconfig.Remove(workload, s.Name, s.Side, s.IP, s.ConnID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := hf.LinkDel(fl); err != nil && !kerr.Missing(err) {
+		errs = append(errs, kerr.Wrap(err, "veth: delete %q, left by a previous run and not what the connection asks for", fl.Attrs().Name))
+	}
+	return errors.Join(errs...)
+}
+
 // configure sets both ends up and applies the IP context to the workload's end.
 func configure(hf, hw *netlink.Handle, workload netns.NsHandle, peer string, s Spec) error {
 	if err := setUp(hf, peer); err != nil {

@@ -16,6 +16,7 @@ package vxlan
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -105,6 +106,58 @@ func Create(ns netns.NsHandle, c Config) error {
 		return err
 	}
 	return nil
+}
+
+// Adopt keeps the VXLAN device c.Name of namespace ns that a previous run of the forwarder made,
+// if it is what c asks for (VNI, addresses, port, MTU when c sets one, no learning, up), and
+// reports whether it did. It changes nothing that passes traffic: the device only goes back to
+// the default link group, out of ifname's leftovers. A device of that name that differs stays
+// as it is, and Adopt reports false: Delete it and Create c.
+func Adopt(ns netns.NsHandle, c Config) (bool, error) {
+	if err := c.check(); err != nil {
+		return false, err
+	}
+	port := int(c.Port)
+	if port == 0 {
+		port = DefaultPort
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return false, kerr.Wrap(err, "vxlan: open netlink in namespace %s", ns)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(c.Name)
+	if kerr.Missing(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, kerr.Wrap(err, "vxlan: find %q", c.Name)
+	}
+	dev, ok := link.(*netlink.Vxlan)
+	if !ok || dev.VxlanId != int(c.VNI) || dev.Port != port || dev.Learning ||
+		!dev.SrcAddr.Equal(c.Local.Unmap().AsSlice()) || !dev.Group.Equal(c.Remote.Unmap().AsSlice()) ||
+		(c.MTU != 0 && dev.MTU != c.MTU) || dev.Flags&net.FlagUp == 0 {
+		return false, nil
+	}
+	if err := h.LinkSetGroup(dev, 0); err != nil {
+		return false, kerr.Wrap(err, "vxlan: adopt %q (default link group)", c.Name)
+	}
+	return true, nil
+}
+
+// VNI is the VNI of the VXLAN device name in namespace ns, 0 if there is none.
+func VNI(ns netns.NsHandle, name string) uint32 {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return 0
+	}
+	defer h.Close()
+	if dev, err := h.LinkByName(name); err == nil {
+		if v, ok := dev.(*netlink.Vxlan); ok {
+			return uint32(v.VxlanId)
+		}
+	}
+	return 0
 }
 
 // Delete removes the VXLAN device name from namespace ns.

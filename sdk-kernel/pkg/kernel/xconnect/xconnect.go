@@ -76,6 +76,55 @@ func Create(ns netns.NsHandle, a, b string) error {
 	return nil
 }
 
+// Adopt reports whether interfaces a and b of namespace ns are cross-connected as Create does it
+// (on each, an ingress qdisc with one filter, a u32 redirecting everything to the other),
+// touching nothing: a cross-connect a previous run of the forwarder made keeps passing packets,
+// with no filter replaced. A missing interface is false; remove what else is there (Delete) and
+// Create the cross-connect anew.
+func Adopt(ns netns.NsHandle, a, b string) (bool, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return false, kerr.Wrap(err, "xconnect: open netlink in the forwarder's namespace")
+	}
+	defer h.Close()
+	la, err := h.LinkByName(a)
+	if err != nil {
+		return false, nil
+	}
+	lb, err := h.LinkByName(b)
+	if err != nil {
+		return false, nil
+	}
+	for _, dir := range [][2]netlink.Link{{la, lb}, {lb, la}} {
+		if ok, err := redirects(h, dir[0], dir[1]); err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// redirects reports whether the only filter of from's ingress is Create's redirect to to.
+func redirects(h *netlink.Handle, from, to netlink.Link) (bool, error) {
+	for {
+		filters, err := h.FilterList(from, netlink.HANDLE_INGRESS)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			continue
+		}
+		if err != nil {
+			return false, kerr.Wrap(err, "xconnect: list filters of %q", from.Attrs().Name)
+		}
+		if len(filters) != 1 {
+			return false, nil
+		}
+		u32, ok := filters[0].(*netlink.U32)
+		if !ok || len(u32.Actions) != 1 {
+			return false, nil
+		}
+		m, ok := u32.Actions[0].(*netlink.MirredAction)
+		return ok && m.MirredAction == netlink.TCA_EGRESS_REDIR && m.Ifindex == to.Attrs().Index, nil
+	}
+}
+
 // redirect sends all that arrives on from out of to. On failure it leaves nothing on from.
 func redirect(h *netlink.Handle, from, to netlink.Link) error {
 	if err := h.QdiscAdd(ingress(from)); err != nil {
