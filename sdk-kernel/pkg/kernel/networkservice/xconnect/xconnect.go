@@ -18,6 +18,11 @@
 // both sides (the server's mechanisms element, and connect with the client chain): they make
 // their ends after their own next returned, so only an element before them sees both ends.
 //
+// Adoption: the ends are the forwarder's own (named by ifname), so a join finds on them only
+// what a previous run of the forwarder made. A redirect that joins the two ends already (a
+// restarted forwarder, its ends adopted) is kept as it is, with no filter replaced; anything
+// else on them is removed and the join made anew. l3xconnect keeps the rules and routes it finds.
+//
 // Guarantees: a join that fails after next succeeded closes downstream (with the caller's values
 // and a fresh deadline) and returns the error. A refresh keeps the join while both ends are the
 // ones joined; when a mechanism element replaced an end (heal found another endpoint, say) the old
@@ -145,6 +150,13 @@ func missing(ends *Ends) string {
 
 func (s *server) join(in, out *End, id string) error {
 	if in.L3 == out.L3 {
+		// A restarted forwarder finds the redirects its previous run made: kept, they drop no packet.
+		if kept, err := kxconnect.Adopt(s.fwd, in.Name, out.Name); err != nil || kept {
+			return wrap(err)
+		}
+		if err := kxconnect.Delete(s.fwd, in.Name, out.Name); err != nil {
+			return wrap(err)
+		}
 		return wrap(kxconnect.Create(s.fwd, in.Name, out.Name))
 	}
 	veth, l3 := in, out

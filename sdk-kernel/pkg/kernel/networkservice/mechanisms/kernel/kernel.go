@@ -34,6 +34,10 @@
 //     above, naming the endpoint);
 //   - a first Request whose vWire cannot be made closes downstream (the caller's values, a fresh
 //     deadline) and returns the error, with nothing left in either namespace;
+//   - a first Request adopts the vWire a previous run of the forwarder made for the connection,
+//     if it is there and is what the Request asks for (veth.Adopt: same namespace, name, MTU,
+//     MAC and addresses), so that a restarted forwarder drops no packet of it; otherwise that
+//     vWire is removed and made anew;
 //   - a refresh keeps the vWire. If the IP context changed, the workload's addresses, routes and
 //     neighbours are replaced (the old share removed, the new applied); if the namespace,
 //     interface name, MTU, payload or MAC changed, the vWire is made anew. A refresh that fails
@@ -365,6 +369,19 @@ func (k *maker) ensure(files *fdpass.Files, old *vwire, conn *networkservice.Con
 	ns, err := k.open(files, want.netnsURL)
 	if err != nil {
 		return nil, fmt.Errorf("kernel: the %s's namespace: %w", k.side, err)
+	}
+	if old == nil {
+		// A restarted forwarder: the vWire its previous run made for this connection may stand.
+		kept, err := veth.Adopt(k.fwd, ns, want.spec)
+		if err != nil {
+			_ = ns.Close()
+			return nil, fmt.Errorf("kernel: adopt the %s's vWire: %w", k.side, err)
+		}
+		if kept {
+			want.ns = ns
+			want.end = k.end(veth.PeerName(want.spec.ConnID), want)
+			return want, nil
+		}
 	}
 	peer, err := veth.Create(k.fwd, ns, want.spec)
 	if err != nil {

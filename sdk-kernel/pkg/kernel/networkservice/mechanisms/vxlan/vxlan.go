@@ -24,6 +24,12 @@
 // the 50 (IPv4) or 70 (IPv6) bytes of VXLAN's headers. The server lowers the connection's MTU to
 // it before next, so the endpoint's vWire gets it; the client's vWire gets it from the answer.
 //
+// Adoption: a restarted forwarder adopts the device its previous run made for a connection the
+// nsmgr's heal sends again. The client proposes the VNI of the device of the connection's name
+// (which holds it), so that the server, which kept its own device, keeps it too; each side keeps
+// a device that is what the connection asks for (kvxlan.Adopt: VNI, addresses, port, MTU), with
+// no change to it, and makes anew one that is not.
+//
 // Guarantees: the offer and the answer are checked (InvalidArgument for a missing or malformed
 // address, or one of the other family than the tunnel address); a first Request whose device
 // cannot be made closes downstream and returns the error, with nothing left; a refresh keeps the
@@ -207,7 +213,10 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	m := metadata.Server(ctx)
 	old, refresh := serverKey.Load(m)
 	vni := mech.VNI()
-	if old == nil || old.cfg.Remote != remote || old.cfg.VNI != vni { // not a refresh of a standing device
+	standing := old != nil && old.cfg.Remote == remote && old.cfg.VNI == vni
+	// A device a previous run of the forwarder left for this connection holds its VNI.
+	left := old == nil && vni != 0 && kvxlan.VNI(s.fwd, ifname.Name(req.GetConnection().GetId(), ifname.ClientTunnel)) == vni
+	if !standing && !left {
 		if vni, err = s.pool.reserve(s.fwd, vni, true); err != nil {
 			return nil, err
 		}
@@ -245,6 +254,8 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	var proposed uint32
 	if old != nil {
 		proposed = old.cfg.VNI // its device holds it
+	} else if left := kvxlan.VNI(c.fwd, ifname.Name(req.GetConnection().GetId(), ifname.EndpointTunnel)); left != 0 {
+		proposed = left // a previous run of the forwarder left the device, which holds it: propose it again to adopt it
 	} else {
 		var err error
 		if proposed, err = c.pool.reserve(c.fwd, 0, true); err != nil {
@@ -356,6 +367,12 @@ func (b *base) ensure(old *tunnel, want kvxlan.Config) (*tunnel, error) {
 		if err := b.remove(old); err != nil {
 			return old, err
 		}
+	} else if kept, err := kvxlan.Adopt(b.fwd, want); err != nil || kept {
+		// A restarted forwarder: the device its previous run made for this connection stands.
+		if err != nil {
+			return nil, fmt.Errorf("vxlan: %w", err)
+		}
+		return &tunnel{cfg: want, end: &xconnect.End{Name: want.Name}}, nil
 	}
 	err := kvxlan.Create(b.fwd, want)
 	if status.Code(err) == codes.AlreadyExists && kvxlan.Delete(b.fwd, want.Name) == nil {
