@@ -107,3 +107,47 @@ func BenchmarkSweep10(b *testing.B) {
 		require.Len(b, removed, 10)
 	}
 }
+
+// TestMarkThenSweepMarked: of a previous run's interfaces, Mark marks all and changes nothing
+// else; the one adopted in between (vxlan.Adopt) stays, with its rule, and SweepMarked removes
+// the others and the rules that name them.
+func TestMarkThenSweepMarked(t *testing.T) {
+	ns, _ := nstest.New(t)
+	h := nstest.Handle(t, ns)
+	lost := ifname.Name("lost", ifname.Client)
+	require.NoError(t, h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: lost}, PeerName: "wl0"}))
+	cfg := vxlan.Config{Name: ifname.Name("kept", ifname.EndpointTunnel), VNI: 7, Local: netip.MustParseAddr("10.0.0.1"), Remote: netip.MustParseAddr("10.0.0.2")}
+	require.NoError(t, vxlan.Create(ns, cfg))
+	for i, name := range []string{lost, cfg.Name} {
+		rule := netlink.NewRule()
+		rule.IifName, rule.Table, rule.Priority = name, 1<<30+i, 1000
+		require.NoError(t, h.RuleAdd(rule))
+	}
+	made := nstest.Dump(t, ns)
+	kept, err := h.LinkByName(cfg.Name)
+	require.NoError(t, err)
+
+	marked, err := ifname.Mark(ns)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{lost, cfg.Name}, marked)
+	require.Equal(t, made, nstest.Dump(t, ns), "marking changes nothing of what the dump shows")
+	adopted, err := vxlan.Adopt(ns, cfg)
+	require.NoError(t, err)
+	require.True(t, adopted)
+
+	removed, err := ifname.SweepMarked(ns)
+	require.NoError(t, err)
+	require.Equal(t, []string{lost}, removed)
+	after, err := h.LinkByName(cfg.Name)
+	require.NoError(t, err)
+	require.Equal(t, kept.Attrs().Index, after.Attrs().Index, "the adopted device is the one made before")
+	rules, err := h.RuleList(netlink.FAMILY_ALL)
+	require.NoError(t, err)
+	var named []string
+	for _, r := range rules {
+		if ifname.Ours(r.IifName) {
+			named = append(named, r.IifName)
+		}
+	}
+	require.Equal(t, []string{cfg.Name}, named, "the rule of the removed interface went, the adopted one's stayed")
+}
