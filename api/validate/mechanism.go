@@ -95,7 +95,7 @@ func mechanism(field string, m *networkservice.Mechanism, negotiated bool) error
 		return invalid(field, "missing")
 	}
 	if c := m.GetCls(); c != cls.LOCAL && c != cls.REMOTE {
-		return invalid(field+".cls", "%q; want %s or %s", c, cls.LOCAL, cls.REMOTE)
+		return invalid(field+".cls", "%.100q; want %s or %s", c, cls.LOCAL, cls.REMOTE)
 	}
 	i := slices.IndexFunc(mechanismTypes, func(t mechanismType) bool { return t.name == m.GetType() })
 	if i < 0 {
@@ -103,13 +103,16 @@ func mechanism(field string, m *networkservice.Mechanism, negotiated bool) error
 		for j, t := range mechanismTypes {
 			names[j] = t.name
 		}
-		return invalid(field+".type", "unknown mechanism type %q; known: %s", m.GetType(), strings.Join(names, ", "))
+		return invalid(field+".type", "unknown mechanism type %.100q; known: %s", m.GetType(), strings.Join(names, ", "))
 	}
 	typ := mechanismTypes[i]
 	if typ.class != "" && m.GetCls() != typ.class {
 		return invalid(field+".cls", "%s is a %s mechanism, not %s", typ.name, typ.class, m.GetCls())
 	}
 	params := m.GetParameters()
+	if err := stringMap(field+".parameters", params, "MaxParameterBytes", MaxParameterBytes); err != nil {
+		return err
+	}
 	for _, key := range slices.Sorted(maps.Keys(params)) {
 		check, ok := typ.params[key]
 		if !ok {
@@ -138,21 +141,21 @@ func parameterField(field, key string) string {
 
 func vni(s string) error {
 	if n, err := strconv.ParseUint(s, 10, 32); err != nil || n == 0 || n > 1<<24-1 {
-		return fmt.Errorf("VNI %q is not in 1..%d", s, 1<<24-1)
+		return fmt.Errorf("VNI %.100q is not in 1..%d", s, 1<<24-1)
 	}
 	return nil
 }
 
 func vlanID(s string) error {
 	if n, err := strconv.ParseUint(s, 10, 16); err != nil || n == 0 || n > 4094 {
-		return fmt.Errorf("VLAN ID %q is not in 1..4094", s)
+		return fmt.Errorf("VLAN ID %.100q is not in 1..4094", s)
 	}
 	return nil
 }
 
 func mtu(s string) error {
 	if n, err := strconv.ParseUint(s, 10, 32); err != nil || n == 0 {
-		return fmt.Errorf("MTU %q is not a positive integer", s)
+		return fmt.Errorf("MTU %.100q is not a positive integer", s)
 	}
 	return nil
 }
@@ -161,16 +164,16 @@ func wireguardKey(s string) error {
 	key, err := base64.StdEncoding.DecodeString(s)
 	switch {
 	case err != nil:
-		return fmt.Errorf("WireGuard key %q is not standard base64", s)
+		return fmt.Errorf("WireGuard key %.100q is not standard base64", s)
 	case len(key) != 32:
-		return fmt.Errorf("WireGuard key %q is %d bytes, want 32", s, len(key))
+		return fmt.Errorf("WireGuard key %.100q is %d bytes, want 32", s, len(key))
 	}
 	return nil
 }
 
 func inodeNumber(s string) error {
 	if _, err := strconv.ParseUint(s, 10, 64); err != nil {
-		return fmt.Errorf("inode %q is not a decimal number", s)
+		return fmt.Errorf("inode %.100q is not a decimal number", s)
 	}
 	return nil
 }
@@ -180,18 +183,18 @@ func inodeNumber(s string) error {
 func fileURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL", s)
+		return fmt.Errorf("%.100q is not a URL", s)
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Path == "" {
-			return fmt.Errorf("file URL %q has no path", s)
+			return fmt.Errorf("file URL %.100q has no path", s)
 		}
 		return nil
 	case "inode":
 		return inodeURL(u)
 	}
-	return fmt.Errorf("URL %q has scheme %q; want file or inode", s, u.Scheme)
+	return fmt.Errorf("URL %.100q has scheme %.100q; want file or inode", s, u.Scheme)
 }
 
 // inodeURL accepts inode://<dev>/<ino>, decimal numbers: a file (a namespace, a socket) that
@@ -200,7 +203,7 @@ func inodeURL(u *url.URL) error {
 	_, devErr := strconv.ParseUint(u.Host, 10, 64)
 	_, inoErr := strconv.ParseUint(strings.TrimPrefix(u.Path, "/"), 10, 64)
 	if devErr != nil || inoErr != nil {
-		return fmt.Errorf("inode URL %q is not inode://<dev>/<ino>", u)
+		return fmt.Errorf("inode URL %.100q is not inode://<dev>/<ino>", u)
 	}
 	return nil
 }

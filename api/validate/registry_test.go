@@ -76,7 +76,7 @@ func TestNetworkServiceEndpoint(t *testing.T) {
 		{name: "tcp ipv6 url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "tcp://[fd00::1]:5001" }},
 		{name: "socket passed by descriptor", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "inode://4/4026532000" }},
 		{name: "bare host:port", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "nse-1.svc:5001" }},
-		{name: "no url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "" }},
+		{name: "no url", change: func(nse *registry.NetworkServiceEndpoint) { nse.Url = "" }, field: "network_service_endpoint.url"},
 		{name: "empty name", change: func(nse *registry.NetworkServiceEndpoint) { nse.Name = "" }, field: "network_service_endpoint.name"},
 		{name: "empty service name", change: func(nse *registry.NetworkServiceEndpoint) {
 			nse.NetworkServiceNames[1] = ""

@@ -261,36 +261,50 @@ func TestInterfaceName(t *testing.T) {
 }
 
 // FuzzValidate feeds arbitrary bytes, read as each kind of message, to every validator: any
-// input gives an error or nil, never a panic.
+// input gives an error or nil, never a panic, and an error short enough to send back whatever
+// the input held (values are quoted only in part).
 func FuzzValidate(f *testing.F) {
+	overLabels := validConnection()
+	overLabels.Labels = labelsOf(validate.MaxLabels+1, 0, 1)
+	longName := validEndpoint()
+	longName.Name = strings.Repeat("n", 3000)
 	for _, m := range []proto.Message{
 		&networkservice.NetworkServiceRequest{Connection: validConnection()},
+		&networkservice.NetworkServiceRequest{Connection: overLabels, MechanismPreferences: preferences(validate.MaxMechanismPreferences + 1)},
 		validNetworkService(),
 		validEndpoint(),
+		longName,
 	} {
 		seed, err := proto.Marshal(m)
 		require.NoError(f, err)
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		short := func(err error) {
+			if err != nil && len(err.Error()) > 2048 {
+				t.Fatalf("an error of %d bytes: %.200s", len(err.Error()), err)
+			}
+		}
 		request := new(networkservice.NetworkServiceRequest)
 		if proto.Unmarshal(data, request) == nil {
-			_ = validate.Request(request)
-			_ = validate.Mechanism(request.GetConnection().GetMechanism())
+			short(validate.Request(request))
+			short(validate.Mechanism(request.GetConnection().GetMechanism()))
 			for _, m := range request.GetMechanismPreferences() {
-				_ = validate.Mechanism(m)
+				short(validate.Mechanism(m))
 			}
-			_ = validate.IPContext(request.GetConnection().GetContext().GetIpContext())
+			short(validate.IPContext(request.GetConnection().GetContext().GetIpContext()))
+			short(validate.ConnectionLimits(request.GetConnection()))
+			short(validate.MessageSize(request))
 		}
 		ns := new(registry.NetworkService)
 		if proto.Unmarshal(data, ns) == nil {
-			_ = validate.NetworkService(ns)
-			_ = validate.NetworkServiceQuery(&registry.NetworkServiceQuery{NetworkService: ns})
+			short(validate.NetworkService(ns))
+			short(validate.NetworkServiceQuery(&registry.NetworkServiceQuery{NetworkService: ns}))
 		}
 		nse := new(registry.NetworkServiceEndpoint)
 		if proto.Unmarshal(data, nse) == nil {
-			_ = validate.NetworkServiceEndpoint(nse)
-			_ = validate.NetworkServiceEndpointQuery(&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: nse})
+			short(validate.NetworkServiceEndpoint(nse))
+			short(validate.NetworkServiceEndpointQuery(&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: nse}))
 		}
 	})
 }

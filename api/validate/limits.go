@@ -1,0 +1,160 @@
+package validate
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// The bounds of every input a component takes from a peer. Without them a caller could make a
+// component hold, copy and check, for each hop and each refresh, whatever fits in gRPC's
+// default 4 MB message: 10,000 mechanism preferences grew an nsmgr from 26 to 49 MB. Each bound
+// is far above what a real mesh sends, and the error that enforces it names the constant, its
+// value and the value seen.
+const (
+	// MaxMessageBytes bounds a gRPC message in either direction, at every server (grpcserve)
+	// and dialer of the sdk. A Request with every other bound at its limit stays under it: a full
+	// path of MaxPathSegments tokens of MaxTokenBytes is 512 KiB. Real Requests are 2-10 KB (a
+	// token with an SVID chain in its x5c header is about 1.5 KB per hop).
+	MaxMessageBytes = 1 << 20
+
+	// MaxMechanismPreferences bounds a Request's mechanism preferences: a client offers each
+	// mechanism type it can use (nine are known) once, sometimes twice with other parameters.
+	MaxMechanismPreferences = 16
+
+	// MaxPathSegments bounds a connection's path (and a registry record's path_ids): a remote
+	// vWire has 6 hops, an interdomain one through proxies about 10, and a chain of a few
+	// pass-through endpoints adds about 4 hops each.
+	MaxPathSegments = 32
+
+	// MaxTokenBytes bounds a path segment's token: a JWT whose x5c header carries the signer's
+	// SVID chain (a leaf and a few intermediates, about 1.5 KB each in base64).
+	MaxTokenBytes = 16 << 10
+
+	// MaxIDBytes bounds a connection ID, a path segment's ID and a registry record's path ID.
+	// Components make UUIDs (36 bytes).
+	MaxIDBytes = 256
+
+	// MaxNameBytes bounds a network service, endpoint or path segment name before its '@domain',
+	// and the domain itself: a Kubernetes object name (and a DNS name) is at most 253 bytes.
+	MaxNameBytes = 253
+
+	// MaxLabels bounds the entries of each string map of a message: a connection's labels, its
+	// extra context, a mechanism's parameters, a segment's metrics, a match's selectors and
+	// metadata, an endpoint's labels for one service. Kubernetes pods carry a handful of labels.
+	MaxLabels = 64
+
+	// MaxLabelKeyBytes bounds a key of those maps: the longest Kubernetes label key, a 253-byte
+	// DNS prefix, '/' and a 63-byte name.
+	MaxLabelKeyBytes = 317
+
+	// MaxLabelValueBytes bounds a value of those maps other than a mechanism's parameters: room
+	// for object names (253 bytes: labels carry pod and node names) and templates over them.
+	MaxLabelValueBytes = 1024
+
+	// MaxParameterBytes bounds a mechanism parameter's value: file:// URLs carry paths, and
+	// Linux paths are at most 4096 bytes (PATH_MAX).
+	MaxParameterBytes = 4096
+
+	// MaxListItems bounds each list of a message that has no bound of its own: the addresses,
+	// routes, neighbours, excluded prefixes and policies of an IP context, DNS configs and their
+	// servers and domains, a service's matches and their routes, an endpoint's services. A
+	// cluster excludes a few dozen prefixes; a client has a few routes per vWire.
+	MaxListItems = 256
+
+	// MaxURLBytes bounds an endpoint's URL: a unix socket path is at most 107 bytes, a host name
+	// 253.
+	MaxURLBytes = 1024
+
+	// MaxRecordBytes bounds a registry record (a network service, an endpoint) as encoded on
+	// the wire, and a Find query's template: the registry keeps every record in memory (or as a
+	// Kubernetes object, etcd takes 1.5 MiB) and sends it to every watcher on each change. A
+	// real record is a few hundred bytes.
+	MaxRecordBytes = 64 << 10
+)
+
+// over returns the error for seen units of field past the bound limit (the constant's name) of
+// value max; unit names what is counted ("bytes", "entries").
+func over(field, limit string, max, seen int, unit string) error {
+	return &Error{Field: field, Problem: fmt.Sprintf("%d %s, over the limit %s = %d", seen, unit, limit, max), Limit: limit}
+}
+
+// atMost checks a string's length against a bound.
+func atMost(field, limit string, max int, s string) error {
+	if len(s) > max {
+		return over(field, limit, max, len(s), "bytes")
+	}
+	return nil
+}
+
+// count checks a list's length against a bound.
+func count(field, limit string, max, n int) error {
+	if n > max {
+		return over(field, limit, max, n, "entries")
+	}
+	return nil
+}
+
+// stringMap checks a map's size, then its keys and values (the first over in key order); values
+// are bounded by valueLimit (the name of the constant valueMax).
+func stringMap(field string, m map[string]string, valueLimit string, valueMax int) error {
+	if err := count(field, "MaxLabels", MaxLabels, len(m)); err != nil {
+		return err
+	}
+	within := true
+	for k, v := range m {
+		if len(k) > MaxLabelKeyBytes || len(v) > valueMax {
+			within = false
+			break
+		}
+	}
+	if within {
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) { // the first in key order, as the package promises
+		if len(k) > MaxLabelKeyBytes {
+			return over(fmt.Sprintf("%s[%.64q]", field, k), "MaxLabelKeyBytes", MaxLabelKeyBytes, len(k), "bytes in the key")
+		}
+		if err := atMost(fmt.Sprintf("%s[%q]", field, k), valueLimit, valueMax, m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// labels checks a map of labels (selectors, metadata, extra context, metrics).
+func labels(field string, m map[string]string) error {
+	return stringMap(field, m, "MaxLabelValueBytes", MaxLabelValueBytes)
+}
+
+// MessageSize checks the encoded size of m against MaxMessageBytes, for a sender that wants
+// the bound's error before gRPC refuses the message with its own (ResourceExhausted).
+func MessageSize(m proto.Message) error {
+	if n := proto.Size(m); n > MaxMessageBytes {
+		return over("message", "MaxMessageBytes", MaxMessageBytes, n, "bytes")
+	}
+	return nil
+}
+
+// recordSize checks a registry record or query template against MaxRecordBytes.
+func recordSize(field string, m proto.Message) error {
+	if n := proto.Size(m); n > MaxRecordBytes {
+		return over(field, "MaxRecordBytes", MaxRecordBytes, n, "bytes encoded")
+	}
+	return nil
+}
+
+// pathIDs checks a registry record's path_ids: at most MaxPathSegments, each at most MaxIDBytes.
+func pathIDs(field string, ids []string) error {
+	if err := count(field, "MaxPathSegments", MaxPathSegments, len(ids)); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		if err := atMost(fmt.Sprintf("%s[%d]", field, i), "MaxIDBytes", MaxIDBytes, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
