@@ -70,44 +70,76 @@ func TestRequestLimits(t *testing.T) {
 		max   int
 	}{
 		{"mechanism preferences",
-			func(r *networkservice.NetworkServiceRequest) { r.MechanismPreferences = preferences(validate.MaxMechanismPreferences) },
-			func(r *networkservice.NetworkServiceRequest) { r.MechanismPreferences = preferences(validate.MaxMechanismPreferences + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.MechanismPreferences = preferences(validate.MaxMechanismPreferences)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.MechanismPreferences = preferences(validate.MaxMechanismPreferences + 1)
+			},
 			"mechanism_preferences", "MaxMechanismPreferences", validate.MaxMechanismPreferences},
 		{"connection id",
 			func(r *networkservice.NetworkServiceRequest) { r.Connection.Id = long(validate.MaxIDBytes) },
 			func(r *networkservice.NetworkServiceRequest) { r.Connection.Id = long(validate.MaxIDBytes + 1) },
 			"connection.id", "MaxIDBytes", validate.MaxIDBytes},
 		{"service name",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = long(validate.MaxNameBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = long(validate.MaxNameBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.NetworkService = long(validate.MaxNameBytes)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.NetworkService = long(validate.MaxNameBytes + 1)
+			},
 			"connection.network_service", "MaxNameBytes", validate.MaxNameBytes},
 		{"service domain",
 			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = "ns@" + domain(61) },
 			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = "ns@" + domain(62) },
 			"connection.network_service", "MaxNameBytes", validate.MaxNameBytes},
 		{"endpoint name",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes + 1)
+			},
 			"connection.network_service_endpoint_name", "MaxNameBytes", validate.MaxNameBytes},
 		{"labels",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = labelsOf(validate.MaxLabels, 0, 1) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = labelsOf(validate.MaxLabels+1, 0, 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = labelsOf(validate.MaxLabels, 0, 1)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = labelsOf(validate.MaxLabels+1, 0, 1)
+			},
 			"connection.labels", "MaxLabels", validate.MaxLabels},
 		{"label key",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes, 1) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes+1, 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes, 1)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes+1, 1)
+			},
 			`connection.labels["` + strings.Repeat("k", 64) + `"]`, "MaxLabelKeyBytes", validate.MaxLabelKeyBytes},
 		{"label value",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes)} },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes + 1)} },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes)}
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes + 1)}
+			},
 			`connection.labels["app"]`, "MaxLabelValueBytes", validate.MaxLabelValueBytes},
 		{"extra context",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels, 0, 1) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels+1, 0, 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels, 0, 1)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels+1, 0, 1)
+			},
 			"connection.context.extra_context", "MaxLabels", validate.MaxLabels},
 		{"mechanism parameters",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels, 0, 1) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels+1, 0, 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels, 0, 1)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels+1, 0, 1)
+			},
 			"connection.mechanism.parameters", "MaxLabels", validate.MaxLabels},
 		{"mechanism parameter value",
 			func(r *networkservice.NetworkServiceRequest) {
@@ -128,20 +160,36 @@ func TestRequestLimits(t *testing.T) {
 			},
 			"connection.path.path_segments", "MaxPathSegments", validate.MaxPathSegments},
 		{"segment token",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes + 1)
+			},
 			"connection.path.path_segments[0].token", "MaxTokenBytes", validate.MaxTokenBytes},
 		{"segment id",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes + 1)
+			},
 			"connection.path.path_segments[1].id", "MaxIDBytes", validate.MaxIDBytes},
 		{"segment name",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes + 1)
+			},
 			"connection.path.path_segments[1].name", "MaxNameBytes", validate.MaxNameBytes},
 		{"segment metrics",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels, 0, 1) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels+1, 0, 1) },
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels, 0, 1)
+			},
+			func(r *networkservice.NetworkServiceRequest) {
+				r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels+1, 0, 1)
+			},
 			"connection.path.path_segments[1].metrics", "MaxLabels", validate.MaxLabels},
 		{"excluded prefixes",
 			func(r *networkservice.NetworkServiceRequest) {
@@ -308,7 +356,9 @@ func TestRecordLimits(t *testing.T) {
 	}{
 		{"matches", func(ns *registry.NetworkService) { ns.Matches = make([]*registry.Match, validate.MaxListItems+1) },
 			"network_service.matches", "MaxListItems", validate.MaxListItems},
-		{"routes", func(ns *registry.NetworkService) { ns.Matches[0].Routes = make([]*registry.Destination, validate.MaxListItems+1) },
+		{"routes", func(ns *registry.NetworkService) {
+			ns.Matches[0].Routes = make([]*registry.Destination, validate.MaxListItems+1)
+		},
 			"network_service.matches[0].routes", "MaxListItems", validate.MaxListItems},
 		{"source selector", func(ns *registry.NetworkService) { ns.Matches[0].SourceSelector = labelsOf(validate.MaxLabels+1, 0, 1) },
 			"network_service.matches[0].source_selector", "MaxLabels", validate.MaxLabels},
