@@ -25,6 +25,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
+	"vwire.dev/sdk/pkg/networkservice/common/orphan"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	"vwire.dev/sdk/pkg/networkservice/common/timeout"
 	"vwire.dev/sdk/pkg/networkservice/common/updatepath"
@@ -123,6 +124,7 @@ func TestElements(t *testing.T) {
 		{Name: "authorize server", Server: server(authorize.NewServer(authorize.Any()))},
 		{Name: "timeout server", Server: func(ctx context.Context) networkservice.NetworkServiceServer { return timeout.NewServer(ctx) },
 			Before: append(path(), updatetoken.NewServer(tokens()))},
+		{Name: "orphan server", Server: func(ctx context.Context) networkservice.NetworkServiceServer { return orphan.NewServer(ctx) }},
 		{Name: "clientinfo server", Server: server(clientinfo.NewServer(clientinfo.WithGetenv(env)))},
 		{Name: "clientinfo client", Client: client(clientinfo.NewClient(clientinfo.WithGetenv(env)))},
 		{Name: "clienturl server", Server: server(clienturl.NewServer(&url.URL{Scheme: "unix", Path: "/run/nsm.sock"}))},

@@ -1,0 +1,235 @@
+// Package orphan closes a connection whose caller went away: when the gRPC transport (the unix
+// or TCP connection) that the caller's Requests came over ends, and no Request for the
+// connection comes over another transport within a grace period, the connection is closed along
+// the rest of the path as if the caller had closed it.
+//
+// Why: a caller that dies (a client's crash, a forwarder gone for good) never sends its Close,
+// and timeout would close the connection only when the caller's token expires, ten minutes by
+// default; meanwhile the endpoint keeps the address lease and every hop its interfaces and
+// tunnels, and a client in a crash loop exhausts its endpoint's pool. A process that dies takes
+// its sockets with it, so the hop it called learns it at once from its transport.
+//
+// What callers rely on:
+//   - Only a connection whose last successful Request came over a transport that ended is
+//     closed: a Request without a transport (a call within the process) arms nothing, and a
+//     background Request (heal, through begin) carries its original caller's transport, so it
+//     neither arms nor resets anything.
+//   - A caller that is alive and lost its transport (the peer restarted, the network broke)
+//     keeps the connection by requesting again over a new one within the grace (WithGrace,
+//     default DefaultGrace): any Request for the connection over another transport moves the
+//     watch there, whether or not it succeeds, since the caller is evidently alive. vwire's
+//     client chain does so at once: its monitor client keeps a MonitorConnections stream open
+//     on the transport of its Requests, so gRPC never closes it as idle, and heal re-requests as
+//     soon as that stream breaks. A caller that keeps no stream and does not heal must refresh
+//     within the grace after its transport closes, or lose the connection.
+//   - The Close runs through begin's EventFactory, serialized with the connection's other
+//     events and from begin's place in the chain, so every element closes what it set up; a
+//     Close of the caller's own stops the watch.
+//   - The grace must outlast the restart of a previous hop and its heal: a forwarder that
+//     restarts is asked again by its nsmgr's heal within about a second.
+//   - A peer whose machine vanishes without closing its sockets is noticed only when TCP gives
+//     up on it; timeout still closes its connections at token expiry.
+//
+// Transports are known only to a gRPC server with StatsHandler among its options (grpc.StatsHandler),
+// which tags each transport and signals its end. An nsmgr serves with it (its callers are
+// clients and forwarders); forwarders and endpoints do not, because their caller is an nsmgr,
+// whose restart must leave the data plane as it is.
+//
+// It belongs after begin (whose EventFactory it uses) and metadata (where it keeps its watch).
+// It keeps no goroutine: the end of a transport and the grace are context.AfterFunc and clock
+// timers (sdk/pkg/tools/clock, from the context).
+package orphan
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/log"
+)
+
+// DefaultGrace is how long a connection outlives its caller's transport unless WithGrace says
+// otherwise: past a forwarder's restart and its nsmgr's heal (about a second), well within
+// the ten seconds a node may take to forget a dead forwarder's connections.
+const DefaultGrace = 5 * time.Second
+
+// transport is one gRPC server transport: done ends when it closed.
+type transport struct {
+	done   context.Context
+	cancel context.CancelFunc
+}
+
+type transportKey struct{}
+
+// fromContext returns the transport the call of ctx came over, nil if unknown.
+func fromContext(ctx context.Context) *transport {
+	t, _ := ctx.Value(transportKey{}).(*transport)
+	return t
+}
+
+// StatsHandler returns the gRPC stats handler that tells the element which transport a call
+// came over and when it ended; serve with grpc.StatsHandler(orphan.StatsHandler()).
+func StatsHandler() stats.Handler { return handler{} }
+
+type handler struct{}
+
+func (handler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	done, cancel := context.WithCancel(context.Background())
+	return context.WithValue(ctx, transportKey{}, &transport{done: done, cancel: cancel})
+}
+
+func (handler) HandleConn(ctx context.Context, s stats.ConnStats) {
+	if _, ended := s.(*stats.ConnEnd); ended {
+		if t := fromContext(ctx); t != nil {
+			t.cancel()
+		}
+	}
+}
+
+func (handler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (handler) HandleRPC(context.Context, stats.RPCStats)                       {}
+
+// watch waits for the end of one transport, then for the grace, then closes the connection.
+type watch struct {
+	transport *transport
+	// cancel ends the wait for the connection's turn of a Close already started, when the
+	// watch is replaced while that Close waits behind the Request replacing it.
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	stopped bool
+	ended   func() bool // stops the AfterFunc on the transport's end
+	timer   clock.Timer // the grace, once the transport ended
+}
+
+var watchKey = metadata.NewKey[*watch]("orphan")
+
+// Option configures the element.
+type Option func(*options)
+
+type options struct {
+	grace        time.Duration
+	closeTimeout time.Duration
+}
+
+// WithGrace sets how long a connection outlives the transport of its caller's last Request
+// (default DefaultGrace).
+func WithGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
+
+// WithCloseTimeout bounds each Close the element starts, the wait for the connection's turn
+// included (default 15s).
+func WithCloseTimeout(d time.Duration) Option { return func(o *options) { o.closeTimeout = d } }
+
+// NewServer returns the element. Once ctx is done (the component stops), no Close starts.
+func NewServer(ctx context.Context, opts ...Option) networkservice.NetworkServiceServer {
+	o := options{grace: DefaultGrace, closeTimeout: 15 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &server{ctx: ctx, options: o}
+}
+
+type server struct {
+	ctx context.Context
+	options
+}
+
+func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	events := begin.FromContext(ctx)
+	if events == nil {
+		return nil, status.Error(codes.Internal, "orphan: no begin before orphan in the chain: put begin.NewServer() before it")
+	}
+	conn, err := next.Server(ctx).Request(ctx, req)
+	t := fromContext(ctx)
+	if t == nil {
+		return conn, err
+	}
+	m := metadata.Server(ctx)
+	old, established := watchKey.Load(m)
+	switch {
+	case established && old.transport == t:
+		return conn, err // a refresh, or a background event with its caller's transport
+	case err != nil && !established:
+		return nil, err // the first Request failed: metadata forgets the connection
+	}
+	if established {
+		old.stop()
+	}
+	watchKey.Store(m, s.watch(ctx, events, t))
+	return conn, err
+}
+
+func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	if w, ok := watchKey.LoadAndDelete(metadata.Server(ctx)); ok {
+		w.stopUnlessClosing()
+	}
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// watch arranges a Close of the connection of ctx a grace after t ends.
+func (s *server) watch(ctx context.Context, events begin.EventFactory, t *transport) *watch {
+	wait, cancel := context.WithCancel(s.ctx)
+	w := &watch{transport: t, cancel: cancel}
+	c := clock.FromContext(ctx)
+	logger := log.FromContext(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ended = context.AfterFunc(t.done, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.stopped || wait.Err() != nil {
+			return
+		}
+		w.timer = c.AfterFunc(s.grace, func() {
+			defer cancel()
+			if wait.Err() != nil { // replaced or stopped since the timer fired
+				return
+			}
+			closing, done := context.WithTimeout(wait, s.closeTimeout)
+			defer done()
+			switch err := events.Close(closing); {
+			case err == nil:
+				logger.Info("orphan: closed: the caller's transport ended and no Request came over another", "grace", s.grace)
+			case wait.Err() == nil && !errors.Is(err, begin.ErrForgotten):
+				logger.Warn("orphan: closing a connection whose caller went away failed", "error", err)
+			}
+		})
+	})
+	return w
+}
+
+// stop ends the watch: nothing more starts, and a Close that waits for the connection's turn
+// gives up.
+func (w *watch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.ended()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.cancel()
+}
+
+// stopUnlessClosing ends the watch from a Close, which may be the watch's own: then its
+// context must live on, and the timer's callback ends it.
+func (w *watch) stopUnlessClosing() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.ended()
+	if w.timer == nil || w.timer.Stop() {
+		w.cancel()
+	}
+}
