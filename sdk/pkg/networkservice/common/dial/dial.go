@@ -22,6 +22,11 @@
 //     connection, and fails at once with the transport's reason if the hop refuses.
 //   - A Request or Close that never reached the next hop fails with an error marked
 //     ErrUnreachable, so that heal can tell a hop that is away from one that answered.
+//   - A Request that never reached a next hop which is not the connection's endpoint (an nsmgr
+//     or a forwarder, named by the path a refresh carries) is also marked ErrHopAway, and its
+//     status carries the mark to the hops before (HopAway): the endpoint may be alive and the
+//     vWire still passing packets while a control-plane hop restarts, so heal retries the path
+//     it has instead of reselecting.
 //
 // Place: after begin (which serializes a connection's events) and metadata, after the element
 // that sets the URL, before connect. Elements between dial and connect see ClientConn and the
@@ -36,6 +41,7 @@ import (
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -62,6 +68,67 @@ type unreachable struct{ err error }
 func (u unreachable) Error() string              { return u.err.Error() }
 func (u unreachable) Unwrap() []error            { return []error{u.err, ErrUnreachable} }
 func (u unreachable) GRPCStatus() *status.Status { return status.Convert(u.err) }
+
+// ErrHopAway marks (errors.Is) the error of a Request that failed because a hop of the path
+// other than the endpoint (an nsmgr, a forwarder) could not be reached or could not serve yet,
+// as when it restarts: nothing says the endpoint or the vWire is gone. Across processes the mark
+// travels in the error's status; HopAway reads both.
+var ErrHopAway = errors.New("dial: a hop of the path before the endpoint is away")
+
+// hopAwayReason is the reason of the google.rpc.ErrorInfo detail that carries ErrHopAway in a
+// status, in domain hopAwayDomain.
+const hopAwayReason, hopAwayDomain = "HOP_AWAY", "vwire.dev"
+
+type hopAway struct{ err error }
+
+func (a hopAway) Error() string   { return a.err.Error() }
+func (a hopAway) Unwrap() []error { return []error{a.err, ErrHopAway} }
+func (a hopAway) GRPCStatus() *status.Status {
+	st := status.Convert(a.err)
+	if hasHopAway(st) {
+		return st
+	}
+	if with, err := st.WithDetails(&errdetails.ErrorInfo{Reason: hopAwayReason, Domain: hopAwayDomain}); err == nil {
+		return with
+	}
+	return st
+}
+
+// MarkHopAway returns err marked ErrHopAway, its status (gRPC code and message unchanged)
+// carrying the mark to the callers of the hop that returns it.
+func MarkHopAway(err error) error {
+	if err == nil || errors.Is(err, ErrHopAway) {
+		return err
+	}
+	return hopAway{err}
+}
+
+// HopAway tells whether err says that a hop of the path other than the endpoint was away:
+// marked ErrHopAway in this process, or by a hop after it (its status's details).
+func HopAway(err error) bool {
+	if errors.Is(err, ErrHopAway) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	return ok && hasHopAway(st)
+}
+
+func hasHopAway(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == hopAwayReason && info.GetDomain() == hopAwayDomain {
+			return true
+		}
+	}
+	return false
+}
+
+// controlPlaneHop tells whether conn's next hop is known to be a hop other than its endpoint,
+// by the path segment after this hop's (a refresh carries the path of its last success).
+func controlPlaneHop(conn *networkservice.Connection) bool {
+	segments := conn.GetPath().GetPathSegments()
+	i := int(conn.GetPath().GetIndex()) + 1
+	return i < len(segments) && segments[i].GetName() != conn.GetNetworkServiceEndpointName()
+}
 
 // DefaultIdleTimeout is how long a connection to a next hop stays open after its last user
 // closed, unless WithIdleTimeout says otherwise.
@@ -187,6 +254,9 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	}
 	conn, err := next.Client(ctx).Request(h.into(ctx), req, opts...)
 	err = h.shared.marked(err)
+	if errors.Is(err, ErrUnreachable) && controlPlaneHop(req.GetConnection()) {
+		err = MarkHopAway(err)
+	}
 	if err != nil && !held {
 		hopKey.Delete(m)
 		c.pool.release(h)

@@ -285,6 +285,38 @@ func TestUnreachableIsMarked(t *testing.T) {
 	}
 }
 
+// TestHopAwayIsMarked: a refresh whose path says the next hop is an nsmgr or a forwarder, not
+// the endpoint, and finds it unreachable is marked HopAway, also in its status, which is all
+// the hops before see; one whose next hop is the endpoint is not: the endpoint may be gone.
+func TestHopAwayIsMarked(t *testing.T) {
+	ln, err := hopurl.Listen(unixURL(t, "fwd.sock"))
+	require.NoError(t, err)
+	u := hopurl.FromAddr(ln.Addr())
+	require.NoError(t, ln.Close())
+	c := newClient(t)
+	refresh := func(next string) *networkservice.NetworkServiceRequest {
+		return &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{
+			Id: "c1", NetworkServiceEndpointName: "nse-1",
+			Path: &networkservice.Path{Index: 0, PathSegments: []*networkservice.PathSegment{{Name: "nsc"}, {Name: next}}},
+		}}
+	}
+
+	_, err = c.Request(to(u), refresh("forwarder-1"))
+	require.ErrorIs(t, err, dial.ErrUnreachable)
+	require.True(t, dial.HopAway(err))
+	require.True(t, dial.HopAway(status.Convert(err).Err()), "the mark is in the status, for the hops before")
+	require.Equal(t, codes.Unavailable, status.Code(err), "the code stays")
+
+	_, err = c.Request(to(u), refresh("nse-1"))
+	require.ErrorIs(t, err, dial.ErrUnreachable)
+	require.False(t, dial.HopAway(err), "the endpoint itself is away")
+
+	_, err = c.Request(to(u), req("c2"))
+	require.False(t, dial.HopAway(err), "a first Request's path does not name the next hop")
+	require.False(t, dial.HopAway(status.Error(codes.Unavailable, "no")))
+	require.False(t, dial.HopAway(nil))
+}
+
 func TestRefreshToAnotherURLMoves(t *testing.T) {
 	a := startHop(t, tcpURL("127.0.0.1"))
 	b := startHop(t, tcpURL("[::1]"))

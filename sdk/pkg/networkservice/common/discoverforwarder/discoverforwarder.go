@@ -16,6 +16,11 @@
 // that name. A forwarder that cannot serve passes the Request to the next one that fits, as
 // roundrobin.TryEach does, and the error names every forwarder tried and why.
 //
+// A refresh that finds no forwarder that fits while the forwarder its path names is not
+// registered (this nsmgr restarted and its forwarders have not registered again, or that
+// forwarder restarts) fails marked dial.HopAway, so that heal tries the same path again instead
+// of tearing the vWire down.
+//
 // Per connection, the forwarder that accepted is kept in metadata: a refresh goes to it first
 // while it is registered and fits; after a Request through it failed, or in state
 // RESELECT_REQUESTED, it goes last. A connection the element has no memory of (the nsmgr
@@ -41,6 +46,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/common/clientinfo"
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
@@ -115,7 +121,13 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	want := wanted(discover.Match(ctx), conn.GetLabels())
 	fit := slices.DeleteFunc(slices.Clone(fwds), func(fwd *registry.NetworkServiceEndpoint) bool { return !discover.Selects(want, s.labels(fwd)) })
 	if len(fit) == 0 {
-		return nil, s.noneFits(fwds, want)
+		err := s.noneFits(fwds, want)
+		if name := afterThisHop(conn); name != "" && named(fwds, name) == nil {
+			// The forwarder the connection went through has not registered (again) yet: this
+			// nsmgr restarted, or the forwarder did. The vWire it built may still pass packets.
+			err = dial.MarkHopAway(err)
+		}
+		return nil, err
 	}
 	m := metadata.Server(ctx)
 	last, known := choiceKey.Load(m)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
+	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
@@ -343,4 +344,19 @@ func (down) Unregister(context.Context, *registry.NetworkServiceEndpoint) error 
 func TestOptions(t *testing.T) {
 	require.Panics(t, func() { discoverforwarder.NewServer(nil) })
 	require.Panics(t, func() { discoverforwarder.WithForwarderServiceName("") })
+}
+
+// TestRestartedBeforeItsForwarders: an nsmgr that restarted gets a refresh before the forwarder
+// the path names has registered with it again. The failure says a hop is away, so that heal
+// tries the same path again; a forwarder that is registered but does not fit is no such case.
+func TestRestartedBeforeItsForwarders(t *testing.T) {
+	m := newNSMgr(t, nil, nil)
+	_, err := m.chain.Request(context.Background(), &networkservice.NetworkServiceRequest{Connection: afterRestart("fwd-b")})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	require.True(t, dial.HopAway(err), "%v", err)
+
+	m = newNSMgr(t, []*registry.Match{{Metadata: &registry.Metadata{Labels: map[string]string{"p2mp": "true"}}}}, forwarders()[1:2])
+	_, err = m.chain.Request(context.Background(), &networkservice.NetworkServiceRequest{Connection: afterRestart("fwd-b")})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	require.False(t, dial.HopAway(err), "fwd-b is registered and does not fit: %v", err)
 }

@@ -17,13 +17,19 @@
 //   - next hop reported DOWN, or the stream was lost: the same request again. A hop that
 //     restarts on the same address takes it back; a hop that is alive heals its own part.
 //   - after WithReselectAfter failed tries in a row (default 2), or when the liveness check
-//     fails: reselection. With WithFixedNextHop (a workload's client, whose next hop is its
-//     nsmgr), a try that failed because that hop could not be reached (dial.ErrUnreachable)
-//     does not count: reselection would go to the same hop, and tear down a path that may still
-//     carry traffic while the nsmgr restarts. The connection is first closed downstream (a Close through the rest of
-//     the chain, with a fresh deadline, whatever it answers), then requested with state
+//     fails: reselection. The connection is first closed downstream (a Close through the rest
+//     of the chain, with a fresh deadline, whatever it answers), then requested with state
 //     RESELECT_REQUESTED and no network_service_endpoint_name and no mechanism, as NSM does, so
 //     that the endpoint is chosen again and the mechanism negotiated again.
+//
+// Reselection tears down a vWire, so a try counts toward it only when the endpoint may be gone.
+// A try that failed because a hop before the endpoint was away (dial.HopAway: an nsmgr or a
+// forwarder restarting, or a restarted nsmgr whose forwarders have not registered again yet)
+// does not count while healing is younger than WithHopAwayLimit (default 5s): the hops keep what
+// they built, and the path comes back whole, its vWire having passed packets all along. Past
+// that limit the hop is taken for gone, and such tries count. With WithFixedNextHop (a
+// workload's client, whose next hop is its nsmgr), a try that failed because that hop could not
+// be reached (dial.ErrUnreachable) never counts: reselection would go to the same hop.
 //
 // Reselection is asked of begin (begin.Reselect), which changes the request at its own place: in
 // an nsmgr, whose client chain joins the server chain's begin, discovery before heal sees the
@@ -71,6 +77,7 @@ type options struct {
 	first, most   time.Duration
 	reselectAfter int
 	fixedNextHop  bool
+	awayLimit     time.Duration
 }
 
 // WithLivenessCheck sets a data-path check, run every interval (WithLivenessInterval) while the
@@ -108,12 +115,25 @@ func WithFixedNextHop() Option {
 	return func(o *options) { o.fixedNextHop = true }
 }
 
+// DefaultHopAwayLimit is how long tries that failed because a hop before the endpoint was away
+// do not count toward reselection, unless WithHopAwayLimit says otherwise: longer than an
+// nsmgr's or a forwarder's restart, also as a container restarted by Kubernetes.
+const DefaultHopAwayLimit = 5 * time.Second
+
+// WithHopAwayLimit sets how long, from the start of healing, tries that failed because a hop
+// before the endpoint was away (dial.HopAway) do not count toward reselection; 0 counts them
+// all.
+func WithHopAwayLimit(d time.Duration) Option {
+	return func(o *options) { o.awayLimit = max(d, 0) }
+}
+
 // NewClient returns the heal client; it stops healing when ctx is done.
 func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServiceClient {
 	if ctx == nil {
 		panic("heal.NewClient: nil ctx")
 	}
-	o := options{interval: 200 * time.Millisecond, first: 50 * time.Millisecond, most: 400 * time.Millisecond, reselectAfter: 2}
+	o := options{interval: 200 * time.Millisecond, first: 50 * time.Millisecond, most: 400 * time.Millisecond, reselectAfter: 2,
+		awayLimit: DefaultHopAwayLimit}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -141,6 +161,7 @@ type healer struct {
 	failures int  // tries failed in a row
 	counted  int  // of those, the ones that count toward reselection
 	wait     time.Duration
+	since    time.Time   // when healing began
 	timer    clock.Timer // the next try, or the next liveness check
 	conn     *networkservice.Connection
 	// A Request is passing heal: what breaks meanwhile waits for its end (missed says why),
@@ -313,7 +334,7 @@ func (h *healer) begin(reselect bool, why string) {
 		return
 	}
 	h.logger.Warn("heal: healing", "connection", h.conn.GetId(), "why", why, "reselect", h.reselect)
-	h.healing, h.failures, h.counted, h.wait = true, 0, 0, h.c.first
+	h.healing, h.failures, h.counted, h.wait, h.since = true, 0, 0, h.c.first, h.clock.Now()
 	h.after(0, h.try)
 }
 
@@ -342,7 +363,7 @@ func (h *healer) try() {
 		h.healing = false
 	default:
 		h.failures++
-		if !h.c.fixedNextHop || !errors.Is(err, dial.ErrUnreachable) {
+		if h.counts(err) {
 			h.counted++
 		}
 		if h.counted >= h.c.reselectAfter {
@@ -353,6 +374,17 @@ func (h *healer) try() {
 		h.after(h.wait, h.try)
 		h.wait = min(2*h.wait, h.c.most)
 	}
+}
+
+// counts tells whether a failed try counts toward reselection; the caller holds h.mu.
+func (h *healer) counts(err error) bool {
+	switch {
+	case h.c.fixedNextHop && errors.Is(err, dial.ErrUnreachable):
+		return false
+	case dial.HopAway(err):
+		return h.clock.Since(h.since) >= h.c.awayLimit
+	}
+	return true
 }
 
 // probe runs the liveness check, from a timer.

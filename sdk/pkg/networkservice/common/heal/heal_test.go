@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
@@ -39,7 +41,23 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type endpoint struct {
 	rec   *checks.Recorder
 	sinks *sinks
+	away  *awayGate
 	stop  func()
+}
+
+// awayGate fails every Request while it is set as a hop before the endpoint does while it
+// restarts (dial.MarkHopAway), so the mark reaches the client in the status only.
+type awayGate struct{ set atomic.Bool }
+
+func (g *awayGate) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if g.set.Load() {
+		return nil, dial.MarkHopAway(status.Error(codes.Unavailable, "the forwarder is restarting"))
+	}
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (g *awayGate) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
 }
 
 // sinks keeps the monitor sink of each connection the endpoint saw.
@@ -74,11 +92,11 @@ func startEndpoint(t *testing.T, ctx context.Context, sock string) *endpoint {
 	t.Helper()
 	lis, err := net.Listen("unix", sock)
 	require.NoError(t, err)
-	e := &endpoint{rec: checks.NewServer(), sinks: &sinks{m: map[string]func(*networkservice.Connection){}}}
+	e := &endpoint{rec: checks.NewServer(), sinks: &sinks{m: map[string]func(*networkservice.Connection){}}, away: &awayGate{}}
 	mon := monitor.NewServer(ctx)
 	srv := grpc.NewServer()
 	networkservice.RegisterNetworkServiceServer(srv, next.NewNetworkServiceServer(
-		updatepath.NewServer("nse"), begin.NewServer(), metadata.NewServer(), mon, e.sinks, e.rec))
+		updatepath.NewServer("nse-1"), begin.NewServer(), metadata.NewServer(), mon, e.sinks, e.away, e.rec))
 	networkservice.RegisterMonitorConnectionServer(srv, mon)
 	go func() { _ = srv.Serve(lis) }()
 	e.stop = srv.Stop
@@ -387,6 +405,57 @@ func TestFixedNextHopUnreachableIsTriedAgain(t *testing.T) {
 
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)
+}
+
+// TestHopAwayIsTriedAgain: a hop before the endpoint restarts (the failures carry dial.HopAway
+// in their status, from another process). Within the limit no try asks for reselection, and
+// once the hop is back the same request heals the connection, closing nothing.
+func TestHopAwayIsTriedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sock := socket(t)
+	nse := startEndpoint(t, ctx, sock)
+	nsc, seen := newClient(ctx, ctx, sock, heal.WithReselectAfter(2), heal.WithBackoff(time.Millisecond, 5*time.Millisecond),
+		heal.WithHopAwayLimit(time.Hour))
+
+	conn, err := nsc.Request(ctx, request())
+	require.NoError(t, err)
+	nse.away.set.Store(true)
+	nse.sinks.report(nse.rec.Requests()[0].GetConnection(), networkservice.State_DOWN)
+	require.Eventually(t, func() bool { return len(seen.Requests()) >= 8 }, 10*time.Second, time.Millisecond)
+	nse.away.set.Store(false)
+	require.Eventually(t, func() bool { return len(nse.rec.Requests()) == 2 }, 10*time.Second, time.Millisecond)
+
+	for i, r := range seen.Requests() {
+		require.NotEqual(t, networkservice.State_RESELECT_REQUESTED, r.GetConnection().GetState(), "request %d", i)
+		require.Equal(t, "nse-1", r.GetConnection().GetNetworkServiceEndpointName(), "request %d", i)
+	}
+	require.Empty(t, seen.Closes(), "nothing was closed to reselect")
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+}
+
+// TestHopAwayPastTheLimitReselects: a hop before the endpoint that stays away longer than the
+// limit is taken for gone, and its failures count toward reselection as any other.
+func TestHopAwayPastTheLimitReselects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sock := socket(t)
+	nse := startEndpoint(t, ctx, sock)
+	nsc, seen := newClient(ctx, ctx, sock, heal.WithReselectAfter(2), heal.WithBackoff(time.Millisecond, 5*time.Millisecond),
+		heal.WithHopAwayLimit(0))
+
+	conn, err := nsc.Request(ctx, request())
+	require.NoError(t, err)
+	nse.away.set.Store(true)
+	nse.sinks.report(nse.rec.Requests()[0].GetConnection(), networkservice.State_DOWN)
+	require.Eventually(t, func() bool { return len(seen.Requests()) >= 4 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, networkservice.State_RESELECT_REQUESTED, seen.Requests()[3].GetConnection().GetState(),
+		"two tries failed, the third reselects")
+
+	nse.away.set.Store(false)
+	_, _ = nsc.Close(ctx, conn)
 }
 
 func TestLivenessCheckFailureReselects(t *testing.T) {
