@@ -15,9 +15,12 @@ import (
 // value and the value seen.
 const (
 	// MaxMessageBytes bounds a gRPC message in either direction, at every server (grpcserve)
-	// and dialer of the sdk. A Request with every other bound at its limit stays under it: a full
-	// path of MaxPathSegments tokens of MaxTokenBytes is 512 KiB. Real Requests are 2-10 KB (a
-	// token with an SVID chain in its x5c header is about 1.5 KB per hop).
+	// and dialer of the sdk. gRPC's transport enforces it before any of vwire's code runs, with
+	// its own ResourceExhausted error: "grpc: received message larger than max (<seen> vs.
+	// 1048576)" at a server, "trying to send message larger than max" at a sender. A Request
+	// with every other bound at its limit stays under it (a full path of MaxPathSegments tokens
+	// of MaxTokenBytes is 512 KiB); real Requests are 2-10 KB (a token with an SVID chain in its
+	// x5c header is about 1.5 KB per hop).
 	MaxMessageBytes = 1 << 20
 
 	// MaxMechanismPreferences bounds a Request's mechanism preferences: a client offers each
@@ -127,15 +130,6 @@ func stringMap(field string, m map[string]string, valueLimit string, valueMax in
 // labels checks a map of labels (selectors, metadata, extra context, metrics).
 func labels(field string, m map[string]string) error {
 	return stringMap(field, m, "MaxLabelValueBytes", MaxLabelValueBytes)
-}
-
-// MessageSize checks the encoded size of m against MaxMessageBytes, for a sender that wants
-// the bound's error before gRPC refuses the message with its own (ResourceExhausted).
-func MessageSize(m proto.Message) error {
-	if n := proto.Size(m); n > MaxMessageBytes {
-		return over("message", "MaxMessageBytes", MaxMessageBytes, n, "bytes")
-	}
-	return nil
 }
 
 // recordSize checks a registry record or query template against MaxRecordBytes.

@@ -380,16 +380,6 @@ func TestRecordLimits(t *testing.T) {
 	}
 }
 
-// TestMessageSize: a message over MaxMessageBytes is ResourceExhausted, as gRPC's own refusal.
-func TestMessageSize(t *testing.T) {
-	r := &networkservice.NetworkServiceRequest{Connection: validConnection()}
-	require.NoError(t, validate.MessageSize(r))
-	r.Connection.Labels = map[string]string{"big": strings.Repeat("x", validate.MaxMessageBytes)}
-	err := validate.MessageSize(r)
-	requireFieldCode(t, "message", err, codes.ResourceExhausted)
-	require.Contains(t, err.Error(), fmt.Sprintf("over the limit MaxMessageBytes = %d", validate.MaxMessageBytes))
-}
-
 // TestLongValuesAreNotEchoed: an error quotes at most the start of a huge value.
 func TestLongValuesAreNotEchoed(t *testing.T) {
 	huge := strings.Repeat("x", 1<<20)

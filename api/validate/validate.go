@@ -14,8 +14,7 @@
 //   - every input has a bound, a Max* constant (limits.go) far above what a real mesh sends; a
 //     count is checked before the items it counts, so an oversized list costs nothing to refuse,
 //     and the error names the constant, its value and the value seen (Error.Limit is the name);
-//   - the status of every error is InvalidArgument (a message over MaxMessageBytes:
-//     ResourceExhausted), also after wrapping with fmt.Errorf("%w");
+//   - the status of every error is InvalidArgument, also after wrapping with fmt.Errorf("%w");
 //   - nothing is changed, and no input makes a check panic.
 package validate
 
@@ -47,12 +46,9 @@ func (e *Error) Error() string {
 	return e.Field + ": " + e.Problem
 }
 
-// GRPCStatus makes a malformed field an InvalidArgument for gRPC, wrapped or not; a message
-// over MaxMessageBytes is ResourceExhausted, as gRPC's own refusal of it is.
+// GRPCStatus makes a malformed field, or one over a bound, an InvalidArgument for gRPC, wrapped
+// or not.
 func (e *Error) GRPCStatus() *status.Status {
-	if e.Limit == "MaxMessageBytes" {
-		return status.New(codes.ResourceExhausted, e.Error())
-	}
 	return status.New(codes.InvalidArgument, e.Error())
 }
 

@@ -294,7 +294,6 @@ func FuzzValidate(f *testing.F) {
 			}
 			short(validate.IPContext(request.GetConnection().GetContext().GetIpContext()))
 			short(validate.ConnectionLimits(request.GetConnection()))
-			short(validate.MessageSize(request))
 		}
 		ns := new(registry.NetworkService)
 		if proto.Unmarshal(data, ns) == nil {
