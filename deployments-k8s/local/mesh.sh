@@ -24,6 +24,7 @@
 #   mesh.sh down    stop everything and remove every namespace, interface and file it made
 #   mesh.sh kill NAME      kill one process (forwarder1, nsmgr2, nse-k2k, ...) as a crash would
 #   mesh.sh restart NAME   kill one process and start it again as it was started
+#   mesh.sh names   list every process of the mesh by the name kill and restart take
 #   mesh.sh rotate  give every process a new SVID; each takes it without a restart
 #   mesh.sh demo    up, check, down; down also runs when up or check fails
 #
@@ -253,11 +254,12 @@ case "${1:-}" in
   down) down ;;
   kill) crash "${2:?which process? e.g. nse-k2k}" ;;
   restart) restart "${2:?which process? e.g. forwarder1}" ;;
+  names) names ;;
   rotate) identities; log "wrote a new SVID for every process" ;;
   demo)
     trap down EXIT
     up
     check
     ;;
-  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
