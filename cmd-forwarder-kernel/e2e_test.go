@@ -57,7 +57,8 @@ func (n netnsOf) Close(ctx context.Context, conn *networkservice.Connection) (*e
 // TestServesAConnectionAndLeavesNothing runs the binary in a namespace of its own as the
 // forwarder of an in-process nsmgr, an endpoint and a client, each workload in a namespace of
 // its own: the client pings the endpoint across the vWires the binary made, and when the binary
-// stops (the connection still open) nothing it made is left in any namespace.
+// stops with NSM_SWEEP_AT_EXIT=true (the connection still open) nothing it made is left in any
+// namespace.
 func TestServesAConnectionAndLeavesNothing(t *testing.T) {
 	fwdName, fwdNS := namespace(t)
 	nscName, nscNS := namespace(t)
@@ -93,7 +94,7 @@ func TestServesAConnectionAndLeavesNothing(t *testing.T) {
 	require.NoError(t, err)
 
 	p := cmdtest.Start(t, "ip", []string{"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd", "NSM_CONNECT_TO=" + sock("nsmgr").String(),
-		"NSM_LISTEN_ON=" + sock("fwd").String()}, "netns", "exec", fwdName, bin)
+		"NSM_LISTEN_ON=" + sock("fwd").String(), "NSM_SWEEP_AT_EXIT=true"}, "netns", "exec", fwdName, bin)
 	p.WaitStderr("msg=registered")
 
 	clientCtx, stopClient := context.WithCancel(ctx)
@@ -159,7 +160,7 @@ func TestAClientInNamespacesOfItsOwn(t *testing.T) {
 	_, _, err = regclient.Register(ctx, cc, &registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{"icmp-responder"}, Url: sock("nse").String()})
 	require.NoError(t, err)
 	fwd := cmdtest.Start(t, "ip", []string{"NSM_NAME=fwd", "NSM_CONNECT_TO=" + sock("nsmgr").String(),
-		"NSM_LISTEN_ON=" + sock("fwd").String()}, "netns", "exec", fwdName, bin)
+		"NSM_LISTEN_ON=" + sock("fwd").String(), "NSM_SWEEP_AT_EXIT=true"}, "netns", "exec", fwdName, bin)
 	fwd.WaitStderr("msg=registered")
 
 	host, err := netns.Get()

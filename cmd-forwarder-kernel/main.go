@@ -8,11 +8,18 @@
 // NSM_LISTEN_ON and registers itself with its nsmgr (NSM_CONNECT_TO) as an endpoint of the
 // network service "forwarder" with NSM_LABELS, through the sdk's registry client
 // (sdk/pkg/registry/chains/client), which refreshes the registration and makes it again after
-// the nsmgr restarted. At start, before serving, it removes what a previous run left in its
-// namespace (interfaces named "vw" + 13 base32 characters, and the policy rules naming them; see
-// sdk-kernel/pkg/kernel/ifname): connections that were alive come back through the nsmgr's heal,
-// which rebuilds them. At SIGINT or SIGTERM it unregisters, stops serving and removes the same
-// again.
+// the nsmgr restarted.
+//
+// A restart keeps the data plane. What a previous run left in its namespace (interfaces named
+// "vw" + 13 base32 characters, the tc filters on them, and the policy rules naming them; see
+// sdk-kernel/pkg/kernel/ifname) keeps passing traffic: the nsmgr's heal sends each connection
+// again, and the forwarder adopts the vWires, VXLAN devices and cross-connects that are what the
+// connection asks for, with no change to them (only wireguard-go devices, which died with the
+// previous process, are made anew). NSM_ADOPT_GRACE after start it removes what no connection
+// adopted (0: everything, at start). At SIGINT or SIGTERM it unregisters and stops serving, and
+// leaves its vWires passing traffic for the forwarder that replaces it (an upgrade, a pod
+// restarted), unless NSM_SWEEP_AT_EXIT=true; a forwarder removed for good is cleaned by a
+// sweeper of its node (sdk-kernel/pkg/kernel/sweep).
 //
 // It works in the network namespace it runs in, which must be its own (a pod's, or one made with
 // ip netns): for WireGuard it turns on IP forwarding and turns off the reverse-path filter there.
@@ -60,6 +67,7 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/networkservice/chains/forwarder"
 	"vwire.dev/sdk-kernel/pkg/kernel/nsfile"
+	ksweep "vwire.dev/sdk-kernel/pkg/kernel/sweep"
 	wgdevice "vwire.dev/sdk-kernel/pkg/kernel/wireguard"
 )
 
@@ -82,6 +90,9 @@ type config struct {
 	NSName                 envconfig.Name    `default:"forwarder" desc:"the network service it registers under; nsmgrs find forwarders under forwarder only"`
 	RegistryClientPolicies string            `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the nsmgr's registry answers"`
 	envconfig.NotYet
+
+	AdoptGrace  time.Duration `default:"10s" split_words:"true" desc:"how long after start the vWires a previous run left (a crash, an upgrade) wait for the nsmgr's heal to send their connections again, which adopts them as they stand; then what no connection adopted is removed (0: remove everything a previous run left at start, adopting nothing)"`
+	SweepAtExit bool          `default:"false" split_words:"true" desc:"at SIGINT or SIGTERM, remove every vWire it made (for a forwarder removed for good with no sweeper on its node); by default they keep passing traffic for the forwarder that replaces it to adopt"`
 
 	AllowNetnsPaths bool `default:"false" split_words:"true" desc:"let clients and endpoints name their network namespaces by file:// path, opened in this forwarder's mount namespace, besides passing them as descriptors (never /proc/self, /proc/thread-self or its own): only where every workload is trusted with the node's view, as in a mesh of ip netns namespaces"`
 }
@@ -189,8 +200,10 @@ const about = `cmd-forwarder-kernel: vwire's kernel forwarder, the data plane of
 its nsmgr sends it, it makes the client's vWire (a veth pair into the client's network
 namespace) and the endpoint's vWire on this node, or a WireGuard (IP) or VXLAN (Ethernet) tunnel
 to the forwarder of the endpoint's node, and joins them in its own network namespace, which must
-be its own. It registers with NSM_CONNECT_TO, and removes what a previous run left in its
-namespace at start, and what it made at SIGINT or SIGTERM.`
+be its own. It registers with NSM_CONNECT_TO. A restart keeps the data plane: it adopts the
+vWires a previous run left as the nsmgr sends their connections again, and removes what no
+connection adopted after NSM_ADOPT_GRACE; at SIGINT or SIGTERM it leaves its vWires to its
+successor unless NSM_SWEEP_AT_EXIT=true.`
 
 func main() { command(&config{}).Main() }
 
@@ -223,7 +236,7 @@ func run(ctx context.Context, c *config) error {
 	} else {
 		logger.Warn("NSM_TUNNEL_IP is not set: connections to endpoints on other nodes will fail")
 	}
-	if err := sweep(ctx, fwd, "a previous run left"); err != nil {
+	if err := leftovers(ctx, fwd, c.AdoptGrace); err != nil {
 		return err
 	}
 	defer func() {
@@ -231,7 +244,9 @@ func run(ctx context.Context, c *config) error {
 		if err := wgdevice.CloseAll(); err != nil {
 			log.FromContext(ctx).Warn("closing WireGuard devices at exit", "error", err)
 		}
-		_ = sweep(ctx, fwd, "connections left at exit")
+		if c.SweepAtExit {
+			_ = sweep(ctx, fwd, "connections left at exit")
+		}
 	}()
 
 	listen := c.ListenOn.URL
@@ -285,6 +300,14 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	logger.Info("serving", "url", listen.String())
+	if c.AdoptGrace > 0 {
+		swept := make(chan struct{})
+		go func() {
+			defer close(swept)
+			sweepUnadopted(serving, fwd, c.AdoptGrace)
+		}()
+		defer func() { stopServing(); <-swept }() // before fwd is closed
+	}
 
 	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
 		return register(ctx, c, cc, listen)
@@ -310,21 +333,62 @@ func onInterface(ns netns.NsHandle, ip netip.Addr) error {
 	return fmt.Errorf("NSM_TUNNEL_IP: %q: no interface of this network namespace has it; give one of its addresses", ip)
 }
 
-// sweep removes the forwarder's objects from ns and says so.
-func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
-	removed, err := ifname.Sweep(ns)
-	if len(removed) > 0 {
-		log.FromContext(ctx).Info("removed interfaces "+what, "interfaces", removed)
+// leftovers deals with what a previous run left in ns before serving: with a grace, it marks
+// the interfaces for sweepUnadopted (the connections heal sends again adopt theirs) and removes
+// only the sockets of wireguard-go devices, which died with that run; without one, it removes
+// everything.
+func leftovers(ctx context.Context, ns netns.NsHandle, grace time.Duration) error {
+	if grace <= 0 {
+		return sweep(ctx, ns, "a previous run left")
+	}
+	marked, err := ifname.Mark(ns)
+	if len(marked) > 0 {
+		log.FromContext(ctx).Info("interfaces a previous run left wait to be adopted", "interfaces", marked, "grace", grace)
 	}
 	if err != nil {
-		return fmt.Errorf("remove interfaces %s: %w", what, err)
+		return fmt.Errorf("mark the interfaces a previous run left: %w", err)
 	}
 	sockets, err := wgdevice.RemoveStale(ifname.Ours)
 	if len(sockets) > 0 {
-		log.FromContext(ctx).Info("removed WireGuard sockets "+what, "sockets", sockets)
+		log.FromContext(ctx).Info("removed WireGuard sockets a previous run left", "sockets", sockets)
 	}
 	if err != nil {
-		return fmt.Errorf("remove WireGuard sockets %s: %w", what, err)
+		return fmt.Errorf("remove WireGuard sockets a previous run left: %w", err)
+	}
+	return nil
+}
+
+// sweepUnadopted removes, grace after start, what a previous run left in ns that no connection
+// adopted, unless ctx ends first.
+func sweepUnadopted(ctx context.Context, ns netns.NsHandle, grace time.Duration) {
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-timer.C:
+	}
+	removed, err := ifname.SweepMarked(ns)
+	if len(removed) > 0 {
+		log.FromContext(ctx).Info("removed interfaces a previous run left that no connection adopted", "interfaces", removed)
+	}
+	if err != nil {
+		log.FromContext(ctx).Warn("removing interfaces a previous run left that no connection adopted", "error", err)
+	}
+}
+
+// sweep removes the forwarder's objects from ns and the sockets of its dead WireGuard devices,
+// and says so.
+func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
+	removed, err := ksweep.Forwarder(ns)
+	if len(removed.Interfaces) > 0 {
+		log.FromContext(ctx).Info("removed interfaces "+what, "interfaces", removed.Interfaces)
+	}
+	if len(removed.Sockets) > 0 {
+		log.FromContext(ctx).Info("removed WireGuard sockets "+what, "sockets", removed.Sockets)
+	}
+	if err != nil {
+		return fmt.Errorf("remove what %s: %w", what, err)
 	}
 	return nil
 }

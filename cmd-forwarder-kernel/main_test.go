@@ -151,8 +151,8 @@ func forwarders(t *testing.T, ctx context.Context, nse regnext.NSE) []*registry.
 }
 
 // TestStartSweepsRegistersAndStops runs the forwarder in a namespace of its own, with an nsmgr:
-// it removes what a previous run left (and nothing else), registers with its labels, and at
-// SIGTERM unregisters and exits 0.
+// it registers with its labels, removes what a previous run left that no connection adopted
+// within NSM_ADOPT_GRACE (and nothing else), and at SIGTERM unregisters and exits 0.
 func TestStartSweepsRegistersAndStops(t *testing.T) {
 	name, ns := namespace(t)
 	h := handle(t, ns)
@@ -187,14 +187,15 @@ func TestStartSweepsRegistersAndStops(t *testing.T) {
 	p := cmdtest.Start(t, "ip", []string{ // with NSM's variables, as NSM's forwarder manifests set them
 		"NSM_LOG_LEVEL=DEBUG", "NSM_NAME=fwd-1", "NSM_CONNECT_TO=" + nsmgrURL.String(), "NSM_LISTEN_ON=" + fwdURL,
 		"NSM_TUNNEL_IP=10.99.0.1", "NSM_LABELS=p2p:true,node:n1", "NSM_NSNAME=forwarder", "NSM_VXLAN_PORT=0",
-		"NSM_DIAL_TIMEOUT=750ms", "NSM_MECHANISM_PRIORITY=VXLAN", "NSM_PPROF_ENABLED=true",
+		"NSM_DIAL_TIMEOUT=750ms", "NSM_MECHANISM_PRIORITY=VXLAN", "NSM_PPROF_ENABLED=true", "NSM_ADOPT_GRACE=200ms",
 	}, "netns", "exec", name, bin)
 	p.WaitStderr(`msg=registered`)
+	p.WaitStderr(`removed interfaces a previous run left that no connection adopted`)
 	for _, v := range []string{"NSM_PPROF_ENABLED"} {
 		require.Contains(t, p.Stderr(), `msg="accepted, not used yet" cmd=cmd-forwarder-kernel variable=`+v+" why=")
 	}
 	require.Contains(t, p.Stderr(), "NSM_VXLAN_PORT=4789", "0 is the standard port")
-	require.Contains(t, p.Stderr(), "removed interfaces a previous run left")
+	require.Contains(t, p.Stderr(), "interfaces a previous run left wait to be adopted")
 	require.NotContains(t, links(t, h), left, "the leftover is gone")
 	require.NotContains(t, links(t, h), "eth-left", "with its peer")
 	require.Contains(t, links(t, h), "keep0", "other interfaces stay")
