@@ -14,8 +14,11 @@
 //     serves. When the serving context ends it says NOT_SERVING (to the watchers it reaches before
 //     their stream closes) and the server stops, closing every call and connection at once; a
 //     unix socket file is removed.
-//   - Servers are tuned for a mesh's calls: calls run on goroutines the server keeps, and
-//     flow-control windows are fixed (see tuned); options given to Serve replace these.
+//   - Servers are tuned for a mesh's calls: calls run on goroutines the server keeps,
+//     flow-control windows are fixed, and messages are bounded by validate.MaxMessageBytes
+//     (1 MiB, not gRPC's 4 MB; see tuned); options given to Serve replace these.
+//   - A Registrar that needs options of its server (NeedsOptions: the nsmgr's stats handler,
+//     which learns when a caller's transport ends) gets them, before the options given to Serve.
 //   - The returned channel gets the error that ended serving, if any (the listener failed), and
 //     is closed once serving has ended: draining it waits for the end.
 //
@@ -35,6 +38,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
+	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 )
@@ -49,6 +53,12 @@ type RegistrarFunc func(s *grpc.Server)
 
 // Register calls f.
 func (f RegistrarFunc) Register(s *grpc.Server) { f(s) }
+
+// NeedsOptions is a Registrar whose services need options of the server that serves them.
+type NeedsOptions interface {
+	Registrar
+	ServerOptions() []grpc.ServerOption
+}
 
 // Serve serves r's services and the health service on u until ctx ends; opts configure the
 // server (credentials, interceptors, run after the one that adds ctx's values).
@@ -75,7 +85,11 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 		}
 		listeners = append(listeners, lis)
 	}
-	srv := grpc.NewServer(append(append(withValuesOf(ctx), tuned...), opts...)...)
+	all := append(withValuesOf(ctx), tuned...)
+	if n, ok := r.(NeedsOptions); ok {
+		all = append(all, n.ServerOptions()...)
+	}
+	srv := grpc.NewServer(append(all, opts...)...)
 	r.Register(srv)
 	status := health.NewServer()
 	grpc_health_v1.RegisterHealthServer(srv, status)
@@ -115,11 +129,17 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 //   - HTTP/2 flow-control windows are fixed at 1 MiB instead of estimated: the estimate pings the
 //     peer after nearly every message read, as many packets again as the mesh's own few-KB
 //     messages.
+//   - a message received or sent is at most validate.MaxMessageBytes: a bigger one is refused
+//     by gRPC with ResourceExhausted before it is decoded, and the server and the caller's
+//     other calls and connections go on. The mesh's messages are a few KB; gRPC's default of
+//     4 MB let a caller make a component hold and check thousands of entries per call.
 var tuned = []grpc.ServerOption{
 	grpc.Creds(fdpass.Credentials(nil)),
 	grpc.NumStreamWorkers(16),
 	grpc.StaticStreamWindowSize(1 << 20),
 	grpc.StaticConnWindowSize(1 << 20),
+	grpc.MaxRecvMsgSize(validate.MaxMessageBytes),
+	grpc.MaxSendMsgSize(validate.MaxMessageBytes),
 }
 
 // withValuesOf returns interceptors that give every call the values of ctx under its own: a

@@ -19,6 +19,11 @@
 // the manager keeps the socket, dials a forwarder through it, and hands an endpoint's to the
 // forwarders that find it (registry/common/recvfd).
 //
+// A caller that goes away (a client that crashed, a forwarder of another node gone for good) is
+// noticed by the end of the gRPC transport its Requests came over: unless it requests again
+// over another within a grace (WithOrphanGrace), its connection is closed along the path
+// (orphan; the manager serves with orphan's stats handler, grpcserve.NeedsOptions).
+//
 // The manager labels each connection with its own node, from NODE_NAME (clientinfo, which keeps
 // a label the client set): the first manager a Request meets is the client's, so matches may
 // select endpoints on the client's node ({"nodeName": "{{.nodeName}}"}) and a supplier knows
@@ -28,6 +33,7 @@ package nsmgr
 import (
 	"context"
 	"net/url"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
@@ -42,10 +48,12 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discoverforwarder"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
+	"vwire.dev/sdk/pkg/networkservice/common/orphan"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	regupdatepath "vwire.dev/sdk/pkg/registry/common/updatepath"
+	regvalidate "vwire.dev/sdk/pkg/registry/common/validate"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	regnext "vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
@@ -68,6 +76,7 @@ type options struct {
 	authorize    []authorize.Option
 	monitor      []monitor.Option
 	registry     []regauthorize.Option
+	orphan       []orphan.Option
 }
 
 // WithName names the manager: its path segment and its tokens' issuer.
@@ -103,6 +112,12 @@ func WithRegistryAuthorizeOptions(opts ...regauthorize.Option) Option {
 	return func(o *options) { o.registry = opts }
 }
 
+// WithOrphanGrace sets how long a connection outlives the transport its caller's last Request
+// came over (default orphan.DefaultGrace).
+func WithOrphanGrace(d time.Duration) Option {
+	return func(o *options) { o.orphan = []orphan.Option{orphan.WithGrace(d)} }
+}
+
 // NewServer returns a manager whose tokens come from gen; its background work ends with ctx.
 func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsmgr {
 	o := &options{name: "nsmgr"}
@@ -119,6 +134,8 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithMonitorOptions(o.monitor...),
 		endpoint.WithAdditionalFunctionality(
+			// closes what a caller that went away left
+			orphan.NewServer(ctx, o.orphan...),
 			recvfd.NewServer(),     // a client's namespace comes as a descriptor; its client chain sends it on
 			clientinfo.NewServer(), // before discover, whose matches may name the client's node
 			discover.NewServer(reg.ns, reg.nse),
@@ -134,10 +151,13 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsm
 	)
 	// Callers over gRPC register and find sockets passed by descriptor; the manager's own
 	// lookups (discover) need none. Their registrations go on with the path of who made them
-	// (updatepath), for the registry to judge the registrant, not this manager.
+	// (updatepath), for the registry to judge the registrant, not this manager. A malformed or
+	// oversized registration is refused here (validate), before the manager keeps anything of
+	// it (a forwarder's registration stays here, a passed socket too).
 	return &nsmgr{Endpoint: ep, reg: reg,
-		servedNS:  regnext.Chain(regupdatepath.NewNS(o.name), reg.ns),
-		servedNSE: regnext.Chain(regupdatepath.NewNSE(o.name), regrecvfd.NewServer(sockets), reg.nse),
+		servedNS: regnext.Chain(regvalidate.NewNS(), regupdatepath.NewNS(o.name), reg.ns),
+		servedNSE: regnext.Chain(regvalidate.NewNSE(regvalidate.WithPassedSockets()), regupdatepath.NewNSE(o.name),
+			regrecvfd.NewServer(sockets), reg.nse),
 	}
 }
 
@@ -146,6 +166,11 @@ type nsmgr struct {
 	reg       *nodeRegistry
 	servedNS  regnext.NS
 	servedNSE regnext.NSE
+}
+
+// ServerOptions tell orphan which transport each call came over (grpcserve.NeedsOptions).
+func (n *nsmgr) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(orphan.StatsHandler())}
 }
 
 func (n *nsmgr) Register(s *grpc.Server) {

@@ -36,8 +36,8 @@ type hop struct {
 	fake   *clock.Fake
 	rec    *checks.Recorder
 	events chan begin.EventFactory // of each Request that passed
-	chain networkservice.NetworkServiceServer
-	url   *url.URL
+	chain  networkservice.NetworkServiceServer
+	url    *url.URL
 }
 
 func newHop(t *testing.T) *hop {
