@@ -47,6 +47,7 @@ type config struct {
 	MaxTokenLifetime time.Duration        `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
 	DialTimeout      time.Duration        `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
 	MonitorOperators spiffe.IDs           `split_words:"true" desc:"SPIFFE IDs that see every connection through MonitorConnections (an operator's tools); any other caller sees only the connections it takes part in"`
+	OrphanGrace      time.Duration        `default:"5s" split_words:"true" desc:"how long a connection outlives the gRPC transport its caller's last Request came over (a client that died, a forwarder of another node gone for good) before it is closed along the path; a caller that is alive asks again over a new transport within it"`
 
 	ForwarderNetworkServiceName envconfig.Name `default:"forwarder" split_words:"true" desc:"the network service forwarders register under; this manager finds them under forwarder only"`
 	RegistryClientPolicies      string         `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
@@ -103,6 +104,7 @@ func run(ctx context.Context, c *config) error {
 		nsmgr.WithAuthorizeOptions(authz...),
 		nsmgr.WithRegistryAuthorizeOptions(regAuthz...),
 		nsmgr.WithMonitorOptions(monitor.WithOperators(c.MonitorOperators...)),
+		nsmgr.WithOrphanGrace(c.OrphanGrace),
 	}
 	registry := "in memory"
 	if c.RegistryURL.URL != nil {
