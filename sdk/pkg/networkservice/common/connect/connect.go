@@ -114,10 +114,15 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
 	_, clientErr := s.client.Close(alone(ctx), conn.Clone())
 	resp, serverErr := next.Server(ctx).Close(ctx, conn)
-	if err := errors.Join(clientErr, serverErr); err != nil {
-		return nil, err
+	switch {
+	case clientErr == nil && serverErr == nil:
+		return resp, nil
+	case serverErr == nil: // alone, as it is: joined, its status message would repeat "rpc error: code = ..."
+		return nil, clientErr
+	case clientErr == nil:
+		return nil, serverErr
 	}
-	return resp, nil
+	return nil, errors.Join(clientErr, serverErr)
 }
 
 // alone returns ctx for calling a client chain that is complete in itself: nothing follows it,

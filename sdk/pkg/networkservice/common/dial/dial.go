@@ -15,7 +15,9 @@
 //   - Each connection holds a reference on its next hop from its first successful Request to its
 //     Close, remembered in its metadata. A first Request that fails drops its reference.
 //   - Close goes to the hop the connection was requested from, whatever URL the context names;
-//     for a connection this element never requested (a restart), to the URL in the context.
+//     for a connection this element never requested (a restart), to the URL in the context; with
+//     no URL there either, the connection is unknown: NotFound, and no element after dial is
+//     called (none holds anything of it).
 //   - A refresh naming another URL (the path was reselected) first closes the connection at the
 //     old hop through the rest of the chain, then goes to the new one as a first Request would.
 //   - An RPC on ClientConn waits at most the dial timeout for the next hop to accept a
@@ -48,6 +50,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/networkservice/common/clienturl"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
@@ -163,9 +166,14 @@ var (
 	fixedConnWindow = grpc.WithStaticConnWindowSize(1 << 20)
 )
 
+// boundedMessages holds messages to and from a next hop to validate.MaxMessageBytes, as its
+// server does (grpcserve): gRPC refuses a bigger one with ResourceExhausted.
+var boundedMessages = grpc.WithDefaultCallOptions(
+	grpc.MaxCallSendMsgSize(validate.MaxMessageBytes), grpc.MaxCallRecvMsgSize(validate.MaxMessageBytes))
+
 // WithDialOptions adds gRPC dial options, applied after the defaults (insecure transport
 // credentials that pass files over unix sockets, fdpass.Credentials; fast reconnects, fixed
-// flow-control windows), so a grpc.WithTransportCredentials here replaces the first: pass TLS
+// flow-control windows, messages of at most validate.MaxMessageBytes), so a grpc.WithTransportCredentials here replaces the first: pass TLS
 // this way, wrapped in fdpass.Credentials to keep passing files.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
@@ -220,7 +228,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		ctx:         ctx,
 		timeout:     o.timeout,
 		idle:        o.idle,
-		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow}, o.dialOptions...),
+		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow, boundedMessages}, o.dialOptions...),
 		sockets:     o.sockets,
 		conns:       map[string]*shared{},
 	}
@@ -275,6 +283,12 @@ func (c *client) leave(ctx context.Context, old *hop, conn *networkservice.Conne
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
 	h, held := hopKey.LoadAndDelete(metadata.Client(ctx))
+	if !held && clienturl.ClientURL(ctx) == nil {
+		// Never requested through here, and nothing before knew where it went (an nsmgr asked to
+		// close a connection it never made): nothing after dial holds any of it either.
+		return nil, status.Errorf(codes.NotFound, "connection %.100q is unknown here: it was not requested through this hop, "+
+			"and nothing names a next hop for it; there is nothing to close", conn.GetId())
+	}
 	if !held {
 		var err error
 		if h, err = c.forClose(ctx); err != nil {

@@ -413,8 +413,12 @@ func TestCloseOfUnknownConnectionUsesContextURL(t *testing.T) {
 	require.Len(t, h.rec.Closes(), 1)
 	h.waitEnd(t, 1)
 
+	// Nothing names where it went: unknown, said in the caller's terms, and nothing is dialed.
 	_, err = c.Close(context.Background(), &networkservice.Connection{Id: "nowhere"})
-	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), `connection "nowhere" is unknown here`)
+	require.NotContains(t, status.Convert(err).Message(), "dial")
+	require.Len(t, h.rec.Closes(), 1)
 }
 
 func TestChainContextClosesEverything(t *testing.T) {

@@ -2,8 +2,10 @@
 // InvalidArgument status that names the field and what is wrong (vwire.dev/api/validate).
 //
 // It checks form, not time: expired tokens are authorize's and timeout's business. Close is never
-// refused for its form, so a component can always clean up what it holds. It belongs right after
-// updatepath, which gives a connection without an ID this hop's ID.
+// refused for its form, so a component can always clean up what it holds, only for a
+// connection over the bounds of vwire.dev/api/validate (its ID, labels, path: the error names
+// the constant), which no Request accepted. It belongs right after updatepath, which gives a
+// connection without an ID this hop's ID.
 package validate
 
 import (
@@ -30,5 +32,8 @@ func (server) Request(ctx context.Context, req *networkservice.NetworkServiceReq
 }
 
 func (server) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	if err := validate.ConnectionLimits(conn); err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
 	return next.Server(ctx).Close(ctx, conn)
 }

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/registry/common/begin"
 	"vwire.dev/sdk/pkg/registry/common/connect"
 	"vwire.dev/sdk/pkg/registry/common/heal"
@@ -42,7 +43,8 @@ import (
 // Dial returns a connection to the registry (or the nsmgr in front of it) at u, unix:///path or
 // tcp://host:port, that comes back quickly after a restart (100 ms, then 1.6 times longer up to a
 // second), as heal expects; opts come after the defaults (insecure transport credentials that
-// pass files over unix sockets, fdpass.Credentials), so grpc.WithTransportCredentials here
+// pass files over unix sockets, fdpass.Credentials; messages of at most
+// validate.MaxMessageBytes), so grpc.WithTransportCredentials here
 // replaces them (see the package comment for the credentials of a mesh with identities).
 func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	target, err := hopurl.Target(u)
@@ -54,6 +56,8 @@ func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}}),
+		grpc.WithDefaultCallOptions( // as the registry's server bounds them (grpcserve)
+			grpc.MaxCallSendMsgSize(validate.MaxMessageBytes), grpc.MaxCallRecvMsgSize(validate.MaxMessageBytes)),
 	}, fdpass.Interceptors()...) // for sendfd and recvfd: sockets passed by descriptor
 	return grpc.NewClient(target, append(defaults, opts...)...)
 }
