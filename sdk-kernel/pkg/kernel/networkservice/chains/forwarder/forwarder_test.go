@@ -51,7 +51,10 @@ const service = "icmp-responder"
 // node is one sandbox node whose forwarder is ours, working in a namespace of its own.
 type node struct {
 	*sandbox.Node
-	ns netns.NsHandle
+	ns    netns.NsHandle
+	url   *url.URL           // where its forwarder serves
+	opts  []forwarder.Option // its forwarder's options
+	crash func()             // stops its forwarder as a crash would
 }
 
 // mesh builds a sandbox of n nodes and replaces each node's pass-through forwarder with the
@@ -71,7 +74,7 @@ func mesh(t *testing.T, n int, underlay []netip.Prefix, sandboxOpts []sandbox.Op
 		if underlay != nil {
 			all = append(all, forwarder.WithTunnelIP(underlay[i].Addr()))
 		}
-		serveForwarder(t, d, nd, append(all, opts...))
+		nd.url, _ = serveForwarder(t, d, nd, append(all, opts...))
 	}
 	return d, nodes
 }
@@ -92,10 +95,21 @@ func newNode(t *testing.T, sn *sandbox.Node) *node {
 // serveForwarder serves the kernel forwarder of nd and registers it with nd's nsmgr, until the
 // test ends. It returns the forwarder's URL and its connection to the nsmgr's registry services.
 func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.Option) (*url.URL, *registryConn) {
-	ctx, cancel := context.WithCancel(d.Context())
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	self := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "fwd.sock")}
+	reg, crash := startForwarder(t, d, nd, self, opts)
+	nd.opts, nd.crash = opts, crash
+	return self, reg
+}
+
+// startForwarder serves the kernel forwarder of nd at self and registers it with nd's nsmgr.
+// It returns its connection to the nsmgr's registry services and a function that stops it as a
+// crash would: it stops serving, with nothing closed or unregistered, its kernel objects left
+// as they are (the test's end stops it otherwise).
+func startForwarder(t *testing.T, d *sandbox.Domain, nd *node, self *url.URL, opts []forwarder.Option) (*registryConn, func()) {
+	ctx, cancel := context.WithCancel(d.Context())
 	name := nd.Name + "-kernel-fwd"
 	id := d.NewIdentity(name)
 	cc, err := regclient.Dial(nd.NSMgr.URL, id.RegistryDialOptions()...)
@@ -116,15 +130,20 @@ func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.
 		Url:                  self.String(),
 	})
 	require.NoError(t, err)
+	var once sync.Once
+	crash := func() {
+		once.Do(func() {
+			cancel()
+			for range errs {
+			}
+			_ = cc.Close()
+		})
+	}
 	t.Cleanup(func() {
 		_ = unregister(context.WithoutCancel(ctx))
-		cancel()
-		for range errs {
-		}
-		_ = cc.Close()
-		_ = os.RemoveAll(dir)
+		crash()
 	})
-	return self, reg
+	return reg, crash
 }
 
 // netnsOf states the endpoint's namespace in the KERNEL mechanism it accepts.
