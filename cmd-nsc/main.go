@@ -12,8 +12,9 @@
 // works from a mount namespace of its own (a pod's), over NSM_CONNECT_TO's unix socket.
 //
 // The names are the client's own in its namespace: at start, a vWire already there under one of
-// them (its alias says it is one) is what a previous run left when it died, and is removed
-// before the request; any other interface of that name stops the client with an error.
+// them (its alias says it is one) is what a previous run left when it died: its connection is
+// closed along the path (leftover.go) and what remains of it removed before the request; any
+// other interface of that name stops the client with an error.
 package main
 
 import (
@@ -28,13 +29,11 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
-	"github.com/vishvananda/netns"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"vwire.dev/api/nsurl"
 
-	"vwire.dev/sdk-kernel/pkg/kernel/veth"
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -181,10 +180,11 @@ func run(ctx context.Context, c *config) error {
 		return errs
 	}
 
+	netnsURL := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
+	closeLeftovers(ctx, c, id, nsc, netnsURL)
 	if err := removeLeftovers(ctx, c.NetworkServices); err != nil {
 		return err
 	}
-	netnsURL := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
 	for _, u := range c.NetworkServices {
 		requesting, cancel := context.WithTimeout(ctx, c.RequestTimeout)
 		conn, err := nsc.Request(requesting, request(u, c.Labels, netnsURL))
@@ -205,29 +205,6 @@ func run(ctx context.Context, c *config) error {
 
 	<-ctx.Done()
 	return closeAll()
-}
-
-// removeLeftovers removes the vWires a previous run of the client left in its namespace under
-// the names it asks for. Without the right to (no CAP_NET_ADMIN) it says so and goes on: the
-// forwarder then refuses the name, saying why.
-func removeLeftovers(ctx context.Context, services serviceURLs) error {
-	self, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("open this process's network namespace: %w", err)
-	}
-	defer func() { _ = self.Close() }()
-	for _, u := range services {
-		removed, err := veth.RemoveLeftover(self, u.Interface)
-		switch {
-		case status.Code(err) == codes.AlreadyExists:
-			return fmt.Errorf("NSM_NETWORK_SERVICES: %s: %w", u, err)
-		case err != nil:
-			log.FromContext(ctx).Warn("could not check for a vWire a previous run left", "interface", u.Interface, "error", err)
-		case removed:
-			log.FromContext(ctx).Info("removed the vWire a previous run left", "interface", u.Interface)
-		}
-	}
-	return nil
 }
 
 // request is the first Request for u.
