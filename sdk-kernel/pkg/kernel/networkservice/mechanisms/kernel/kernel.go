@@ -74,6 +74,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
+	"vwire.dev/sdk/pkg/tools/log"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/ipconfig"
@@ -149,7 +150,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if err != nil {
 		return nil, err
 	}
-	now, err := s.ensure(files, old, conn, kernel.ToMechanism(conn.GetMechanism()))
+	now, err := s.ensure(ctx, files, old, conn, kernel.ToMechanism(conn.GetMechanism()))
 	return xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err)
 }
 
@@ -224,7 +225,7 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	files := recvfd.ClientFiles(ctx)
 	now, err := old, c.checkEndpoint(files, conn, mech)
 	if err == nil {
-		now, err = c.ensure(files, old, conn, mech)
+		now, err = c.ensure(ctx, files, old, conn, mech)
 	}
 	return xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...)
 }
@@ -350,7 +351,7 @@ func (k *maker) want(conn *networkservice.Connection, mech *kernel.Mechanism) *v
 
 // ensure makes the vWire conn asks for, keeping old where it can, and returns what stands now.
 // files are the descriptors the peer passed for the connection.
-func (k *maker) ensure(files *fdpass.Files, old *vwire, conn *networkservice.Connection, mech *kernel.Mechanism) (*vwire, error) {
+func (k *maker) ensure(ctx context.Context, files *fdpass.Files, old *vwire, conn *networkservice.Connection, mech *kernel.Mechanism) (*vwire, error) {
 	want := k.want(conn, mech)
 	if old != nil && sameLink(old, want) {
 		if proto.Equal(old.spec.IP, want.spec.IP) {
@@ -380,6 +381,7 @@ func (k *maker) ensure(files *fdpass.Files, old *vwire, conn *networkservice.Con
 		if kept {
 			want.ns = ns
 			want.end = k.end(veth.PeerName(want.spec.ConnID), want)
+			log.FromContext(ctx).Info("adopted the vWire a previous run made", "side", k.side.String(), "interface", want.end.Name)
 			return want, nil
 		}
 	}

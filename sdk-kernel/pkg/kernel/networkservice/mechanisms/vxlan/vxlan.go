@@ -61,6 +61,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/log"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/kerr"
@@ -232,7 +233,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 		return nil, err
 	}
 	want := kvxlan.Config{Name: ifname.Name(conn.GetId(), ifname.ClientTunnel), VNI: vni, Local: s.local, Remote: remote, Port: s.port, MTU: int(overlay)}
-	now, err := s.ensure(old, want)
+	now, err := s.ensure(ctx, old, want)
 	return xconnect.KeepServer(ctx, conn, serverKey, refresh, now, err)
 }
 
@@ -277,13 +278,13 @@ func (c *client) Request(ctx context.Context, req *networkservice.NetworkService
 	if mech == nil { // the next hop chose another mechanism
 		return conn, xconnect.Forget(ctx, m, clientKey, xconnect.Out, c.remove)
 	}
-	now, err := c.answer(old, conn, mech, proposed)
+	now, err := c.answer(ctx, old, conn, mech, proposed)
 	return xconnect.KeepClient(ctx, conn, clientKey, refresh, now, err, opts...)
 }
 
 // answer makes the client's side of the tunnel the server answered with, and returns what
 // stands now (old, if the answer is refused).
-func (c *client) answer(old *tunnel, conn *networkservice.Connection, mech *vxlan.Mechanism, proposed uint32) (*tunnel, error) {
+func (c *client) answer(ctx context.Context, old *tunnel, conn *networkservice.Connection, mech *vxlan.Mechanism, proposed uint32) (*tunnel, error) {
 	remote, err := c.peer(mech, vxlan.DstIP, vxlan.DstPort, "server's")
 	if err != nil {
 		return old, status.Errorf(codes.FailedPrecondition, "%s (endpoint %s)", status.Convert(err).Message(), conn.GetNetworkServiceEndpointName())
@@ -304,7 +305,7 @@ func (c *client) answer(old *tunnel, conn *networkservice.Connection, mech *vxla
 	}
 	mtu.Lower(conn, overlay)
 	want := kvxlan.Config{Name: ifname.Name(conn.GetId(), ifname.EndpointTunnel), VNI: vni, Local: c.local, Remote: remote, Port: c.port, MTU: int(overlay)}
-	return c.ensure(old, want)
+	return c.ensure(ctx, old, want)
 }
 
 func (c *client) Close(ctx context.Context, conn *networkservice.Connection, opts ...grpc.CallOption) (*emptypb.Empty, error) {
@@ -359,7 +360,7 @@ func (b *base) overlayMTU() (uint32, error) {
 }
 
 // ensure makes the device want, keeping old if it is the same, and returns what stands now.
-func (b *base) ensure(old *tunnel, want kvxlan.Config) (*tunnel, error) {
+func (b *base) ensure(ctx context.Context, old *tunnel, want kvxlan.Config) (*tunnel, error) {
 	if old != nil && old.cfg == want {
 		return old, nil
 	}
@@ -372,6 +373,7 @@ func (b *base) ensure(old *tunnel, want kvxlan.Config) (*tunnel, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vxlan: %w", err)
 		}
+		log.FromContext(ctx).Info("adopted the VXLAN device a previous run made", "interface", want.Name, "vni", want.VNI)
 		return &tunnel{cfg: want, end: &xconnect.End{Name: want.Name}}, nil
 	}
 	err := kvxlan.Create(b.fwd, want)
