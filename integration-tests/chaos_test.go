@@ -68,6 +68,7 @@ func TestChaos(t *testing.T) {
 	baseline := c.observe(t)
 	t.Logf("no restart, %v observed: the longest gap per topology %s", chaosQuiet, chaosFormat(baseline))
 
+	start := time.Now()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	var windows []chaosWindow
 	var misses []string
@@ -82,11 +83,14 @@ rounds:
 				windows = append(windows, chaosWindow{name, chaosKind(name), topo, d})
 			}
 			if len(missed) > 0 {
-				misses = append(misses, fmt.Sprintf("after %s restarted (round %d), %s did not answer within %v", name, round, strings.Join(missed, ", "), chaosMissAfter))
+				misses = append(misses, fmt.Sprintf("after %s restarted (round %d, %d/%d): %s; nothing for %v",
+					name, round, i+1, len(order), strings.Join(missed, "; "), chaosMissAfter))
+				c.logClients(t)
 				break rounds // what follows would measure a mesh already broken
 			}
 		}
 	}
+	t.Logf("every silence over %v, with the restarts in the %v before it:\n%s", chaosQuietGap, chaosLookBack, c.timeline(start))
 	t.Logf("loss windows per kind, over %d disruptions (seed %d, %d rounds):\n%s", len(windows)/len(topologies), seed, rounds, chaosSummary(windows))
 
 	// The mesh is idle now: it has this long to remove what no live connection owns.
@@ -158,6 +162,15 @@ type chaos struct {
 	dir     string
 	names   []string // every process of the mesh, as mesh.sh names them
 	probers []*chaosProber
+
+	mu     sync.Mutex
+	events []chaosEvent // every restart, in order
+}
+
+// chaosEvent is a restart: when it began, and of which process.
+type chaosEvent struct {
+	at   time.Time
+	name string
 }
 
 // startChaos brings the local mesh up, starts a prober per topology and waits until each answers.
@@ -184,9 +197,24 @@ func startChaos(t testing.TB) *chaos {
 func (c *chaos) disrupt(t testing.TB, name string) (map[string]time.Duration, []string) {
 	t.Helper()
 	begin := time.Now()
+	c.mu.Lock()
+	c.events = append(c.events, chaosEvent{begin, name})
+	c.mu.Unlock()
 	_, err := mesh(t, c.dir, "restart", name)
 	require.NoError(t, err)
-	return c.await(begin, time.Now())
+	w, missed := c.await(begin, time.Now())
+	if !c.alive(t, name) {
+		missed = append(missed, fmt.Sprintf("%s exited after its restart, saying: %s", name, c.lastLine(t, name)))
+	}
+	return w, missed
+}
+
+// lastLine is the last line the mesh's process name logged.
+func (c *chaos) lastLine(t testing.TB, name string) string {
+	b, err := os.ReadFile(filepath.Join(c.dir, "run", name+".log"))
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 // observe is disrupt with no disruption: the longest silences while every prober is quiet for
@@ -199,18 +227,19 @@ func (c *chaos) observe(t testing.TB) map[string]time.Duration {
 }
 
 // await waits until every prober has been quiet (no silence over chaosQuietGap) for chaosQuiet
-// after restarted, and returns the longest silence of each since begin; a prober without a reply
-// within chaosMissAfter of begin is a miss.
+// after restarted, and returns the longest silence of each since begin. A prober silent for
+// chaosMissAfter is a miss, named with when it fell silent and what was restarted before; one
+// that answers but never steadily for 3*chaosMissAfter is one too.
 func (c *chaos) await(begin, restarted time.Time) (map[string]time.Duration, []string) {
 	var missed []string
 	for _, p := range c.probers {
 		for !p.quietSince(restarted, chaosQuiet, chaosQuietGap) {
-			if time.Since(begin) > chaosMissAfter && !p.answeredAfter(begin) {
-				missed = append(missed, p.name)
+			if silent := p.silentSince(begin); time.Since(silent) > chaosMissAfter {
+				missed = append(missed, fmt.Sprintf("%s silent since %s (%s)", p.name, silent.Format("15:04:05.000"), c.before(silent)))
 				break
 			}
 			if time.Since(begin) > 3*chaosMissAfter {
-				missed = append(missed, p.name+" (answers, but not steadily)")
+				missed = append(missed, fmt.Sprintf("%s answers, but not for %v without a silence over %v", p.name, chaosQuiet, chaosQuietGap))
 				break
 			}
 			time.Sleep(20 * time.Millisecond) // the replies come by themselves; look again
@@ -221,6 +250,58 @@ func (c *chaos) await(begin, restarted time.Time) (map[string]time.Duration, []s
 		w[p.name] = p.longestSilence(begin, time.Now())
 	}
 	return w, missed
+}
+
+// chaosLookBack is how far before a silence a restart may have caused it: the slowest delayed
+// effect (a restarted forwarder sweeps what it did not adopt 10 s after its start).
+const chaosLookBack = 12 * time.Second
+
+// before names the restarts in the chaosLookBack before t, with how long before t each began.
+func (c *chaos) before(t time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var parts []string
+	for _, e := range c.events {
+		if e.at.Before(t) && t.Sub(e.at) <= chaosLookBack {
+			parts = append(parts, fmt.Sprintf("%s restarted %v before", e.name, t.Sub(e.at).Round(time.Millisecond)))
+		}
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("no restart in the %v before", chaosLookBack)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// timeline lists every silence over chaosQuietGap of every prober since start, with the
+// restarts before it: a delayed effect shows under its cause, whichever restart came between.
+func (c *chaos) timeline(start time.Time) string {
+	var b strings.Builder
+	for _, p := range c.probers {
+		for _, s := range p.silences(start, chaosQuietGap) {
+			fmt.Fprintf(&b, "  %-9s %s for %6v; %s\n", p.name, s[0].Format("15:04:05.000"), s[1].Sub(s[0]).Round(time.Millisecond), c.before(s[0]))
+		}
+	}
+	if b.Len() == 0 {
+		return fmt.Sprintf("  none over %v\n", chaosQuietGap)
+	}
+	return b.String()
+}
+
+// logClients logs what each client's namespace holds, for a miss: is the vWire there, with its
+// addresses and routes?
+func (c *chaos) logClients(t testing.TB) {
+	for _, tc := range topologies {
+		s, err := snapshot.Take([]string{"vw-nsc-" + tc.name}, "")
+		if err != nil {
+			t.Logf("vw-nsc-%s: %v", tc.name, err)
+			continue
+		}
+		var lines []string
+		for _, o := range s.Objects {
+			lines = append(lines, "  "+o.String())
+		}
+		t.Logf("what client %s's namespace holds now:\n%s", tc.name, strings.Join(lines, "\n"))
+	}
 }
 
 // takeSnapshot records the data plane of every vw-* namespace and the mesh's sockets.
@@ -448,11 +529,33 @@ func (p *chaosProber) follow() {
 	}
 }
 
-// answeredAfter tells whether a reply came after t.
-func (p *chaosProber) answeredAfter(t time.Time) bool {
+// silentSince is when the current silence began: the last reply, or since if none came after it.
+func (p *chaosProber) silentSince(since time.Time) time.Time {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.replies) > 0 && p.replies[len(p.replies)-1].After(t)
+	if n := len(p.replies); n > 0 && p.replies[n-1].After(since) {
+		return p.replies[n-1]
+	}
+	return since
+}
+
+// silences are the times without a reply longer than over since start, as [from, to] pairs; the
+// last may last until now.
+func (p *chaosProber) silences(start time.Time, over time.Duration) [][2]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var found [][2]time.Time
+	last := start
+	for _, r := range append(slices.Clone(p.replies), time.Now()) {
+		if r.Before(start) {
+			continue
+		}
+		if r.Sub(last) > over {
+			found = append(found, [2]time.Time{last, r})
+		}
+		last = r
+	}
+	return found
 }
 
 // quietSince tells whether replies have come without a silence over gap for the last d, all of

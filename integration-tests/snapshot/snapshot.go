@@ -93,8 +93,9 @@ func (s *Snapshot) Count(netnsName, kind string) int {
 	return n
 }
 
-// Take reads the namespaces (names under /var/run/netns), the listening sockets of runDir
-// (none when ""), and the UAPI sockets in wireguard-go's folder whose names follow ifname's rule.
+// Take reads the namespaces (names under /var/run/netns) and, unless runDir is "", the sockets
+// of the mesh: those of runDir and the UAPI sockets in wireguard-go's folder whose names follow
+// ifname's rule.
 func Take(namespaces []string, runDir string) (*Snapshot, error) {
 	s := &Snapshot{}
 	var errs []error
@@ -107,10 +108,10 @@ func Take(namespaces []string, runDir string) (*Snapshot, error) {
 		if err := s.readSockets(runDir, func(string) bool { return true }, nil); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if err := s.readSockets(wireguard.SocketDir, func(n string) bool { return ifname.Ours(strings.TrimSuffix(n, ".sock")) },
-		func(n string) []string { return []string{strings.TrimSuffix(n, ".sock")} }); err != nil {
-		errs = append(errs, err)
+		if err := s.readSockets(wireguard.SocketDir, func(n string) bool { return ifname.Ours(strings.TrimSuffix(n, ".sock")) },
+			func(n string) []string { return []string{strings.TrimSuffix(n, ".sock")} }); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	slices.SortFunc(s.Objects, func(a, b Object) int { return strings.Compare(a.key(), b.key()) })
 	return s, errors.Join(errs...)
