@@ -52,6 +52,7 @@ func TestLimitsOnTheLocalMesh(t *testing.T) {
 	pid, err := os.ReadFile(filepath.Join(dir, "run", "nsmgr1.pid"))
 	require.NoError(t, err)
 
+	before := rss(strings.TrimSpace(string(pid)))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := networkservice.NewNetworkServiceClient(cc)
@@ -120,8 +121,8 @@ func TestLimitsOnTheLocalMesh(t *testing.T) {
 		}
 	})
 	sent, lost := lostReplies(out)
-	t.Logf("%d rounds of %d over-limit calls to nsmgr1; the k2k client's ping: %d sent, %d lost; nsmgr1's memory: %s",
-		rounds, len(cases), sent, lost, rss(strings.TrimSpace(string(pid))))
+	t.Logf("%d rounds of %d over-limit calls to nsmgr1; the k2k client's ping: %d sent, %d lost; nsmgr1's memory: %s before, %s after",
+		rounds, len(cases), sent, lost, before, rss(strings.TrimSpace(string(pid))))
 	require.LessOrEqual(t, lost, 2, "no ping lost beyond noise")
 
 	require.True(t, running(strings.TrimSpace(string(pid))), "nsmgr1 is the same process, still running")
