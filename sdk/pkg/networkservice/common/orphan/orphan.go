@@ -78,6 +78,18 @@ func fromContext(ctx context.Context) *transport {
 	return t
 }
 
+// Transport returns a context that ends when the gRPC transport the call of ctx came over
+// closes, or nil when the transport is unknown (a call within the process, a server without
+// StatsHandler). Every call over one transport gets the same context, so comparing two tells
+// whether they came over the same transport. For other elements that watch their callers the
+// way this one does (registry/common/forwardergone: a forwarder that died).
+func Transport(ctx context.Context) context.Context {
+	if t := fromContext(ctx); t != nil {
+		return t.done
+	}
+	return nil
+}
+
 // StatsHandler returns the gRPC stats handler that tells the element which transport a call
 // came over and when it ended; serve with grpc.StatsHandler(orphan.StatsHandler()).
 func StatsHandler() stats.Handler { return handler{} }
