@@ -22,7 +22,11 @@
 // A caller that goes away (a client that crashed, a forwarder of another node gone for good) is
 // noticed by the end of the gRPC transport its Requests came over: unless it requests again
 // over another within a grace (WithOrphanGrace), its connection is closed along the path
-// (orphan; the manager serves with orphan's stats handler, grpcserve.NeedsOptions).
+// (orphan; the manager serves with orphan's stats handler, grpcserve.NeedsOptions). A forwarder
+// of the node that dies the same way, or unregisters, and does not register again within the
+// same grace is gone for good: the manager tells its caller (WithForwarderGone, where a kernel
+// manager sweeps what the forwarder built) and unregisters it, so it is chosen no more
+// (registry/common/forwardergone).
 //
 // The manager labels each connection with its own node, from NODE_NAME (clientinfo, which keeps
 // a label the client set): the first manager a Request meets is the client's, so matches may
@@ -51,6 +55,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/orphan"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	regauthorize "vwire.dev/sdk/pkg/registry/common/authorize"
+	"vwire.dev/sdk/pkg/registry/common/forwardergone"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	regupdatepath "vwire.dev/sdk/pkg/registry/common/updatepath"
 	regvalidate "vwire.dev/sdk/pkg/registry/common/validate"
@@ -69,14 +74,15 @@ type Nsmgr interface {
 type Option func(*options)
 
 type options struct {
-	name         string
-	url          *url.URL
-	registryConn grpc.ClientConnInterface
-	dial         []dial.Option
-	authorize    []authorize.Option
-	monitor      []monitor.Option
-	registry     []regauthorize.Option
-	orphan       []orphan.Option
+	name          string
+	url           *url.URL
+	registryConn  grpc.ClientConnInterface
+	dial          []dial.Option
+	authorize     []authorize.Option
+	monitor       []monitor.Option
+	registry      []regauthorize.Option
+	grace         time.Duration
+	forwarderGone forwardergone.Watch
 }
 
 // WithName names the manager: its path segment and its tokens' issuer.
@@ -113,29 +119,35 @@ func WithRegistryAuthorizeOptions(opts ...regauthorize.Option) Option {
 }
 
 // WithOrphanGrace sets how long a connection outlives the transport its caller's last Request
-// came over (default orphan.DefaultGrace).
-func WithOrphanGrace(d time.Duration) Option {
-	return func(o *options) { o.orphan = []orphan.Option{orphan.WithGrace(d)} }
+// came over, and how long a forwarder of the node may stay away before it is gone for good
+// (default orphan.DefaultGrace).
+func WithOrphanGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
+
+// WithForwarderGone follows the node's forwarders with watch: called at each registration while
+// the forwarder lives, told when it is gone for good (forwardergone.Watch).
+func WithForwarderGone(watch forwardergone.Watch) Option {
+	return func(o *options) { o.forwarderGone = watch }
 }
 
 // NewServer returns a manager whose tokens come from gen; its background work ends with ctx.
 func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) Nsmgr {
-	o := &options{name: "nsmgr"}
+	o := &options{name: "nsmgr", grace: orphan.DefaultGrace}
 	for _, opt := range opts {
 		opt(o)
 	}
 	if o.url == nil {
 		panic("nsmgr.NewServer: WithURL is required: endpoints of this node are announced with it")
 	}
-	reg := newRegistry(ctx, o.url, o.registryConn, o.registry)
 	sockets := fdpass.NewSockets() // of endpoints and forwarders that registered by descriptor
+	reg := newRegistry(ctx, o.url, o.registryConn, o.registry,
+		forwardergone.NewNSE(ctx, sockets, o.forwarderGone, forwardergone.WithGrace(o.grace)))
 	ep := endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithMonitorOptions(o.monitor...),
 		endpoint.WithAdditionalFunctionality(
 			// closes what a caller that went away left
-			orphan.NewServer(ctx, o.orphan...),
+			orphan.NewServer(ctx, orphan.WithGrace(o.grace)),
 			recvfd.NewServer(),     // a client's namespace comes as a descriptor; its client chain sends it on
 			clientinfo.NewServer(), // before discover, whose matches may name the client's node
 			discover.NewServer(reg.ns, reg.nse),

@@ -31,9 +31,9 @@ type nodeRegistry struct {
 }
 
 // newRegistry returns the manager's registry view; the watches of its query cache end with ctx.
-// authz judges the registrations of forwarders, which stay here.
-func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface, authz []authorize.Option) *nodeRegistry {
-	forwarders := next.Chain(authorize.NewNSE(authz...), expire.NewNSE(), memory.NewNSE())
+// authz judges the registrations of forwarders, which stay here; gone notices those that die.
+func newRegistry(ctx context.Context, self *url.URL, cc grpc.ClientConnInterface, authz []authorize.Option, gone next.NSE) *nodeRegistry {
+	forwarders := next.Chain(authorize.NewNSE(authz...), gone, expire.NewNSE(), memory.NewNSE())
 	var ns next.NS
 	var nse next.NSE
 	if cc != nil {
