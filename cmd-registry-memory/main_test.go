@@ -157,7 +157,8 @@ func TestRegistersFindsExpiresAndStops(t *testing.T) {
 	require.Equal(t, "nse-long", recv().GetNetworkServiceEndpoint().GetName())
 	// Another identity may not take it, whatever path_ids it writes.
 	intruder := registry.NewNetworkServiceEndpointRegistryClient(cmdtest.DialAs(t, "unix://"+filepath.Join(dir, "registry.sock"), "intruder"))
-	_, err = intruder.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-long", PathIds: []string{cmdtest.ID(t, "test").String()}})
+	_, err = intruder.Register(ctx, &registry.NetworkServiceEndpoint{Name: "nse-long", Url: "tcp://[fd00::2]:5001",
+		PathIds: []string{cmdtest.ID(t, "test").String()}})
 	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
 
 	expired := recv() // after the period, no sleep: the registry tells the watcher
