@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -295,6 +296,9 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
+	if listen.Scheme == hopurl.Unix {
+		awaitPredecessor(listen.Path)
+	}
 	errs, err := grpcserve.Serve(serving, listen, fwdChain, id.ServerOptions()...)
 	if err != nil {
 		return err
@@ -331,6 +335,28 @@ func onInterface(ns netns.NsHandle, ip netip.Addr) error {
 		}
 	}
 	return fmt.Errorf("NSM_TUNNEL_IP: %q: no interface of this network namespace has it; give one of its addresses", ip)
+}
+
+// predecessorExit bounds how long a forwarder waits for its socket to be let go of by a
+// predecessor that is still exiting.
+const predecessorExit = 2 * time.Second
+
+// awaitPredecessor waits, at most predecessorExit, until nothing accepts connections on the unix
+// socket path. A forwarder started again right after a crash (now that adoption leaves it nothing
+// to remove before serving) can reach its socket within milliseconds of the kill, while the kernel
+// still tears the dead process down and its socket still takes connections; serving would then
+// fail as if another forwarder served there. A socket that still accepts after the wait is
+// another forwarder's, and serving says so.
+func awaitPredecessor(path string) {
+	deadline := time.Now().Add(predecessorExit)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("unix", path, 100*time.Millisecond)
+		if err != nil {
+			return
+		}
+		_ = c.Close()
+		time.Sleep(10 * time.Millisecond) // the dead process's exit is not something to subscribe to
+	}
 }
 
 // leftovers deals with what a previous run left in ns before serving: with a grace, it marks
