@@ -18,24 +18,16 @@ import (
 )
 
 // requireLimit checks that err is the bound limit (of value max) refusing field, with seen in
-// its message, and the code.
-func requireLimit(t *testing.T, err error, field, limit string, max, seen int, code codes.Code) {
+// its message, an InvalidArgument also when wrapped.
+func requireLimit(t *testing.T, err error, field, limit string, max, seen int) {
 	t.Helper()
-	requireFieldCode(t, field, err, code)
+	requireField(t, field, err)
+	require.Equal(t, codes.InvalidArgument, status.Code(fmt.Errorf("wrapped: %w", err)))
 	var verr *validate.Error
 	require.ErrorAs(t, err, &verr)
 	require.Equal(t, limit, verr.Limit)
 	require.Contains(t, err.Error(), fmt.Sprintf("%d ", seen), "the value seen")
 	require.Contains(t, err.Error(), fmt.Sprintf("%s = %d", limit, max), "the constant and its value")
-}
-
-func requireFieldCode(t *testing.T, field string, err error, code codes.Code) {
-	t.Helper()
-	var verr *validate.Error
-	require.ErrorAs(t, err, &verr)
-	require.Equal(t, field, verr.Field, "error: %v", err)
-	require.Equal(t, code, status.Code(err))
-	require.Equal(t, code, status.Code(fmt.Errorf("wrapped: %w", err)))
 }
 
 func labelsOf(n, keyBytes, valueBytes int) map[string]string {
@@ -245,7 +237,7 @@ func TestRequestLimits(t *testing.T) {
 			if tt.name == "service domain" {
 				seen = validate.MaxNameBytes + 1
 			}
-			requireLimit(t, err, tt.field, tt.limit, tt.max, seen, codes.InvalidArgument)
+			requireLimit(t, err, tt.field, tt.limit, tt.max, seen)
 		})
 	}
 }
@@ -287,13 +279,13 @@ func TestConnectionLimits(t *testing.T) {
 	require.NoError(t, validate.ConnectionLimits(&networkservice.Connection{NetworkService: "not a name"}), "form is not looked at")
 	c := validConnection()
 	c.Path.PathSegments = segments(validate.MaxPathSegments + 1)
-	requireLimit(t, validate.ConnectionLimits(c), "connection.path.path_segments", "MaxPathSegments", validate.MaxPathSegments, validate.MaxPathSegments+1, codes.InvalidArgument)
+	requireLimit(t, validate.ConnectionLimits(c), "connection.path.path_segments", "MaxPathSegments", validate.MaxPathSegments, validate.MaxPathSegments+1)
 	c = validConnection()
 	c.Labels = labelsOf(validate.MaxLabels+1, 0, 0)
-	requireLimit(t, validate.ConnectionLimits(c), "connection.labels", "MaxLabels", validate.MaxLabels, validate.MaxLabels+1, codes.InvalidArgument)
+	requireLimit(t, validate.ConnectionLimits(c), "connection.labels", "MaxLabels", validate.MaxLabels, validate.MaxLabels+1)
 	c = validConnection()
 	c.Id = strings.Repeat("x", validate.MaxIDBytes+1)
-	requireLimit(t, validate.ConnectionLimits(c), "connection.id", "MaxIDBytes", validate.MaxIDBytes, validate.MaxIDBytes+1, codes.InvalidArgument)
+	requireLimit(t, validate.ConnectionLimits(c), "connection.id", "MaxIDBytes", validate.MaxIDBytes, validate.MaxIDBytes+1)
 }
 
 // TestRecordLimits: every bound of the registry's records, one past it refused with its name.
@@ -330,7 +322,7 @@ func TestRecordLimits(t *testing.T) {
 		t.Run("endpoint "+tt.name, func(t *testing.T) {
 			nse := validEndpoint()
 			tt.over(nse)
-			requireLimit(t, validate.NetworkServiceEndpoint(nse), tt.field, tt.limit, tt.max, tt.seen, codes.InvalidArgument)
+			requireLimit(t, validate.NetworkServiceEndpoint(nse), tt.field, tt.limit, tt.max, tt.seen)
 		})
 	}
 
@@ -342,10 +334,10 @@ func TestRecordLimits(t *testing.T) {
 			nse.NetworkServiceLabels[name] = &registry.NetworkServiceLabels{Labels: labelsOf(4, 0, validate.MaxLabelValueBytes/4)}
 		}
 		err := validate.NetworkServiceEndpoint(nse)
-		requireFieldCode(t, "network_service_endpoint", err, codes.InvalidArgument)
+		requireField(t, "network_service_endpoint", err)
 		require.Contains(t, err.Error(), fmt.Sprintf("over the limit MaxRecordBytes = %d", validate.MaxRecordBytes))
-		requireFieldCode(t, "network_service_endpoint",
-			validate.NetworkServiceEndpointQuery(&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: nse}), codes.InvalidArgument)
+		requireField(t, "network_service_endpoint",
+			validate.NetworkServiceEndpointQuery(&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: nse}))
 	})
 
 	nsTests := []struct {
@@ -375,7 +367,7 @@ func TestRecordLimits(t *testing.T) {
 		t.Run("service "+tt.name, func(t *testing.T) {
 			ns := validNetworkService()
 			tt.over(ns)
-			requireLimit(t, validate.NetworkService(ns), tt.field, tt.limit, tt.max, tt.max+1, codes.InvalidArgument)
+			requireLimit(t, validate.NetworkService(ns), tt.field, tt.limit, tt.max, tt.max+1)
 		})
 	}
 }
