@@ -392,7 +392,7 @@ func InterfaceName(name string) error {
 	case name == "":
 		return errors.New("empty interface name")
 	case len(name) > kernel.LinuxIfMaxLength:
-		return fmt.Errorf("interface name %.100q is %d bytes, over the limit kernel.LinuxIfMaxLength = %d", name, len(name), kernel.LinuxIfMaxLength)
+		return fmt.Errorf("interface name %.100q is %d bytes, limit %d", name, len(name), kernel.LinuxIfMaxLength)
 	case name == "." || name == "..":
 		return fmt.Errorf("interface name %.100q is reserved", name)
 	}

@@ -131,7 +131,7 @@ func TestLimitsOverGRPC(t *testing.T) {
 		}), codes.InvalidArgument, "connection.id: 257 bytes, over the limit MaxIDBytes = 256"},
 		{"interface name", request(func(_ *networkservice.Connection, r *networkservice.NetworkServiceRequest) {
 			r.MechanismPreferences[0].Parameters = map[string]string{kernel.InterfaceNameKey: long(16)}
-		}), codes.InvalidArgument, "is 16 bytes, over the limit kernel.LinuxIfMaxLength = 15"},
+		}), codes.InvalidArgument, "is 16 bytes, limit 15"},
 		{"message size", request(func(c *networkservice.Connection, _ *networkservice.NetworkServiceRequest) {
 			c.Labels = map[string]string{"big": long(validate.MaxMessageBytes)}
 		}), codes.ResourceExhausted, "grpc: received message larger than max ("},
