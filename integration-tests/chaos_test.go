@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
@@ -125,7 +126,7 @@ rounds:
 //	flock /tmp/vwire-mesh.lock go test -run '^$' -bench LossWindows -benchmem -benchtime 20x .
 func BenchmarkLossWindows(b *testing.B) {
 	c := startChaos(b)
-	kinds := []string{"none", "forwarder", "nsmgr", "registry", "endpoint", "client"}
+	kinds := []string{"none", "registry", "nsmgr", "endpoint", "client", "forwarder"}
 	for _, kind := range kinds {
 		var members []string
 		for _, name := range c.names {
@@ -339,8 +340,10 @@ func (c *chaos) ownership(t testing.TB) (*snapshot.Ownership, []string) {
 		fwdIDs[id] = tc.name
 	}
 	paths, err := snapshot.Connections(ctx, filepath.Join(run, "nsmgr1.sock"), snapshot.IdentityDir(filepath.Join(c.dir, "id", "nsmgr1")))
-	require.NoError(t, err)
-	endpointIDs := map[string]bool{} // the endpoints' connection IDs of the live paths
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("nsmgr1: %v", err))
+	}
+	endpointIDs := map[string]*networkservice.Connection{} // the endpoints' connection IDs of the live paths
 	for _, conn := range paths {
 		live := false
 		for _, seg := range conn.GetPath().GetPathSegments() {
@@ -351,7 +354,7 @@ func (c *chaos) ownership(t testing.TB) (*snapshot.Ownership, []string) {
 		}
 		owned.Add(conn, live)
 		if segs := conn.GetPath().GetPathSegments(); live && len(segs) > 0 {
-			endpointIDs[segs[len(segs)-1].GetId()] = true
+			endpointIDs[segs[len(segs)-1].GetId()] = conn
 		}
 	}
 	for id, topo := range fwdIDs {
@@ -369,13 +372,18 @@ func (c *chaos) ownership(t testing.TB) (*snapshot.Ownership, []string) {
 			continue
 		}
 		for _, conn := range conns {
-			if !endpointIDs[conn.GetId()] {
+			if _, ok := endpointIDs[conn.GetId()]; ok {
+				delete(endpointIDs, conn.GetId())
+			} else {
 				owned.Add(conn, false)
 				ipc := conn.GetContext().GetIpContext()
 				problems = append(problems, fmt.Sprintf("endpoint %s holds %s, leased %v and %v, which no live client holds",
 					name, snapshot.Describe(conn), ipc.GetSrcIpAddrs(), ipc.GetDstIpAddrs()))
 			}
 		}
+	}
+	for _, conn := range endpointIDs {
+		problems = append(problems, fmt.Sprintf("the endpoint of live %s does not report it", snapshot.Describe(conn)))
 	}
 	slices.Sort(problems)
 	return owned, problems
