@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -151,4 +152,16 @@ func pathIDs(field string, ids []string) error {
 		}
 	}
 	return nil
+}
+
+// MonitorScopeSelector checks the bounds of a MonitorConnections selector, which a component
+// matches against every connection it holds, for each change: at most MaxPathSegments segments
+// (each held to a path's bounds) and MaxListItems network services of at most MaxNameBytes. A
+// nil selector passes.
+func MonitorScopeSelector(sel *networkservice.MonitorScopeSelector) error {
+	const field = "monitor_scope_selector"
+	if err := pathLimits(field, &networkservice.Path{PathSegments: sel.GetPathSegments()}); err != nil {
+		return err
+	}
+	return names(field+".network_services", sel.GetNetworkServices())
 }

@@ -388,3 +388,13 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 		require.Less(t, len(err.Error()), 1000, "%.200s", err)
 	}
 }
+
+func TestMonitorScopeSelector(t *testing.T) {
+	require.NoError(t, validate.MonitorScopeSelector(nil))
+	require.NoError(t, validate.MonitorScopeSelector(&networkservice.MonitorScopeSelector{
+		PathSegments: segments(validate.MaxPathSegments), NetworkServices: repeat("svc", validate.MaxListItems)}))
+	requireLimit(t, validate.MonitorScopeSelector(&networkservice.MonitorScopeSelector{PathSegments: segments(validate.MaxPathSegments + 1)}),
+		"monitor_scope_selector.path_segments", "MaxPathSegments", validate.MaxPathSegments, validate.MaxPathSegments+1)
+	requireLimit(t, validate.MonitorScopeSelector(&networkservice.MonitorScopeSelector{NetworkServices: repeat("svc", validate.MaxListItems+1)}),
+		"monitor_scope_selector.network_services", "MaxListItems", validate.MaxListItems, validate.MaxListItems+1)
+}

@@ -294,6 +294,7 @@ func FuzzValidate(f *testing.F) {
 			}
 			short(validate.IPContext(request.GetConnection().GetContext().GetIpContext()))
 			short(validate.ConnectionLimits(request.GetConnection()))
+			short(validate.MonitorScopeSelector(&networkservice.MonitorScopeSelector{PathSegments: request.GetConnection().GetPath().GetPathSegments()}))
 		}
 		ns := new(registry.NetworkService)
 		if proto.Unmarshal(data, ns) == nil {

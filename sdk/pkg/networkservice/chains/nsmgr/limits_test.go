@@ -173,6 +173,15 @@ func TestLimitsOverGRPC(t *testing.T) {
 			_, err := services.Register(ctx, &registry.NetworkService{Name: "svc-bad", Matches: make([]*registry.Match, validate.MaxListItems+1)})
 			return err
 		}, codes.InvalidArgument, "network_service.matches: 257 entries, over the limit MaxListItems = 256"},
+		{"monitor selector", func() error {
+			stream, err := networkservice.NewMonitorConnectionClient(cc).MonitorConnections(ctx,
+				&networkservice.MonitorScopeSelector{PathSegments: manySegments(validate.MaxPathSegments + 1).GetPathSegments()})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		}, codes.InvalidArgument, "monitor_scope_selector.path_segments: 33 entries, over the limit MaxPathSegments = 32"},
 		{"find template size", func() error {
 			stream, err := nses.Find(ctx, &registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: &registry.NetworkServiceEndpoint{
 				NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"svc": {Labels: manyLabels(1, validate.MaxRecordBytes)}},

@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/tools/lru"
 )
@@ -173,8 +174,12 @@ func (s *Server) send(kind networkservice.ConnectionEventType, rec *record) {
 }
 
 // MonitorConnections sends the connections that selector matches, then their changes, until
-// the subscriber leaves, falls too far behind, or the server stops.
+// the subscriber leaves, falls too far behind, or the server stops. A selector over the bounds
+// of vwire.dev/api/validate is InvalidArgument.
 func (s *Server) MonitorConnections(selector *networkservice.MonitorScopeSelector, srv networkservice.MonitorConnection_MonitorConnectionsServer) error {
+	if err := validate.MonitorScopeSelector(selector); err != nil { // it is matched against every connection, at each change
+		return err
+	}
 	sub := &subscriber{
 		selector: selector,
 		viewer:   s.viewerOf(srv.Context()),

@@ -2,6 +2,7 @@ package validate_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	apivalidate "vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/networkservice/common/validate"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
@@ -50,4 +52,19 @@ func TestRequests(t *testing.T) {
 			require.NoError(t, err, "Close is never refused for its form")
 		})
 	}
+}
+
+// TestCloseOverABound: Close is refused only for a connection over a bound, which no Request
+// accepted, and then nothing after validate sees it.
+func TestCloseOverABound(t *testing.T) {
+	rec := checks.NewServer()
+	server := next.NewNetworkServiceServer(validate.NewServer(), rec)
+	path := &networkservice.Path{}
+	for i := range apivalidate.MaxPathSegments + 1 {
+		path.PathSegments = append(path.PathSegments, &networkservice.PathSegment{Name: fmt.Sprintf("hop-%d", i)})
+	}
+	_, err := server.Close(context.Background(), &networkservice.Connection{Id: "c", Path: path})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, err.Error(), "connection.path.path_segments: 33 entries, over the limit MaxPathSegments = 32")
+	require.Empty(t, rec.Closes())
 }
