@@ -11,7 +11,9 @@
 //
 // A manager that restarts has lost what it kept in memory (its forwarders, the URLs of its
 // endpoints); they register again as soon as it answers, and clients heal their connections
-// through it.
+// through it. A forwarder of its node that is gone for good (dead, or stopped, and not back
+// within NSM_ORPHAN_GRACE) is unregistered, and what it built in its network namespace is
+// swept (internal/sweeper).
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"os"
 	"time"
 
+	"vwire.dev/cmd-nsmgr/internal/sweeper"
 	"vwire.dev/sdk/pkg/networkservice/chains/nsmgr"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
@@ -47,7 +50,7 @@ type config struct {
 	MaxTokenLifetime time.Duration        `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections through it are refreshed before they expire"`
 	DialTimeout      time.Duration        `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (a forwarder) to accept a connection"`
 	MonitorOperators spiffe.IDs           `split_words:"true" desc:"SPIFFE IDs that see every connection through MonitorConnections (an operator's tools); any other caller sees only the connections it takes part in"`
-	OrphanGrace      time.Duration        `default:"5s" split_words:"true" desc:"how long a connection outlives the gRPC transport its caller's last Request came over (a client that died, a forwarder of another node gone for good) before it is closed along the path; a caller that is alive asks again over a new transport within it"`
+	OrphanGrace      time.Duration        `default:"5s" split_words:"true" desc:"how long a connection outlives the gRPC transport its caller's last Request came over (a client that died, a forwarder of another node gone for good) before it is closed along the path; a caller that is alive asks again over a new transport within it; also how long a forwarder of this node may stay away (dead, or stopped) before it is gone for good, unregistered and swept"`
 
 	ForwarderNetworkServiceName envconfig.Name `default:"forwarder" split_words:"true" desc:"the network service forwarders register under; this manager finds them under forwarder only"`
 	RegistryClientPolicies      string         `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
@@ -105,6 +108,7 @@ func run(ctx context.Context, c *config) error {
 		nsmgr.WithRegistryAuthorizeOptions(regAuthz...),
 		nsmgr.WithMonitorOptions(monitor.WithOperators(c.MonitorOperators...)),
 		nsmgr.WithOrphanGrace(c.OrphanGrace),
+		nsmgr.WithForwarderGone(sweeper.New().Watch), // a forwarder gone for good leaves nothing on the node
 	}
 	registry := "in memory"
 	if c.RegistryURL.URL != nil {
