@@ -31,6 +31,8 @@
 // field); Apply either installs everything or, having undone what it made, nothing, and returns
 // when the IPv6 addresses answer neighbour discovery (it waits for the kernel to announce them,
 // at most a second; otherwise the first packets to them wait a second for ND's next try);
+// Adopt keeps a share a previous run applied (a restarted forwarder): it adds what is missing,
+// replaces nothing, and refuses an interface holding addresses outside the share;
 // Remove deletes what Apply would have made, skips what is already gone, and works when the
 // interface is gone (then it removes the rules, the only part that outlives the interface). The
 // interface must be up before Apply: the kernel refuses routes through a link that is down, and

@@ -25,6 +25,11 @@
 // finds the vWires its previous run left under the names it asks for, and removes them
 // (RemoveLeftover) before asking again.
 //
+// Adopt is for a forwarder that restarted: it keeps the pair its previous run made for the
+// same Spec when both ends are there, up, peers, in the namespaces given and as the Spec asks
+// (alias, name, MTU, MAC, addresses), changing nothing that carries traffic, and removes a pair of
+// that connection that differs, so that Create can make it anew.
+//
 // Delete removes the pair (which takes the addresses, routes and neighbours with it) and the
 // policy rules ipconfig added, skips what is gone, and so can be repeated or run after a restart
 // with only the Spec. If the workload's namespace is gone, its end died with it: pass a closed

@@ -11,7 +11,8 @@
 // 1..16777215, addresses missing or of two families, a bad name); a taken name is AlreadyExists;
 // Create makes an up device or, having removed it, nothing. Delete removes it, skips it when it
 // is gone, and refuses (FailedPrecondition) to remove an interface of that name that is not a
-// VXLAN device.
+// VXLAN device. Adopt keeps, untouched, a device a previous run of the forwarder made when it is
+// what the Config asks for; VNI reads the VNI a device of a name holds.
 package vxlan
 
 import (

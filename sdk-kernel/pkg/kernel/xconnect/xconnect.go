@@ -18,7 +18,9 @@
 // Guarantees: Create makes both directions or, having removed what it made, neither; it refuses
 // (AlreadyExists) an interface that has an ingress qdisc already, since that belongs to someone
 // else. Delete removes the two ingress qdiscs (and with them the filters), skips what is gone,
-// and can be repeated. Both interfaces must be in the namespace ns; the forwarder sets them up.
+// and can be repeated. Adopt tells, touching nothing, whether two interfaces are joined as Create
+// joins them (a restarted forwarder keeps such a join: replacing a filter drops what arrives
+// meanwhile). Both interfaces must be in the namespace ns; the forwarder sets them up.
 package xconnect
 
 import (

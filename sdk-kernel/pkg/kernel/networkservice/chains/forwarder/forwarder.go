@@ -21,8 +21,10 @@
 // (PermissionDenied) unless WithNetNSPaths allows it.
 //
 // The forwarder works in the network namespace given to NewServer: every interface, route and
-// rule it makes is there or in a workload's namespace. Before serving, remove what a previous run
-// left there (ifname.Sweep).
+// rule it makes is there or in a workload's namespace. What a previous run left there keeps
+// passing traffic: the mechanism elements and xconnect adopt it when heal sends its connection
+// again and it is what the connection asks for. Before serving, mark it (ifname.Mark); once heal
+// has had time to send every connection, remove what nothing adopted (ifname.SweepMarked).
 package forwarder
 
 import (
