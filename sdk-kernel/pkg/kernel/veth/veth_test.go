@@ -313,3 +313,66 @@ func TestMACIsStableAcrossRecreation(t *testing.T) {
 	ethernet.Payload, ethernet.Ethernet = payload.Ethernet, &networkservice.EthernetContext{SrcMac: "02:00:00:00:00:07"}
 	require.Equal(t, "02:00:00:00:00:07", mac(ethernet), "the Ethernet context's MAC wins")
 }
+
+// TestAdopt makes a vWire as a forwarder's previous run would, then asks Adopt for it as the
+// next run would: what matches is kept as it is (the same interfaces, nothing changed), what
+// differs is removed (Adopt reports false, and Create can make it anew), and with nothing there
+// Adopt reports false and makes nothing.
+func TestAdopt(t *testing.T) {
+	made := veth.Spec{
+		ConnID: "conn-1", Name: "nsm-1", MTU: 1450, Side: ipconfig.Client,
+		IP: p2p("172.16.1.1/32", "172.16.1.0/32", &networkservice.Route{Prefix: "10.96.0.0/16"}),
+	}
+	other := func(change func(*veth.Spec)) veth.Spec {
+		s := made
+		change(&s)
+		return s
+	}
+	tests := []struct {
+		name string
+		ask  veth.Spec
+		keep bool
+	}{
+		{"the same", made, true},
+		{"another MTU", other(func(s *veth.Spec) { s.MTU = 1400 }), false},
+		{"another name", other(func(s *veth.Spec) { s.Name = "nsm-2" }), false},
+		{"other addresses", other(func(s *veth.Spec) { s.IP = p2p("172.16.1.3/32", "172.16.1.2/32") }), false},
+		{"another payload's MAC", other(func(s *veth.Spec) {
+			s.Payload, s.Ethernet = payload.Ethernet, &networkservice.EthernetContext{SrcMac: "02:00:00:00:00:01"}
+		}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fwd, workload, unchanged := namespaces(t)
+			_, err := veth.Create(fwd, workload, made)
+			require.NoError(t, err)
+			before := [2]string{nstest.Dump(t, fwd), nstest.Dump(t, workload)}
+			end, err := nstest.Handle(t, fwd).LinkByName(veth.PeerName(made.ConnID))
+			require.NoError(t, err)
+
+			kept, err := veth.Adopt(fwd, workload, tt.ask)
+			require.NoError(t, err)
+			require.Equal(t, tt.keep, kept)
+			if !tt.keep {
+				unchanged() // the vWire that differs is gone, its policy rules too
+				_, err := veth.Create(fwd, workload, tt.ask)
+				require.NoError(t, err, "and can be made anew")
+				require.NoError(t, veth.Delete(fwd, workload, tt.ask))
+				return
+			}
+			require.Equal(t, before, [2]string{nstest.Dump(t, fwd), nstest.Dump(t, workload)}, "kept as it was")
+			again, err := nstest.Handle(t, fwd).LinkByName(veth.PeerName(made.ConnID))
+			require.NoError(t, err)
+			require.Equal(t, end.Attrs().Index, again.Attrs().Index, "the same interface")
+			require.NoError(t, veth.Delete(fwd, workload, made))
+			unchanged()
+		})
+	}
+	t.Run("nothing there", func(t *testing.T) {
+		fwd, workload, unchanged := namespaces(t)
+		kept, err := veth.Adopt(fwd, workload, made)
+		require.NoError(t, err)
+		require.False(t, kept)
+		unchanged()
+	})
+}

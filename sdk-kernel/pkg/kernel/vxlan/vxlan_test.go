@@ -124,3 +124,36 @@ func TestTunnel(t *testing.T) {
 		})
 	}
 }
+
+// TestAdopt: Adopt keeps a device that is what the config asks for, and leaves one that differs
+// for the caller to replace, changing nothing either way.
+func TestAdopt(t *testing.T) {
+	ns, _ := nstest.New(t)
+	cfg := vxlan.Config{Name: "vx0", VNI: 42, Local: netip.MustParseAddr("10.0.0.1"), Remote: netip.MustParseAddr("10.0.0.2"), MTU: 1400}
+	kept, err := vxlan.Adopt(ns, cfg)
+	require.NoError(t, err)
+	require.False(t, kept, "no device yet")
+	require.Zero(t, vxlan.VNI(ns, cfg.Name))
+	require.NoError(t, vxlan.Create(ns, cfg))
+	made := nstest.Dump(t, ns)
+	require.Equal(t, uint32(42), vxlan.VNI(ns, cfg.Name))
+	for _, tt := range []struct {
+		name   string
+		change func(*vxlan.Config)
+		keep   bool
+	}{
+		{"the same", func(*vxlan.Config) {}, true},
+		{"another VNI", func(c *vxlan.Config) { c.VNI = 43 }, false},
+		{"another remote", func(c *vxlan.Config) { c.Remote = netip.MustParseAddr("10.0.0.3") }, false},
+		{"another port", func(c *vxlan.Config) { c.Port = 4790 }, false},
+		{"another MTU", func(c *vxlan.Config) { c.MTU = 1300 }, false},
+	} {
+		ask := cfg
+		tt.change(&ask)
+		kept, err := vxlan.Adopt(ns, ask)
+		require.NoError(t, err)
+		require.Equal(t, tt.keep, kept, tt.name)
+		require.Equal(t, made, nstest.Dump(t, ns), "%s: Adopt touches nothing", tt.name)
+	}
+	require.NoError(t, vxlan.Delete(ns, cfg.Name))
+}

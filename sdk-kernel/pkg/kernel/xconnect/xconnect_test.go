@@ -160,3 +160,28 @@ func TestCreateRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestAdopt: Adopt finds a join Create made, between those two interfaces only, and changes
+// nothing either way.
+func TestAdopt(t *testing.T) {
+	fwd, _ := nstest.New(t)
+	other, _ := nstest.New(t)
+	for _, name := range []string{"a", "b", "c"} {
+		nstest.Veth(t, fwd, name, nil, other, name, nil)
+	}
+	kept, err := xconnect.Adopt(fwd, "a", "b")
+	require.NoError(t, err)
+	require.False(t, kept, "nothing joins them yet")
+	require.NoError(t, xconnect.Create(fwd, "a", "b"))
+	joined := nstest.Dump(t, fwd)
+	for _, tt := range []struct {
+		a, b string
+		keep bool
+	}{{"a", "b", true}, {"b", "a", true}, {"a", "c", false}, {"a", "gone", false}} {
+		kept, err := xconnect.Adopt(fwd, tt.a, tt.b)
+		require.NoError(t, err)
+		require.Equal(t, tt.keep, kept, "%s-%s", tt.a, tt.b)
+		require.Equal(t, joined, nstest.Dump(t, fwd), "Adopt touches nothing")
+	}
+	require.NoError(t, xconnect.Delete(fwd, "a", "b"))
+}
