@@ -23,7 +23,8 @@
 // watched ends in any way. Watch and Gone run on the caller's and a timer's goroutine: the
 // element keeps no goroutine of its own (context.AfterFunc on the transport, clock timers).
 // Gone is not serialized with a registration of the same name that arrives just as the grace
-// ends: the hook checks that no live forwarder shares the place it sweeps.
+// ends (the hook checks that no live forwarder shares the place it sweeps), but the Unregister
+// after it is: a Register of the name that gets its turn first withdraws it.
 //
 // It belongs in the nsmgr's chain of forwarder registrations, after begin (whose EventFactory
 // unregisters a gone forwarder) and after the passed sockets are kept (registry/common/recvfd,
@@ -92,7 +93,7 @@ func NewNSE(ctx context.Context, sockets *fdpass.Sockets, watch Watch, opts ...O
 	if watch == nil {
 		watch = func(context.Context, *nse, *os.File) Watched { return nil }
 	}
-	f := &element{ctx: ctx, options: o, sockets: sockets, watch: watch, names: map[string]*forwarder{}}
+	f := &element{ctx: ctx, options: o, sockets: sockets, watch: watch, names: map[string]*forwarder{}, withdraw: map[string]*context.CancelFunc{}}
 	context.AfterFunc(ctx, f.stopAll)
 	return f
 }
@@ -105,6 +106,9 @@ type element struct {
 
 	mu    sync.Mutex
 	names map[string]*forwarder
+	// withdraw cancels the Unregister of a forwarder gone for good that waits for its turn,
+	// when a forwarder registers under its name first.
+	withdraw map[string]*context.CancelFunc
 }
 
 // forwarder is the watch over one registration of a forwarder.
@@ -124,6 +128,12 @@ func (f *element) Register(ctx context.Context, fwd *nse) (*nse, error) {
 	if events == nil {
 		return nil, status.Error(codes.Internal, "forwardergone: no begin before forwardergone in the chain; put begin.NewNSE() before it")
 	}
+	f.mu.Lock()
+	if cancel := f.withdraw[fwd.GetName()]; cancel != nil {
+		(*cancel)() // this Register holds the name's turn: that Unregister has not begun
+		delete(f.withdraw, fwd.GetName())
+	}
+	f.mu.Unlock()
 	got, err := next.Of[*nse](ctx).Register(ctx, fwd)
 	t := orphan.Transport(ctx)
 	if err != nil || t == nil {
@@ -213,6 +223,22 @@ func (f *element) gone(ctx context.Context, w *forwarder, events begin.EventFact
 	}
 	unregistering, cancel := context.WithTimeout(ctx, f.unregisterTimeout)
 	defer cancel()
+	f.mu.Lock()
+	back := f.names[w.name] != nil
+	if !back {
+		f.withdraw[w.name] = &cancel
+	}
+	f.mu.Unlock()
+	if back {
+		return // registered again while the hook ran
+	}
+	defer func() {
+		f.mu.Lock()
+		if f.withdraw[w.name] == &cancel {
+			delete(f.withdraw, w.name)
+		}
+		f.mu.Unlock()
+	}()
 	if err := events.Unregister(unregistering); err != nil && !errors.Is(err, begin.ErrForgotten) && !errors.Is(err, context.Canceled) {
 		logger.Warn("forwardergone: unregistering a forwarder gone for good failed; it expires later", "forwarder", w.name, "error", err)
 	}
