@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -91,7 +90,7 @@ rounds:
 			}
 		}
 	}
-	t.Logf("every silence over %v, with the restarts in the %v before it:\n%s", chaosQuietGap, chaosLookBack, c.timeline(start))
+	t.Logf("every silence over %v, with the last %d restarts in the %v before it:\n%s", chaosQuietGap, chaosCauses, chaosLookBack, c.timeline(start))
 	t.Logf("loss windows per kind, over %d disruptions (seed %d, %d rounds):\n%s", len(windows)/len(topologies), seed, rounds, chaosSummary(windows))
 
 	// The mesh is idle now: it has this long to remove what no live connection owns.
@@ -111,9 +110,16 @@ rounds:
 		t.Logf("every object no live connection owns:\n%s", snapshot.Lines(found))
 	}
 	// Each check reports on its own: a failure of one says nothing of the others.
-	assert.Empty(t, misses, "every topology comes back after every disruption")
-	assert.Empty(t, found, "%v after the last disruption, the mesh holds what no live connection owns: %s", chaosSettle, snapshot.Report(found))
-	assert.Empty(t, leases, "each endpoint holds one connection (one address lease) per live client connected to it")
+	if len(misses) > 0 {
+		t.Errorf("not every topology came back after every restart:\n  %s", strings.Join(misses, "\n  "))
+	}
+	if len(found) > 0 {
+		t.Errorf("%v after the last restart, the mesh holds what no live connection owns (each object is logged above): %s",
+			chaosSettle, snapshot.Report(found))
+	}
+	if len(leases) > 0 {
+		t.Errorf("the endpoints' leases are not one per live client connection:\n  %s", strings.Join(leases, "\n  "))
+	}
 }
 
 // BenchmarkLossWindows restarts the processes of each kind in turn (b.N restarts per kind,
@@ -257,7 +263,11 @@ func (c *chaos) await(begin, restarted time.Time) (map[string]time.Duration, []s
 // effect (a restarted forwarder sweeps what it did not adopt 10 s after its start).
 const chaosLookBack = 12 * time.Second
 
-// before names the restarts in the chaosLookBack before t, with how long before t each began.
+// chaosCauses is how many of the restarts before a silence it is listed with, latest first.
+const chaosCauses = 3
+
+// before names the last chaosCauses restarts in the chaosLookBack before t, with how long
+// before t each began.
 func (c *chaos) before(t time.Time) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -270,7 +280,8 @@ func (c *chaos) before(t time.Time) string {
 	if len(parts) == 0 {
 		return fmt.Sprintf("no restart in the %v before", chaosLookBack)
 	}
-	return strings.Join(parts, ", ")
+	slices.Reverse(parts)
+	return strings.Join(parts[:min(len(parts), chaosCauses)], ", ")
 }
 
 // timeline lists every silence over chaosQuietGap of every prober since start, with the
