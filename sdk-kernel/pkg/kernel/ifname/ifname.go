@@ -1,5 +1,5 @@
 // Package ifname names the interfaces a forwarder makes in its own network namespace, and
-// removes those a previous run of the forwarder left behind.
+// removes those a previous run of the forwarder left behind that no connection adopted.
 //
 // Why: a forwarder that crashed leaves its veth ends, VXLAN devices and routing rules in its
 // namespace, and nothing in the mesh will ever close the connections they served (DESIGN: nothing
@@ -10,8 +10,9 @@
 // The rule: "vw" followed by 13 characters of base32 (a-z, 2-7) of the SHA-256 of the connection
 // ID and a role ("vw" + 13 = 15 bytes, the kernel's limit), the form of veth.PeerName; the role
 // keeps apart the objects one connection has in one forwarder (its client's vWire, its endpoint's
-// vWire, its tunnels) and the two ends of a tunnel, should two forwarders see one connection ID. Names are stable across restarts and, for WireGuard, whose UAPI sockets
-// share one directory across namespaces, unique across forwarders (connection IDs are UUIDs).
+// vWire, its tunnels) and the two ends of a tunnel, should two forwarders see one connection ID.
+// Names are stable across restarts and, for WireGuard, whose UAPI sockets share one directory
+// across namespaces, unique across forwarders (connection IDs are UUIDs).
 //
 // Sweep removes, in the namespace it is given, every interface that follows the rule and every
 // policy rule whose input or output interface does (the routing of a WireGuard connection, see
@@ -28,8 +29,8 @@
 // naming an interface of the rule that is no longer there. The group is the only record: a
 // forwarder that crashes again during the grace marks the same interfaces again.
 //
-// Removal moves nothing and deletes the group with one request: the kernel then waits for one
-// grace period of RCU for them all, not one each (about 20 ms per veth).
+// SweepMarked deletes the whole group with one request: the kernel then waits for one grace
+// period of RCU for them all, not one each (about 20 ms per veth).
 package ifname
 
 import (
