@@ -55,7 +55,8 @@ const chaosSettle = 15 * time.Second
 // left in its namespaces or socket folders that no live connection owns (a snapshot of links,
 // addresses, routes, rules, static neighbours, tc qdiscs and filters, tunnels and sockets,
 // against the mesh as it came up and the paths the live clients hold); and each endpoint
-// holds one connection (one address lease) per live client connected to it.
+// holds one connection (one address lease) per live client connected to it. Before those checks
+// it kills one client for good (picked by the seed): what its connection held goes too.
 func TestChaos(t *testing.T) {
 	seed := chaosEnvInt(t, "VWIRE_CHAOS_SEED", chaosDefaultSeed)
 	rounds := chaosEnvInt(t, "VWIRE_CHAOS_ROUNDS", chaosDefaultRound)
@@ -93,15 +94,27 @@ rounds:
 	t.Logf("every silence over %v, with the last %d restarts in the %v before it:\n%s", chaosQuietGap, chaosCauses, chaosLookBack, c.timeline(start))
 	t.Logf("loss windows per kind, over %d disruptions (seed %d, %d rounds):\n%s", len(windows)/len(topologies), seed, rounds, chaosSummary(windows))
 
+	if len(misses) == 0 {
+		// A client that dies for good: the path is to close its connection within seconds.
+		gone := "nsc-" + topologies[rng.IntN(len(topologies))].name
+		_, err := mesh(t, c.dir, "kill", gone)
+		require.NoError(t, err)
+		t.Logf("killed %s for good", gone)
+	}
+
 	// The mesh is idle now: it has this long to remove what no live connection owns.
 	var found []snapshot.Finding
 	var leases []string
-	deadline := time.Now().Add(chaosSettle)
+	idle := time.Now()
 	for {
 		owned, problems := c.ownership(t)
 		found = snapshot.Diff(base, c.takeSnapshot(t), owned)
 		leases = problems
-		if len(found) == 0 && len(leases) == 0 || time.Now().After(deadline) {
+		if len(found) == 0 && len(leases) == 0 {
+			t.Logf("nothing extra and one lease per live client %v after the last kill", time.Since(idle).Round(100*time.Millisecond))
+			break
+		}
+		if time.Since(idle) > chaosSettle {
 			break
 		}
 		time.Sleep(500 * time.Millisecond) // the mesh cleans up by itself; look again
