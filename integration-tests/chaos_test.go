@@ -111,7 +111,7 @@ rounds:
 		found = snapshot.Diff(base, c.takeSnapshot(t), owned)
 		leases = problems
 		if len(found) == 0 && len(leases) == 0 {
-			t.Logf("nothing extra and one lease per live client %v after the last kill", time.Since(idle).Round(100*time.Millisecond))
+			t.Logf("nothing extra and one lease per live client %v after the mesh went idle", time.Since(idle).Round(100*time.Millisecond))
 			break
 		}
 		if time.Since(idle) > chaosSettle {

@@ -34,28 +34,30 @@ func NewOwnership() *Ownership {
 // Add records conn's path. Live: a live client holds it, and its interfaces are owned.
 // Otherwise its interfaces are only named in findings.
 func (o *Ownership) Add(conn *networkservice.Connection, live bool) {
-	desc := Describe(conn)
+	var ids []string
 	for _, seg := range conn.GetPath().GetPathSegments() {
-		for _, role := range roles {
-			id := ifname.ID(seg.GetId(), role)
-			for _, key := range []string{ifname.Name(seg.GetId(), role), AliasPrefix + id} {
-				o.known[key] = desc
-				if live {
-					o.live[key] = desc
-				}
-			}
-		}
+		ids = append(ids, seg.GetId())
 	}
+	o.add(Describe(conn), live, ids...)
 }
 
 // AddIDs records the interfaces a live connection has under each of the IDs (its hops' IDs),
 // when its path is not known.
 func (o *Ownership) AddIDs(ids ...string) {
 	for _, id := range ids {
+		o.add("connection "+id, true, id)
+	}
+}
+
+// add records the interfaces every role of each hop ID names: ifname's name, the vWire's alias.
+func (o *Ownership) add(desc string, live bool, ids ...string) {
+	for _, id := range ids {
 		for _, role := range roles {
-			desc := "connection " + id
 			for _, key := range []string{ifname.Name(id, role), AliasPrefix + ifname.ID(id, role)} {
-				o.known[key], o.live[key] = desc, desc
+				o.known[key] = desc
+				if live {
+					o.live[key] = desc
+				}
 			}
 		}
 	}
