@@ -20,8 +20,9 @@ const (
 	// its own ResourceExhausted error: "grpc: received message larger than max (<seen> vs.
 	// 1048576)" at a server, "trying to send message larger than max" at a sender. A Request
 	// with every other bound at its limit stays under it (a full path of MaxPathSegments tokens
-	// of MaxTokenBytes is 512 KiB); real Requests are 2-10 KB (a token with an SVID chain in its
-	// x5c header is about 1.5 KB per hop).
+	// of MaxTokenBytes is 512 KiB); a real one is a few KB: a remote vWire's connection in the
+	// sdk's sandbox (6 hops, each token carrying its Ed25519 SVID in x5c, about 950 bytes) is
+	// 6 KB.
 	MaxMessageBytes = 1 << 20
 
 	// MaxMechanismPreferences bounds a Request's mechanism preferences: a client offers each
@@ -34,7 +35,8 @@ const (
 	MaxPathSegments = 32
 
 	// MaxTokenBytes bounds a path segment's token: a JWT whose x5c header carries the signer's
-	// SVID chain (a leaf and a few intermediates, about 1.5 KB each in base64).
+	// SVID chain (a leaf and maybe intermediates; one Ed25519 leaf makes a 950-byte token, an
+	// RSA certificate is about 1.5 KB in base64).
 	MaxTokenBytes = 16 << 10
 
 	// MaxIDBytes bounds a connection ID, a path segment's ID and a registry record's path ID.
@@ -75,7 +77,7 @@ const (
 	// MaxRecordBytes bounds a registry record (a network service, an endpoint) as encoded on
 	// the wire, and a Find query's template: the registry keeps every record in memory (or as a
 	// Kubernetes object, etcd takes 1.5 MiB) and sends it to every watcher on each change. A
-	// real record is a few hundred bytes.
+	// real record is a few hundred bytes (169 for a sandbox endpoint).
 	MaxRecordBytes = 64 << 10
 )
 
