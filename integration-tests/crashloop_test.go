@@ -64,11 +64,30 @@ func TestDeadClientsAreCleaned(t *testing.T) {
 	require.Contains(t, logOf(client), "closed the connection a previous run left")
 	require.True(t, pingOnce("vw-nsc-k2wg2k"), "the last run's vWire carries ping")
 
+	// Runs that die before or while they connect leave connections no later run finds (no vWire
+	// yet, or one the next run's Request raced): their nsmgr closes them after its grace.
+	for range 5 {
+		_, err := mesh(t, dir, "restart", client)
+		require.NoError(t, err)
+	}
+	from := len(logOf(client))
+	_, err := mesh(t, dir, "restart", client)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return strings.Contains(logOf(client)[from:], "msg=connected") }, 30*time.Second, 10*time.Millisecond,
+		"the run after the fast restarts connected")
+	last = time.Now()
+	require.Eventually(t, func() bool {
+		now = held()
+		return len(now.endpoint) == 1 && maps.Equal(now.node1, before.node1) && maps.Equal(now.node2, before.node2)
+	}, 30*time.Second, 50*time.Millisecond, "after 6 fast crash-restarts the endpoint and the nodes hold one connection's worth: before %+v, now %+v", before, now)
+	t.Logf("6 crash-restarts without waiting: one connection's worth left %s after the last run connected", time.Since(last).Round(time.Millisecond))
+	require.True(t, pingOnce("vw-nsc-k2wg2k"), "the last run's vWire carries ping")
+
 	// k2vx2k: the endpoint on node 2, a VXLAN device per connection on nodes 1 and 2.
 	vxlan := func(node string) int { return tunnels(t, node)["vxlan"] }
 	node1, node2 := vxlan("vw-node1"), vxlan("vw-node2")
 	require.Len(t, links(t, "vw-nse-k2vx2k"), 1, "the endpoint holds the client's vWire")
-	_, err := mesh(t, dir, "kill", "nsc-k2vx2k")
+	_, err = mesh(t, dir, "kill", "nsc-k2vx2k")
 	require.NoError(t, err)
 	killed := time.Now()
 	require.Eventually(t, func() bool {

@@ -22,6 +22,12 @@
 //     on the transport of its Requests, so gRPC never closes it as idle, and heal re-requests as
 //     soon as that stream breaks. A caller that keeps no stream and does not heal must refresh
 //     within the grace after its transport closes, or lose the connection.
+//   - A Request or Close whose caller goes away while it runs is finished rather than cut off
+//     half-way: from here on a caller's call (not a background event) keeps the caller's
+//     deadline (or, without one, the close timeout) but not its cancellation. A Close cut off after this hop forgot the connection would leave
+//     the hops after it holding theirs until their tokens expire; a Request cut off between two
+//     hops would leave the hop that answered with a connection nobody asked back. A Request that
+//     succeeds for a caller that is gone is watched like any other and closed after the grace.
 //   - The Close runs through begin's EventFactory, serialized with the connection's other
 //     events and from begin's place in the chain, so every element closes what it set up; a
 //     Close of the caller's own stops the watch.
@@ -44,6 +50,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -109,8 +116,30 @@ func (handler) HandleConn(ctx context.Context, s stats.ConnStats) {
 	}
 }
 
-func (handler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (handler) HandleRPC(context.Context, stats.RPCStats)                       {}
+func (handler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, callKey{}, &call{})
+}
+
+func (handler) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ended := s.(*stats.End); ended {
+		if c, ok := ctx.Value(callKey{}).(*call); ok {
+			c.ended.Store(true)
+		}
+	}
+}
+
+// call is one RPC: a background event re-entering the chain with the values of the Request
+// that made the connection carries that RPC's call, ended long ago.
+type call struct{ ended atomic.Bool }
+
+type callKey struct{}
+
+// running reports whether ctx is that of an RPC still running: a caller's call, not a
+// background event.
+func running(ctx context.Context) bool {
+	c, ok := ctx.Value(callKey{}).(*call)
+	return ok && !c.ended.Load()
+}
 
 // watch waits for the end of one transport, then for the grace, then closes the connection.
 type watch struct {
@@ -162,11 +191,13 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	if events == nil {
 		return nil, status.Error(codes.Internal, "orphan: no begin before orphan in the chain: put begin.NewServer() before it")
 	}
-	conn, err := next.Server(ctx).Request(ctx, req)
 	t := fromContext(ctx)
 	if t == nil {
-		return conn, err
+		return next.Server(ctx).Request(ctx, req)
 	}
+	ctx, cancel := s.finish(ctx)
+	defer cancel()
+	conn, err := next.Server(ctx).Request(ctx, req)
 	m := metadata.Server(ctx)
 	old, established := watchKey.Load(m)
 	switch {
@@ -186,7 +217,24 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 	if w, ok := watchKey.LoadAndDelete(metadata.Server(ctx)); ok {
 		w.stopUnlessClosing()
 	}
+	ctx, cancel := s.finish(ctx)
+	defer cancel()
 	return next.Server(ctx).Close(ctx, conn)
+}
+
+// finish returns the context of a caller's running call without its cancellation, so that the
+// call runs to its end if the caller goes away, bounded by the caller's deadline or, without
+// one, by the close timeout. Background events keep their context as it is: their own
+// cancellation (the component stopping, a replaced timer) must still end them.
+func (s *server) finish(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !running(ctx) {
+		return ctx, func() {}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(s.closeTimeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }
 
 // watch arranges a Close of the connection of ctx a grace after t ends.

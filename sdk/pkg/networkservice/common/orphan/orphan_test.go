@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,7 @@ const grace = 3 * time.Second
 type hop struct {
 	fake   *clock.Fake
 	rec    *checks.Recorder
+	gate   *gate
 	events chan begin.EventFactory // of each Request that passed
 	chain  networkservice.NetworkServiceServer
 	url    *url.URL
@@ -45,12 +48,12 @@ func newHop(t *testing.T) *hop {
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	h := &hop{fake: clock.NewFake(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)), rec: checks.NewServer(),
+	h := &hop{fake: clock.NewFake(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)), rec: checks.NewServer(), gate: &gate{},
 		url: &url.URL{Scheme: "unix", Path: filepath.Join(dir, "hop.sock")}}
 	ctx, cancel := context.WithCancel(log.WithLogger(clock.WithClock(context.Background(), h.fake), slog.New(slog.DiscardHandler)))
 	h.events = make(chan begin.EventFactory, 10)
 	h.chain = next.NewNetworkServiceServer(begin.NewServer(), metadata.NewServer(),
-		orphan.NewServer(ctx, orphan.WithGrace(grace)), grab{h.events}, h.rec)
+		orphan.NewServer(ctx, orphan.WithGrace(grace)), grab{h.events}, h.gate, h.rec)
 	errs, err := grpcserve.Serve(ctx, h.url, grpcserve.RegistrarFunc(func(s *grpc.Server) {
 		networkservice.RegisterNetworkServiceServer(s, h.chain)
 	}), grpc.StatsHandler(orphan.StatsHandler()))
@@ -76,6 +79,49 @@ func (g grab) Request(ctx context.Context, req *networkservice.NetworkServiceReq
 }
 
 func (g grab) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// gate holds each call, once closed (hold), until released, and passes it on only if its
+// context still lives then.
+type gate struct {
+	mu      sync.Mutex
+	held    chan struct{} // gets a value when a call waits
+	release chan struct{}
+}
+
+func (g *gate) hold() (held <-chan struct{}, release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.held, g.release = make(chan struct{}, 1), make(chan struct{})
+	return g.held, func() { close(g.release) }
+}
+
+func (g *gate) pass(ctx context.Context) error {
+	g.mu.Lock()
+	held, release := g.held, g.release
+	g.mu.Unlock()
+	if release != nil {
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-release
+	}
+	return ctx.Err()
+}
+
+func (g *gate) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if err := g.pass(ctx); err != nil {
+		return nil, err
+	}
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (g *gate) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	if err := g.pass(ctx); err != nil {
+		return nil, err
+	}
 	return next.Server(ctx).Close(ctx, conn)
 }
 
@@ -175,6 +221,51 @@ func TestCallerClosesItself(t *testing.T) {
 	h.fake.Advance(grace)
 	require.Eventually(t, func() bool { return len(h.rec.Closes()) == 2 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, "conn-2", h.rec.Closes()[1].GetId())
+}
+
+// TestCallerGoneWhileCallingIsFinished: a caller that dies while its Close, or its first
+// Request, runs does not cut it off half-way: the rest of the chain gets the whole call; the
+// connection so made is then closed after the grace. (Each caller holds a second connection,
+// whose grace tells the test that the hop saw the transport end.)
+func TestCallerGoneWhileCallingIsFinished(t *testing.T) {
+	h := newHop(t)
+	c, die := h.caller(t)
+	request(t, c, &networkservice.Connection{Id: "standing-1"})
+	conn := request(t, c, &networkservice.Connection{Id: "conn-1"})
+
+	held, release := h.gate.hold()
+	closed := make(chan error, 1)
+	go func() { _, err := c.Close(context.Background(), conn); closed <- err }()
+	<-held
+	die()
+	require.Error(t, <-closed, "the caller went away before the answer")
+	h.graceStarted(t)
+	release()
+	require.Eventually(t, func() bool { return !slices.Contains(h.rec.Open(), "conn-1") }, 5*time.Second, time.Millisecond,
+		"the Close of a caller that went away was cut off")
+	h.fake.Advance(grace)
+	require.Eventually(t, func() bool { return len(h.rec.Open()) == 0 }, 5*time.Second, time.Millisecond)
+
+	c2, die2 := h.caller(t)
+	request(t, c2, &networkservice.Connection{Id: "standing-2"})
+	held, release = h.gate.hold()
+	requested := make(chan error, 1)
+	go func() {
+		_, err := c2.Request(context.Background(), &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "conn-2"}})
+		requested <- err
+	}()
+	<-held
+	die2()
+	require.Error(t, <-requested, "the caller went away before the answer")
+	h.graceStarted(t)
+	release()
+	require.Eventually(t, func() bool { return slices.Contains(h.rec.Open(), "conn-2") }, 5*time.Second, time.Millisecond,
+		"the Request of a caller that went away was cut off")
+	require.Eventually(t, func() bool { return h.fake.Pending() == 2 }, 5*time.Second, time.Millisecond,
+		"no grace for the connection made for a caller that went away")
+	h.fake.Advance(grace)
+	require.Eventually(t, func() bool { return len(h.rec.Open()) == 0 }, 5*time.Second, time.Millisecond,
+		"the connection made for a caller that went away was not closed after the grace")
 }
 
 // TestWithinProcessArmsNothing: a Request that came over no transport (a call within the
