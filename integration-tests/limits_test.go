@@ -26,7 +26,8 @@ import (
 )
 
 // TestLimitsOnTheLocalMesh sends what issue 14 found accepted (10,000 mechanism preferences,
-// 10,000 labels, a 1 MB label, 1,000 path segments, an endpoint without URL) to nsmgr1's socket,
+// 10,000 labels, a 1 MB label, 1,000 path segments, an endpoint without URL), and registrations
+// over the bounds (an endpoint's labels, a forwarder's services), to nsmgr1's socket,
 // as a workload of the mesh (an SVID of its trust domain, its tokens), while the k2k client
 // pings through nsmgr1's node: each is refused with the bound's name, nsmgr1 stays up and
 // serving, and no ping is lost beyond noise. VWIRE_LIMITS_ROUNDS sets how many times each is
@@ -105,6 +106,21 @@ func TestLimitsOnTheLocalMesh(t *testing.T) {
 			_, err := nses.Register(ctx, &registry.NetworkServiceEndpoint{Name: "limits-test", NetworkServiceNames: []string{"icmp-k2k"}})
 			return err
 		}, codes.InvalidArgument, "network_service_endpoint.url: empty"},
+		{"an endpoint with 100 labels", func() error {
+			_, err := nses.Register(ctx, &registry.NetworkServiceEndpoint{Name: "limits-test", NetworkServiceNames: []string{"icmp-k2k"},
+				Url:                  "unix:///tmp/limits-test.sock",
+				NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"icmp-k2k": {Labels: labels(100, 1)}}}, bigCall)
+			return err
+		}, codes.InvalidArgument, `network_service_endpoint.network_service_labels["icmp-k2k"].labels: 100 entries, over the limit MaxLabels = 64`},
+		{"a forwarder of 1,000 services", func() error {
+			names := []string{"forwarder"}
+			for i := range 1000 {
+				names = append(names, fmt.Sprintf("svc-%d", i))
+			}
+			_, err := nses.Register(ctx, &registry.NetworkServiceEndpoint{Name: "limits-test-fwd", NetworkServiceNames: names,
+				Url: "unix:///tmp/limits-test-fwd.sock"}, bigCall)
+			return err
+		}, codes.InvalidArgument, "network_service_endpoint.network_service_names: 1001 entries, over the limit MaxListItems = 256"},
 		{"a Close of a connection nsmgr1 never made", func() error {
 			_, err := ns.Close(ctx, &networkservice.Connection{Id: "never-made", NetworkService: "icmp-k2k"})
 			return err
