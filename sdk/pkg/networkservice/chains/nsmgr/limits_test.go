@@ -204,6 +204,14 @@ func TestLimitsOverGRPC(t *testing.T) {
 		})
 	}
 
+	// The client chain sends it no more than once: its size never fits, retrying cannot help.
+	_, err = mesh.Nodes[0].NewClient("nsc-big").Request(ctx, &networkservice.NetworkServiceRequest{
+		Connection: &networkservice.Connection{Id: "big", NetworkService: "svc", Labels: map[string]string{"big": long(validate.MaxMessageBytes)}},
+	})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "trying to send message larger than max (")
+	require.NotContains(t, status.Convert(err).Message(), "attempts", "not retried until the deadline")
+
 	health, err := grpc_health_v1.NewHealthClient(cc).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
 	require.NoError(t, err)
 	require.Equal(t, grpc_health_v1.HealthCheckResponse_SERVING, health.GetStatus())

@@ -10,7 +10,8 @@
 //
 // Retried, because the same request can succeed a moment later:
 //   - Unavailable: the next hop is down, restarting or not yet listening;
-//   - ResourceExhausted: the next hop is overloaded;
+//   - ResourceExhausted: the next hop is overloaded (but not gRPC's refusal of a message over
+//     its size bound, vwire.dev/api/validate.MaxMessageBytes: the same request never fits);
 //   - Aborted: the request lost a race with another change;
 //   - NotFound: no endpoint offers the service yet (endpoints register after they start);
 //   - DeadlineExceeded, when only the attempt ran out of time (WithAttemptTimeout), not the caller.
@@ -33,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -125,12 +127,18 @@ func retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted, codes.NotFound, codes.DeadlineExceeded:
+	case codes.ResourceExhausted:
+		return !strings.Contains(status.Convert(err).Message(), tooLarge)
+	case codes.Unavailable, codes.Aborted, codes.NotFound, codes.DeadlineExceeded:
 		return true
 	}
 	// In-process elements may return the attempt's own deadline as a plain error.
 	return errors.Is(err, context.DeadlineExceeded)
 }
+
+// tooLarge is in gRPC's messages refusing a message over the size bound, at the sender ("trying
+// to send message larger than max") and at the receiver ("received message larger than max").
+const tooLarge = "message larger than max"
 
 // sleep waits d on ctx's clock, or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {

@@ -166,6 +166,8 @@ func TestWhichErrorsAreRetried(t *testing.T) {
 	}{
 		{status.Error(codes.Unavailable, "x"), true},
 		{status.Error(codes.ResourceExhausted, "x"), true},
+		{status.Error(codes.ResourceExhausted, "grpc: trying to send message larger than max (2000000 vs. 1048576)"), false},
+		{status.Error(codes.ResourceExhausted, "grpc: received message larger than max (2000000 vs. 1048576)"), false},
 		{status.Error(codes.Aborted, "x"), true},
 		{status.Error(codes.NotFound, "x"), true},
 		{status.Error(codes.DeadlineExceeded, "x"), true},
