@@ -47,8 +47,9 @@ const (
 const chaosSettle = 15 * time.Second
 
 // TestChaos runs the local mesh with a prober on every topology (an ICMP echo every 5 ms from the
-// client's namespace to its endpoint's end of the vWire), restarts every process of the mesh
-// (forwarders, nsmgrs, the registry, endpoints, clients) in a random order from a fixed seed
+// client's namespace to its endpoint's end of the vWire; and one across the underlay from node 1
+// to node 2, no vWire in between, whose silences are the machine's), restarts every process of
+// the mesh (forwarders, nsmgrs, the registry, endpoints, clients) in a random order from a fixed seed
 // (VWIRE_CHAOS_SEED, default 14) for VWIRE_CHAOS_ROUNDS rounds (default 2), each time waiting
 // until every prober has answered for 2 s without a gap, and prints every loss window. Then it
 // checks: every topology came back after every disruption; once the mesh is idle, nothing is
@@ -92,7 +93,7 @@ rounds:
 		}
 	}
 	t.Logf("every silence over %v, with the last %d restarts in the %v before it:\n%s", chaosQuietGap, chaosCauses, chaosLookBack, c.timeline(start))
-	t.Logf("loss windows per kind, over %d disruptions (seed %d, %d rounds):\n%s", len(windows)/len(topologies), seed, rounds, chaosSummary(windows))
+	t.Logf("loss windows per kind, over %d disruptions (seed %d, %d rounds):\n%s", len(windows)/len(chaosProbed()), seed, rounds, chaosSummary(windows))
 
 	if len(misses) == 0 {
 		// A client that dies for good: the path is to close its connection within seconds.
@@ -200,8 +201,8 @@ func startChaos(t testing.TB) *chaos {
 	out, err := mesh(t, c.dir, "names")
 	require.NoError(t, err)
 	c.names = strings.Fields(out)
-	for _, tc := range topologies {
-		p, err := startChaosProber(tc.name)
+	for _, name := range chaosProbed() {
+		p, err := startChaosProber(name)
 		require.NoError(t, err)
 		t.Cleanup(p.stop)
 		c.probers = append(c.probers, p)
@@ -435,7 +436,7 @@ func chaosAlias(t testing.TB, ns string) string {
 	return l.Attrs().Alias
 }
 
-// kindOf is the kind of the mesh's process name.
+// chaosKind is the kind of the mesh's process name.
 func chaosKind(name string) string {
 	switch {
 	case name == "":
@@ -464,8 +465,19 @@ type chaosProber struct {
 	replies []time.Time
 }
 
+// chaosControl is the control prober's name: from node 1 to node 2 across the underlay, no
+// vWire in between. A silence it shares with the topologies is the machine's (or the prober
+// process's) stall, not the mesh's.
+const chaosControl = "underlay"
+
+// startChaosProber probes the topology's vWire from its client's namespace; for chaosControl,
+// node 2's underlay address from node 1.
 func startChaosProber(topology string) (*chaosProber, error) {
-	ns, err := netns.GetFromName("vw-nsc-" + topology)
+	from, to := "vw-nsc-"+topology, netip.Addr{}
+	if topology == chaosControl {
+		from, to = "vw-node1", netip.MustParseAddr("10.200.0.2")
+	}
+	ns, err := netns.GetFromName(from)
 	if err != nil {
 		return nil, err
 	}
@@ -474,10 +486,15 @@ func startChaosProber(topology string) (*chaosProber, error) {
 		_ = ns.Close()
 		return nil, fmt.Errorf("prober %s: %w", topology, err)
 	}
-	p.wg.Add(3)
+	p.wg.Add(2)
 	go p.send()
 	go p.receive()
-	go p.follow()
+	if to.IsValid() {
+		p.dst.Store(&to)
+	} else {
+		p.wg.Add(1)
+		go p.follow()
+	}
 	return p, nil
 }
 
@@ -648,10 +665,19 @@ func chaosSummary(ws []chaosWindow) string {
 
 func chaosFormat(w map[string]time.Duration) string {
 	var parts []string
-	for _, tc := range topologies {
-		parts = append(parts, fmt.Sprintf("%s %v", tc.name, w[tc.name].Round(time.Millisecond)))
+	for _, name := range chaosProbed() {
+		parts = append(parts, fmt.Sprintf("%s %v", name, w[name].Round(time.Millisecond)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// chaosProbed names what the probers probe: every topology, then the control.
+func chaosProbed() []string {
+	var names []string
+	for _, tc := range topologies {
+		names = append(names, tc.name)
+	}
+	return append(names, chaosControl)
 }
 
 // percentile is the nearest-rank percentile q (0-100] of ds.
