@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,14 +20,36 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 )
 
-// TestForwarderGoneForGood: forwarder 2 is killed and does not come back. Its nsmgr notices (the
-// transport of its registration ended, and no registration came within the grace), sweeps node
-// 2 and unregisters it, while orphan and heal remove the remote halves on node 1. Within
-// seconds node 2 holds nothing of the connections that went through it (no interface, address,
-// route, rule, neighbour, qdisc, filter or socket, and nothing new since before), its socket
-// file is gone, node 1 holds no tunnel of those connections nor anything tied to one, nothing
-// on either node points at something gone, and everything else node 1 held is still there.
+// TestForwarderGoneForGood: forwarder 2 goes away and does not come back: killed (its nsmgr
+// notices that the transport of its registration ended), or stopped with SIGTERM (it
+// unregisters and leaves its vWires for a successor that never comes). No registration comes
+// within the grace: its nsmgr sweeps node 2 and unregisters it, while orphan and heal remove the
+// remote halves on node 1. Within seconds node 2 holds nothing of the connections that went
+// through it (no interface, address, route, rule, neighbour, qdisc, filter or socket, and nothing
+// new since before), its socket file is gone, node 1 holds no tunnel of those connections nor
+// anything tied to one, nothing on either node points at something gone, and everything else
+// node 1 held is still there.
 func TestForwarderGoneForGood(t *testing.T) {
+	t.Run("killed", func(t *testing.T) {
+		forwarderGone(t, func(dir string) {
+			_, err := mesh(t, dir, "kill", "forwarder2")
+			require.NoError(t, err)
+		})
+	})
+	t.Run("stopped", func(t *testing.T) {
+		forwarderGone(t, func(dir string) {
+			pid, err := os.ReadFile(filepath.Join(dir, "run", "forwarder2.pid"))
+			require.NoError(t, err)
+			n, err := strconv.Atoi(strings.TrimSpace(string(pid)))
+			require.NoError(t, err)
+			require.NoError(t, syscall.Kill(n, syscall.SIGTERM))
+		})
+	})
+}
+
+// forwarderGone brings the mesh up, makes forwarder 2 go away with stop, and waits until it is
+// swept.
+func forwarderGone(t *testing.T, stop func(dir string)) {
 	dir := upMesh(t)
 	run := filepath.Join(dir, "run")
 	nodes := []string{"vw-node1", "vw-node2"}
@@ -63,8 +87,7 @@ func TestForwarderGoneForGood(t *testing.T) {
 	socket := filepath.Join(run, "forwarder2.sock")
 	require.FileExists(t, socket)
 
-	_, err = mesh(t, dir, "kill", "forwarder2")
-	require.NoError(t, err)
+	stop(dir)
 	killed := time.Now()
 	var left []string
 	clean := map[string]time.Duration{} // node -> when it was first seen clean
@@ -85,7 +108,7 @@ func TestForwarderGoneForGood(t *testing.T) {
 		return len(left) == 0
 	}, 60*time.Second, 100*time.Millisecond)
 	require.True(t, cleaned, "what is left of forwarder 2's connections:\n%s", strings.Join(left, "\n"))
-	t.Logf("after forwarder 2's death (the grace: 5 s; the issue's goal: 10 s), nothing of its connections is left on node 2 at %.2f s, on node 1 at %.2f s",
+	t.Logf("after forwarder 2 went away (the grace: 5 s; the issue's goal: 10 s), nothing of its connections is left on node 2 at %.2f s, on node 1 at %.2f s",
 		clean["vw-node2"].Seconds(), clean["vw-node1"].Seconds())
 
 	logOf, err := os.ReadFile(filepath.Join(run, "nsmgr2.log"))
