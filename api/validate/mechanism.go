@@ -110,7 +110,7 @@ func mechanism(field string, m *networkservice.Mechanism, negotiated bool) error
 		return invalid(field+".cls", "%s is a %s mechanism, not %s", typ.name, typ.class, m.GetCls())
 	}
 	params := m.GetParameters()
-	if err := stringMap(field+".parameters", params, "MaxParameterBytes", MaxParameterBytes); err != nil {
+	if err := stringMap(field, ".parameters", params, "MaxParameterBytes", MaxParameterBytes); err != nil {
 		return err
 	}
 	for _, key := range slices.Sorted(maps.Keys(params)) {

@@ -26,34 +26,34 @@ func NetworkService(ns *registry.NetworkService) error {
 	if err := at(field+".payload", payloadName(ns.GetPayload())); err != nil {
 		return err
 	}
-	if err := count(field+".matches", "MaxListItems", MaxListItems, len(ns.GetMatches())); err != nil {
+	if err := count(field, ".matches", "MaxListItems", MaxListItems, len(ns.GetMatches())); err != nil {
 		return err
 	}
 	for i, m := range ns.GetMatches() {
 		item := fmt.Sprintf("%s.matches[%d]", field, i)
-		if err := labels(item+".source_selector", m.GetSourceSelector()); err != nil {
+		if err := labels(item, ".source_selector", m.GetSourceSelector()); err != nil {
 			return err
 		}
 		if _, ok := m.GetSourceSelector()[""]; ok {
 			return invalid(item+".source_selector", "empty label key")
 		}
-		if err := count(item+".routes", "MaxListItems", MaxListItems, len(m.GetRoutes())); err != nil {
+		if err := count(item, ".routes", "MaxListItems", MaxListItems, len(m.GetRoutes())); err != nil {
 			return err
 		}
 		for j, r := range m.GetRoutes() {
 			selector := fmt.Sprintf("%s.routes[%d].destination_selector", item, j)
-			if err := labels(selector, r.GetDestinationSelector()); err != nil {
+			if err := labels(selector, "", r.GetDestinationSelector()); err != nil {
 				return err
 			}
 			if _, ok := r.GetDestinationSelector()[""]; ok {
 				return invalid(selector, "empty label key")
 			}
 		}
-		if err := labels(item+".metadata.labels", m.GetMetadata().GetLabels()); err != nil {
+		if err := labels(item, ".metadata.labels", m.GetMetadata().GetLabels()); err != nil {
 			return err
 		}
 	}
-	return pathIDs(field+".path_ids", ns.GetPathIds())
+	return pathIDs(field, ".path_ids", ns.GetPathIds())
 }
 
 // NetworkServiceEndpoint checks an endpoint record as Register carries it: a URL is required,
@@ -71,7 +71,7 @@ func NetworkServiceEndpoint(nse *registry.NetworkServiceEndpoint) error {
 		return err
 	}
 	names := nse.GetNetworkServiceNames()
-	if err := count(field+".network_service_names", "MaxListItems", MaxListItems, len(names)); err != nil {
+	if err := count(field, ".network_service_names", "MaxListItems", MaxListItems, len(names)); err != nil {
 		return err
 	}
 	for i, name := range names {
@@ -79,7 +79,7 @@ func NetworkServiceEndpoint(nse *registry.NetworkServiceEndpoint) error {
 			return err
 		}
 	}
-	if err := count(field+".network_service_labels", "MaxListItems", MaxListItems, len(nse.GetNetworkServiceLabels())); err != nil {
+	if err := count(field, ".network_service_labels", "MaxListItems", MaxListItems, len(nse.GetNetworkServiceLabels())); err != nil {
 		return err
 	}
 	for _, ns := range slices.Sorted(maps.Keys(nse.GetNetworkServiceLabels())) {
@@ -87,11 +87,11 @@ func NetworkServiceEndpoint(nse *registry.NetworkServiceEndpoint) error {
 		if !slices.Contains(names, ns) {
 			return invalid(item, "labels for a network service not in network_service_names")
 		}
-		if err := labels(item+".labels", nse.GetNetworkServiceLabels()[ns].GetLabels()); err != nil {
+		if err := labels(item, ".labels", nse.GetNetworkServiceLabels()[ns].GetLabels()); err != nil {
 			return err
 		}
 	}
-	if err := atMost(field+".url", "MaxURLBytes", MaxURLBytes, nse.GetUrl()); err != nil {
+	if err := atMost(field, ".url", "MaxURLBytes", MaxURLBytes, nse.GetUrl()); err != nil {
 		return err
 	}
 	if nse.GetUrl() == "" {
@@ -100,7 +100,7 @@ func NetworkServiceEndpoint(nse *registry.NetworkServiceEndpoint) error {
 	if err := at(field+".url", endpointURL(nse.GetUrl())); err != nil {
 		return err
 	}
-	return pathIDs(field+".path_ids", nse.GetPathIds())
+	return pathIDs(field, ".path_ids", nse.GetPathIds())
 }
 
 // NetworkServiceQuery checks a Find query. The record in it is a template whose empty fields

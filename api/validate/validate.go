@@ -78,7 +78,7 @@ func Request(r *networkservice.NetworkServiceRequest) error {
 		return err
 	}
 	prefs := r.GetMechanismPreferences()
-	if err := count("mechanism_preferences", "MaxMechanismPreferences", MaxMechanismPreferences, len(prefs)); err != nil {
+	if err := count("mechanism_preferences", "", "MaxMechanismPreferences", MaxMechanismPreferences, len(prefs)); err != nil {
 		return err
 	}
 	for i, m := range prefs {
@@ -102,10 +102,10 @@ func Connection(c *networkservice.Connection) error {
 // path of any length. A nil connection passes.
 func ConnectionLimits(c *networkservice.Connection) error {
 	const field = "connection"
-	if err := atMost(field+".id", "MaxIDBytes", MaxIDBytes, c.GetId()); err != nil {
+	if err := atMost(field, ".id", "MaxIDBytes", MaxIDBytes, c.GetId()); err != nil {
 		return err
 	}
-	if err := labels(field+".labels", c.GetLabels()); err != nil {
+	if err := labels(field, ".labels", c.GetLabels()); err != nil {
 		return err
 	}
 	return pathLimits(field+".path", c.GetPath())
@@ -118,7 +118,7 @@ func connection(field string, c *networkservice.Connection) error {
 	if c.GetId() == "" {
 		return invalid(field+".id", "empty")
 	}
-	if err := atMost(field+".id", "MaxIDBytes", MaxIDBytes, c.GetId()); err != nil {
+	if err := atMost(field, ".id", "MaxIDBytes", MaxIDBytes, c.GetId()); err != nil {
 		return err
 	}
 	if err := at(field+".network_service", Name(c.GetNetworkService())); err != nil {
@@ -142,10 +142,10 @@ func connection(field string, c *networkservice.Connection) error {
 	if err := at(field+".context.ethernet_context.dst_mac", optionalMAC(eth.GetDstMac())); err != nil {
 		return err
 	}
-	if err := labels(field+".context.extra_context", c.GetContext().GetExtraContext()); err != nil {
+	if err := labels(field, ".context.extra_context", c.GetContext().GetExtraContext()); err != nil {
 		return err
 	}
-	if err := labels(field+".labels", c.GetLabels()); err != nil {
+	if err := labels(field, ".labels", c.GetLabels()); err != nil {
 		return err
 	}
 	if err := path(field+".path", c.GetPath()); err != nil {
@@ -184,21 +184,24 @@ func path(field string, p *networkservice.Path) error {
 // pathLimits checks the bounds of a path: its length, and each segment's strings and metrics.
 func pathLimits(field string, p *networkservice.Path) error {
 	segments := p.GetPathSegments()
-	if err := count(field+".path_segments", "MaxPathSegments", MaxPathSegments, len(segments)); err != nil {
+	if err := count(field, ".path_segments", "MaxPathSegments", MaxPathSegments, len(segments)); err != nil {
 		return err
 	}
 	for i, s := range segments {
+		if len(s.GetName()) <= MaxNameBytes && len(s.GetId()) <= MaxIDBytes && len(s.GetToken()) <= MaxTokenBytes && len(s.GetMetrics()) == 0 {
+			continue // the usual segment: no field name to make
+		}
 		item := fmt.Sprintf("%s.path_segments[%d]", field, i)
-		if err := atMost(item+".name", "MaxNameBytes", MaxNameBytes, s.GetName()); err != nil {
+		if err := atMost(item, ".name", "MaxNameBytes", MaxNameBytes, s.GetName()); err != nil {
 			return err
 		}
-		if err := atMost(item+".id", "MaxIDBytes", MaxIDBytes, s.GetId()); err != nil {
+		if err := atMost(item, ".id", "MaxIDBytes", MaxIDBytes, s.GetId()); err != nil {
 			return err
 		}
-		if err := atMost(item+".token", "MaxTokenBytes", MaxTokenBytes, s.GetToken()); err != nil {
+		if err := atMost(item, ".token", "MaxTokenBytes", MaxTokenBytes, s.GetToken()); err != nil {
 			return err
 		}
-		if err := labels(item+".metrics", s.GetMetrics()); err != nil {
+		if err := labels(item, ".metrics", s.GetMetrics()); err != nil {
 			return err
 		}
 	}
@@ -209,15 +212,15 @@ func pathLimits(field string, p *networkservice.Path) error {
 // business, as in NSM.
 func dnsContext(field string, c *networkservice.DNSContext) error {
 	configs := c.GetConfigs()
-	if err := count(field+".configs", "MaxListItems", MaxListItems, len(configs)); err != nil {
+	if err := count(field, ".configs", "MaxListItems", MaxListItems, len(configs)); err != nil {
 		return err
 	}
 	for i, config := range configs {
 		item := fmt.Sprintf("%s.configs[%d]", field, i)
-		if err := names(item+".dns_server_ips", config.GetDnsServerIps()); err != nil {
+		if err := names(item, ".dns_server_ips", config.GetDnsServerIps()); err != nil {
 			return err
 		}
-		if err := names(item+".search_domains", config.GetSearchDomains()); err != nil {
+		if err := names(item, ".search_domains", config.GetSearchDomains()); err != nil {
 			return err
 		}
 	}
@@ -226,13 +229,13 @@ func dnsContext(field string, c *networkservice.DNSContext) error {
 
 // names checks the bounds of a list of names (domains, addresses): at most MaxListItems, each
 // at most MaxNameBytes.
-func names(field string, list []string) error {
-	if err := count(field, "MaxListItems", MaxListItems, len(list)); err != nil {
+func names(field, sub string, list []string) error {
+	if err := count(field, sub, "MaxListItems", MaxListItems, len(list)); err != nil {
 		return err
 	}
 	for i, name := range list {
-		if err := atMost(fmt.Sprintf("%s[%d]", field, i), "MaxNameBytes", MaxNameBytes, name); err != nil {
-			return err
+		if len(name) > MaxNameBytes {
+			return over(fmt.Sprintf("%s%s[%d]", field, sub, i), "MaxNameBytes", MaxNameBytes, len(name), "bytes")
 		}
 	}
 	return nil
@@ -261,7 +264,7 @@ func ipContext(field string, c *networkservice.IPContext) error {
 	if err := prefixes(field+".excluded_prefixes", c.GetExcludedPrefixes()); err != nil {
 		return err
 	}
-	if err := count(field+".ip_neighbors", "MaxListItems", MaxListItems, len(c.GetIpNeighbors())); err != nil {
+	if err := count(field, ".ip_neighbors", "MaxListItems", MaxListItems, len(c.GetIpNeighbors())); err != nil {
 		return err
 	}
 	for i, n := range c.GetIpNeighbors() {
@@ -273,13 +276,13 @@ func ipContext(field string, c *networkservice.IPContext) error {
 			return invalid(item+".hardware_address", "%.100q is not a MAC address", n.GetHardwareAddress())
 		}
 	}
-	if err := count(field+".extra_prefix_request", "MaxListItems", MaxListItems, len(c.GetExtraPrefixRequest())); err != nil {
+	if err := count(field, ".extra_prefix_request", "MaxListItems", MaxListItems, len(c.GetExtraPrefixRequest())); err != nil {
 		return err
 	}
 	if err := prefixes(field+".extra_prefixes", c.GetExtraPrefixes()); err != nil {
 		return err
 	}
-	if err := count(field+".policies", "MaxListItems", MaxListItems, len(c.GetPolicies())); err != nil {
+	if err := count(field, ".policies", "MaxListItems", MaxListItems, len(c.GetPolicies())); err != nil {
 		return err
 	}
 	for i, p := range c.GetPolicies() {
@@ -303,7 +306,7 @@ func ipContext(field string, c *networkservice.IPContext) error {
 }
 
 func prefixes(field string, list []string) error {
-	if err := count(field, "MaxListItems", MaxListItems, len(list)); err != nil {
+	if err := count(field, "", "MaxListItems", MaxListItems, len(list)); err != nil {
 		return err
 	}
 	for i, p := range list {
@@ -315,7 +318,7 @@ func prefixes(field string, list []string) error {
 }
 
 func routes(field string, list []*networkservice.Route) error {
-	if err := count(field, "MaxListItems", MaxListItems, len(list)); err != nil {
+	if err := count(field, "", "MaxListItems", MaxListItems, len(list)); err != nil {
 		return err
 	}
 	for i, r := range list {
