@@ -141,6 +141,7 @@ func (s *Sweeper) Watch(ctx context.Context, fwd *registry.NetworkServiceEndpoin
 		return nil
 	}
 	h.sweeper, h.name = s, fwd.GetName()
+	logger.Debug("sweeper: following the forwarder", "netns", h.NS.UniqueId(), "socket", h.Socket)
 	s.mu.Lock()
 	s.live[h] = struct{}{}
 	s.mu.Unlock()
