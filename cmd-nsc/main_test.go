@@ -139,7 +139,7 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		{"no network service", []string{"NSM_NETWORK_SERVICES=kernel:///nsm-1"},
 			`NSM_NETWORK_SERVICES: "kernel:///nsm-1": url host: missing network service`},
 		{"interface name too long", []string{"NSM_NETWORK_SERVICES=kernel://icmp-responder/a-very-long-ifname"},
-			`NSM_NETWORK_SERVICES: "kernel://icmp-responder/a-very-long-ifname": url path: interface name "a-very-long-ifname" is 18 bytes, over the limit kernel.LinuxIfMaxLength = 15`},
+			`NSM_NETWORK_SERVICES: "kernel://icmp-responder/a-very-long-ifname": url path: interface name "a-very-long-ifname" is 18 bytes, limit 15`},
 		{"interface twice", []string{"NSM_NETWORK_SERVICES=kernel://a/nsm-2,kernel://b"},
 			`NSM_NETWORK_SERVICES: "kernel://a/nsm-2,kernel://b": item 2 "kernel://b": interface nsm-2 is taken by another URL; give each its own: kernel://service/name`},
 		{"bad label", []string{"NSM_LABELS=app"}, `NSM_LABELS: "app": not key=value`},
