@@ -125,8 +125,8 @@ func TestLocalMesh(t *testing.T) {
 	require.Len(t, links(t, "vw-nse-"+spare), 1, "the spare endpoint holds the client's vWire")
 	require.Equal(t, addr, links(t, "vw-nsc-k2k")["nsm-1"], "the client kept its addresses: both endpoints draw from one prefix")
 
-	// A client that dies and starts again in its namespace finds its old vWire there, removes it
-	// and gets a new one.
+	// A client that dies and starts again in its namespace finds its old vWire there, closes its
+	// connection along the path (which removes the vWire) and gets a new one.
 	_, err = mesh(t, dir, "restart", "nsc-k2wg2k")
 	require.NoError(t, err)
 	clientLog := func() string {
@@ -136,7 +136,7 @@ func TestLocalMesh(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return strings.Count(clientLog(), "msg=connected") == 2 }, 20*time.Second, 20*time.Millisecond,
 		"the restarted client connected")
-	require.Contains(t, clientLog(), "removed the vWire a previous run left")
+	require.Contains(t, clientLog(), "closed the connection a previous run left")
 	require.True(t, pingOnce("vw-nsc-k2wg2k"), "the new vWire carries ping")
 
 	pids, err := filepath.Glob(filepath.Join(dir, "run", "*.pid"))
