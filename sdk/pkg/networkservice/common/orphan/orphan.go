@@ -24,10 +24,11 @@
 //     within the grace after its transport closes, or lose the connection.
 //   - A Request or Close whose caller goes away while it runs is finished rather than cut off
 //     half-way: from here on a caller's call (not a background event) keeps the caller's
-//     deadline (or, without one, the close timeout) but not its cancellation. A Close cut off after this hop forgot the connection would leave
-//     the hops after it holding theirs until their tokens expire; a Request cut off between two
-//     hops would leave the hop that answered with a connection nobody asked back. A Request that
-//     succeeds for a caller that is gone is watched like any other and closed after the grace.
+//     deadline (or, without one, the close timeout) but not its cancellation. A Close cut off
+//     after this hop forgot the connection would leave the hops after it holding theirs until
+//     their tokens expire; a Request cut off between two hops would leave the hop that answered
+//     with a connection nobody asks for again. A Request that succeeds for a caller that is gone
+//     is watched like any other and closed after the grace.
 //   - The Close runs through begin's EventFactory, serialized with the connection's other
 //     events and from begin's place in the chain, so every element closes what it set up; a
 //     Close of the caller's own stops the watch.
@@ -36,8 +37,8 @@
 //   - A peer whose machine vanishes without closing its sockets is noticed only when TCP gives
 //     up on it; timeout still closes its connections at token expiry.
 //
-// Transports are known only to a gRPC server with StatsHandler among its options (grpc.StatsHandler),
-// which tags each transport and signals its end. An nsmgr serves with it (its callers are
+// Transports are known only to a gRPC server with StatsHandler among its options
+// (grpc.StatsHandler), which tags each transport and call and signals their ends. An nsmgr serves with it (its callers are
 // clients and forwarders); forwarders and endpoints do not, because their caller is an nsmgr,
 // whose restart must leave the data plane as it is.
 //
