@@ -176,3 +176,32 @@ func TestCallsSeeTheServingContextsValues(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, event.GetConnections(), "from the server", "a stream")
 }
+
+// needsOptions serves echo and asks for an interceptor that answers every unary call itself.
+type needsOptions struct{}
+
+func (needsOptions) Register(s *grpc.Server) { networkservice.RegisterNetworkServiceServer(s, echo{}) }
+
+func (needsOptions) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(func(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+		return &networkservice.Connection{Id: "from the registrar's option"}, nil
+	})}
+}
+
+// TestRegistrarGetsItsOptions: a Registrar that needs options of its server (NeedsOptions, the
+// nsmgr's stats handler) is served with them.
+func TestRegistrarGetsItsOptions(t *testing.T) {
+	u := socket(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs, err := grpcserve.Serve(ctx, u, needsOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+	conn, err := networkservice.NewNetworkServiceClient(dial(t, u)).Request(context.Background(), &networkservice.NetworkServiceRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "from the registrar's option", conn.GetId())
+}
