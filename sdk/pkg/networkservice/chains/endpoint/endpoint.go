@@ -41,10 +41,17 @@ type options struct {
 	authorize []authorize.Option
 	monitor   []monitor.Option
 	extra     []networkservice.NetworkServiceServer
+	path      []updatepath.Option
 }
 
 // WithName names the endpoint: its path segment and the issuer of its tokens.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithSuccession makes the endpoint take over the connection ID of the hop it displaces in a
+// path (updatepath.WithSuccession): for a forwarder, whose successor adopts what it built.
+func WithSuccession() Option {
+	return func(o *options) { o.path = append(o.path, updatepath.WithSuccession()) }
+}
 
 // WithAuthorizeOptions replaces the default policies (valid, unexpired tokens; a consistent path).
 func WithAuthorizeOptions(opts ...authorize.Option) Option {
@@ -74,7 +81,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) End
 	}
 	monitorServer := monitor.NewServer(ctx, o.monitor...)
 	std := []networkservice.NetworkServiceServer{
-		updatepath.NewServer(o.name),
+		updatepath.NewServer(o.name, o.path...),
 		validate.NewServer(),
 		begin.NewServer(), // one event per connection at a time; background work re-enters here
 		updatetoken.NewServer(gen),

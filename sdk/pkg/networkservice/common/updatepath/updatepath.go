@@ -13,7 +13,8 @@
 //   - otherwise (a first request, or a new hop after heal picked another one): this hop takes
 //     the next segment with a new ID, appending it at the end of the path or replacing the
 //     segment of the hop it displaced; segments after it are kept, so hops further on still
-//     find theirs.
+//     find theirs. With WithSuccession, a hop that displaces another keeps the displaced
+//     segment's ID instead: it succeeds that hop in the connection.
 //
 // The connection's ID becomes this hop's segment ID, which is what begin, metadata and every
 // per-connection element key on: updatepath belongs first in a chain. After next returns, the
@@ -43,12 +44,26 @@ import (
 // undoTimeout bounds the Close that undoes a Request whose reply came back unusable.
 const undoTimeout = 15 * time.Second
 
+// Option configures the server.
+type Option func(*server)
+
+// WithSuccession makes this hop, when it displaces another hop's segment, take over that
+// segment's ID: the connection keeps its ID at this place of the path. A kernel forwarder that
+// replaces a dead one (a new pod of a DaemonSet, with a name of its own; another forwarder of
+// the node) so finds what its predecessor built for the connection, named after that ID, and
+// adopts it instead of building a second vWire beside it.
+func WithSuccession() Option { return func(s *server) { s.succession = true } }
+
 // NewServer returns updatepath for the component called name (unique in the mesh).
-func NewServer(name string) networkservice.NetworkServiceServer {
+func NewServer(name string, opts ...Option) networkservice.NetworkServiceServer {
 	if name == "" {
 		panic("updatepath: NewServer needs the name of this component")
 	}
-	return &server{name: name}
+	s := &server{name: name}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
 }
 
 // NewClient returns updatepath for the client chain of the component called name.
@@ -60,7 +75,8 @@ func NewClient(name string) networkservice.NetworkServiceClient {
 }
 
 type server struct {
-	name string
+	name       string
+	succession bool
 }
 
 func (s *server) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
@@ -132,8 +148,11 @@ func (s *server) update(conn *networkservice.Connection) (uint32, error) {
 			path.PathSegments = append(path.PathSegments, mine)
 		case path.GetPathSegments()[path.Index].GetName() == s.name:
 			mine = path.GetPathSegments()[path.Index]
-		default: // this hop displaces another: a new segment in its place
+		default: // this hop displaces another: a segment of its own in its place
 			mine = &networkservice.PathSegment{Name: s.name}
+			if s.succession {
+				mine.Id = path.GetPathSegments()[path.Index].GetId()
+			}
 			path.PathSegments[path.Index] = mine
 		}
 	}

@@ -110,6 +110,28 @@ func TestRequest(t *testing.T) {
 	}
 }
 
+// TestSuccession: with WithSuccession, a forwarder that displaces another in the path (a new
+// pod of a DaemonSet, named anew) takes over its segment's ID, so the connection is the same one
+// at that place of the path; a first request still gets a new ID.
+func TestSuccession(t *testing.T) {
+	rec := checks.NewServer()
+	chain := next.NewNetworkServiceServer(updatepath.NewServer("fwd-b", updatepath.WithSuccession()), rec)
+	_, err := chain.Request(context.Background(), &networkservice.NetworkServiceRequest{
+		Connection: conn("b", 1, seg("nsc", "a"), seg("nsmgr", "b"), seg("fwd-a", "c"), seg("nse", "d")),
+	})
+	require.NoError(t, err)
+	seen := rec.Requests()[0].GetConnection()
+	require.Equal(t, "c", seen.GetId(), "the successor keeps the connection's ID here")
+	require.Equal(t, "fwd-b", seen.GetPath().GetPathSegments()[2].GetName())
+	require.Empty(t, seen.GetPath().GetPathSegments()[2].GetToken(), "but not the predecessor's token")
+
+	_, err = chain.Request(context.Background(), &networkservice.NetworkServiceRequest{
+		Connection: conn("b", 1, seg("nsc", "a"), seg("nsmgr", "b")),
+	})
+	require.NoError(t, err)
+	require.NoError(t, uuid.Validate(rec.Requests()[1].GetConnection().GetId()), "a first request gets a new ID")
+}
+
 func TestBadPathIsInvalidArgument(t *testing.T) {
 	tests := []struct {
 		name string

@@ -37,13 +37,16 @@ func TestARestartedForwarderAdoptsItsVWires(t *testing.T) {
 		name    string
 		nodes   int
 		payload string
-		restart int // the node whose forwarder restarts
+		restart int  // the node whose forwarder restarts
+		renamed bool // the new forwarder has a name of its own (a new pod), not its predecessor's
 	}{
-		{"kernel/ip", 1, payload.IP, 0},
-		{"kernel/ethernet", 1, payload.Ethernet, 0},
-		{"vxlan/the client's node", 2, payload.Ethernet, 0},
-		{"vxlan/the endpoint's node", 2, payload.Ethernet, 1},
-		{"vxlan/ip/the client's node", 2, payload.IP, 0},
+		{"kernel/ip", 1, payload.IP, 0, false},
+		{"kernel/ethernet", 1, payload.Ethernet, 0, false},
+		{"vxlan/the client's node", 2, payload.Ethernet, 0, false},
+		{"vxlan/the endpoint's node", 2, payload.Ethernet, 1, false},
+		{"vxlan/ip/the client's node", 2, payload.IP, 0, false},
+		{"kernel/ip/a successor of another name", 1, payload.IP, 0, true},
+		{"vxlan/the endpoint's node/a successor of another name", 2, payload.Ethernet, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +74,9 @@ func TestARestartedForwarderAdoptsItsVWires(t *testing.T) {
 			marked, err := ifname.Mark(r.ns) // as cmd-forwarder-kernel does at start
 			require.NoError(t, err)
 			require.Len(t, marked, len(indexes))
+			if tt.renamed {
+				r.successors++
+			}
 			startForwarder(t, d, r, r.url, r.opts)
 			refresh := request(nscURL)
 			refresh.Connection = conn.Clone()

@@ -177,6 +177,9 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 	nse := regnext.Chain(querycache.NewNSE(ctx), regrecvfd.NewClient(sockets), regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
 	return endpoint.NewServer(ctx, gen,
 		endpoint.WithName(o.name),
+		// A forwarder that replaces another (a new pod, with a name of its own) keeps the
+		// connection's ID, under which its predecessor named what it built: it adopts that.
+		endpoint.WithSuccession(),
 		endpoint.WithAuthorizeOptions(o.authorize...),
 		endpoint.WithAdditionalFunctionality(
 			recvfd.NewServer(), // the client's namespace, passed by the nsmgr, held for the connection

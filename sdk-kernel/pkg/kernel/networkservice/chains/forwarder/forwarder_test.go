@@ -2,6 +2,7 @@ package forwarder_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
@@ -55,6 +56,9 @@ type node struct {
 	url   *url.URL           // where its forwarder serves
 	opts  []forwarder.Option // its forwarder's options
 	crash func()             // stops its forwarder as a crash would
+	// successors counts the forwarders started after the first on the node; each is named
+	// anew, as a new pod of a DaemonSet is.
+	successors int
 }
 
 // mesh builds a sandbox of n nodes and replaces each node's pass-through forwarder with the
@@ -111,6 +115,9 @@ func serveForwarder(t *testing.T, d *sandbox.Domain, nd *node, opts []forwarder.
 func startForwarder(t *testing.T, d *sandbox.Domain, nd *node, self *url.URL, opts []forwarder.Option) (*registryConn, func()) {
 	ctx, cancel := context.WithCancel(d.Context())
 	name := nd.Name + "-kernel-fwd"
+	if nd.successors > 0 {
+		name = fmt.Sprintf("%s-%d", name, nd.successors)
+	}
 	id := d.NewIdentity(name)
 	cc, err := regclient.Dial(nd.NSMgr.URL, id.RegistryDialOptions()...)
 	require.NoError(t, err)
