@@ -129,24 +129,24 @@ func TestHealLocalForwarderDeath(t *testing.T) {
 	suite.Run(t, mdtest.Example{
 		Name: "heal/local-forwarder-death",
 		Run: []mdtest.Step{
-			{Line: 20, Script: `kubectl apply -k deployments-k8s/examples/heal/local-forwarder-death`},
-			{Line: 25, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-local-forwarder-death`},
-			{Line: 28, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-local-forwarder-death`},
-			{Line: 33, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 36, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
-			{Line: 41, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-local-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
+			{Line: 21, Script: `kubectl apply -k deployments-k8s/examples/heal/local-forwarder-death`},
+			{Line: 26, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-local-forwarder-death`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-local-forwarder-death`},
+			{Line: 34, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 37, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 42, Script: `NSC_NODE=$(kubectl get pods -l app=alpine -n ns-local-forwarder-death -o jsonpath='{.items[0].spec.nodeName}')
 FORWARDER=$(kubectl get pods -l app=forwarder-kernel --field-selector spec.nodeName==${NSC_NODE} -n nsm-system -o jsonpath='{.items[0].metadata.name}')
 echo "client on ${NSC_NODE}, its forwarder ${FORWARDER}"`},
-			{Line: 48, Script: `deployments-k8s/examples/prober.sh start local-forwarder-death ns-local-forwarder-death app=alpine 172.16.1.100`},
-			{Line: 53, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
-			{Line: 56, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSC_NODE} -n nsm-system`},
-			{Line: 61, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
-			{Line: 64, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
-			{Line: 69, Script: `deployments-k8s/examples/prober.sh stop local-forwarder-death`},
+			{Line: 49, Script: `deployments-k8s/examples/prober.sh start local-forwarder-death ns-local-forwarder-death app=alpine 172.16.1.100`},
+			{Line: 54, Script: `kubectl delete pod -n nsm-system ${FORWARDER}`},
+			{Line: 57, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=forwarder-kernel --field-selector spec.nodeName==${NSC_NODE} -n nsm-system`},
+			{Line: 62, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=alpine ping -c 4 -W 1 172.16.1.100`},
+			{Line: 65, Script: `deployments-k8s/examples/podnet.sh ns-local-forwarder-death app=nse-kernel ping -c 4 -W 1 172.16.1.101`},
+			{Line: 70, Script: `deployments-k8s/examples/prober.sh stop local-forwarder-death`},
 		},
 		Cleanup: []mdtest.Step{
-			{Line: 75, Script: `deployments-k8s/examples/prober.sh clean local-forwarder-death`},
-			{Line: 78, Script: `kubectl delete ns ns-local-forwarder-death`},
+			{Line: 76, Script: `deployments-k8s/examples/prober.sh clean local-forwarder-death`},
+			{Line: 79, Script: `kubectl delete ns ns-local-forwarder-death`},
 		},
 	})
 }
