@@ -149,12 +149,24 @@ func recordSize(field string, m proto.Message) error {
 
 // pathIDs checks a registry record's path_ids: at most MaxPathSegments, each at most MaxIDBytes.
 func pathIDs(field, sub string, ids []string) error {
-	if err := count(field, sub, "MaxPathSegments", MaxPathSegments, len(ids)); err != nil {
+	return stringList(field, sub, ids, "MaxPathSegments", MaxPathSegments, "MaxIDBytes", MaxIDBytes)
+}
+
+// names checks the bounds of a list of names (domains, addresses): at most MaxListItems, each
+// at most MaxNameBytes.
+func names(field, sub string, list []string) error {
+	return stringList(field, sub, list, "MaxListItems", MaxListItems, "MaxNameBytes", MaxNameBytes)
+}
+
+// stringList checks a list of strings: at most countMax of them (the constant countLimit), each
+// at most itemMax bytes (the constant itemLimit).
+func stringList(field, sub string, list []string, countLimit string, countMax int, itemLimit string, itemMax int) error {
+	if err := count(field, sub, countLimit, countMax, len(list)); err != nil {
 		return err
 	}
-	for i, id := range ids {
-		if len(id) > MaxIDBytes {
-			return over(fmt.Sprintf("%s%s[%d]", field, sub, i), "MaxIDBytes", MaxIDBytes, len(id), "bytes")
+	for i, s := range list {
+		if len(s) > itemMax {
+			return over(fmt.Sprintf("%s%s[%d]", field, sub, i), itemLimit, itemMax, len(s), "bytes")
 		}
 	}
 	return nil

@@ -227,20 +227,6 @@ func dnsContext(field string, c *networkservice.DNSContext) error {
 	return nil
 }
 
-// names checks the bounds of a list of names (domains, addresses): at most MaxListItems, each
-// at most MaxNameBytes.
-func names(field, sub string, list []string) error {
-	if err := count(field, sub, "MaxListItems", MaxListItems, len(list)); err != nil {
-		return err
-	}
-	for i, name := range list {
-		if len(name) > MaxNameBytes {
-			return over(fmt.Sprintf("%s%s[%d]", field, sub, i), "MaxNameBytes", MaxNameBytes, len(name), "bytes")
-		}
-	}
-	return nil
-}
-
 // IPContext checks that every address, prefix, route and neighbour of an IP context parses.
 // IPv4 and IPv6 may mix, also between the source and destination addresses (dual stack). A nil
 // context is an empty one.
