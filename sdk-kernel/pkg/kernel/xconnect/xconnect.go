@@ -89,14 +89,18 @@ func Adopt(ns netns.NsHandle, a, b string) (bool, error) {
 		return false, kerr.Wrap(err, "xconnect: open netlink in the forwarder's namespace")
 	}
 	defer h.Close()
-	la, err := h.LinkByName(a)
-	if err != nil {
-		return false, nil
+	var links [2]netlink.Link
+	for i, name := range [2]string{a, b} {
+		l, err := h.LinkByName(name)
+		if kerr.Missing(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, kerr.Wrap(err, "xconnect: find %q", name)
+		}
+		links[i] = l
 	}
-	lb, err := h.LinkByName(b)
-	if err != nil {
-		return false, nil
-	}
+	la, lb := links[0], links[1]
 	for _, dir := range [][2]netlink.Link{{la, lb}, {lb, la}} {
 		if ok, err := redirects(h, dir[0], dir[1]); err != nil || !ok {
 			return false, err
