@@ -55,197 +55,131 @@ func TestRequestLimits(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("a", n) }
 	tests := []struct {
 		name  string
-		at    func(r *networkservice.NetworkServiceRequest) // sets the value at the bound
-		over  func(r *networkservice.NetworkServiceRequest) // one past it
+		set   func(r *networkservice.NetworkServiceRequest, n int) // sets the bounded value to n (bytes or entries)
 		field string
 		limit string
 		max   int
 	}{
 		{"mechanism preferences",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.MechanismPreferences = preferences(validate.MaxMechanismPreferences)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.MechanismPreferences = preferences(validate.MaxMechanismPreferences + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.MechanismPreferences = preferences(n)
 			},
 			"mechanism_preferences", "MaxMechanismPreferences", validate.MaxMechanismPreferences},
 		{"connection id",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Id = long(validate.MaxIDBytes) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.Id = long(validate.MaxIDBytes + 1) },
+			func(r *networkservice.NetworkServiceRequest, n int) { r.Connection.Id = long(n) },
 			"connection.id", "MaxIDBytes", validate.MaxIDBytes},
 		{"service name",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.NetworkService = long(validate.MaxNameBytes)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.NetworkService = long(validate.MaxNameBytes + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.NetworkService = long(n)
 			},
 			"connection.network_service", "MaxNameBytes", validate.MaxNameBytes},
 		{"service domain",
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = "ns@" + domain(61) },
-			func(r *networkservice.NetworkServiceRequest) { r.Connection.NetworkService = "ns@" + domain(62) },
+			func(r *networkservice.NetworkServiceRequest, n int) { r.Connection.NetworkService = "ns@" + domain(n) },
 			"connection.network_service", "MaxNameBytes", validate.MaxNameBytes},
 		{"endpoint name",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.NetworkServiceEndpointName = long(validate.MaxNameBytes + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.NetworkServiceEndpointName = long(n)
 			},
 			"connection.network_service_endpoint_name", "MaxNameBytes", validate.MaxNameBytes},
 		{"labels",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = labelsOf(validate.MaxLabels, 0, 1)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = labelsOf(validate.MaxLabels+1, 0, 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Labels = labelsOf(n, 0, 1)
 			},
 			"connection.labels", "MaxLabels", validate.MaxLabels},
 		{"label key",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes, 1)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = labelsOf(1, validate.MaxLabelKeyBytes+1, 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Labels = labelsOf(1, n, 1)
 			},
 			`connection.labels["` + strings.Repeat("k", 64) + `"]`, "MaxLabelKeyBytes", validate.MaxLabelKeyBytes},
 		{"label value",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes)}
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Labels = map[string]string{"app": long(validate.MaxLabelValueBytes + 1)}
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Labels = map[string]string{"app": long(n)}
 			},
 			`connection.labels["app"]`, "MaxLabelValueBytes", validate.MaxLabelValueBytes},
 		{"extra context",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels, 0, 1)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.ExtraContext = labelsOf(validate.MaxLabels+1, 0, 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.ExtraContext = labelsOf(n, 0, 1)
 			},
 			"connection.context.extra_context", "MaxLabels", validate.MaxLabels},
 		{"mechanism parameters",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels, 0, 1)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Mechanism.Parameters = labelsOf(validate.MaxLabels+1, 0, 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Mechanism.Parameters = labelsOf(n, 0, 1)
 			},
 			"connection.mechanism.parameters", "MaxLabels", validate.MaxLabels},
 		{"mechanism parameter value",
-			func(r *networkservice.NetworkServiceRequest) {
+			func(r *networkservice.NetworkServiceRequest, n int) {
 				r.MechanismPreferences = []*networkservice.Mechanism{{Cls: cls.LOCAL, Type: kernel.MECHANISM,
-					Parameters: map[string]string{"future": long(validate.MaxParameterBytes)}}}
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.MechanismPreferences = []*networkservice.Mechanism{{Cls: cls.LOCAL, Type: kernel.MECHANISM,
-					Parameters: map[string]string{"future": long(validate.MaxParameterBytes + 1)}}}
+					Parameters: map[string]string{"future": long(n)}}}
 			},
 			`mechanism_preferences[0].parameters["future"]`, "MaxParameterBytes", validate.MaxParameterBytes},
 		{"path segments",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path = &networkservice.Path{PathSegments: segments(validate.MaxPathSegments)}
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path = &networkservice.Path{PathSegments: segments(validate.MaxPathSegments + 1)}
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Path = &networkservice.Path{PathSegments: segments(n)}
 			},
 			"connection.path.path_segments", "MaxPathSegments", validate.MaxPathSegments},
 		{"segment token",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[0].Token = long(validate.MaxTokenBytes + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Path.PathSegments[0].Token = long(n)
 			},
 			"connection.path.path_segments[0].token", "MaxTokenBytes", validate.MaxTokenBytes},
 		{"segment id",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Id = long(validate.MaxIDBytes + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Path.PathSegments[1].Id = long(n)
 			},
 			"connection.path.path_segments[1].id", "MaxIDBytes", validate.MaxIDBytes},
 		{"segment name",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Name = long(validate.MaxNameBytes + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Path.PathSegments[1].Name = long(n)
 			},
 			"connection.path.path_segments[1].name", "MaxNameBytes", validate.MaxNameBytes},
 		{"segment metrics",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels, 0, 1)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Path.PathSegments[1].Metrics = labelsOf(validate.MaxLabels+1, 0, 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Path.PathSegments[1].Metrics = labelsOf(n, 0, 1)
 			},
 			"connection.path.path_segments[1].metrics", "MaxLabels", validate.MaxLabels},
 		{"excluded prefixes",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.ExcludedPrefixes = repeat("10.0.0.0/8", validate.MaxListItems)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.ExcludedPrefixes = repeat("10.0.0.0/8", validate.MaxListItems+1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.IpContext.ExcludedPrefixes = repeat("10.0.0.0/8", n)
 			},
 			"connection.context.ip_context.excluded_prefixes", "MaxListItems", validate.MaxListItems},
 		{"routes",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.DstRoutes = routes(validate.MaxListItems)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.DstRoutes = routes(validate.MaxListItems + 1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.IpContext.DstRoutes = routes(n)
 			},
 			"connection.context.ip_context.dst_routes", "MaxListItems", validate.MaxListItems},
 		{"policies",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.Policies = make([]*networkservice.PolicyRoute, validate.MaxListItems)
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.IpContext.Policies = make([]*networkservice.PolicyRoute, validate.MaxListItems+1)
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.IpContext.Policies = make([]*networkservice.PolicyRoute, n)
 			},
 			"connection.context.ip_context.policies", "MaxListItems", validate.MaxListItems},
 		{"dns configs",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: make([]*networkservice.DNSConfig, validate.MaxListItems)}
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: make([]*networkservice.DNSConfig, validate.MaxListItems+1)}
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: make([]*networkservice.DNSConfig, n)}
 			},
 			"connection.context.dns_context.configs", "MaxListItems", validate.MaxListItems},
 		{"dns search domain",
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: []*networkservice.DNSConfig{{SearchDomains: []string{long(validate.MaxNameBytes)}}}}
-			},
-			func(r *networkservice.NetworkServiceRequest) {
-				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: []*networkservice.DNSConfig{{SearchDomains: []string{long(validate.MaxNameBytes + 1)}}}}
+			func(r *networkservice.NetworkServiceRequest, n int) {
+				r.Connection.Context.DnsContext = &networkservice.DNSContext{Configs: []*networkservice.DNSConfig{{SearchDomains: []string{long(n)}}}}
 			},
 			"connection.context.dns_context.configs[0].search_domains[0]", "MaxNameBytes", validate.MaxNameBytes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &networkservice.NetworkServiceRequest{Connection: validConnection()}
-			tt.at(r)
+			tt.set(r, tt.max)
 			require.NoError(t, validate.Request(r), "at the bound")
 
 			r = &networkservice.NetworkServiceRequest{Connection: validConnection()}
-			tt.over(r)
-			err := validate.Request(r)
-			seen := tt.max + 1
-			if tt.name == "service domain" {
-				seen = validate.MaxNameBytes + 1
-			}
-			requireLimit(t, err, tt.field, tt.limit, tt.max, seen)
+			tt.set(r, tt.max+1)
+			requireLimit(t, validate.Request(r), tt.field, tt.limit, tt.max, tt.max+1)
 		})
 	}
 }
 
-// domain returns a domain name of three labels of 63 bytes and one of last bytes.
-func domain(last int) string {
+// domain returns a domain name of n bytes (n > 192): three labels of 63 bytes and the rest.
+func domain(n int) string {
 	l63 := strings.Repeat("d", 63)
-	return l63 + "." + l63 + "." + l63 + "." + strings.Repeat("d", last)
+	return l63 + "." + l63 + "." + l63 + "." + strings.Repeat("d", n-3*64)
 }
 
 func preferences(n int) []*networkservice.Mechanism {
