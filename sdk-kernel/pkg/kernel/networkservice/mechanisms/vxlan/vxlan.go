@@ -368,13 +368,16 @@ func (b *base) ensure(ctx context.Context, old *tunnel, want kvxlan.Config) (*tu
 		if err := b.remove(old); err != nil {
 			return old, err
 		}
-	} else if kept, err := kvxlan.Adopt(b.fwd, want); err != nil || kept {
-		// A restarted forwarder: the device its previous run made for this connection stands.
+	} else {
+		// A restarted forwarder: the device its previous run made for this connection may stand.
+		kept, err := kvxlan.Adopt(b.fwd, want)
 		if err != nil {
 			return nil, fmt.Errorf("vxlan: %w", err)
 		}
-		log.FromContext(ctx).Info("adopted the VXLAN device a previous run made", "interface", want.Name, "vni", want.VNI)
-		return &tunnel{cfg: want, end: &xconnect.End{Name: want.Name}}, nil
+		if kept {
+			log.FromContext(ctx).Info("adopted the VXLAN device a previous run made", "interface", want.Name, "vni", want.VNI)
+			return &tunnel{cfg: want, end: &xconnect.End{Name: want.Name}}, nil
+		}
 	}
 	err := kvxlan.Create(b.fwd, want)
 	if status.Code(err) == codes.AlreadyExists && kvxlan.Delete(b.fwd, want.Name) == nil {
