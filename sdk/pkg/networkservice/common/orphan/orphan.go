@@ -50,6 +50,7 @@ package orphan
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,9 +118,17 @@ func (handler) HandleConn(ctx context.Context, s stats.ConnStats) {
 	}
 }
 
-func (handler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+// TagRPC marks the calls of the NetworkService alone, the only ones the element serves: the
+// nsmgr's other calls (registrations, Finds, monitor streams, health checks) pay no allocation.
+func (handler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if !strings.HasPrefix(info.FullMethodName, networkServiceMethods) {
+		return ctx
+	}
 	return context.WithValue(ctx, callKey{}, &call{})
 }
+
+// networkServiceMethods begins the full method name of Request and Close.
+const networkServiceMethods = "/networkservice.NetworkService/"
 
 func (handler) HandleRPC(ctx context.Context, s stats.RPCStats) {
 	if _, ended := s.(*stats.End); ended {

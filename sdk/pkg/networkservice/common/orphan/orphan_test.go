@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
@@ -276,4 +277,18 @@ func TestWithinProcessArmsNothing(t *testing.T) {
 	_, err := h.chain.Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "conn-1"}})
 	require.NoError(t, err)
 	require.Zero(t, h.fake.Pending())
+}
+
+// TestOtherCallsAreNotTagged: the stats handler sees every call of the nsmgr; those that are not
+// Request or Close (registrations, monitor streams, health checks) cost it no allocation.
+func TestOtherCallsAreNotTagged(t *testing.T) {
+	h := orphan.StatsHandler()
+	ctx := context.Background()
+	for _, method := range []string{"/registry.NetworkServiceEndpointRegistry/Register",
+		"/networkservice.MonitorConnection/MonitorConnections", "/grpc.health.v1.Health/Check"} {
+		info := &stats.RPCTagInfo{FullMethodName: method}
+		require.Zero(t, testing.AllocsPerRun(100, func() { h.TagRPC(ctx, info) }), method)
+	}
+	info := &stats.RPCTagInfo{FullMethodName: "/networkservice.NetworkService/Request"}
+	require.NotZero(t, testing.AllocsPerRun(100, func() { h.TagRPC(ctx, info) }), "a Request is tagged")
 }
