@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,12 +29,7 @@ var adoptTopologies = []string{"k2k", "k2k-eth", "k2vx2k", "k2vx2k-ip", "k2wg2k"
 // silence, the longest one with pings lost (a silence without loss is the prober held up, not
 // the vWire) and the pings lost, against the longest silence before the first restart.
 func TestForwarderRestartsAdoptVWires(t *testing.T) {
-	rounds := 2
-	if v := os.Getenv("VWIRE_ADOPT_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(t, err, "VWIRE_ADOPT_ROUNDS")
-		rounds = n
-	}
+	rounds := envInt(t, "VWIRE_ADOPT_ROUNDS", 2, 1)
 	dir := upMesh(t)
 	nodes := []string{"vw-node1", "vw-node2", "vw-node3"}
 	before := map[string]map[string]string{}

@@ -59,8 +59,8 @@ const chaosSettle = 15 * time.Second
 // holds one connection (one address lease) per live client connected to it. Before those checks
 // it kills one client for good (picked by the seed): what its connection held goes too.
 func TestChaos(t *testing.T) {
-	seed := chaosEnvInt(t, "VWIRE_CHAOS_SEED", chaosDefaultSeed)
-	rounds := chaosEnvInt(t, "VWIRE_CHAOS_ROUNDS", chaosDefaultRound)
+	seed := envInt(t, "VWIRE_CHAOS_SEED", chaosDefaultSeed, 0)
+	rounds := envInt(t, "VWIRE_CHAOS_ROUNDS", chaosDefaultRound, 1)
 	c := startChaos(t)
 	base := c.takeSnapshot(t)
 	t.Logf("the mesh as it came up: %d links, %d addresses, %d routes, %d rules, %d filters, %d sockets",
@@ -693,13 +693,16 @@ func chaosPercentile(ds []time.Duration, q float64) time.Duration {
 
 func chaosMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// envInt reads an integer setting, failing the test on a bad value.
-func chaosEnvInt(t testing.TB, name string, def int) int {
+// envInt reads a test's integer setting from the environment, def when unset. A value that is
+// not a whole number of at least least fails the test: a count of 0 rounds would check nothing.
+func envInt(t testing.TB, name string, def, least int) int {
+	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
 	require.NoError(t, err, "%s=%q: want a whole number", name, v)
+	require.GreaterOrEqual(t, n, least, "%s=%q: want at least %d", name, v, least)
 	return n
 }

@@ -4,7 +4,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,19 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// crashRestarts is how many times TestDeadClientsAreCleaned kills and restarts one client:
-// VWIRE_CRASH_RESTARTS, 20 unless set (the goal is 100).
-func crashRestarts(t *testing.T) int {
-	v := os.Getenv("VWIRE_CRASH_RESTARTS")
-	if v == "" {
-		return 20
-	}
-	n, err := strconv.Atoi(v)
-	require.NoError(t, err, "VWIRE_CRASH_RESTARTS=%q: a number of restarts", v)
-	require.Positive(t, n, "VWIRE_CRASH_RESTARTS")
-	return n
-}
 
 // TestDeadClientsAreCleaned: a client in a crash loop (kill -9, started again at once in its
 // namespace) never piles up connections: each run closes along the path the connection its
@@ -47,7 +33,7 @@ func TestDeadClientsAreCleaned(t *testing.T) {
 	}
 	before := held()
 	require.Len(t, before.endpoint, 1, "the endpoint holds the client's vWire")
-	n := crashRestarts(t)
+	n := envInt(t, "VWIRE_CRASH_RESTARTS", 20, 1) // the goal is 100
 	for i := range n {
 		_, err := mesh(t, dir, "restart", client)
 		require.NoError(t, err)

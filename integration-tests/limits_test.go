@@ -34,11 +34,7 @@ import (
 // sent (default 5).
 func TestLimitsOnTheLocalMesh(t *testing.T) {
 	dir := upMesh(t)
-	rounds := 5
-	if s := os.Getenv("VWIRE_LIMITS_ROUNDS"); s != "" {
-		_, err := fmt.Sscan(s, &rounds)
-		require.NoError(t, err, "VWIRE_LIMITS_ROUNDS is a number")
-	}
+	rounds := envInt(t, "VWIRE_LIMITS_ROUNDS", 5, 1)
 
 	ca, err := spiffe.LoadCA(filepath.Join(dir, "ca"))
 	require.NoError(t, err)
