@@ -28,9 +28,6 @@ func NewNS() next.NS {
 	return &checker[*registry.NetworkService]{
 		check: validate.NetworkService,
 		query: func(ns *registry.NetworkService) error {
-			if ns == nil { // a template of nothing matches everything
-				return nil
-			}
 			return validate.NetworkServiceQuery(&registry.NetworkServiceQuery{NetworkService: ns})
 		},
 	}
@@ -57,9 +54,6 @@ func NewNSE(opts ...Option) next.NSE {
 	return &checker[*registry.NetworkServiceEndpoint]{
 		check: func(nse *registry.NetworkServiceEndpoint) error { return endpoint(nse, o.passedSockets) },
 		query: func(nse *registry.NetworkServiceEndpoint) error {
-			if nse == nil {
-				return nil
-			}
 			return validate.NetworkServiceEndpointQuery(&registry.NetworkServiceEndpointQuery{NetworkServiceEndpoint: nse})
 		},
 	}
@@ -79,7 +73,7 @@ func endpoint(nse *registry.NetworkServiceEndpoint, passedSockets bool) error {
 
 type checker[R next.Record] struct {
 	check func(R) error // of a registration
-	query func(R) error // of a Find's template
+	query func(R) error // of a Find's template, not nil
 }
 
 func (c *checker[R]) Register(ctx context.Context, r R) (R, error) {
@@ -91,8 +85,10 @@ func (c *checker[R]) Register(ctx context.Context, r R) (R, error) {
 }
 
 func (c *checker[R]) Find(ctx context.Context, q *next.Query[R], send func(*next.Event[R]) error) error {
-	if err := c.query(q.Record); err != nil {
-		return fmt.Errorf("validate: %w", err)
+	if q.Record != nil { // a template of nothing matches everything
+		if err := c.query(q.Record); err != nil {
+			return fmt.Errorf("validate: %w", err)
+		}
 	}
 	return next.Of[R](ctx).Find(ctx, q, send)
 }
