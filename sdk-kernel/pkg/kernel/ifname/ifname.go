@@ -131,32 +131,40 @@ func SweepMarked(ns netns.NsHandle) ([]string, error) {
 		}
 	}
 	var errs []error
-	var removed []string
-	if len(marked) > 0 {
-		// What the group deletion misses is deleted one by one below.
-		_ = nsfile.Do(ns, deleteGroup)
-	}
-	for _, l := range marked {
-		name := l.Attrs().Name
-		if err := h.LinkDel(l); err != nil && !kerr.Missing(err) {
-			errs = append(errs, kerr.Wrap(err, "ifname: delete %q", name))
-			continue
+	if len(marked) > 0 && nsfile.Do(ns, deleteGroup) != nil {
+		// The kernel deletes a group all or nothing (it refuses a group holding a device whose
+		// kind it cannot delete so): then one by one, from the list above, which also removes an
+		// interface adopted since.
+		for _, l := range marked {
+			if err := h.LinkDel(l); err != nil && !kerr.Missing(err) {
+				errs = append(errs, kerr.Wrap(err, "ifname: delete %q", l.Attrs().Name))
+			}
 		}
-		removed = append(removed, name)
+	}
+	// Listed again, not derived: a connection served meanwhile may have made or adopted some.
+	links, err = dump(h.LinkList)
+	if err != nil {
+		return nil, errors.Join(append(errs, kerr.Wrap(err, "ifname: list interfaces"))...)
+	}
+	there := map[int]bool{}
+	for _, l := range links {
+		there[l.Attrs().Index] = true
+	}
+	var removed []string
+	for _, l := range marked {
+		if !there[l.Attrs().Index] {
+			removed = append(removed, l.Attrs().Name)
+		}
 	}
 	slices.Sort(removed)
-	if err := sweepRules(h); err != nil {
+	if err := sweepRules(h, links); err != nil {
 		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
 }
 
-// sweepRules deletes the policy rules that name an interface of the rule that does not exist.
-func sweepRules(h *netlink.Handle) error {
-	links, err := dump(h.LinkList)
-	if err != nil {
-		return kerr.Wrap(err, "ifname: list interfaces")
-	}
+// sweepRules deletes the policy rules that name an interface of the rule that is not among links.
+func sweepRules(h *netlink.Handle, links []netlink.Link) error {
 	there := map[string]bool{}
 	for _, l := range links {
 		there[l.Attrs().Name] = true
