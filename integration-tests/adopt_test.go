@@ -176,9 +176,14 @@ type reply struct {
 
 // replies are the probe's replies that came between from and to.
 func (p *probe) replies(from, to time.Time) []reply {
-	var got []reply
 	lo, hi := float64(from.UnixMicro())/1e6, float64(to.UnixMicro())/1e6
-	for _, line := range strings.Split(p.out.String(), "\n") {
+	return slices.DeleteFunc(pingReplies(p.out.String()), func(r reply) bool { return r.at < lo || r.at > hi })
+}
+
+// pingReplies reads the replies in ping -D's output.
+func pingReplies(out string) []reply {
+	var got []reply
+	for _, line := range strings.Split(out, "\n") {
 		var r reply
 		_, seq, ok := strings.Cut(line, "icmp_seq=")
 		if !ok || !strings.Contains(line, "bytes from") {
@@ -190,9 +195,7 @@ func (p *probe) replies(from, to time.Time) []reply {
 		if _, err := fmt.Sscanf(seq, "%d", &r.seq); err != nil {
 			continue
 		}
-		if r.at >= lo && r.at <= hi {
-			got = append(got, r)
-		}
+		got = append(got, r)
 	}
 	return got
 }
@@ -205,7 +208,11 @@ type window struct {
 }
 
 func (p *probe) window(from, to time.Time) window {
-	got := p.replies(from, to)
+	return windowOf(p.replies(from, to))
+}
+
+// windowOf is what replies, in the order they came, say of their window.
+func windowOf(got []reply) window {
 	var w window
 	if len(got) < 2 {
 		return w
