@@ -73,8 +73,12 @@ type Watched interface {
 type Option func(*options)
 
 type options struct {
-	grace, unregisterTimeout time.Duration
+	grace time.Duration
 }
+
+// unregisterTimeout bounds the Unregister of a forwarder gone for good, the wait for its turn
+// included.
+const unregisterTimeout = 15 * time.Second
 
 // WithGrace sets how long a forwarder may stay away (its transport ended, or unregistered)
 // before it is gone for good (default orphan.DefaultGrace).
@@ -86,7 +90,7 @@ func NewNSE(ctx context.Context, sockets *fdpass.Sockets, watch Watch, opts ...O
 	if sockets == nil {
 		panic("forwardergone: NewNSE needs the table of passed sockets, got nil")
 	}
-	o := options{grace: orphan.DefaultGrace, unregisterTimeout: 15 * time.Second}
+	o := options{grace: orphan.DefaultGrace}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -221,7 +225,7 @@ func (f *element) gone(ctx context.Context, w *forwarder, events begin.EventFact
 	if events == nil {
 		return
 	}
-	unregistering, cancel := context.WithTimeout(ctx, f.unregisterTimeout)
+	unregistering, cancel := context.WithTimeout(ctx, unregisterTimeout)
 	defer cancel()
 	f.mu.Lock()
 	back := f.names[w.name] != nil
