@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -116,15 +115,8 @@ func TestDiff(t *testing.T) {
 	require.Equal(t, 2, now.Count(ns, "qdisc")/2, "two cross-connects: an ingress qdisc on each of four interfaces")
 	require.Equal(t, 4, now.Count(ns, "filter"), "a redirect filter on each of four interfaces")
 
-	report := func(found []snapshot.Finding) string {
-		var lines []string
-		for _, f := range found {
-			lines = append(lines, f.String())
-		}
-		return strings.Join(lines, "\n")
-	}
 	found := snapshot.Diff(base, now, owned)
-	text := report(found)
+	text := snapshot.Lines(found)
 	for _, o := range found {
 		for _, l := range o.Object.Links {
 			require.NotContains(t, []string{liveC, liveE, "wl-live-c", "wl-live-e"}, l, "a live connection's object is not extra:\n%s", text)
@@ -152,7 +144,7 @@ func TestDiff(t *testing.T) {
 	require.NoError(t, h.LinkDel(dl))
 	now, err = snapshot.Take([]string{ns}, "")
 	require.NoError(t, err)
-	text = report(snapshot.Diff(base, now, owned))
+	text = snapshot.Lines(snapshot.Diff(base, now, owned))
 	require.Contains(t, text, "redirect to a deleted interface")
 	require.Contains(t, text, "it redirects to an interface that is gone")
 
