@@ -170,21 +170,20 @@ var watchKey = metadata.NewKey[*watch]("orphan")
 type Option func(*options)
 
 type options struct {
-	grace        time.Duration
-	closeTimeout time.Duration
+	grace time.Duration
 }
 
 // WithGrace sets how long a connection outlives the transport of its caller's last Request
 // (default DefaultGrace).
 func WithGrace(d time.Duration) Option { return func(o *options) { o.grace = d } }
 
-// WithCloseTimeout bounds each Close the element starts, the wait for the connection's turn
-// included (default 15s).
-func WithCloseTimeout(d time.Duration) Option { return func(o *options) { o.closeTimeout = d } }
+// closeTimeout bounds each Close the element starts, the wait for the connection's turn
+// included, and a caller's call without a deadline that it finishes for a caller gone.
+const closeTimeout = 15 * time.Second
 
 // NewServer returns the element. Once ctx is done (the component stops), no Close starts.
 func NewServer(ctx context.Context, opts ...Option) networkservice.NetworkServiceServer {
-	o := options{grace: DefaultGrace, closeTimeout: 15 * time.Second}
+	o := options{grace: DefaultGrace}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -242,7 +241,7 @@ func (s *server) finish(ctx context.Context) (context.Context, context.CancelFun
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(s.closeTimeout)
+		deadline = time.Now().Add(closeTimeout)
 	}
 	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }
@@ -266,7 +265,7 @@ func (s *server) watch(ctx context.Context, events begin.EventFactory, t *transp
 			if wait.Err() != nil { // replaced or stopped since the timer fired
 				return
 			}
-			closing, done := context.WithTimeout(wait, s.closeTimeout)
+			closing, done := context.WithTimeout(wait, closeTimeout)
 			defer done()
 			switch err := events.Close(closing); {
 			case err == nil:
