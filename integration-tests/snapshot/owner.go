@@ -63,8 +63,8 @@ func (o *Ownership) add(desc string, live bool, ids ...string) {
 	}
 }
 
-// Owned tells whether a live connection owns the interface.
-func (o *Ownership) Owned(l Link) bool {
+// owns tells whether a live connection owns the interface.
+func (o *Ownership) owns(l Link) bool {
 	_, byName := o.live[l.Name]
 	_, byAlias := o.live[l.Alias]
 	return byName || byAlias
@@ -181,11 +181,11 @@ func Diff(base, now *Snapshot, owned *Ownership) []Finding {
 		tied := false
 		for _, name := range o.Links {
 			l, ok := links[o.Netns+"\x00"+name]
-			if !ok || !l.Connection() {
+			if !ok || !l.ofConnection() {
 				continue
 			}
 			tied = true
-			if !owned.Owned(l) {
+			if !owned.owns(l) {
 				foreign = append(foreign, l)
 			}
 		}

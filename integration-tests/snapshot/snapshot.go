@@ -70,9 +70,9 @@ type Link struct {
 	Index                    int
 }
 
-// Connection tells whether the interface is a connection's: named by ifname's rule or marked
+// ofConnection tells whether the interface is a connection's: named by ifname's rule or marked
 // with a vWire's alias.
-func (l Link) Connection() bool {
+func (l Link) ofConnection() bool {
 	return ifname.Ours(l.Name) || strings.HasPrefix(l.Alias, AliasPrefix)
 }
 
