@@ -128,9 +128,8 @@ func hasHopAway(st *status.Status) bool {
 // controlPlaneHop tells whether conn's next hop is known to be a hop other than its endpoint,
 // by the path segment after this hop's (a refresh carries the path of its last success).
 func controlPlaneHop(conn *networkservice.Connection) bool {
-	segments := conn.GetPath().GetPathSegments()
-	i := int(conn.GetPath().GetIndex()) + 1
-	return i < len(segments) && segments[i].GetName() != conn.GetNetworkServiceEndpointName()
+	next := conn.GetNextPathSegment()
+	return next != nil && next.GetName() != conn.GetNetworkServiceEndpointName()
 }
 
 // DefaultIdleTimeout is how long a connection to a next hop stays open after its last user

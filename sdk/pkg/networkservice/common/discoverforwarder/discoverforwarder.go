@@ -122,7 +122,7 @@ func (s *server) Request(ctx context.Context, req *networkservice.NetworkService
 	fit := slices.DeleteFunc(slices.Clone(fwds), func(fwd *registry.NetworkServiceEndpoint) bool { return !discover.Selects(want, s.labels(fwd)) })
 	if len(fit) == 0 {
 		err := s.noneFits(fwds, want)
-		if name := afterThisHop(conn); name != "" && named(fwds, name) == nil {
+		if name := conn.GetNextPathSegment().GetName(); name != "" && named(fwds, name) == nil {
 			// The forwarder the connection went through has not registered (again) yet: this
 			// nsmgr restarted, or the forwarder did. The vWire it built may still pass packets.
 			err = dial.MarkHopAway(err)
@@ -155,7 +155,7 @@ func (s *server) forClose(ctx context.Context, conn *networkservice.Connection) 
 	if last, ok := choiceKey.LoadAndDelete(metadata.Server(ctx)); ok {
 		return last.fwd
 	}
-	name := afterThisHop(conn)
+	name := conn.GetNextPathSegment().GetName()
 	if name == "" {
 		return nil
 	}
@@ -203,7 +203,7 @@ func wanted(m *registry.Match, client map[string]string) map[string]string {
 // order returns the forwarders that fit in the order to try them.
 func order(conn *networkservice.Connection, last choice, known bool, fit []*registry.NetworkServiceEndpoint) []*registry.NetworkServiceEndpoint {
 	reselect := conn.GetState() == networkservice.State_RESELECT_REQUESTED
-	name := afterThisHop(conn)
+	name := conn.GetNextPathSegment().GetName()
 	if known {
 		name = last.fwd.GetName()
 	}
@@ -216,16 +216,6 @@ func order(conn *networkservice.Connection, last choice, known bool, fit []*regi
 		return append(rest, fit[i])
 	}
 	return append([]*registry.NetworkServiceEndpoint{fit[i]}, rest...)
-}
-
-// afterThisHop returns the name in the path segment after this hop's: on a refresh, the
-// forwarder's.
-func afterThisHop(conn *networkservice.Connection) string {
-	segments := conn.GetPath().GetPathSegments()
-	if i := int(conn.GetPath().GetIndex()) + 1; i < len(segments) {
-		return segments[i].GetName()
-	}
-	return ""
 }
 
 func named(fwds []*registry.NetworkServiceEndpoint, name string) *registry.NetworkServiceEndpoint {
