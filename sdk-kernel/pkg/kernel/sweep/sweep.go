@@ -23,6 +23,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"time"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -62,7 +63,8 @@ func Forwarder(ns netns.NsHandle, sockets ...string) (Removed, error) {
 
 // removeDead removes the socket file path if nothing listens on it, and says whether it did.
 func removeDead(path string) (bool, error) {
-	conn, err := net.Dial("unix", path)
+	// Bounded: a listener whose backlog is full (alive, but not accepting) would hold the dial.
+	conn, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		_ = conn.Close()
 		return false, nil // alive: another forwarder serves there now
