@@ -39,6 +39,7 @@ type Option func(*options)
 type options struct {
 	name      string
 	authorize []authorize.Option
+	authz     networkservice.NetworkServiceServer // replaces authorize.NewServer(authorize...)
 	monitor   []monitor.Option
 	extra     []networkservice.NetworkServiceServer
 	path      []updatepath.Option
@@ -56,6 +57,17 @@ func WithSuccession() Option {
 // WithAuthorizeOptions replaces the default policies (valid, unexpired tokens; a consistent path).
 func WithAuthorizeOptions(opts ...authorize.Option) Option {
 	return func(o *options) { o.authorize = opts }
+}
+
+// WithAuthorizeServer puts s where the chain authorizes (after updatetoken, before metadata),
+// in place of authorize.NewServer with WithAuthorizeOptions' options: NSM's option, for an
+// element of the author's own. authorize.NewServer() without options verifies no token; with
+// identities, authorize.NewServer(authorize.WithIdentity(src)) is what NSM's default checks.
+func WithAuthorizeServer(s networkservice.NetworkServiceServer) Option {
+	if s == nil {
+		panic("endpoint.WithAuthorizeServer: nil server")
+	}
+	return func(o *options) { o.authz = s }
 }
 
 // WithMonitorOptions configures the endpoint's MonitorConnections (monitor.WithOperators: who
@@ -80,12 +92,15 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) End
 		opt(o)
 	}
 	monitorServer := monitor.NewServer(ctx, o.monitor...)
+	if o.authz == nil {
+		o.authz = authorize.NewServer(o.authorize...)
+	}
 	std := []networkservice.NetworkServiceServer{
 		updatepath.NewServer(o.name, o.path...),
 		validate.NewServer(),
 		begin.NewServer(), // one event per connection at a time; background work re-enters here
 		updatetoken.NewServer(gen),
-		authorize.NewServer(o.authorize...),
+		o.authz,
 		metadata.NewServer(),
 		timeout.NewServer(ctx),
 		monitorServer,

@@ -35,6 +35,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
+	"vwire.dev/sdk/pkg/networkservice/utils/inject"
 	"vwire.dev/sdk/pkg/tools/clock"
 	"vwire.dev/sdk/pkg/tools/token"
 )
@@ -434,4 +435,29 @@ func BenchmarkEndpointRequestClose(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestWithAuthorizeServerDecides: the element given with WithAuthorizeServer is the one that
+// authorizes: its refusal reaches the client over gRPC and nothing after it runs.
+func TestWithAuthorizeServerDecides(t *testing.T) {
+	ctx, _ := begins(t)
+	u := socketURL(t)
+	rec := checks.NewServer()
+	ctx, cancel := context.WithCancel(ctx)
+	ep := endpoint.NewServer(ctx, insecureGen(ctx, "nse"), endpoint.WithName("nse"),
+		endpoint.WithAuthorizeServer(inject.NewServer(status.Error(codes.PermissionDenied, "mine says no"))),
+		endpoint.WithAdditionalFunctionality(rec))
+	errs, err := endpoint.Serve(ctx, u, ep)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+	_, err = bareClient(t, ctx, u).Request(ctx, request())
+	require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "mine says no")
+	require.Empty(t, rec.Requests())
+	require.Panics(t, func() { endpoint.WithAuthorizeServer(nil) })
 }
