@@ -40,10 +40,10 @@ type previous struct {
 }
 
 // closeLeftovers closes, through nsc, the connections of the vWires a previous run left under
-// the names the client asks for. Each failure is logged and leaves the cleanup to the nsmgr.
-func closeLeftovers(ctx context.Context, c *config, id *spiffe.Identity, nsc networkservice.NetworkServiceClient, netnsURL string) {
+// the names of services. Each failure is logged and leaves the cleanup to the nsmgr.
+func closeLeftovers(ctx context.Context, c *config, services serviceURLs, id *spiffe.Identity, nsc networkservice.NetworkServiceClient, netnsURL string) {
 	logger := log.FromContext(ctx)
-	aliases := vwireAliases(c.NetworkServices)
+	aliases := vwireAliases(services)
 	if len(aliases) == 0 {
 		return
 	}

@@ -1,6 +1,8 @@
 // Command cmd-nsc is a Network Service Client: it asks for the network services listed in
 // NSM_NETWORK_SERVICES, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then
-// closes them all.
+// closes them all. With NSM_NETWORK_SERVICES_FILE its list may change while it runs: at SIGHUP
+// and when the file changes it connects the services added and closes those removed, leaving
+// the others alone (services.go).
 //
 // Each service is a client URL, kernel://icmp-responder/nsm-1?app=web: a KERNEL interface named
 // nsm-1 in this process's network namespace, to an endpoint of icmp-responder labelled app=web.
@@ -23,7 +25,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -37,21 +41,21 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/tools/envconfig"
-	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
 type config struct {
 	envconfig.Common
 	spiffe.Config
-	Name             envconfig.Name   `default:"nsc" split_words:"true" desc:"the client's name: its segment of each connection's path"`
-	NetworkServices  serviceURLs      `required:"true" split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position; mechanism default: NSM_MECHANISM)"`
-	Labels           envconfig.Labels `split_words:"true" desc:"labels of the client, sent with every request; a URL's own labels win"`
-	ConnectTo        envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr (or, to test, an endpoint)"`
-	DialTimeout      time.Duration    `default:"5s" split_words:"true" desc:"how long a call waits for NSM_CONNECT_TO to accept a connection"`
-	RequestTimeout   time.Duration    `default:"15s" split_words:"true" desc:"how long the first Request of each service may take, retries included; also bounds each Close at exit"`
-	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections are refreshed before they expire"`
-	Mechanism        mechanism        `default:"kernel" split_words:"true" desc:"the mechanism of a URL of NSM_NETWORK_SERVICES written without one (icmp-responder/nsm-1): kernel, the only one this client asks for"`
+	Name                envconfig.Name   `default:"nsc" split_words:"true" desc:"the client's name: its segment of each connection's path"`
+	NetworkServices     serviceURLs      `split_words:"true" desc:"the network services to ask for, as client URLs mechanism://service[@domain]/interface?label=value: kernel://icmp-responder/nsm-1?app=web (interface default: nsm-1, nsm-2, ... by position; mechanism default: NSM_MECHANISM); required unless NSM_NETWORK_SERVICES_FILE is set"`
+	NetworkServicesFile string           `split_words:"true" desc:"a file holding the list of NSM_NETWORK_SERVICES, which it replaces: read at start, again at SIGHUP and when it changes (looked at every second); only the services added or removed are connected or closed"`
+	Labels              envconfig.Labels `split_words:"true" desc:"labels of the client, sent with every request; a URL's own labels win"`
+	ConnectTo           envconfig.URL    `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"the node's nsmgr (or, to test, an endpoint)"`
+	DialTimeout         time.Duration    `default:"5s" split_words:"true" desc:"how long a call waits for NSM_CONNECT_TO to accept a connection"`
+	RequestTimeout      time.Duration    `default:"15s" split_words:"true" desc:"how long the first Request of each service may take, retries included; also bounds each Close at exit"`
+	MaxTokenLifetime    time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs; connections are refreshed before they expire"`
+	Mechanism           mechanism        `default:"kernel" split_words:"true" desc:"the mechanism of a URL of NSM_NETWORK_SERVICES written without one (icmp-responder/nsm-1): kernel, the only one this client asks for"`
 
 	AwarenessGroups       string        `split_words:"true" unused:"no excluded-prefix sharing between endpoints yet" desc:"groups of network service URLs whose endpoints must not hand out overlapping addresses: [kernel://a,kernel://b],[kernel://c]"`
 	LocalDNSServerEnabled bool          `split_words:"true" unused:"no DNS for vWires yet" desc:"serve DNS locally with the endpoints' DNS configs"`
@@ -143,7 +147,15 @@ func command(c *config) envconfig.Command {
 }
 
 func run(ctx context.Context, c *config) error {
-	logger := log.FromContext(ctx)
+	// From the start, so that a SIGHUP while the first Requests go is a reload after them rather
+	// than the end of the process (Go's default for SIGHUP).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	services, seen, err := c.services()
+	if err != nil {
+		return err
+	}
 	name := string(c.Name)
 	id, err := c.Config.Load(ctx)
 	if err != nil {
@@ -164,47 +176,23 @@ func run(ctx context.Context, c *config) error {
 		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 		client.WithTokenGenerator(tokens))
 
-	var open []*networkservice.Connection
-	closeAll := func() error {
-		var errs error
-		for i, conn := range open {
-			closing, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RequestTimeout)
-			_, err := nsc.Close(closing, conn)
-			cancel()
-			if err != nil {
-				errs = errors.Join(errs, fmt.Errorf("close %s: %w", c.NetworkServices[i], err))
-				continue
-			}
-			logger.Info("closed", "service", c.NetworkServices[i].String(), "id", conn.GetId())
-		}
-		return errs
-	}
-
-	netnsURL := fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())
-	closeLeftovers(ctx, c, id, nsc, netnsURL)
-	if err := removeLeftovers(ctx, c.NetworkServices); err != nil {
+	s := &session{c: c, nsc: nsc, netnsURL: fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())}
+	closeLeftovers(ctx, c, services, id, nsc, s.netnsURL)
+	if err := removeLeftovers(ctx, services); err != nil {
 		return err
 	}
-	for _, u := range c.NetworkServices {
-		requesting, cancel := context.WithTimeout(ctx, c.RequestTimeout)
-		conn, err := nsc.Request(requesting, request(u, c.Labels, netnsURL))
-		cancel()
-		if err != nil {
-			closeErr := closeAll()
+	for _, u := range services {
+		if err := s.request(ctx, u); err != nil {
+			closeErr := s.closeAll(ctx)
 			if ctx.Err() != nil {
 				return closeErr // stopped while requesting
 			}
-			return errors.Join(explain(c, u, err), closeErr)
+			return errors.Join(err, closeErr)
 		}
-		open = append(open, conn)
-		ipc := conn.GetContext().GetIpContext()
-		logger.Info("connected", "service", u.String(), "interface", u.Interface,
-			"src", ipc.GetSrcIpAddrs(), "dst", ipc.GetDstIpAddrs(),
-			"endpoint", conn.GetNetworkServiceEndpointName(), "id", conn.GetId())
 	}
 
-	<-ctx.Done()
-	return closeAll()
+	s.follow(ctx, hup, seen)
+	return s.closeAll(ctx)
 }
 
 // request is the first Request for u.

@@ -122,6 +122,7 @@ func one(t *testing.T, conns map[string]*networkservice.Connection) *networkserv
 
 func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 	nowhere := "unix://" + filepath.Join(cmdtest.TempDir(t), "nobody.sock")
+	missing := filepath.Join(cmdtest.TempDir(t), "missing")
 	const timeout = 2 * time.Second
 	for _, tc := range []struct {
 		name string
@@ -129,7 +130,9 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		want string   // the line, or its start when it ends with the error of the chain
 	}{
 		{"no network services", []string{"NSM_NETWORK_SERVICES"},
-			"NSM_NETWORK_SERVICES: not set; it is required: the network services to ask for, as client URLs"},
+			"NSM_NETWORK_SERVICES: not set, nor NSM_NETWORK_SERVICES_FILE; set one: the network services to ask for, as client URLs, e.g. kernel://icmp-responder/nsm-1"},
+		{"no file of network services", []string{"NSM_NETWORK_SERVICES_FILE=" + missing},
+			"NSM_NETWORK_SERVICES_FILE: open " + missing + ": no such file or directory"},
 		{"empty network services", []string{"NSM_NETWORK_SERVICES="},
 			`NSM_NETWORK_SERVICES: "": no URL; give at least one, e.g. kernel://icmp-responder/nsm-1`},
 		{"scheme that is no mechanism", []string{"NSM_NETWORK_SERVICES=tcp://icmp-responder/nsm-1"},

@@ -45,6 +45,10 @@ const (
 )
 
 func wait(ctx context.Context, c *config) error {
+	services, _, err := c.services()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.RequestTimeout)
 	defer cancel()
 	updates := make(chan netlink.LinkUpdate, 64)
@@ -54,7 +58,7 @@ func wait(ctx context.Context, c *config) error {
 	// No ListExisting: netlink sends that dump to the subscription's multicast group, which
 	// needs CAP_NET_ADMIN, and a pod's containers have not got it. The links there now are listed
 	// after subscribing instead, so that no change falls between the list and the updates.
-	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+	err = netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
 		ErrorCallback: func(err error) {
 			select {
 			case failed <- err:
@@ -71,7 +75,7 @@ func wait(ctx context.Context, c *config) error {
 	}
 
 	state := map[string]string{}
-	for _, u := range c.NetworkServices {
+	for _, u := range services {
 		state[u.Interface] = missing
 	}
 	names := map[int]string{} // by index, the interfaces in state seen so far: a rename frees a name
@@ -95,7 +99,7 @@ func wait(ctx context.Context, c *config) error {
 	}
 	for {
 		if ready(state) {
-			log.FromContext(ctx).Info("every vWire is up", "interfaces", c.NetworkServices.interfaces())
+			log.FromContext(ctx).Info("every vWire is up", "interfaces", services.interfaces())
 			return nil
 		}
 		select {
@@ -108,9 +112,9 @@ func wait(ctx context.Context, c *config) error {
 			return fmt.Errorf("watch the interfaces of this network namespace: %w", err)
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("no vWire within NSM_REQUEST_TIMEOUT=%s: %s; the client's log says why", c.RequestTimeout, describeState(c, state))
+				return fmt.Errorf("no vWire within NSM_REQUEST_TIMEOUT=%s: %s; the client's log says why", c.RequestTimeout, describeState(services, state))
 			}
-			return fmt.Errorf("stopped while waiting: %s", describeState(c, state))
+			return fmt.Errorf("stopped while waiting: %s", describeState(services, state))
 		}
 	}
 }
@@ -124,10 +128,10 @@ func ready(state map[string]string) bool {
 	return true
 }
 
-// describeState says, in the order of NSM_NETWORK_SERVICES, which interfaces are not up.
-func describeState(c *config, state map[string]string) string {
+// describeState says, in the order of services, which interfaces are not up.
+func describeState(services serviceURLs, state map[string]string) string {
 	var out []string
-	for _, u := range c.NetworkServices {
+	for _, u := range services {
 		if s := state[u.Interface]; s != up {
 			out = append(out, u.Interface+" is "+s)
 		}

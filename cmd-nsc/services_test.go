@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	"github.com/stretchr/testify/require"
+
+	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
+)
+
+func urls(t *testing.T, list string) serviceURLs {
+	t.Helper()
+	var s serviceURLs
+	require.NoError(t, s.Decode(list))
+	return s
+}
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name, have, want, gone, added string
+	}{
+		{"same", "kernel://a/x,kernel://b/y", "kernel://a/x,kernel://b/y", "", ""},
+		{"same, other order and label order", "kernel://a/x?p=1&q=2,kernel://b/y", "kernel://b/y,kernel://a/x?q=2&p=1", "", ""},
+		{"one added", "kernel://a/x", "kernel://a/x,kernel://c/z", "", "kernel://c/z"},
+		{"one removed", "kernel://a/x,kernel://b/y", "kernel://a/x", "kernel://b/y", ""},
+		{"added and removed", "kernel://a/x,kernel://b/y", "kernel://a/x,kernel://c/z", "kernel://b/y", "kernel://c/z"},
+		{"a label changed", "kernel://a/x?app=web", "kernel://a/x?app=db", "kernel://a/x?app=web", "kernel://a/x?app=db"},
+		{"an interface renamed", "kernel://a/x", "kernel://a/w", "kernel://a/x", "kernel://a/w"},
+		{"a service without a mechanism is kernel's", "kernel://a/x", "a/x", "", ""},
+		// Names by position: b was nsm-2 and is nsm-1 once a goes.
+		{"a positional name moves", "kernel://a,kernel://b", "kernel://b", "kernel://a/nsm-1,kernel://b/nsm-2", "kernel://b/nsm-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gone, added := diff(urls(t, tc.have), urls(t, tc.want))
+			require.Equal(t, tc.gone, gone.String())
+			require.Equal(t, tc.added, added.String())
+		})
+	}
+}
+
+// writeServices replaces the file at path with list by a rename, as the kubelet replaces a
+// downward-API file, so that the client never reads half of it.
+func writeServices(t *testing.T, path, list string) {
+	t.Helper()
+	tmp := path + ".new"
+	require.NoError(t, os.WriteFile(tmp, []byte(list), 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+// waitCount waits until the client wrote s to stderr n times.
+func waitCount(t *testing.T, nsc *cmdtest.Process, s string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return strings.Count(nsc.Stderr(), s) >= n }, cmdtest.WaitLimit, followEvery/10,
+		"%q %d times in the client's log:\n%s", s, n, nsc.Stderr())
+}
+
+// TestLiveServices: a client that reads its list from NSM_NETWORK_SERVICES_FILE follows the
+// file: a service added is connected, one removed closed, and the one that stayed is not asked
+// for again (the endpoint sees no event for it until the client stops). A list that is not valid,
+// or a file gone, changes nothing; SIGHUP reads the file again.
+func TestLiveServices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+	file := filepath.Join(cmdtest.TempDir(t), "services")
+	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://icmp-responder/nsm-2?app=two\n")
+
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{
+		"NSM_CONNECT_TO=" + u.String(),
+		"NSM_NETWORK_SERVICES=kernel://ignored/nsm-9", // the file replaces it
+		"NSM_NETWORK_SERVICES_FILE=" + file,
+	}, args...)
+	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	second := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	require.Equal(t, "nsm-1", kernel.ToMechanism(first.GetMechanism()).GetInterfaceName())
+	require.Equal(t, "nsm-2", kernel.ToMechanism(second.GetMechanism()).GetInterfaceName())
+	waitCount(t, nsc, "msg=connected", 2)
+
+	// nsm-2 goes, nsm-3 comes: the endpoint sees the Close of one, the Request of the other, and
+	// nothing of nsm-1 (the monitor's next events are these two, in this order).
+	writeServices(t, file, "kernel://icmp-responder/nsm-1, kernel://icmp-responder/nsm-3")
+	require.Contains(t, m.next(networkservice.ConnectionEventType_DELETE), second.GetId())
+	third := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	require.Equal(t, "nsm-3", kernel.ToMechanism(third.GetMechanism()).GetInterfaceName())
+	waitCount(t, nsc, `msg="services changed" cmd=cmd-nsc closing="kernel://icmp-responder/nsm-2?app=two" requesting=kernel://icmp-responder/nsm-3`, 1)
+	waitCount(t, nsc, "msg=connected", 3)
+
+	// Bad lists, and no file at all: each an ERROR once, and no change.
+	for i, bad := range []string{
+		"kernel://icmp-responder/nsm-1,memif://icmp-responder/nsm-4",
+		"kernel://icmp-responder/nsm-1,kernel://icmp-responder/nsm-1",
+		"",
+	} {
+		writeServices(t, file, bad)
+		waitCount(t, nsc, `level=ERROR msg="the new list of services is not valid; keeping the services the client has"`, i+1)
+	}
+	// slog quotes the error, and escapes the quotes in it.
+	require.Contains(t, nsc.Stderr(), `item 2 \"memif://icmp-responder/nsm-4\": mechanism MEMIF is not supported by this client; use kernel://`)
+	require.Contains(t, nsc.Stderr(), `item 2 \"kernel://icmp-responder/nsm-1\": interface nsm-1 is taken by another URL`)
+	require.Contains(t, nsc.Stderr(), file+`: \"\": no URL; give at least one`)
+	require.NoError(t, os.Remove(file))
+	waitCount(t, nsc, "no such file or directory", 1)
+
+	// The file back as it was, then a SIGHUP: nothing to do either time.
+	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://icmp-responder/nsm-3")
+	waitCount(t, nsc, `msg="services unchanged"`, 1)
+	nsc.Signal(syscall.SIGHUP)
+	waitCount(t, nsc, `msg="SIGHUP: reading the list of services again"`, 1)
+	waitCount(t, nsc, `msg="services unchanged"`, 2)
+	require.Equal(t, 3, strings.Count(nsc.Stderr(), "msg=connected"), "no service was asked for again")
+
+	require.Zero(t, nsc.Stop())
+	closed := map[string]bool{}
+	for range 2 {
+		for id := range m.next(networkservice.ConnectionEventType_DELETE) {
+			closed[id] = true
+		}
+	}
+	require.Equal(t, map[string]bool{first.GetId(): true, third.GetId(): true}, closed)
+}
+
+// TestNewServiceRefusedKeepsTheOthers: a service added while the client runs that its endpoint
+// refuses is logged, the others stay, and a SIGHUP asks for it again.
+func TestNewServiceRefusedKeepsTheOthers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+	file := filepath.Join(cmdtest.TempDir(t), "services")
+	writeServices(t, file, "kernel://icmp-responder/nsm-1")
+
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES_FILE=" + file}, args...)
+	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	waitCount(t, nsc, "msg=connected", 1)
+
+	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://broken/nsm-2")
+	waitCount(t, nsc, `level=ERROR msg="could not request a new service; SIGHUP or the next change of the list asks again" cmd=cmd-nsc service=kernel://broken/nsm-2`, 1)
+	require.Contains(t, nsc.Stderr(), "test endpoint: broken is broken")
+	nsc.Signal(syscall.SIGHUP)
+	waitCount(t, nsc, `msg="services changed" cmd=cmd-nsc closing="" requesting=kernel://broken/nsm-2`, 2)
+	waitCount(t, nsc, "test endpoint: broken is broken", 2)
+
+	require.Zero(t, nsc.Stop())
+	require.Contains(t, m.next(networkservice.ConnectionEventType_DELETE), first.GetId(), "the first connection lived to the end")
+}
+
+// TestSIGHUPWithoutAFile: without NSM_NETWORK_SERVICES_FILE there is nothing to read again; the
+// client says so and goes on (Go's default for SIGHUP would end it).
+func TestSIGHUPWithoutAFile(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES=kernel://icmp-responder/nsm-1"}, args...)
+	conn := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	waitCount(t, nsc, "msg=connected", 1)
+	nsc.Signal(syscall.SIGHUP)
+	waitCount(t, nsc, `level=WARN msg="SIGHUP: nothing to read again: NSM_NETWORK_SERVICES_FILE is not set`, 1)
+	require.Zero(t, nsc.Stop())
+	require.Contains(t, m.next(networkservice.ConnectionEventType_DELETE), conn.GetId())
+}
