@@ -52,7 +52,7 @@ type link struct{ src, dst netip.Addr }
 var linksKey = metadata.NewKey[[]link](name)
 
 type server struct {
-	pools []*ippool.Pool // one per configured family, IPv4 first
+	pools []*ippool.Pool // one per group and family, IPv4 first in each group
 }
 
 // NewServer returns the element handing out links from prefixes: IPv4, IPv6 or both; several of
@@ -60,30 +60,52 @@ type server struct {
 // that overlap, panic, naming it; a component that reads prefixes from its configuration checks
 // them first (ippool.New returns the same complaints as errors).
 func NewServer(prefixes ...netip.Prefix) networkservice.NetworkServiceServer {
-	if len(prefixes) == 0 {
+	return NewGroupServer([][]netip.Prefix{prefixes})
+}
+
+// NewGroupServer returns the element handing out a link per group of prefixes and family (NSM's
+// groupipam): a connection of groups {10.0.0.0/24, fd00::/64} and {172.16.0.0/24} gets three
+// links. Each group is what NewServer takes; prefixes of different groups must not overlap
+// either (a panic names them).
+func NewGroupServer(groups [][]netip.Prefix) networkservice.NetworkServiceServer {
+	if len(groups) == 0 {
 		panic("point2pointipam: NewServer needs at least one prefix")
 	}
-	var v4, v6 []netip.Prefix
-	for i, p := range prefixes {
-		switch {
-		case !p.IsValid():
-			panic(fmt.Sprintf("point2pointipam: prefix %d is not a valid CIDR", i))
-		case p.Addr().Is4():
-			v4 = append(v4, p)
-		default:
-			v6 = append(v6, p)
-		}
-	}
 	s := &server{}
-	for _, family := range [][]netip.Prefix{v4, v6} {
-		if len(family) == 0 {
-			continue
+	var all [2][]netip.Prefix // every group's, per family: to refuse overlaps across groups
+	for g, prefixes := range groups {
+		group := "" // named only where there are several
+		if len(groups) > 1 {
+			group = fmt.Sprintf(" of group %d", g)
 		}
-		pool, err := ippool.New(family...)
-		if err != nil {
-			panic("point2pointipam: " + err.Error())
+		if len(prefixes) == 0 {
+			panic("point2pointipam: NewServer needs at least one prefix" + group)
 		}
-		s.pools = append(s.pools, pool)
+		var v4, v6 []netip.Prefix
+		for i, p := range prefixes {
+			switch {
+			case !p.IsValid():
+				panic(fmt.Sprintf("point2pointipam: prefix %d%s is not a valid CIDR", i, group))
+			case p.Addr().Is4():
+				v4 = append(v4, p)
+			default:
+				v6 = append(v6, p)
+			}
+		}
+		for f, family := range [][]netip.Prefix{v4, v6} {
+			if len(family) == 0 {
+				continue
+			}
+			pool, err := ippool.New(family...)
+			if err != nil {
+				panic("point2pointipam: " + err.Error())
+			}
+			all[f] = append(all[f], family...)
+			if _, err := ippool.New(all[f]...); err != nil {
+				panic(fmt.Sprintf("point2pointipam: prefixes%s: %v", group, err))
+			}
+			s.pools = append(s.pools, pool)
+		}
 	}
 	return s
 }

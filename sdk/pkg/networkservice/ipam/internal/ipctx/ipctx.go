@@ -159,21 +159,27 @@ func (r Input) IsExcluded(a netip.Addr) bool {
 	return false
 }
 
-// Want is the first address of a list that has the pool's family, with its index in the list;
-// Index is -1 when the list has none.
+// Want is the address of a list the pool is asked for, with its index in the list; Index is -1
+// when the list has none of the pool's family.
 type Want struct {
 	Addr  netip.Addr
 	Index int
 }
 
-// First returns the first entry of list in the family of pool.
+// First returns the first entry of list in pool or, when none is, the first in its family. An
+// IPAM with several pools of a family (point2pointipam's groups) so finds each pool's address.
 func First(list []netip.Prefix, pool *ippool.Pool) Want {
+	want := Want{Index: -1}
 	for i, p := range list {
-		if p.Addr().Is4() == pool.Is4() {
-			return Want{Addr: p.Addr().WithZone(""), Index: i}
+		a := p.Addr().WithZone("")
+		switch {
+		case pool.Contains(a):
+			return Want{Addr: a, Index: i}
+		case want.Index < 0 && a.Is4() == pool.Is4():
+			want = Want{Addr: a, Index: i}
 		}
 	}
-	return Want{Index: -1}
+	return want
 }
 
 // Required is the FailedPrecondition for an address the client requires (src_ip_required,
