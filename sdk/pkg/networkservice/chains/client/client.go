@@ -28,6 +28,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/heal"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/common/metrics"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/refresh"
 	"vwire.dev/sdk/pkg/networkservice/common/retry"
@@ -122,6 +123,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		retrying, // before begin: waiting between tries holds no connection's turn
 		updatepath.NewClient(o.name),
 		begin.NewClient(), // one event per connection at a time; refresh and heal re-enter here
+		metrics.NewClient(o.name), // after begin: refresh's and heal's Requests count too
 		metadata.NewClient(),
 		refresh.NewClient(ctx),
 		fixedURL,

@@ -1,6 +1,7 @@
 // Package endpoint is the chain every Network Service Endpoint starts from: it keeps the path and
 // tokens, authorizes, keeps per-connection state, closes connections whose client stopped
-// refreshing, and tells monitors about every connection. An NSE author appends the elements that
+// refreshing, tells monitors about every connection, and counts calls and connections (metrics,
+// to the process's OpenTelemetry MeterProvider). An NSE author appends the elements that
 // make their service (addresses, DNS, interfaces) with WithAdditionalFunctionality, and serves
 // the result with Serve.
 package endpoint
@@ -15,6 +16,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/begin"
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/common/metrics"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/timeout"
 	"vwire.dev/sdk/pkg/networkservice/common/updatepath"
@@ -96,12 +98,14 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, opts ...Option) End
 		o.authz = authorize.NewServer(o.authorize...)
 	}
 	std := []networkservice.NetworkServiceServer{
+		metrics.NewServer(o.name), // first: counts what the elements after it refuse, times the whole hop
 		updatepath.NewServer(o.name, o.path...),
 		validate.NewServer(),
 		begin.NewServer(), // one event per connection at a time; background work re-enters here
 		updatetoken.NewServer(gen),
 		o.authz,
 		metadata.NewServer(),
+		metrics.NewConnectionsServer(o.name), // after metadata: background Closes pass here too
 		timeout.NewServer(ctx),
 		monitorServer,
 	}

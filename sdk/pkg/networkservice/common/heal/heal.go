@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -78,6 +79,7 @@ type options struct {
 	reselectAfter int
 	fixedNextHop  bool
 	awayLimit     time.Duration
+	provider      metric.MeterProvider
 }
 
 // WithLivenessCheck sets a data-path check, run every interval (WithLivenessInterval) while the
@@ -137,12 +139,13 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &client{ctx: ctx, options: o}
+	return &client{ctx: ctx, options: o, metrics: newHealMetrics(o.provider)}
 }
 
 type client struct {
 	ctx context.Context
 	options
+	metrics *healMetrics
 }
 
 var healerKey = metadata.NewKey[*healer]("heal")
@@ -254,6 +257,7 @@ func (h *healer) up(conn *networkservice.Connection) {
 	h.requesting = false
 	if h.healing {
 		h.logger.Info("heal: connection healed", "connection", conn.GetId(), "tries", h.failures+1, "reselected", h.reselect)
+		h.c.metrics.healed(h.c.ctx, conn.GetNetworkService(), h.clock.Since(h.since), h.reselect)
 	}
 	h.healing, h.reselect, h.failures, h.counted = false, false, 0, 0
 	h.conn = conn.Clone()
@@ -335,6 +339,7 @@ func (h *healer) begin(reselect bool, why string) {
 	}
 	h.logger.Warn("heal: healing", "connection", h.conn.GetId(), "why", why, "reselect", h.reselect)
 	h.healing, h.failures, h.counted, h.wait, h.since = true, 0, 0, h.c.first, h.clock.Now()
+	h.c.metrics.started(h.c.ctx, h.conn.GetNetworkService())
 	h.after(0, h.try)
 }
 
@@ -359,9 +364,11 @@ func (h *healer) try() {
 	defer h.mu.Unlock()
 	switch {
 	case err == nil || !h.healing: // healed, by this try or another Request
+		h.c.metrics.tried(h.c.ctx, h.conn.GetNetworkService(), err)
 	case errors.Is(err, begin.ErrForgotten) || h.closed || h.c.ctx.Err() != nil:
 		h.healing = false
 	default:
+		h.c.metrics.tried(h.c.ctx, h.conn.GetNetworkService(), err)
 		h.failures++
 		if h.counts(err) {
 			h.counted++

@@ -13,6 +13,9 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -552,4 +555,80 @@ func TestConformance(t *testing.T) {
 		Client:  func(ctx context.Context) networkservice.NetworkServiceClient { return heal.NewClient(ctx) },
 		Request: request,
 	})
+}
+
+// failing fails the next n Requests as a hop before the endpoint does while it restarts.
+type failing struct{ n atomic.Int32 }
+
+func (f *failing) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if f.n.Add(-1) >= 0 {
+		return nil, dial.MarkHopAway(status.Error(codes.Unavailable, "the forwarder is restarting"))
+	}
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (f *failing) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// TestMetricsCountAHeal: a DOWN, two tries that fail, a third that heals: one heal started,
+// three tries by code, one duration, not reselected.
+func TestMetricsCountAHeal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	sock := socket(t)
+	nse := startEndpoint(t, ctx, sock)
+	fail := &failing{}
+	rec := checks.NewServer()
+	nsc := next.NewNetworkServiceClient(
+		updatepath.NewClient("nsc"),
+		begin.NewClient(),
+		metadata.NewClient(),
+		heal.NewClient(ctx, heal.WithMeterProvider(provider)),
+		adapters.NewServerToClient(fail),
+		adapters.NewServerToClient(rec),
+		clienturl.NewClient(&url.URL{Scheme: "unix", Path: sock}),
+		dial.NewClient(ctx, dial.WithIdleTimeout(0)),
+		monitor.NewClient(ctx, monitor.WithIdleTimeout(0)),
+		connect.NewClient(),
+	)
+	conn, err := nsc.Request(ctx, request())
+	require.NoError(t, err)
+
+	fail.n.Store(2)
+	nse.sinks.report(nse.rec.Requests()[0].GetConnection(), networkservice.State_DOWN)
+	collect := func() map[string]int64 {
+		var rm metricdata.ResourceMetrics
+		require.NoError(t, reader.Collect(ctx, &rm))
+		got := map[string]int64{}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				switch data := m.Data.(type) {
+				case metricdata.Sum[int64]:
+					for _, dp := range data.DataPoints {
+						got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = dp.Value
+					}
+				case metricdata.Histogram[float64]:
+					for _, dp := range data.DataPoints {
+						got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = int64(dp.Count)
+					}
+				}
+			}
+		}
+		return got
+	}
+	require.Eventually(t, func() bool { return len(rec.Requests()) == 2 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(collect()) == 4 }, 10*time.Second, time.Millisecond)
+	require.Equal(t, map[string]int64{
+		"vwire.heal.starts{nsm.network_service=ns}":                                 1,
+		"vwire.heal.tries{nsm.network_service=ns,rpc.grpc.status_code=UNAVAILABLE}": 2,
+		"vwire.heal.tries{nsm.network_service=ns,rpc.grpc.status_code=OK}":          1,
+		"vwire.heal.duration{nsm.network_service=ns,vwire.heal.reselected=false}":   1,
+	}, collect())
+
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
 }

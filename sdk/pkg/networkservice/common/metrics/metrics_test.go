@@ -1,0 +1,217 @@
+package metrics_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"vwire.dev/sdk/pkg/networkservice/common/begin"
+	"vwire.dev/sdk/pkg/networkservice/common/metadata"
+	"vwire.dev/sdk/pkg/networkservice/common/metrics"
+	"vwire.dev/sdk/pkg/networkservice/common/updatepath"
+	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/networkservice/utils/inject"
+	"vwire.dev/sdk/pkg/tools/grpcserve"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// hop is the chain under test served over a unix socket: the calls element first, then
+// updatepath, begin, metadata, the connections element, and an injector of failures.
+type hop struct {
+	fail   *inject.Errors
+	reader *sdkmetric.ManualReader
+	client networkservice.NetworkServiceClient
+}
+
+func serve(t testing.TB, opts ...metrics.Option) *hop {
+	h := &hop{fail: inject.NewServer(nil), reader: sdkmetric.NewManualReader()}
+	if opts == nil {
+		provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))
+		t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+		opts = []metrics.Option{metrics.WithMeterProvider(provider)}
+	}
+	chain := next.NewNetworkServiceServer(
+		metrics.NewServer("nse", opts...),
+		updatepath.NewServer("nse"),
+		begin.NewServer(),
+		metadata.NewServer(),
+		metrics.NewConnectionsServer("nse", opts...),
+		h.fail,
+	)
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs, err := grpcserve.Serve(ctx, u, grpcserve.RegistrarFunc(func(s *grpc.Server) {
+		networkservice.RegisterNetworkServiceServer(s, chain)
+	}))
+	require.NoError(t, err)
+	cc, err := grpc.NewClient("unix://"+u.Path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cc.Close()
+		cancel()
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+	h.client = networkservice.NewNetworkServiceClient(cc)
+	return h
+}
+
+func request(id, service string) *networkservice.NetworkServiceRequest {
+	return &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: id, NetworkService: service}}
+}
+
+// collect returns the points of the instrument named name, by their attributes.
+func collect(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			switch data := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range data.DataPoints {
+					got[attrs(dp.Attributes)] = dp.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range data.DataPoints {
+					got[attrs(dp.Attributes)] = int64(dp.Count)
+				}
+			default:
+				t.Fatalf("%s: unexpected data %T", name, m.Data)
+			}
+		}
+	}
+	return got
+}
+
+func attrs(s attribute.Set) string {
+	return s.Encoded(attribute.DefaultEncoder())
+}
+
+func TestCountsCallsCodesAndConnections(t *testing.T) {
+	h := serve(t)
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2", "c3"} {
+		_, err := h.client.Request(ctx, request(id, "blue"))
+		require.NoError(t, err)
+	}
+	_, err := h.client.Request(ctx, request("c4", "green"))
+	require.NoError(t, err)
+
+	h.fail.FailRequests(status.Error(codes.PermissionDenied, "inject: denied"))
+	for _, id := range []string{"c5", "c1"} { // a new connection refused, and c1's refresh
+		_, err = h.client.Request(ctx, request(id, "blue"))
+		require.Equal(t, codes.PermissionDenied, status.Code(err))
+	}
+	h.fail.FailRequests(nil)
+	_, err = h.client.Request(ctx, request("c2", "blue")) // a refresh: no new connection
+	require.NoError(t, err)
+
+	for _, id := range []string{"c1", "c3"} {
+		_, err = h.client.Close(ctx, &networkservice.Connection{Id: id, NetworkService: "blue"})
+		require.NoError(t, err)
+	}
+
+	ok := func(service, code string) string {
+		return "nsm.network_service=" + service + ",rpc.grpc.status_code=" + code + ",vwire.hop=nse"
+	}
+	want := map[string]int64{ok("blue", "OK"): 4, ok("green", "OK"): 1, ok("blue", "PERMISSION_DENIED"): 2}
+	require.Equal(t, want, collect(t, h.reader, "vwire.networkservice.server.requests"))
+	require.Equal(t, want, collect(t, h.reader, "vwire.networkservice.server.request.duration"))
+	require.Equal(t, map[string]int64{ok("blue", "OK"): 2}, collect(t, h.reader, "vwire.networkservice.server.closes"))
+	require.Equal(t, map[string]int64{
+		"nsm.network_service=blue,vwire.hop=nse":  1,
+		"nsm.network_service=green,vwire.hop=nse": 1,
+	}, collect(t, h.reader, "vwire.networkservice.server.connections"))
+}
+
+func TestCodeOfContextErrors(t *testing.T) {
+	h := serve(t)
+	h.fail.FailRequests(context.DeadlineExceeded) // not a status: counted as the code gRPC gives it
+	_, err := h.client.Request(t.Context(), request("c1", "blue"))
+	require.Error(t, err)
+	require.Equal(t, map[string]int64{
+		"nsm.network_service=blue,rpc.grpc.status_code=DEADLINE_EXCEEDED,vwire.hop=nse": 1,
+	}, collect(t, h.reader, "vwire.networkservice.server.requests"))
+}
+
+func TestClientCountsWhatItSends(t *testing.T) {
+	h := serve(t)
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	c := next.NewNetworkServiceClient(metrics.NewClient("nsc", metrics.WithMeterProvider(provider)), h.client)
+
+	_, err := c.Request(t.Context(), request("c1", "blue"))
+	require.NoError(t, err)
+	h.fail.FailRequests(status.Error(codes.Unavailable, "inject: away"))
+	_, err = c.Request(t.Context(), request("c1", "blue"))
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	_, err = c.Close(t.Context(), &networkservice.Connection{Id: "c1", NetworkService: "blue"})
+	require.NoError(t, err)
+
+	sent := func(code string) string {
+		return "nsm.network_service=blue,rpc.grpc.status_code=" + code + ",vwire.hop=nsc"
+	}
+	require.Equal(t, map[string]int64{sent("OK"): 1, sent("UNAVAILABLE"): 1},
+		collect(t, reader, "vwire.networkservice.client.requests"))
+	require.Equal(t, map[string]int64{sent("OK"): 1}, collect(t, reader, "vwire.networkservice.client.closes"))
+}
+
+// BenchmarkRequestClose runs a Request and its Close through begin and metadata in-process:
+// with two elements that only pass calls on in the metrics elements' places ("bare": what any
+// element costs in a chain), with both metrics elements recording to the global provider (none
+// set: OpenTelemetry's no-op, as in a component without telemetry), and recording to an SDK
+// provider.
+func BenchmarkRequestClose(b *testing.B) {
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	sdk := []metrics.Option{metrics.WithMeterProvider(provider)}
+	for _, bc := range []struct {
+		name string
+		opts []metrics.Option // nil: no metrics elements
+	}{{"bare", nil}, {"noop", []metrics.Option{}}, {"sdk", sdk}} {
+		b.Run(bc.name, func(b *testing.B) {
+			pass := next.NewNetworkServiceServer()
+			chain := []networkservice.NetworkServiceServer{pass, begin.NewServer(), metadata.NewServer(), pass}
+			if bc.opts != nil {
+				chain = []networkservice.NetworkServiceServer{metrics.NewServer("nse", bc.opts...),
+					begin.NewServer(), metadata.NewServer(), metrics.NewConnectionsServer("nse", bc.opts...)}
+			}
+			s := next.NewNetworkServiceServer(chain...)
+			ctx := context.Background()
+			req := request("c1", "blue")
+			b.ReportAllocs()
+			for b.Loop() {
+				conn, err := s.Request(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Close(ctx, conn); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
