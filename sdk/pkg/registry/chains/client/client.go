@@ -69,14 +69,15 @@ func WithTokens(gen token.GeneratorFunc) grpc.DialOption {
 }
 
 // NewNS returns a network service registry client named name, sending to cc; its background
-// work ends with ctx. Services do not expire, so there is no refresh.
-func NewNS(ctx context.Context, cc grpc.ClientConnInterface, name string) next.NS {
-	return next.Chain(
+// work ends with ctx. Services do not expire, so there is no refresh. extra elements go just
+// before connect.
+func NewNS(ctx context.Context, cc grpc.ClientConnInterface, name string, extra ...next.NS) next.NS {
+	elements := []next.NS{
 		updatepath.NewNS(name),
 		begin.NewNS(), // one change per name at a time; heal re-enters here
 		heal.NewNS(ctx),
-		connect.NewNS(cc),
-	)
+	}
+	return next.Chain(append(append(elements, extra...), connect.NewNS(cc))...)
 }
 
 // NewNSE returns an endpoint registry client named name, sending to cc; its background work
@@ -97,6 +98,12 @@ type Option func(*options)
 type options struct {
 	timeout    time.Duration
 	passSocket bool
+	nsExtra    []next.NS
+	nseExtra   []next.NSE
+	// Only for the constructors of NSM's shape (nsm.go):
+	url  *url.URL
+	dial []grpc.DialOption
+	name string
 }
 
 // WithSocketPassed sends the endpoint's unix socket beside each Register and Unregister, named
@@ -132,7 +139,7 @@ func Register(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.Ne
 	for _, opt := range opts {
 		opt(&o)
 	}
-	var extra []next.NSE
+	extra := o.nseExtra
 	if o.passSocket {
 		extra = append(extra, sendfd.NewNSE())
 	}
@@ -145,7 +152,11 @@ func Register(ctx context.Context, cc grpc.ClientConnInterface, nse *registry.Ne
 // RegisterNS is Register for a network service, which an endpoint registers before itself: it
 // is registered again when the registry comes back after a restart, and has no refresh.
 func RegisterNS(ctx context.Context, cc grpc.ClientConnInterface, ns *registry.NetworkService, opts ...Option) (*registry.NetworkService, func(context.Context) error, error) {
-	chain := func(background context.Context) next.NS { return NewNS(background, cc, ns.GetName()) }
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	chain := func(background context.Context) next.NS { return NewNS(background, cc, ns.GetName(), o.nsExtra...) }
 	return keep(ctx, ns, &registry.NetworkService{Name: ns.GetName()}, chain, opts)
 }
 
