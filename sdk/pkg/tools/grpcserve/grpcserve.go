@@ -20,7 +20,11 @@
 //   - A Registrar that needs options of its server (NeedsOptions: the nsmgr's stats handler,
 //     which learns when a caller's transport ends) gets them, before the options given to Serve.
 //   - The returned channel gets the error that ended serving, if any (the listener failed), and
-//     is closed once serving has ended: draining it waits for the end.
+//     is closed once serving has ended: draining it waits for the end, which is also the end of
+//     every call (the handlers of calls in flight have returned, their contexts cancelled), so a
+//     program may close what its handlers use once it has drained the channel.
+//
+// ListenAndServe is Serve for a *grpc.Server the caller built, as NSM's programs build theirs.
 //
 // Registered runs the rest of a registered component's life (an endpoint, a forwarder) the same
 // way in every cmd: it is unregistered before it stops answering.
@@ -91,8 +95,16 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 	}
 	srv := grpc.NewServer(append(all, opts...)...)
 	r.Register(srv)
+	return serve(ctx, srv, us, listeners), nil
+}
+
+// serve serves srv on listeners (the listeners of us) until ctx ends or one of them fails, with
+// the health service unless srv has one already.
+func serve(ctx context.Context, srv *grpc.Server, us []*url.URL, listeners []net.Listener) <-chan error {
 	status := health.NewServer()
-	grpc_health_v1.RegisterHealthServer(srv, status)
+	if _, ok := srv.GetServiceInfo()[grpc_health_v1.Health_ServiceDesc.ServiceName]; !ok {
+		grpc_health_v1.RegisterHealthServer(srv, status)
+	}
 	stop := context.AfterFunc(ctx, func() {
 		status.Shutdown() // NOT_SERVING, for the watchers that hear it before Stop ends their stream
 		srv.Stop()
@@ -102,7 +114,8 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 	for i, lis := range listeners {
 		serving.Go(func() {
 			err := srv.Serve(lis)
-			// Serve returned on its own when the listener failed: end the calls too.
+			// Serve returned on its own when the listener failed: end the calls too. With
+			// WaitForHandlers (tuned), Stop returns once every call has returned.
 			srv.Stop()
 			// ErrServerStopped: ctx ended, or another listener failed, before Serve began.
 			if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -115,7 +128,7 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 		stop()
 		close(errs)
 	}()
-	return errs, nil
+	return errs
 }
 
 // tuned are the server options every component gets (opts given to Serve come after and may
@@ -134,6 +147,7 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 //     other calls and connections go on. The mesh's messages are a few KB; gRPC's default of
 //     4 MB let a caller make a component hold and check thousands of entries per call.
 var tuned = []grpc.ServerOption{
+	grpc.WaitForHandlers(true), // stopping waits for the calls in flight (their contexts cancelled)
 	grpc.Creds(fdpass.Credentials(nil)),
 	grpc.NumStreamWorkers(16),
 	grpc.StaticStreamWindowSize(1 << 20),

@@ -58,13 +58,19 @@ func NewServer(opts ...Option) networkservice.NetworkServiceServer {
 	if o.getenv == nil {
 		panic("clientinfo: WithGetenv(nil)")
 	}
-	s := &server{labels: map[string]string{}}
+	return &server{labels: Labels(o.getenv)}
+}
+
+// Labels reads the labels from getenv: those whose variable is set and not empty. The
+// registry's clientinfo puts the same on an endpoint's registration.
+func Labels(getenv func(string) string) map[string]string {
+	labels := map[string]string{}
 	for _, src := range sources {
-		if v := o.getenv(src.env); v != "" {
-			s.labels[src.label] = v
+		if v := getenv(src.env); v != "" {
+			labels[src.label] = v
 		}
 	}
-	return s
+	return labels
 }
 
 // NewClient returns the element for a client chain.
