@@ -29,16 +29,22 @@ package memory
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"weak"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"vwire.dev/sdk/pkg/networkservice/common/metrics"
 	"vwire.dev/sdk/pkg/registry/core/next"
 )
 
@@ -46,7 +52,8 @@ import (
 type Option func(*options)
 
 type options struct {
-	queue int
+	queue    int
+	provider metric.MeterProvider
 }
 
 // WithWatchQueue sets how many changes a watcher may fall behind before it is ended
@@ -58,9 +65,14 @@ func WithWatchQueue(n int) Option {
 	return func(o *options) { o.queue = n }
 }
 
+// WithMeterProvider reports the store's sizes to p instead of the process's global provider.
+func WithMeterProvider(p metric.MeterProvider) Option {
+	return func(o *options) { o.provider = p }
+}
+
 // NewNS returns a store of network services.
 func NewNS(opts ...Option) next.NS {
-	return newStore(schema[*registry.NetworkService]{match: MatchNS}, opts)
+	return newStore(schema[*registry.NetworkService]{match: MatchNS, kind: "ns"}, opts)
 }
 
 // NewNSE returns a store of network service endpoints.
@@ -68,6 +80,7 @@ func NewNSE(opts ...Option) next.NSE {
 	return newStore(schema[*registry.NetworkServiceEndpoint]{
 		match:    MatchNSE,
 		services: (*registry.NetworkServiceEndpoint).GetNetworkServiceNames,
+		kind:     "nse",
 	}, opts)
 }
 
@@ -77,6 +90,8 @@ type schema[R next.Record] struct {
 	match func(query, r R) bool
 	// services lists the keys a record is indexed by and a query looks up (nil: no index).
 	services func(R) []string
+	// kind names the records in metrics: ns or nse.
+	kind string
 }
 
 type store[R next.Record] struct {
@@ -97,16 +112,73 @@ type watcher[R next.Record] struct {
 }
 
 func newStore[R next.Record](s schema[R], opts []Option) *store[R] {
-	o := options{queue: 1024}
+	o := options{queue: 1024, provider: otel.GetMeterProvider()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &store[R]{
+	st := &store[R]{
 		schema:   s,
 		queue:    o.queue,
 		records:  map[string]R{},
 		index:    map[string]map[string]struct{}{},
 		watchers: map[*watcher[R]]struct{}{},
+	}
+	st.observe(o.provider)
+	return st
+}
+
+// observe reports the store's sizes at each collection, read under its lock, so that nothing
+// is counted on the way of a registration:
+//
+//	vwire.registry.services   up-down {service}   network services stored (an ns store)
+//	vwire.registry.endpoints  up-down {endpoint}  endpoints stored, by nsm.network_service they offer (an nse store; forwarders under "forwarder")
+//	vwire.registry.watches    up-down {watch}     Finds with watch running, by vwire.registry.record (ns, nse)
+//
+// Stores of one process add up. The callback holds the store weakly and is unregistered when
+// the store is collected: a store has no Close, and a test makes many.
+func (s *store[R]) observe(p metric.MeterProvider) {
+	m := p.Meter("vwire.dev/sdk/pkg/registry/common/memory")
+	kind := attribute.String("vwire.registry.record", s.schema.kind)
+	watches, err := m.Int64ObservableUpDownCounter("vwire.registry.watches", metric.WithUnit("{watch}"),
+		metric.WithDescription("Finds with watch running on the registry's store, by record kind"))
+	handle(err)
+	var size metric.Int64ObservableUpDownCounter
+	if s.schema.services == nil {
+		size, err = m.Int64ObservableUpDownCounter("vwire.registry.services", metric.WithUnit("{service}"),
+			metric.WithDescription("Network services registered"))
+	} else {
+		size, err = m.Int64ObservableUpDownCounter("vwire.registry.endpoints", metric.WithUnit("{endpoint}"),
+			metric.WithDescription("Endpoints registered, by network service (forwarders under forwarder)"))
+	}
+	handle(err)
+	held := weak.Make(s)
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := held.Value()
+		if s == nil {
+			return nil
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		o.ObserveInt64(watches, int64(len(s.watchers)), metric.WithAttributes(kind))
+		if s.schema.services == nil {
+			o.ObserveInt64(size, int64(len(s.records)))
+			return nil
+		}
+		for service, names := range s.index {
+			o.ObserveInt64(size, int64(len(names)), metric.WithAttributes(metrics.ServiceKey.String(service)))
+		}
+		return nil
+	}, watches, size)
+	if err != nil {
+		handle(err)
+		return
+	}
+	runtime.AddCleanup(s, func(r metric.Registration) { handle(r.Unregister()) }, reg)
+}
+
+func handle(err error) {
+	if err != nil {
+		otel.Handle(err)
 	}
 }
 

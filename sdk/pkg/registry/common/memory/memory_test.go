@@ -9,9 +9,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -356,4 +360,62 @@ func BenchmarkRegister(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// sizes collects the store's instruments: name{attributes} -> value.
+func sizes(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = dp.Value
+			}
+		}
+	}
+	return got
+}
+
+func TestMetricsReportSizesAndWatches(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	remote := serve(t, memory.NewNSE(memory.WithMeterProvider(provider)))
+	services := memory.NewNS(memory.WithMeterProvider(provider))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	for _, r := range append(endpoints(), &nse{Name: "fwd-1", NetworkServiceNames: []string{"forwarder"}, Url: "unix:///f.sock"}) {
+		_, err := remote.Register(ctx, r)
+		require.NoError(t, err)
+	}
+	_, err := services.Register(ctx, &registry.NetworkService{Name: "icmp"})
+	require.NoError(t, err)
+	events, done := watch(ctx, remote, &nse{NetworkServiceNames: []string{"icmp"}})
+	require.Len(t, take(t, events, 2), 2) // the watch runs
+	require.Equal(t, map[string]int64{
+		"vwire.registry.endpoints{nsm.network_service=icmp}":      2,
+		"vwire.registry.endpoints{nsm.network_service=vpn}":       2,
+		"vwire.registry.endpoints{nsm.network_service=forwarder}": 1,
+		"vwire.registry.services{}":                               1,
+		"vwire.registry.watches{vwire.registry.record=nse}":       1,
+		"vwire.registry.watches{vwire.registry.record=ns}":        0,
+	}, sizes(t, reader))
+
+	require.NoError(t, remote.Unregister(ctx, &nse{Name: "nse-v6"}))
+	require.NoError(t, remote.Unregister(ctx, &nse{Name: "nse-unix"}))
+	cancel()
+	require.Error(t, <-done)
+	require.Eventually(t, func() bool {
+		return sizes(t, reader)["vwire.registry.watches{vwire.registry.record=nse}"] == 0
+	}, 10*time.Second, time.Millisecond, "the watch ended on the server")
+	require.Equal(t, map[string]int64{
+		"vwire.registry.endpoints{nsm.network_service=icmp}":      1,
+		"vwire.registry.endpoints{nsm.network_service=forwarder}": 1,
+		"vwire.registry.services{}":                               1,
+		"vwire.registry.watches{vwire.registry.record=nse}":       0,
+		"vwire.registry.watches{vwire.registry.record=ns}":        0,
+	}, sizes(t, reader))
 }
