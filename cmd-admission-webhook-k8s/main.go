@@ -122,7 +122,7 @@ func (c *config) check() error {
 		}
 	}
 	for _, e := range c.Envs {
-		if e.Name == c.NSURLEnvName || slices.Contains(inject.ReservedEnv, e.Name) {
+		if e.Name == c.NSURLEnvName || e.Name == c.NSURLEnvName+inject.FileSuffix || slices.Contains(inject.ReservedEnv, e.Name) {
 			return fmt.Errorf("NSM_ENVS: %s is set by the webhook itself; remove it", e.Name)
 		}
 	}

@@ -56,6 +56,8 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			"NSM_ENVS: NSM_NAME is set by the webhook itself; remove it"},
 		{"the client URLs' variable", []string{"NSM_ENVS=NSM_NETWORK_SERVICES=kernel://x"},
 			"NSM_ENVS: NSM_NETWORK_SERVICES is set by the webhook itself; remove it"},
+		{"the variable of the client URLs' file", []string{"NSM_ENVS=NSM_NETWORK_SERVICES_FILE=/x"},
+			"NSM_ENVS: NSM_NETWORK_SERVICES_FILE is set by the webhook itself; remove it"},
 		{"variable without a value", []string{"NSM_ENVS=NSM_LOG_LEVEL"},
 			`NSM_ENVS: "NSM_LOG_LEVEL": not NAME=value`},
 		{"variable twice", []string{"NSM_ENVS=A=1,A=2"},
@@ -169,7 +171,14 @@ func TestInjectsThroughTheAPIServer(t *testing.T) {
 	require.Equal(t, "200m", sidecar.Resources.Limits.Cpu().String())
 	require.Equal(t, []string{"app"}, []string{pod.Spec.Containers[0].Name})
 	require.Len(t, pod.Spec.Containers, 1)
-	require.Equal(t, "/var/lib/networkservicemesh", pod.Spec.Volumes[len(pod.Spec.Volumes)-1].HostPath.Path)
+	vols := map[string]corev1.VolumeSource{}
+	for _, v := range pod.Spec.Volumes {
+		vols[v.Name] = v.VolumeSource
+	}
+	require.Equal(t, "/var/lib/networkservicemesh", vols["nsm-socket"].HostPath.Path)
+	// The API server takes the annotation's file (it checks the field path), which the client follows.
+	require.Equal(t, "metadata.annotations['networkservicemesh.io']", vols["nsm-network-services"].DownwardAPI.Items[0].FieldRef.FieldPath)
+	require.Contains(t, sidecar.Env, corev1.EnvVar{Name: "NSM_NETWORK_SERVICES_FILE", Value: "/run/vwire/network-services"})
 	require.Equal(t, "true", pod.Labels["spiffe.io/spiffe-id"])
 
 	plain := annotated("plain", "")

@@ -18,6 +18,11 @@
 //     Security level is not privileged, NSM's CSI drivers for both;
 //   - the environment: Config.Env, SPIFFE_ENDPOINT_SOCKET, POD_NAME (downward API), the URLs
 //     (Config.ServicesEnv, NSM_NETWORK_SERVICES) and NSM_NAME (the pod's name);
+//   - when the annotation is the pod's own (or its template's), the volume nsm-network-services,
+//     the annotation as a file (downward API) that the client follows (Config.ServicesEnv with
+//     FileSuffix, NSM_NETWORK_SERVICES_FILE): annotating the running pod anew changes its vWires.
+//     An annotation taken from the workload or the namespace is not the pod's, and is not followed;
+//     the pod keeps the list it was created with;
 //   - Config.Labels on the pod.
 //
 // Guarantees: only CREATE is patched. An object without the annotation gets no patch at all,
@@ -61,6 +66,18 @@ const (
 	SocketDir    = "/var/lib/networkservicemesh"
 	SpireVolume  = "spire-agent-socket"
 	SpireDir     = "/run/spire/sockets"
+)
+
+// The pod's own annotation, as a file the kubelet keeps up to date (a downward-API volume): the
+// client follows it (NSM_NETWORK_SERVICES_FILE), so that annotating a running pod anew connects
+// the services added and closes those removed.
+const (
+	ServicesVolume = "nsm-network-services"
+	ServicesDir    = "/run/vwire"
+	ServicesFile   = "network-services"
+	// FileSuffix makes, from Config.ServicesEnv, the variable that names the file:
+	// NSM_NETWORK_SERVICES_FILE.
+	FileSuffix = "_FILE"
 )
 
 // WaitSuffix makes the name of the container that waits for the vWires from the client's.
@@ -223,6 +240,7 @@ func (c *Config) patch(ctx context.Context, req *admissionv1.AdmissionRequest) (
 	}
 	var ns *metav1.ObjectMeta // looked up when needed, once
 	services, found := t.meta.Annotations[c.Annotation]
+	follow := found // the pod's own annotation: the kubelet can show it to the client as a file
 	where := t.kind
 	if !found && t.owner != nil {
 		// NSM's place for a workload: its own annotations.
@@ -241,7 +259,7 @@ func (c *Config) patch(ctx context.Context, req *admissionv1.AdmissionRequest) (
 		return nil, fmt.Errorf("annotation %q of the %s: %q: %w", c.Annotation, where, services, err)
 	}
 
-	ours := c.containers(services)
+	ours := c.containers(services, follow)
 	if injected, err := c.present(t.spec, ours); injected || err != nil {
 		return nil, err
 	}
@@ -250,7 +268,11 @@ func (c *Config) patch(ctx context.Context, req *admissionv1.AdmissionRequest) (
 	}
 	level := ns.Labels[enforceLabel]
 	restricted := level == "restricted"
-	newVols, err := newVolumes(t.spec.Volumes, volumes(level == "" || level == "privileged"))
+	want := volumes(level == "" || level == "privileged")
+	if follow {
+		want = append(want, c.servicesVolume())
+	}
+	newVols, err := newVolumes(t.spec.Volumes, want)
 	if err != nil {
 		return nil, err
 	}
@@ -300,8 +322,9 @@ func checkServices(value string) error {
 	return err
 }
 
-// containers returns the init containers to inject, in order.
-func (c *Config) containers(services string) []corev1.Container {
+// containers returns the init containers to inject, in order; with follow, they read the
+// services from the annotation's file.
+func (c *Config) containers(services string, follow bool) []corev1.Container {
 	env := append(slices.Clone(c.Env),
 		corev1.EnvVar{Name: "SPIFFE_ENDPOINT_SOCKET", Value: "unix://" + SpireDir + "/agent.sock"},
 		corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
@@ -310,6 +333,10 @@ func (c *Config) containers(services string) []corev1.Container {
 	mounts := []corev1.VolumeMount{
 		{Name: SpireVolume, MountPath: SpireDir, ReadOnly: true},
 		{Name: SocketVolume, MountPath: SocketDir, ReadOnly: true},
+	}
+	if follow {
+		env = append(env, corev1.EnvVar{Name: c.ServicesEnv + FileSuffix, Value: ServicesDir + "/" + ServicesFile})
+		mounts = append(mounts, corev1.VolumeMount{Name: ServicesVolume, MountPath: ServicesDir, ReadOnly: true})
 	}
 	container := func(image string) corev1.Container {
 		return corev1.Container{
@@ -367,6 +394,15 @@ func volumes(hostPath bool) []corev1.Volume {
 		// The nsmgr makes the directory; without it there is no mesh on the node.
 		host(SocketVolume, SocketDir, corev1.HostPathDirectory),
 	}
+}
+
+// servicesVolume is the pod's annotation as the file ServicesFile, which the kubelet rewrites
+// when the annotation changes.
+func (c *Config) servicesVolume() corev1.Volume {
+	return corev1.Volume{Name: ServicesVolume, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+		Items: []corev1.DownwardAPIVolumeFile{{Path: ServicesFile,
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: fmt.Sprintf("metadata.annotations['%s']", c.Annotation)}}},
+	}}}
 }
 
 // newVolumes returns the volumes of want that have is missing. A volume of have with the name

@@ -59,8 +59,9 @@ func webhook() *inject.Config {
 	}
 }
 
-// client is what a pod should get for services, written out in full.
-func client(services string) []corev1.Container {
+// client is what a pod should get for services, written out in full; follow: the annotation is
+// the pod's own, and the client follows it as a file.
+func client(services string, follow bool) []corev1.Container {
 	env := []corev1.EnvVar{
 		{Name: "NSM_LOG_LEVEL", Value: "TRACE"},
 		{Name: "SPIFFE_ENDPOINT_SOCKET", Value: "unix:///run/spire/sockets/agent.sock"},
@@ -71,6 +72,10 @@ func client(services string) []corev1.Container {
 	mounts := []corev1.VolumeMount{
 		{Name: "spire-agent-socket", MountPath: "/run/spire/sockets", ReadOnly: true},
 		{Name: "nsm-socket", MountPath: "/var/lib/networkservicemesh", ReadOnly: true},
+	}
+	if follow {
+		env = append(env, corev1.EnvVar{Name: "NSM_NETWORK_SERVICES_FILE", Value: "/run/vwire/network-services"})
+		mounts = append(mounts, corev1.VolumeMount{Name: "nsm-network-services", MountPath: "/run/vwire", ReadOnly: true})
 	}
 	res := webhook().Resources
 	always := corev1.ContainerRestartPolicyAlways
@@ -87,6 +92,14 @@ func hostVolumes() []corev1.Volume {
 		{Name: "nsm-socket", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/networkservicemesh", Type: &dir}}},
 	}
 }
+
+// annotationVolume is the pod's annotation as the file the client follows.
+var annotationVolume = corev1.Volume{Name: "nsm-network-services", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+	Items: []corev1.DownwardAPIVolumeFile{{Path: "network-services", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['networkservicemesh.io']"}}},
+}}}
+
+// followed is the volumes of a pod whose client follows its annotation.
+func followed(vols ...corev1.Volume) []corev1.Volume { return append(vols, annotationVolume) }
 
 var app = corev1.Container{Name: "app", Image: "alpine"}
 
@@ -165,7 +178,7 @@ func TestReview(t *testing.T) {
 		{
 			name: "annotated pod",
 			obj:  pod(one, corev1.PodSpec{Containers: []corev1.Container{app}}),
-			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1"), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
+			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1", true), Containers: []corev1.Container{app}, Volumes: followed(hostVolumes()...)},
 			lbls: map[string]string{"spiffe.io/spiffe-id": "true"},
 		},
 		{
@@ -177,9 +190,9 @@ func TestReview(t *testing.T) {
 				return p
 			}(),
 			want: &corev1.PodSpec{
-				InitContainers: append(client("kernel://icmp-responder/nsm-1,kernel://vpn@corp.example/vpn0?app=web"), setup),
+				InitContainers: append(client("kernel://icmp-responder/nsm-1,kernel://vpn@corp.example/vpn0?app=web", true), setup),
 				Containers:     []corev1.Container{app},
-				Volumes:        append([]corev1.Volume{mine}, hostVolumes()...),
+				Volumes:        followed(append([]corev1.Volume{mine}, hostVolumes()...)...),
 			},
 			lbls: map[string]string{"app": "alpine", "spiffe.io/spiffe-id": "true"},
 		},
@@ -190,28 +203,28 @@ func TestReview(t *testing.T) {
 				p.Namespace = "annotated"
 				return p
 			}(),
-			want: &corev1.PodSpec{InitContainers: client("kernel://from-namespace/nsm-1"), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
+			want: &corev1.PodSpec{InitContainers: client("kernel://from-namespace/nsm-1", false), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
 			lbls: map[string]string{"spiffe.io/spiffe-id": "true"},
 		},
 		{
 			name: "annotated Deployment template",
 			obj:  deployment(nil, one),
-			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1"), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
+			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1", true), Containers: []corev1.Container{app}, Volumes: followed(hostVolumes()...)},
 			lbls: map[string]string{"app": "alpine", "spiffe.io/spiffe-id": "true"},
 			at:   template,
 		},
 		{
-			name: "annotated Deployment (NSM's place): its template gets the client",
+			name: "annotated Deployment (NSM's place): its template gets the client, whose pods do not have the annotation to follow",
 			obj:  deployment(one, nil),
-			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1"), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
+			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1", false), Containers: []corev1.Container{app}, Volumes: hostVolumes()},
 			lbls: map[string]string{"app": "alpine", "spiffe.io/spiffe-id": "true"},
 			at:   template,
 		},
 		{
 			name: "a volume of the pod that is the client's is used",
 			obj:  pod(one, corev1.PodSpec{Containers: []corev1.Container{app}, Volumes: hostVolumes()[1:]}),
-			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1"), Containers: []corev1.Container{app},
-				Volumes: []corev1.Volume{hostVolumes()[1], hostVolumes()[0]}},
+			want: &corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1", true), Containers: []corev1.Container{app},
+				Volumes: followed(hostVolumes()[1], hostVolumes()[0])},
 			lbls: map[string]string{"spiffe.io/spiffe-id": "true"},
 		},
 		{
@@ -222,16 +235,16 @@ func TestReview(t *testing.T) {
 				return p
 			}(),
 			want: func() *corev1.PodSpec {
-				ours := client("kernel://icmp-responder/nsm-1")
+				ours := client("kernel://icmp-responder/nsm-1", true)
 				for i := range ours {
 					f := false
 					ours[i].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, AllowPrivilegeEscalation: &f}
 				}
 				ro := true
-				return &corev1.PodSpec{InitContainers: ours, Containers: []corev1.Container{app}, Volumes: []corev1.Volume{
-					{Name: "spire-agent-socket", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.spiffe.io", ReadOnly: &ro}}},
-					{Name: "nsm-socket", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.networkservicemesh.io", ReadOnly: &ro}}},
-				}}
+				return &corev1.PodSpec{InitContainers: ours, Containers: []corev1.Container{app}, Volumes: followed(
+					corev1.Volume{Name: "spire-agent-socket", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.spiffe.io", ReadOnly: &ro}}},
+					corev1.Volume{Name: "nsm-socket", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "csi.networkservicemesh.io", ReadOnly: &ro}}},
+				)}
 			}(),
 			lbls: map[string]string{"spiffe.io/spiffe-id": "true"},
 		},
@@ -239,7 +252,7 @@ func TestReview(t *testing.T) {
 		{name: "Deployment without the annotation", obj: deployment(nil, nil)},
 		{
 			name: "already injected: a pod made from an injected template",
-			obj:  pod(one, corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1"), Containers: []corev1.Container{app}, Volumes: hostVolumes()}),
+			obj:  pod(one, corev1.PodSpec{InitContainers: client("kernel://icmp-responder/nsm-1", true), Containers: []corev1.Container{app}, Volumes: followed(hostVolumes()...)}),
 		},
 		{
 			name: "ReplicaSet of a Deployment",
