@@ -8,10 +8,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/telemetry"
 )
+
+// shutdownTimeout bounds the export of the last spans and metrics when a command stops: a
+// collector that is gone must not hold the program's exit.
+const shutdownTimeout = 5 * time.Second
 
 // Command is a program configured by NSM_* variables.
 type Command struct {
@@ -35,8 +41,12 @@ func (c Command) Main() {
 //   - 0 when Run returns nil.
 //
 // Before Run, it makes the logger (a text handler on stderr at NSM_LOG_LEVEL, also slog's
-// default), turns on chain tracing at TRACE, warns about NSM_* variables the command does not
-// read and about those it accepts without using them yet, and logs the configuration; Run's context ends at SIGINT or SIGTERM, or with ctx.
+// default), sets telemetry up (sdk/pkg/tools/telemetry: OTLP export, the Prometheus endpoint;
+// a failure there is bad configuration), wraps the elements of chains built from then on in
+// spans when traces are exported and in change lines at TRACE (sdk/pkg/networkservice/core/trace),
+// warns about NSM_* variables the command does not read and about those it accepts without
+// using them yet, and logs the configuration; Run's context ends at SIGINT or SIGTERM, or with
+// ctx. After Run, it flushes telemetry (within shutdownTimeout) and stops its endpoint.
 func (c Command) Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, arg := range args {
 		if arg == "-h" || arg == "--help" || arg == "-help" {
@@ -60,10 +70,24 @@ func (c Command) Execute(ctx context.Context, args []string, stdout, stderr io.W
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	level := c.Spec.common().LogLevel
-	trace.Enable(level <= LevelTrace)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.Level(level)})).With("cmd", c.Name)
+	common := c.Spec.common()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.Level(common.LogLevel)})).With("cmd", c.Name)
 	slog.SetDefault(logger)
+	tel, err := telemetry.Setup(ctx, c.Name, common.Config)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return 1
+	}
+	defer func() {
+		// The context may be over (SIGTERM): the last spans get a deadline of their own.
+		flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := tel.Shutdown(flush); err != nil {
+			logger.Warn("telemetry not flushed", "error", err)
+		}
+	}()
+	trace.Configure(telemetry.Tracing(), common.LogLevel <= LevelTrace)
+	defer trace.Configure(false, false)
 	for _, key := range Unknown(c.Spec, os.Environ()) {
 		logger.Warn("ignoring a variable this command does not read; see --help", "variable", key)
 	}

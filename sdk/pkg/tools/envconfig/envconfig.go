@@ -1,6 +1,7 @@
 // Package envconfig reads a vwire command's configuration from NSM_* environment variables, as
 // NSM's commands do, and does what every command does at start: --help, a context cancelled on
-// SIGINT and SIGTERM, and a logger at NSM_LOG_LEVEL (Command). Commands serve with
+// SIGINT and SIGTERM, a logger at NSM_LOG_LEVEL, and telemetry (traces and metrics, through
+// sdk/pkg/tools/telemetry) as its Common variables ask (Command). Commands serve with
 // sdk/pkg/tools/grpcserve.
 //
 // A command's configuration is a struct that embeds Common and tags each field for
@@ -48,6 +49,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"vwire.dev/sdk/pkg/tools/telemetry"
 )
 
 // Prefix starts every variable's name: NSM_.
@@ -56,16 +59,16 @@ const Prefix = "NSM"
 // Common holds the variables every command reads; a command's configuration embeds it.
 type Common struct {
 	LogLevel Level `default:"INFO" split_words:"true" desc:"least severe log lines written: TRACE (DEBUG and a line per chain element), DEBUG, INFO, WARN, ERROR"`
+	// Telemetry: traces and metrics over OTLP, metrics for Prometheus (Command sets them up).
+	telemetry.Config
 }
 
 // NotYet holds the variables that every one of NSM's commands reads, for jobs vwire does not do
 // yet: a command's configuration embeds it so that NSM's manifests, which set some of them, run
 // unchanged. None is used; Command logs those that are set.
 type NotYet struct {
-	OpenTelemetryEndpoint string        `split_words:"true" unused:"vwire exports no traces or metrics yet (NSM_LOG_LEVEL=TRACE logs each chain element)" desc:"the OpenTelemetry collector to export traces and metrics to, host:port"`
-	MetricsExportInterval time.Duration `split_words:"true" unused:"no metrics are exported yet" desc:"how often metrics are exported"`
-	PprofEnabled          bool          `split_words:"true" unused:"no pprof server yet" desc:"serve Go's pprof"`
-	PprofListenOn         string        `split_words:"true" unused:"no pprof server yet" desc:"where pprof serves, host:port"`
+	PprofEnabled  bool   `split_words:"true" unused:"no pprof server yet" desc:"serve Go's pprof"`
+	PprofListenOn string `split_words:"true" unused:"no pprof server yet" desc:"where pprof serves, host:port"`
 }
 
 // Spec is a command's configuration: a struct embedding Common, given by pointer.

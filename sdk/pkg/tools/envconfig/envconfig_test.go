@@ -264,9 +264,9 @@ func TestExecute(t *testing.T) {
 			setenv(t, tc.env...)
 			trace.Enable(false)
 			var stdout, stderr bytes.Buffer
-			called := false
+			called, traced := false, false
 			code := command(&config{}, func(ctx context.Context) error {
-				called = true
+				called, traced = true, trace.Enabled()
 				require.NotNil(t, log.FromContext(ctx))
 				return tc.run
 			}).Execute(context.Background(), tc.args, &stdout, &stderr)
@@ -284,7 +284,8 @@ func TestExecute(t *testing.T) {
 			for _, s := range tc.logs {
 				require.Contains(t, stderr.String(), s)
 			}
-			require.Equal(t, tc.traceOn, trace.Enabled())
+			require.Equal(t, tc.traceOn, traced, "chains built in Run are traced")
+			require.False(t, trace.Enabled(), "tracing ends with Run")
 		})
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -45,6 +46,7 @@ import (
 	"vwire.dev/api/validate"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/telemetry"
 )
 
 // Registrar adds services to a gRPC server: an endpoint, a Network Service Manager, a registry.
@@ -89,7 +91,7 @@ func ServeAll(ctx context.Context, us []*url.URL, r Registrar, opts ...grpc.Serv
 		}
 		listeners = append(listeners, lis)
 	}
-	all := append(withValuesOf(ctx), tuned...)
+	all := slices.Concat(withValuesOf(ctx), tuned, telemetry.ServerOptions()) // the callers' traces go on, when exported
 	if n, ok := r.(NeedsOptions); ok {
 		all = append(all, n.ServerOptions()...)
 	}

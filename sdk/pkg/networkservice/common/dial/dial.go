@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
@@ -57,6 +58,7 @@ import (
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/telemetry"
 )
 
 // ErrUnreachable marks (errors.Is) the error of a Request or Close that never reached the next
@@ -227,7 +229,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 		ctx:         ctx,
 		timeout:     o.timeout,
 		idle:        o.idle,
-		dialOptions: append([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow, boundedMessages}, o.dialOptions...),
+		dialOptions: slices.Concat([]grpc.DialOption{grpc.WithTransportCredentials(fdpass.Credentials(nil)), fastReconnect, fixedWindow, fixedConnWindow, boundedMessages}, telemetry.DialOptions(), o.dialOptions),
 		sockets:     o.sockets,
 		conns:       map[string]*shared{},
 	}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/core/next"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
+	"vwire.dev/sdk/pkg/tools/telemetry"
 	"vwire.dev/sdk/pkg/tools/token"
 )
 
@@ -59,7 +61,7 @@ func Dial(u *url.URL, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions( // as the registry's server bounds them (grpcserve)
 			grpc.MaxCallSendMsgSize(validate.MaxMessageBytes), grpc.MaxCallRecvMsgSize(validate.MaxMessageBytes)),
 	}, fdpass.Interceptors()...) // for sendfd and recvfd: sockets passed by descriptor
-	return grpc.NewClient(target, append(defaults, opts...)...)
+	return grpc.NewClient(target, slices.Concat(defaults, telemetry.DialOptions(), opts)...) // the trace context, when traces are exported
 }
 
 // WithTokens sends the tokens of gen with every call on the connection (see the package

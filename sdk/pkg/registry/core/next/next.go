@@ -12,6 +12,8 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/protobuf/proto"
+
+	"vwire.dev/sdk/pkg/networkservice/core/trace"
 )
 
 // Record is a registry record: a network service or a network service endpoint.
@@ -65,8 +67,16 @@ func With[R Record](ctx context.Context, e Element[R]) context.Context {
 }
 
 // Chain links elements into one; each calls the next with Of[R]. With no elements it passes
-// everything on: a do-nothing element for an optional slot.
+// everything on: a do-nothing element for an optional slot. When trace.Enabled()
+// (sdk/pkg/networkservice/core/trace) at build time, each element runs in a span per call.
 func Chain[R Record](elements ...Element[R]) Element[R] {
+	if trace.Enabled() {
+		wrapped := make([]Element[R], len(elements))
+		for i, e := range elements {
+			wrapped[i] = &traced[R]{inner: e, name: trace.ElementName(e)}
+		}
+		elements = wrapped
+	}
 	c := &chain[R]{elements: elements, alone: make([]link[R], len(elements)+1)}
 	for i := range c.alone {
 		c.alone[i] = link[R]{chain: c, index: i, after: tail[R]{}}

@@ -1,0 +1,147 @@
+// Package otlptest is an OTLP/gRPC collector for tests: it receives the spans (and takes the
+// metrics) that sdk/pkg/tools/telemetry exports, on loopback, and lets a test wait for the spans
+// it expects, so that tests check real exports from real processes without a collector binary.
+package otlptest
+
+import (
+	"context"
+	"encoding/hex"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+
+	collmetric "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	colltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+)
+
+// Span is a span as received, with what tests look at.
+type Span struct {
+	Service  string // the exporting process's service.name
+	Name     string
+	TraceID  string // hex
+	SpanID   string
+	ParentID string            // "" for a root span
+	Attrs    map[string]string // attribute values as text
+	Failed   bool              // status Error
+	Status   string            // the status message
+}
+
+// Receiver is a running collector.
+type Receiver struct {
+	addr    string
+	mu      sync.Mutex
+	spans   []Span
+	changed chan struct{} // closed and replaced whenever spans arrive
+}
+
+// Start serves a collector on 127.0.0.1 until the test ends.
+func Start(t testing.TB) *Receiver {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("otlptest: listen: %v", err)
+	}
+	r := &Receiver{addr: lis.Addr().String(), changed: make(chan struct{})}
+	srv := grpc.NewServer()
+	colltrace.RegisterTraceServiceServer(srv, traces{r: r})
+	collmetric.RegisterMetricsServiceServer(srv, metrics{})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	return r
+}
+
+// Endpoint is the collector's host:port, for NSM_OPEN_TELEMETRY_ENDPOINT.
+func (r *Receiver) Endpoint() string { return r.addr }
+
+// Spans returns every span received so far.
+func (r *Receiver) Spans() []Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Span(nil), r.spans...)
+}
+
+// Await returns the spans received once done says they are enough, or ctx's error with the
+// spans received by then.
+func (r *Receiver) Await(ctx context.Context, done func([]Span) bool) ([]Span, error) {
+	for {
+		r.mu.Lock()
+		spans, changed := append([]Span(nil), r.spans...), r.changed
+		r.mu.Unlock()
+		if done(spans) {
+			return spans, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return spans, ctx.Err()
+		}
+	}
+}
+
+type traces struct {
+	colltrace.UnimplementedTraceServiceServer
+	r *Receiver
+}
+
+func (s traces) Export(_ context.Context, req *colltrace.ExportTraceServiceRequest) (*colltrace.ExportTraceServiceResponse, error) {
+	var got []Span
+	for _, rs := range req.GetResourceSpans() {
+		service := attrs(rs.GetResource().GetAttributes())["service.name"]
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				got = append(got, Span{
+					Service:  service,
+					Name:     sp.GetName(),
+					TraceID:  hex.EncodeToString(sp.GetTraceId()),
+					SpanID:   hex.EncodeToString(sp.GetSpanId()),
+					ParentID: hex.EncodeToString(sp.GetParentSpanId()),
+					Attrs:    attrs(sp.GetAttributes()),
+					Failed:   sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR,
+					Status:   sp.GetStatus().GetMessage(),
+				})
+			}
+		}
+	}
+	s.r.mu.Lock()
+	s.r.spans = append(s.r.spans, got...)
+	close(s.r.changed)
+	s.r.changed = make(chan struct{})
+	s.r.mu.Unlock()
+	return &colltrace.ExportTraceServiceResponse{}, nil
+}
+
+func attrs(kvs []*commonpb.KeyValue) map[string]string {
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		v := kv.GetValue()
+		switch v.GetValue().(type) {
+		case *commonpb.AnyValue_StringValue:
+			out[kv.GetKey()] = v.GetStringValue()
+		case *commonpb.AnyValue_BoolValue:
+			out[kv.GetKey()] = strconv.FormatBool(v.GetBoolValue())
+		default:
+			out[kv.GetKey()] = v.String()
+		}
+	}
+	return out
+}
+
+// metrics takes metric exports, so that exporting processes do not log failures.
+type metrics struct {
+	collmetric.UnimplementedMetricsServiceServer
+}
+
+func (metrics) Export(context.Context, *collmetric.ExportMetricsServiceRequest) (*collmetric.ExportMetricsServiceResponse, error) {
+	return &collmetric.ExportMetricsServiceResponse{}, nil
+}
