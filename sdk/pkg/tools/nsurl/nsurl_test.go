@@ -1,0 +1,47 @@
+package nsurl_test
+
+import (
+	"net/url"
+	"testing"
+
+	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
+	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/common"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	apinsurl "vwire.dev/api/nsurl"
+	"vwire.dev/sdk/pkg/tools/nsurl"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func nsURL(t *testing.T, s string) *nsurl.NSURL {
+	u, err := url.Parse(s)
+	require.NoError(t, err)
+	return (*nsurl.NSURL)(u)
+}
+
+func TestReadsAsNSMs(t *testing.T) {
+	u := nsURL(t, "kernel://vpn@corp.example/vpn0?app=web")
+	require.NoError(t, u.Err())
+	require.Equal(t, "vpn@corp.example", u.NetworkService())
+	require.Equal(t, map[string]string{"app": "web"}, u.Labels())
+	require.Equal(t, &networkservice.Mechanism{Cls: cls.LOCAL, Type: "KERNEL", Parameters: map[string]string{common.InterfaceNameKey: "vpn0"}}, u.Mechanism())
+
+	bare := nsURL(t, "kernel://icmp-responder")
+	require.Equal(t, "icmp-responder", bare.NetworkService())
+	require.Nil(t, bare.Mechanism().GetParameters())
+}
+
+// TestABadURLIsRefusedByName: what it reads as names it where the mesh refuses it.
+func TestABadURLIsRefusedByName(t *testing.T) {
+	u := nsURL(t, "kernel://icmp-responder/much-too-long-interface-name")
+	verr := u.Err()
+	require.Error(t, verr)
+	_, want := apinsurl.Parse("kernel://icmp-responder/much-too-long-interface-name")
+	require.Equal(t, want.Error(), verr.Error())
+	require.Equal(t, "kernel://icmp-responder/much-too-long-interface-name", u.NetworkService())
+	require.Nil(t, u.Labels())
+	require.Equal(t, &networkservice.Mechanism{Cls: cls.LOCAL, Type: "KERNEL"}, u.Mechanism())
+}
