@@ -57,6 +57,7 @@ import (
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/token"
 
+	"vwire.dev/sdk-kernel/pkg/kernel/linkstats"
 	kernelmech "vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanisms/kernel"
 	vxlanmech "vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanisms/vxlan"
 	wgmech "vwire.dev/sdk-kernel/pkg/kernel/networkservice/mechanisms/wireguard"
@@ -186,6 +187,8 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 			discover.NewServer(ns, nse),
 			roundrobin.NewServer(),
 			xconnect.NewServer(fwd), // before both sides' mechanism elements: it acts once both ends exist
+			// after xconnect, whose ends it reads: bytes and packets of each vWire, from the kernel
+			linkstats.NewServer(ctx, fwd),
 			mechanisms.NewServer(servers),
 			connect.NewServer(nextHop),
 		),
