@@ -58,6 +58,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -86,6 +87,7 @@ type config struct {
 	RegisterTimeout  time.Duration    `default:"15s" split_words:"true" desc:"how long the first registration may wait for the nsmgr to answer; also bounds the unregistration at exit"`
 	MaxTokenLifetime time.Duration    `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
 	DialTimeout      time.Duration    `default:"5s" split_words:"true" desc:"how long a Request waits for the next hop (an endpoint, or the nsmgr of another node) to accept a connection"`
+	MonitorOperators spiffe.IDs       `split_words:"true" desc:"SPIFFE IDs that see every connection through MonitorConnections (an operator's tools, vwctl); any other caller sees only the connections it takes part in"`
 
 	MechanismPriority      mechanismPriority `split_words:"true" desc:"NSM's order of mechanisms: the tunnels of NSM_REMOTE_MECHANISMS named here come first, in this order; other names are ignored"`
 	NSName                 envconfig.Name    `default:"forwarder" desc:"the network service it registers under; nsmgrs find forwarders under forwarder only"`
@@ -285,6 +287,7 @@ func run(ctx context.Context, c *config) error {
 		forwarder.WithRemoteMechanisms(c.RemoteMechanisms.ordered(c.MechanismPriority)...),
 		forwarder.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 		forwarder.WithAuthorizeOptions(authz...),
+		forwarder.WithMonitorOptions(monitor.WithOperators(c.MonitorOperators...)),
 	}
 	if c.TunnelIP.IsValid() {
 		opts = append(opts, forwarder.WithTunnelIP(c.TunnelIP.Addr))

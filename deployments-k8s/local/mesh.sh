@@ -76,7 +76,7 @@ need() {
 build() {
   mkdir -p "$bin"
   log "building the binaries into $bin"
-  for cmd in cmd-local-ca cmd-registry-memory cmd-nsmgr cmd-forwarder-kernel cmd-nse-icmp-responder cmd-nsc; do
+  for cmd in cmd-local-ca cmd-registry-memory cmd-nsmgr cmd-forwarder-kernel cmd-nse-icmp-responder cmd-nsc cmd-vwctl; do
     (cd "$root/$cmd" && go build -o "$bin/$cmd" .)
   done
 }
@@ -121,6 +121,10 @@ wait_for() {
   die "$1 did not appear; see the logs in $run"
 }
 
+# operators: who sees every connection of the nsmgrs and forwarders (MonitorConnections): the
+# identity identities issues to cmd-vwctl ($VWIRE_DEMO_DIR/bin/cmd-vwctl connections).
+operators=spiffe://vwire.local/vwctl
+
 # names: every process of the mesh, by the name start gives it.
 names() {
   echo registry
@@ -135,6 +139,7 @@ identities() {
   [ -z "${MESH_INSECURE:-}${SPIFFE_ENDPOINT_SOCKET:-}" ] || return 0
   local issue=() name
   for name in $(names); do issue+=("$name=$dir/id/$name"); done
+  issue+=("vwctl=$dir/id/vwctl") # the operator's: cmd-vwctl reads it by default; see operators
   env -i PATH="$PATH" NSM_LOG_LEVEL=WARN NSM_CA_DIR="$dir/ca" NSM_TRUST_DOMAIN=vwire.local \
     NSM_ISSUE="$(IFS=,; echo "${issue[*]}")" "$bin/cmd-local-ca" || die "could not write the mesh's SVIDs"
 }
@@ -169,9 +174,9 @@ up() {
   start registry - cmd-registry-memory NSM_LISTEN_ON="unix://$run/registry.sock"
   wait_for "$run/registry.sock"
   for n in $(seq ${#mechanisms[@]}); do
-    start "nsmgr$n" - cmd-nsmgr NSM_NAME="nsmgr-$n" NSM_LISTEN_ON="unix://$run/nsmgr$n.sock" NSM_REGISTRY_URL="unix://$run/registry.sock"
+    start "nsmgr$n" - cmd-nsmgr NSM_NAME="nsmgr-$n" NSM_MONITOR_OPERATORS="$operators" NSM_LISTEN_ON="unix://$run/nsmgr$n.sock" NSM_REGISTRY_URL="unix://$run/registry.sock"
     wait_for "$run/nsmgr$n.sock"
-    start "forwarder$n" "vw-node$n" cmd-forwarder-kernel NSM_NAME="forwarder-$n" NSM_LISTEN_ON="unix://$run/forwarder$n.sock" \
+    start "forwarder$n" "vw-node$n" cmd-forwarder-kernel NSM_NAME="forwarder-$n" NSM_MONITOR_OPERATORS="$operators" NSM_LISTEN_ON="unix://$run/forwarder$n.sock" \
       NSM_CONNECT_TO="unix://$run/nsmgr$n.sock" NSM_TUNNEL_IP="10.200.0.$n" NSM_REMOTE_MECHANISMS="${mechanisms[n-1]}"
     wait_for "$run/forwarder$n.sock"
   done

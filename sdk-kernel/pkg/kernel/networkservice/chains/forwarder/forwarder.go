@@ -49,6 +49,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/discover"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/recvfd"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/networkservice/common/roundrobin"
 	"vwire.dev/sdk/pkg/registry/common/querycache"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
@@ -77,6 +78,7 @@ type options struct {
 	wireguard []wgmech.Option
 	dial      []dial.Option
 	authorize []authorize.Option
+	monitor   []monitor.Option
 	kernel    []kernelmech.Option
 }
 
@@ -117,6 +119,12 @@ func WithDialOptions(opts ...dial.Option) Option { return func(o *options) { o.d
 // WithAuthorizeOptions replaces the default policies.
 func WithAuthorizeOptions(opts ...authorize.Option) Option {
 	return func(o *options) { o.authorize = opts }
+}
+
+// WithMonitorOptions configures the forwarder's MonitorConnections (monitor.WithOperators: who
+// sees every connection, as an operator's tools do).
+func WithMonitorOptions(opts ...monitor.Option) Option {
+	return func(o *options) { o.monitor = opts }
 }
 
 // NewServer returns a forwarder working in namespace fwd (the caller's, open while the forwarder
@@ -182,6 +190,7 @@ func NewServer(ctx context.Context, gen token.GeneratorFunc, cc grpc.ClientConnI
 		// connection's ID, under which its predecessor named what it built: it adopts that.
 		endpoint.WithSuccession(),
 		endpoint.WithAuthorizeOptions(o.authorize...),
+		endpoint.WithMonitorOptions(o.monitor...),
 		endpoint.WithAdditionalFunctionality(
 			recvfd.NewServer(), // the client's namespace, passed by the nsmgr, held for the connection
 			discover.NewServer(ns, nse),
