@@ -5,11 +5,10 @@
 // It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) with point2pointipam and
 // the KERNEL mechanism (and dnscontext with NSM_DNS_CONFIGS, onidle with NSM_IDLE_TIMEOUT, which
 // stops the program as a signal does) on NSM_LISTEN_ON, and registers itself (and, unless told not to, its
-// network services first) at NSM_CONNECT_TO: the node's nsmgr, or a registry, with the registry
-// client (sdk/pkg/registry/chains/client), which waits up to NSM_REGISTER_TIMEOUT for a registry
-// that is not up yet; the registration is refreshed before it expires, and both are made again
-// as soon as a registry that restarted answers. At SIGINT or SIGTERM it unregisters, then stops
-// serving.
+// network services first) at NSM_CONNECT_TO: the node's nsmgr, or a registry. register.Serve
+// (sdk/pkg/registry/register) does both: it waits up to NSM_REGISTER_TIMEOUT for a registry that
+// is not up yet, refreshes the registration before it expires, and makes both again as soon as a
+// registry that restarted answers; at SIGINT or SIGTERM it unregisters, then stops serving.
 //
 // The endpoint makes no interface itself: the forwarder builds the vWire's end in the
 // endpoint's network namespace, which the endpoint states in the KERNEL mechanism it accepts
@@ -22,12 +21,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -36,8 +32,6 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -50,9 +44,9 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
-	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
@@ -154,20 +148,6 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	defer func() { _ = id.Close() }()
-	listen := c.ListenOn.URL
-	if listen == nil {
-		dir, err := os.MkdirTemp("", "vw-nse")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "nse.sock")}
-	}
-
-	// Serving outlives ctx (the signal) until the endpoint is unregistered: no client is sent
-	// here by then, and those that still come are answered.
-	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServing()
 	name := string(c.Name)
 	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
 	if err != nil {
@@ -177,136 +157,43 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	ep := endpoint.NewServer(serving, tokens,
-		endpoint.WithName(name),
-		endpoint.WithAuthorizeOptions(authz...),
-		endpoint.WithAdditionalFunctionality(
-			onidle.NewServer(serving, func() {
-				log.FromContext(ctx).Info("no connection for NSM_IDLE_TIMEOUT; stopping", "NSM_IDLE_TIMEOUT", c.IdleTimeout)
-				retire()
-			}, onidle.WithTimeout(c.IdleTimeout)),
-			dnscontext.NewServer(c.DNSConfigs...),
-			point2pointipam.NewServer(c.CIDRPrefix...),
-			sendfd.NewServer(), // the namespace goes to the forwarder as a descriptor, not as a path
-			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
-				kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),
-			}),
-		))
-	errs, err := endpoint.Serve(serving, listen, ep, id.ServerOptions()...)
-	if err != nil {
-		return err
-	}
-	logger := log.FromContext(ctx)
-	logger.Info("serving", "url", listen.String())
-
-	var reg *registration
-	defer func() {
-		if reg != nil {
-			reg.close()
-		}
-	}()
-	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
-		var err error
-		if reg, err = register(ctx, c, append(id.DialOptions(), regclient.WithTokens(tokens)), listen); err != nil {
-			return nil, err
-		}
-		return reg.unregisterEndpoint, nil
-	})
-}
-
-// registration is the endpoint's registration, kept by the registry client chain.
-type registration struct {
-	c          *config
-	cc         *grpc.ClientConn
-	target     string
-	unregister func(context.Context) error // also ends refresh and heal
-}
-
-// register registers the endpoint's network services (unless told not to) and the endpoint at
-// NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT for it to answer. From then on the
-// registrations are refreshed before they expire, and made again when the registry restarted,
-// until ctx ends or the endpoint unregisters.
-func register(ctx context.Context, c *config, dialOpts []grpc.DialOption, listen *url.URL) (*registration, error) {
-	cc, err := regclient.Dial(c.ConnectTo.URL, dialOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
-	}
-	name := string(c.Name)
-	r := &registration{c: c, cc: cc, target: c.ConnectTo.String()}
-	// The services' registrations are kept until the program ends; the endpoint's until it
-	// unregisters.
-	if c.RegisterService {
-		for _, service := range c.ServiceNames {
-			ns := &registry.NetworkService{Name: service, Payload: string(c.Payload)}
-			if _, _, err := regclient.RegisterNS(ctx, cc, ns, regclient.WithTimeout(c.RegisterTimeout)); err != nil {
-				_ = cc.Close()
-				return nil, r.explain("register network service "+service, err, isNoAnswer(err))
-			}
-		}
-	}
 	nse := &registry.NetworkServiceEndpoint{
 		Name:                 name,
 		NetworkServiceNames:  c.ServiceNames,
 		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
-		Url:                  listen.String(),
+	}
+	opts := []register.Option{
+		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens))...),
+		register.WithServerOptions(id.ServerOptions()...),
+		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
 	}
 	for _, service := range c.ServiceNames {
 		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
+		if c.RegisterService {
+			opts = append(opts, register.WithServices(&registry.NetworkService{Name: service, Payload: string(c.Payload)}))
+		}
 	}
-	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
-	if c.PassSocket && listen.Scheme == "unix" && c.ConnectTo.Scheme == "unix" {
-		opts = append(opts, regclient.WithSocketPassed())
+	if !c.PassSocket {
+		opts = append(opts, register.WithSocketPath())
 	}
-	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
-	if err != nil {
-		_ = cc.Close()
-		return nil, r.explain("register", err, isNoAnswer(err))
-	}
-	r.unregister = unregister
-	log.FromContext(ctx).Info("registered", "name", name, "services", c.ServiceNames, "at", r.target,
-		"expires", got.GetExpirationTime().AsTime().Format(time.RFC3339))
-	return r, nil
+	return register.Serve(ctx, c.ListenOn.URL, c.ConnectTo.URL, nse, func(serving context.Context, _ grpc.ClientConnInterface) (grpcserve.Registrar, error) {
+		return endpoint.NewServer(serving, tokens,
+			endpoint.WithName(name),
+			endpoint.WithAuthorizeOptions(authz...),
+			endpoint.WithAdditionalFunctionality(
+				onidle.NewServer(serving, func() {
+					log.FromContext(ctx).Info("no connection for NSM_IDLE_TIMEOUT; stopping", "NSM_IDLE_TIMEOUT", c.IdleTimeout)
+					retire()
+				}, onidle.WithTimeout(c.IdleTimeout)),
+				dnscontext.NewServer(c.DNSConfigs...),
+				point2pointipam.NewServer(c.CIDRPrefix...),
+				sendfd.NewServer(), // the namespace goes to the forwarder as a descriptor, not as a path
+				mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
+					kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),
+				}),
+			)), nil
+	}, opts...)
 }
-
-// isNoAnswer reports whether a registration with a timeout failed because the registry did not
-// answer.
-func isNoAnswer(err error) bool {
-	code := status.Code(err)
-	return code == codes.Unavailable || code == codes.DeadlineExceeded
-}
-
-// explain says which registry failed, and whether the time ran out.
-func (r *registration) explain(what string, err error, timedOut bool) error {
-	if timedOut {
-		return fmt.Errorf("%s at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr or registry running there? (%s)",
-			what, r.target, r.c.RegisterTimeout, describe(err))
-	}
-	return fmt.Errorf("%s at %s: %s", what, r.target, describe(err))
-}
-
-// describe is the innermost gRPC status of err as "Code: message", for a person rather than a
-// program.
-func describe(err error) string {
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		s := se.GRPCStatus()
-		return s.Code().String() + ": " + s.Message()
-	}
-	return err.Error()
-}
-
-// unregisterEndpoint unregisters the endpoint, waiting at most NSM_REGISTER_TIMEOUT.
-func (r *registration) unregisterEndpoint() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.c.RegisterTimeout)
-	defer cancel()
-	if err := r.unregister(ctx); err != nil {
-		return r.explain("unregister", err, ctx.Err() != nil)
-	}
-	return nil
-}
-
-// close ends the registration's connection.
-func (r *registration) close() { _ = r.cc.Close() }
 
 // ownNetNS states the endpoint's network namespace in the KERNEL mechanism it accepts, so that
 // the forwarder makes the endpoint's end of the vWire there.
