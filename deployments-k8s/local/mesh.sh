@@ -18,6 +18,9 @@
 # runs it without identities instead. With SPIFFE_ENDPOINT_SOCKET set (a SPIRE agent's Workload
 # API), every process takes its identity from there instead: the agent's entries name them.
 # MESH_TOKEN_LIFETIME (e.g. 10s) sets every process's NSM_MAX_TOKEN_LIFETIME: frequent refreshes.
+# MESH_PROMETHEUS=1 makes every process serve its metrics for Prometheus (PROMETHEUS=true) on a
+# port of its own on its namespace's loopback, written in $VWIRE_DEMO_DIR/run/NAME.metrics as
+# "NETNS 127.0.0.1:PORT" (NETNS - for the host's namespace).
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
@@ -93,7 +96,12 @@ start() {
   [ -z "${SPIFFE_ENDPOINT_SOCKET:-}" ] || identity=SPIFFE_ENDPOINT_SOCKET="$SPIFFE_ENDPOINT_SOCKET"
   local lifetime=()
   [ -z "${MESH_TOKEN_LIFETIME:-}" ] || lifetime=(NSM_MAX_TOKEN_LIFETIME="$MESH_TOKEN_LIFETIME")
-  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "${lifetime[@]}" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
+  local metrics=() # a port of its own, kept across restarts; $run/NAME.metrics says where: "NETNS ADDRESS"
+  if [ -n "${MESH_PROMETHEUS:-}" ]; then
+    [ -f "$run/$name.metrics" ] || echo "$netns 127.0.0.1:$((9400 + $(cat "$run"/*.metrics 2>/dev/null | wc -l)))" >"$run/$name.metrics"
+    metrics=(PROMETHEUS=true NSM_PROMETHEUS_LISTEN_ON="$(cut -d' ' -f2 "$run/$name.metrics")")
+  fi
+  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "${lifetime[@]}" "${metrics[@]}" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
 
