@@ -6,9 +6,9 @@
 //
 // It serves the forwarder chain (sdk-kernel/pkg/kernel/networkservice/chains/forwarder) on
 // NSM_LISTEN_ON and registers itself with its nsmgr (NSM_CONNECT_TO) as an endpoint of the
-// network service "forwarder" with NSM_LABELS, through the sdk's registry client
-// (sdk/pkg/registry/chains/client), which refreshes the registration and makes it again after
-// the nsmgr restarted.
+// network service "forwarder" with NSM_LABELS, with register.Serve (sdk/pkg/registry/register),
+// which refreshes the registration, makes it again after the nsmgr restarted, and unregisters
+// before serving stops.
 //
 // A restart keeps the data plane. What a previous run left in its namespace (interfaces named
 // "vw" + 13 base32 characters, the tc filters on them, and the policy rules naming them; see
@@ -38,9 +38,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,13 +50,12 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
@@ -252,15 +248,6 @@ func run(ctx context.Context, c *config) error {
 		}
 	}()
 
-	listen := c.ListenOn.URL
-	if listen == nil {
-		dir, err := os.MkdirTemp("", "vw-fwd")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "forwarder.sock")}
-	}
 	name := string(c.Name)
 	tokens, err := id.Tokens(name, c.MaxTokenLifetime)
 	if err != nil {
@@ -270,17 +257,6 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	// One connection for the registration and the endpoint lookups; it comes back quickly to an
-	// nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
-	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), regclient.WithTokens(tokens), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", c.ConnectTo, err)
-	}
-	defer func() { _ = cc.Close() }()
-
-	// Serving outlives ctx (the signal) until the forwarder is unregistered.
-	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServing()
 	opts := []forwarder.Option{
 		forwarder.WithName(name),
 		forwarder.WithVXLANPort(uint16(c.VXLANPort)),
@@ -295,30 +271,42 @@ func run(ctx context.Context, c *config) error {
 	if c.AllowNetnsPaths {
 		opts = append(opts, forwarder.WithNetNSPaths())
 	}
-	fwdChain, err := forwarder.NewServer(serving, tokens, cc, fwd, opts...)
-	if err != nil {
-		return err
-	}
-	if listen.Scheme == hopurl.Unix {
+	if listen := c.ListenOn.URL; listen != nil && listen.Scheme == hopurl.Unix {
 		awaitPredecessor(listen.Path)
 	}
-	errs, err := grpcserve.Serve(serving, listen, fwdChain, id.ServerOptions()...)
-	if err != nil {
-		return err
+	// The forwarder registers as an endpoint of the service "forwarder", with its unix socket
+	// passed as a descriptor (as NSM's forwarders do): the nsmgr dials the socket it receives,
+	// whatever mount namespace the path is in (a pod's).
+	nse := &registry.NetworkServiceEndpoint{
+		Name:                 name,
+		NetworkServiceNames:  []string{"forwarder"},
+		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
 	}
-	logger.Info("serving", "url", listen.String())
-	if c.AdoptGrace > 0 {
-		swept := make(chan struct{})
-		go func() {
-			defer close(swept)
-			sweepUnadopted(serving, fwd, c.AdoptGrace)
-		}()
-		defer func() { stopServing(); <-swept }() // before fwd is closed
+	var swept chan struct{} // closed when the sweep of what no connection adopted has ended
+	err = register.Serve(ctx, c.ListenOn.URL, c.ConnectTo.URL, nse, func(serving context.Context, cc grpc.ClientConnInterface) (grpcserve.Registrar, error) {
+		fwdChain, err := forwarder.NewServer(serving, tokens, cc, fwd, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if c.AdoptGrace > 0 {
+			swept = make(chan struct{})
+			go func() {
+				defer close(swept)
+				sweepUnadopted(serving, fwd, c.AdoptGrace)
+			}()
+		}
+		return fwdChain, nil
+	},
+		// One connection for the registration and the endpoint lookups; it comes back quickly to
+		// an nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
+		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...),
+		register.WithServerOptions(id.ServerOptions()...),
+		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
+	)
+	if swept != nil {
+		<-swept // serving has ended, and with it the sweep: before fwd is closed
 	}
-
-	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
-		return register(ctx, c, cc, listen)
-	})
+	return err
 }
 
 // onInterface checks that ip is an address of an interface of namespace ns.
@@ -420,65 +408,4 @@ func sweep(ctx context.Context, ns netns.NsHandle, what string) error {
 		return fmt.Errorf("remove what %s: %w", what, err)
 	}
 	return nil
-}
-
-// register registers the forwarder with its nsmgr as an endpoint of the service "forwarder",
-// with its unix socket passed as a descriptor (as NSM's forwarders do), waiting up to
-// NSM_REGISTER_TIMEOUT for the nsmgr to answer. From then on the registry client
-// keeps it: refreshed before it expires, and made again as soon as an nsmgr that restarted
-// answers, until ctx ends or the returned function unregisters it (waiting at most
-// NSM_REGISTER_TIMEOUT) and ends that work.
-func register(ctx context.Context, c *config, cc grpc.ClientConnInterface, listen *url.URL) (func() error, error) {
-	nse := &registry.NetworkServiceEndpoint{
-		Name:                 string(c.Name),
-		NetworkServiceNames:  []string{"forwarder"},
-		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{"forwarder": {Labels: c.Labels}},
-		Url:                  listen.String(),
-	}
-	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
-	if listen.Scheme == hopurl.Unix {
-		// The nsmgr dials the socket it receives, whatever mount namespace the path is in (a pod's).
-		opts = append(opts, regclient.WithSocketPassed())
-	}
-	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
-	if err != nil {
-		return nil, c.explain("register", err, isNoAnswer(err))
-	}
-	log.FromContext(ctx).Info("registered", "name", nse.GetName(), "labels", c.Labels, "at", c.ConnectTo.String(),
-		"expires", got.GetExpirationTime().AsTime().Format(time.RFC3339))
-	return func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), c.RegisterTimeout)
-		defer cancel()
-		if err := unregister(ctx); err != nil {
-			return c.explain("unregister", err, ctx.Err() != nil)
-		}
-		return nil
-	}, nil
-}
-
-// isNoAnswer reports whether a registration with a timeout failed because the nsmgr did not
-// answer.
-func isNoAnswer(err error) bool {
-	code := status.Code(err)
-	return code == codes.Unavailable || code == codes.DeadlineExceeded
-}
-
-// explain says that the nsmgr failed, and whether the time ran out.
-func (c *config) explain(what string, err error, timedOut bool) error {
-	if timedOut {
-		return fmt.Errorf("%s at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr running there? (%s)",
-			what, c.ConnectTo, c.RegisterTimeout, describe(err))
-	}
-	return fmt.Errorf("%s at %s: %s", what, c.ConnectTo, describe(err))
-}
-
-// describe is the innermost gRPC status of err as "Code: message", for a person rather than a
-// program.
-func describe(err error) string {
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		s := se.GRPCStatus()
-		return s.Code().String() + ": " + s.Message()
-	}
-	return err.Error()
 }

@@ -93,7 +93,7 @@ func TestNoNsmgrStopsWithinTheTimeout(t *testing.T) {
 	nowhere := "unix://" + filepath.Join(cmdtest.TempDir(t), "nsmgr.sock")
 	env := []string{"NSM_LOG_LEVEL=ERROR", "NSM_CONNECT_TO=" + nowhere, "NSM_REGISTER_TIMEOUT=" + timeout.String()}
 	line, took := cmdtest.Fails(t, "ip", env, "netns", "exec", name, bin)
-	want := fmt.Sprintf("cmd-forwarder-kernel: register at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr running there? (", nowhere, timeout)
+	want := fmt.Sprintf("cmd-forwarder-kernel: register at %s: no answer within NSM_REGISTER_TIMEOUT=%s; is the nsmgr or registry running there? (", nowhere, timeout)
 	require.True(t, strings.HasPrefix(line, want), "got %s", line)
 	require.GreaterOrEqual(t, took, timeout, "it waited for the nsmgr")
 	require.Less(t, took, timeout+5*time.Second, "and gave up within the timeout")
