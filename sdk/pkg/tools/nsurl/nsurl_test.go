@@ -45,3 +45,26 @@ func TestABadURLIsRefusedByName(t *testing.T) {
 	require.Nil(t, u.Labels())
 	require.Equal(t, &networkservice.Mechanism{Cls: cls.LOCAL, Type: "KERNEL"}, u.Mechanism())
 }
+
+// FuzzNSURL: any URL reads without a panic; one that parses names its service and mechanism,
+// and one that does not reads as its whole self for a service name, which the mesh refuses.
+func FuzzNSURL(f *testing.F) {
+	for _, s := range []string{"kernel://icmp-responder/nsm-1?app=web", "kernel://vpn@corp.example", "memif://x/", "kernel://", "://", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := url.Parse(s)
+		if err != nil {
+			return
+		}
+		n := (*nsurl.NSURL)(u)
+		require.NotNil(t, n.Mechanism())
+		if n.Err() != nil {
+			require.Equal(t, u.String(), n.NetworkService())
+			return
+		}
+		require.NotEmpty(t, n.NetworkService())
+		require.NotEmpty(t, n.Mechanism().GetType())
+		_ = n.Labels()
+	})
+}
