@@ -24,6 +24,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/metrics"
 	"vwire.dev/sdk/pkg/networkservice/common/updatepath"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/networkservice/utils/conformance"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 )
@@ -225,4 +226,53 @@ func BenchmarkRequestClose(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestConformance(t *testing.T) {
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	opt := metrics.WithMeterProvider(provider)
+	for _, c := range []conformance.Case{
+		{Name: "calls", Server: func(context.Context) networkservice.NetworkServiceServer { return metrics.NewServer("nse", opt) }},
+		{Name: "connections", Server: func(context.Context) networkservice.NetworkServiceServer {
+			return metrics.NewConnectionsServer("nse", opt)
+		}},
+		{Name: "client", Client: func(context.Context) networkservice.NetworkServiceClient { return metrics.NewClient("nsc", opt) }},
+	} {
+		c.Request = func() *networkservice.NetworkServiceRequest { return request("c1", "blue") }
+		conformance.Run(t, c)
+	}
+}
+
+// factory keeps the begin.EventFactory of the last Request that passed it.
+type factory struct{ events begin.EventFactory }
+
+func (f *factory) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	f.events = begin.FromContext(ctx)
+	return next.Server(ctx).Request(ctx, req)
+}
+
+func (f *factory) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// TestBackgroundCloseIsCounted: a Close from inside the hop (timeout's, orphan's), which enters
+// at begin, ends the connection's count; it is no caller's call, so no Close is counted.
+func TestBackgroundCloseIsCounted(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	opt := metrics.WithMeterProvider(provider)
+	f := &factory{}
+	chain := next.NewNetworkServiceServer(metrics.NewServer("nse", opt), begin.NewServer(), metadata.NewServer(),
+		metrics.NewConnectionsServer("nse", opt), f)
+	_, err := chain.Request(t.Context(), request("c1", "blue"))
+	require.NoError(t, err)
+	require.Equal(t, map[string]int64{"nsm.network_service=blue,vwire.hop=nse": 1},
+		collect(t, reader, "vwire.networkservice.server.connections"))
+
+	require.NoError(t, f.events.Close(t.Context()))
+	require.Equal(t, map[string]int64{"nsm.network_service=blue,vwire.hop=nse": 0},
+		collect(t, reader, "vwire.networkservice.server.connections"))
+	require.Empty(t, collect(t, reader, "vwire.networkservice.server.closes"))
 }
