@@ -47,6 +47,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprometheus "go.opentelemetry.io/otel/exporters/prometheus"
@@ -60,6 +61,7 @@ import (
 	"google.golang.org/grpc"
 
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
+	"vwire.dev/sdk/pkg/tools/log"
 )
 
 // NSMCollector is where NSM's commands export when TELEMETRY=true and no endpoint is set.
@@ -210,6 +212,24 @@ func TraceID(ctx context.Context) string {
 		return sc.TraceID().String()
 	}
 	return ""
+}
+
+// StartTrace begins a trace of its own for what ctx is used for next (a client's Request), named
+// name, when traces are exported, and logs its ID at INFO with attrs (slog key-value pairs), so
+// that a person can look the trace up (in Jaeger: /trace/ID); end ends it with the call's
+// error. Without traces it returns ctx and an end that does nothing.
+func StartTrace(ctx context.Context, name string, attrs ...any) (_ context.Context, end func(error)) {
+	if !Tracing() {
+		return ctx, func(error) {}
+	}
+	ctx, span := otel.Tracer("vwire.dev/sdk/pkg/tools/telemetry").Start(ctx, name, oteltrace.WithNewRoot())
+	log.FromContext(ctx).Info(name, append(attrs, "trace_id", span.SpanContext().TraceID().String())...)
+	return ctx, func(err error) {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
 }
 
 // Telemetry is what Setup installed.

@@ -1,9 +1,11 @@
 package telemetry_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/telemetry"
 	"vwire.dev/sdk/pkg/tools/telemetry/otlptest"
 )
@@ -31,6 +34,11 @@ func TestOffInstallsNothing(t *testing.T) {
 	require.Nil(t, telemetry.DialOptions(), "no stats handler on clients")
 	require.Nil(t, tel.PrometheusAddr())
 	require.Same(t, before, otel.GetTracerProvider())
+	var logs bytes.Buffer
+	ctx, end := telemetry.StartTrace(log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&logs, nil))), "nsc.Request")
+	end(nil)
+	require.Empty(t, telemetry.TraceID(ctx), "no trace begins")
+	require.Empty(t, logs.String(), "and none is logged")
 	require.NoError(t, tel.Shutdown(context.Background()))
 }
 
@@ -60,17 +68,22 @@ func TestSpansReachTheCollector(t *testing.T) {
 	require.Len(t, telemetry.ServerOptions(), 1)
 	require.Len(t, telemetry.DialOptions(), 2)
 
-	ctx, span := otel.Tracer("test").Start(context.Background(), "work")
+	var logs bytes.Buffer
+	ctx := log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
+	ctx, end := telemetry.StartTrace(ctx, "nsc.Request", "service", "icmp-responder")
 	id := telemetry.TraceID(ctx)
 	require.Len(t, id, 32)
-	span.End()
+	require.Contains(t, logs.String(), "level=INFO msg=nsc.Request service=icmp-responder trace_id="+id)
+	end(errors.New("no endpoint"))
 	require.NoError(t, tel.Shutdown(context.Background()))
 	require.False(t, telemetry.Tracing())
 	require.Empty(t, telemetry.TraceID(context.Background()))
 
 	spans := collector.Spans()
 	require.Len(t, spans, 1)
-	require.Equal(t, "work", spans[0].Name)
+	require.Equal(t, "nsc.Request", spans[0].Name)
+	require.True(t, spans[0].Failed)
+	require.Equal(t, "no endpoint", spans[0].Status)
 	require.Equal(t, "cmd-test", spans[0].Service)
 	require.Equal(t, id, spans[0].TraceID)
 }
