@@ -19,9 +19,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -39,10 +37,9 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/spawn"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
+	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
-	"vwire.dev/sdk/pkg/tools/hopurl"
-	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
@@ -111,79 +108,35 @@ func run(ctx context.Context, c *config) error {
 	if err != nil {
 		return err
 	}
-	cc, err := regclient.Dial(c.ConnectTo.URL, append(id.DialOptions(), regclient.WithTokens(tokens))...)
-	if err != nil {
-		return fmt.Errorf("NSM_CONNECT_TO %s: %w", c.ConnectTo, err)
-	}
-	defer func() { _ = cc.Close() }()
-	sup := supplier.New(pods, string(c.Namespace), tmpl,
-		regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)), c.StartTimeout)
-
-	// Serving and reaping outlive ctx (the signal) until the supplier is unregistered.
-	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServing()
-	var reaping sync.WaitGroup
-	defer reaping.Wait()
-	reaping.Go(func() { sup.Reap(serving) })
-
-	listen := c.ListenOn.URL
-	if listen == nil {
-		dir, err := os.MkdirTemp("", "vw-supplier")
-		if err != nil {
-			return err
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		listen = &url.URL{Scheme: hopurl.Unix, Path: filepath.Join(dir, "supplier.sock")}
-	}
-	ep := endpoint.NewServer(serving, tokens,
-		endpoint.WithName(name),
-		endpoint.WithAuthorizeOptions(authz...),
-		endpoint.WithAdditionalFunctionality(spawn.NewServer(sup.Start)),
-	)
-	errs, err := endpoint.Serve(serving, listen, ep, id.ServerOptions()...)
-	if err != nil {
-		return err
-	}
-	log.FromContext(ctx).Info("serving", "url", listen.String(), "namespace", c.Namespace)
-
-	return grpcserve.Registered(ctx, errs, stopServing, func() (func() error, error) {
-		unregister, err := register(ctx, c, cc, listen)
-		if err != nil {
-			return nil, err
-		}
-		return func() error {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.RegisterTimeout)
-			defer cancel()
-			if err := unregister(ctx); err != nil {
-				return fmt.Errorf("unregister at %s: %w", c.ConnectTo, err)
-			}
-			return nil
-		}, nil
-	})
-}
-
-// register registers the supplier at NSM_CONNECT_TO, waiting up to NSM_REGISTER_TIMEOUT, and
-// keeps the registration until the returned function is called.
-func register(ctx context.Context, c *config, cc *grpc.ClientConn, listen *url.URL) (func(context.Context) error, error) {
 	nse := &registry.NetworkServiceEndpoint{
-		Name:                 string(c.Name),
+		Name:                 name,
 		NetworkServiceNames:  c.ServiceNames,
 		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
-		Url:                  listen.String(),
 	}
 	for _, service := range c.ServiceNames {
 		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
 	}
-	opts := []regclient.Option{regclient.WithTimeout(c.RegisterTimeout)}
-	if c.PassSocket && listen.Scheme == hopurl.Unix && c.ConnectTo.Scheme == hopurl.Unix {
-		opts = append(opts, regclient.WithSocketPassed())
+	opts := []register.Option{
+		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens))...),
+		register.WithServerOptions(id.ServerOptions()...),
+		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
 	}
-	got, unregister, err := regclient.Register(ctx, cc, nse, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("register at %s (NSM_CONNECT_TO, waited up to NSM_REGISTER_TIMEOUT=%s): %w", c.ConnectTo, c.RegisterTimeout, err)
+	if !c.PassSocket {
+		opts = append(opts, register.WithSocketPath())
 	}
-	log.FromContext(ctx).Info("registered", "name", got.GetName(), "services", c.ServiceNames, "labels", c.Labels, "at", c.ConnectTo.String())
-	return unregister, nil
+	var reaping sync.WaitGroup
+	defer reaping.Wait() // reaping ends with serving
+	return register.Serve(ctx, c.ListenOn.URL, c.ConnectTo.URL, nse, func(serving context.Context, cc grpc.ClientConnInterface) (grpcserve.Registrar, error) {
+		// The supplier watches the registry at NSM_CONNECT_TO for the endpoints it starts.
+		sup := supplier.New(pods, string(c.Namespace), tmpl,
+			regadapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)), c.StartTimeout)
+		reaping.Go(func() { sup.Reap(serving) })
+		return endpoint.NewServer(serving, tokens,
+			endpoint.WithName(name),
+			endpoint.WithAuthorizeOptions(authz...),
+			endpoint.WithAdditionalFunctionality(spawn.NewServer(sup.Start)),
+		), nil
+	}, opts...)
 }
 
 // connectTimeout bounds the check at start that the API server answers and lets it read pods.
