@@ -27,6 +27,7 @@ import (
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/telemetry"
 )
 
 // followEvery is how often the client looks at NSM_NETWORK_SERVICES_FILE. The kubelet replaces a
@@ -114,7 +115,9 @@ func (s *session) urls() serviceURLs {
 // NSM_REQUEST_TIMEOUT.
 func (s *session) request(ctx context.Context, u *nsurl.URL) error {
 	requesting, cancel := context.WithTimeout(ctx, s.c.RequestTimeout)
+	requesting, traced := telemetry.StartTrace(requesting, "requesting", "service", u.String()) // logs the trace ID, when traces are exported
 	conn, err := s.nsc.Request(requesting, request(u, s.c.Labels, s.netnsURL))
+	traced(err)
 	cancel()
 	if err != nil {
 		return explain(s.c, u, err)
