@@ -25,14 +25,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	nsclient "vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	kernelmech "vwire.dev/sdk/pkg/networkservice/common/mechanisms/kernel"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
-	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
@@ -153,18 +152,6 @@ func startForwarder(t *testing.T, d *sandbox.Domain, nd *node, self *url.URL, op
 	return reg, crash
 }
 
-// netnsOf states the endpoint's namespace in the KERNEL mechanism it accepts.
-type netnsOf string
-
-func (n netnsOf) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
-	kernel.ToMechanism(req.GetConnection().GetMechanism()).SetNetNSURL(string(n))
-	return next.Server(ctx).Request(ctx, req)
-}
-
-func (n netnsOf) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	return next.Server(ctx).Close(ctx, conn)
-}
-
 // workloads starts an endpoint on nse's node in a new namespace and returns it and a new
 // namespace for the client, with the namespaces' state before any connection.
 func workloads(t *testing.T, d *sandbox.Domain, nseNode *node, p string, extra ...networkservice.NetworkServiceServer) (nsc, nse netns.NsHandle, nscURL string) {
@@ -173,7 +160,7 @@ func workloads(t *testing.T, d *sandbox.Domain, nseNode *node, p string, extra .
 	nseNode.NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}}, append([]networkservice.NetworkServiceServer{
 		sendfd.NewServer(), // the endpoint's namespace goes to the forwarder as a descriptor
 		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
-		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
+		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(kernelmech.WithNetNSURL(nstest.URL(nseName)))}),
 	}, extra...)...)
 	nsc, nscName := nstest.New(t)
 	return nsc, nse, nstest.URL(nscName)

@@ -27,6 +27,7 @@ import (
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	kernelmech "vwire.dev/sdk/pkg/networkservice/common/mechanisms/kernel"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
@@ -81,7 +82,7 @@ func TestAnEndpointNamingAPathIsRefused(t *testing.T) {
 	rec := checks.NewServer()
 	nodes[0].NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}},
 		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24")),
-		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf("file:///proc/thread-self/ns/net")}),
+		mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(kernelmech.WithNetNSURL("file:///proc/thread-self/ns/net"))}),
 		rec)
 	nsc, nscName := nstest.New(t)
 	before := [2]string{nstest.Dump(t, nodes[0].ns), nstest.Dump(t, nsc)}
@@ -199,7 +200,7 @@ func TestAnEndpointRegisteredBySocketIsReached(t *testing.T) {
 		endpoint.WithAdditionalFunctionality(
 			point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/24"), netip.MustParsePrefix("fd16::/120")),
 			sendfd.NewServer(),
-			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: netnsOf(nstest.URL(nseName))}),
+			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: kernelmech.NewServer(kernelmech.WithNetNSURL(nstest.URL(nseName)))}),
 		))
 	errs, err := endpoint.Serve(ctx, sock, ep, id.ServerOptions()...)
 	require.NoError(t, err)

@@ -10,9 +10,9 @@
 // it states the endpoint's namespace in the mechanism it accepts, and its interface name when
 // WithInterfaceName gave one (otherwise the name the forwarder offered stands).
 //
-// Namespaces are named by path, file:///proc/<pid>/ns/net of this process, for sendfd (in the
-// client chain already; sendfd.NewServer in an endpoint's) to send as a descriptor: forwarders
-// take a namespace only as a descriptor. NSM names /proc/thread-self: a path that depends on the
+// Namespaces are named by path, file:///proc/<pid>/ns/net of this process (or WithNetNSURL's),
+// for sendfd (in the client chain already; sendfd.NewServer in an endpoint's) to send as a
+// descriptor: forwarders take a namespace only as a descriptor. NSM names /proc/thread-self: a path that depends on the
 // thread that opens it, which in Go is any thread; the process's own is what a workload means.
 //
 // Differences from NSM's, on purpose:
@@ -56,6 +56,16 @@ func WithInterfaceName(name string) Option {
 		panic("kernel.WithInterfaceName: " + err.Error())
 	}
 	return func(o *options) { o.name = name }
+}
+
+// WithNetNSURL names another namespace than this process's, by file:// path: for a program that
+// serves a workload in a namespace it made (a test's), as the elements after sendfd still send
+// it as a descriptor.
+func WithNetNSURL(u string) Option {
+	if !strings.HasPrefix(u, "file:///") {
+		panic(fmt.Sprintf("kernel.WithNetNSURL: %q is not a file:///path URL", u))
+	}
+	return func(o *options) { o.netns = u }
 }
 
 func build(opts []Option) *options {

@@ -151,9 +151,11 @@ func TestTheCallersChoicesStand(t *testing.T) {
 	require.Equal(t, kernel.NetNSURL(), blank.GetNetNSURL())
 }
 
-func TestABadInterfaceNamePanics(t *testing.T) {
+func TestBadOptionsPanic(t *testing.T) {
 	require.PanicsWithValue(t, "kernel.WithInterfaceName: interface name \"much-too-long-name\" is 18 bytes, limit 15",
 		func() { kernel.WithInterfaceName("much-too-long-name") })
+	require.PanicsWithValue(t, "kernel.WithNetNSURL: \"inode://4/5\" is not a file:///path URL",
+		func() { kernel.WithNetNSURL("inode://4/5") })
 }
 
 func TestDerivedNames(t *testing.T) {
