@@ -49,6 +49,7 @@ var servesGRPC = map[string]bool{
 	"cmd-registry-memory":    true,
 	"cmd-registry-k8s":       true,
 	"cmd-nsc":                false,
+	"cmd-vwctl":              false,
 }
 
 // TestImages builds the image of every cmd twice, as `make images` does, from two copies of the

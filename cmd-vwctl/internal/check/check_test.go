@@ -74,3 +74,17 @@ func TestBadAddress(t *testing.T) {
 	require.Contains(t, results[0].Error, `"not-an-ip" is not an IP address`)
 	require.Contains(t, results[1].Error, "no endpoint address")
 }
+
+// FuzzEndpointAddress: whatever the IP context says, Run gives a clear error or pings a valid
+// address, and never panics.
+func FuzzEndpointAddress(f *testing.F) {
+	for _, s := range []string{"172.16.1.1/32", "fd00:16:1::1/128", "10.0.0.1", "", "1.2.3.4/99", "::ffff:1.2.3.4/128"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c := inspect.Connection{ID: "a", Mechanism: kernel.MECHANISM, NetNS: "file:///nonexistent", PathIndex: 1, EndpointAddrs: []string{s}}
+		results := check.Run([]inspect.Connection{c}, nil, func(netns.NsHandle, netip.Addr) error { return nil })
+		require.Len(t, results, 1)
+		require.NotEmpty(t, results[0].Error, "no such namespace, or no such address")
+	})
+}
