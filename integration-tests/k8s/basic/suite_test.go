@@ -76,6 +76,41 @@ func TestDualStackKernel2KernelDualStack(t *testing.T) {
 	})
 }
 
+// TestFeaturesLiveServices follows deployments-k8s/examples/features/live-services/README.md.
+func TestFeaturesLiveServices(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "features/live-services",
+		Run: []mdtest.Step{
+			{Line: 24, Script: `kubectl apply -k deployments-k8s/examples/features/live-services`},
+			{Line: 29, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-live-services`},
+			{Line: 32, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-live-services`},
+			{Line: 38, Script: `INDEX1=$(deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip -o link show nsm-1 | cut -d: -f1)
+PEER1=$(deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip -4 route show dev nsm-1 | cut -d' ' -f1)
+echo "nsm-1: index $INDEX1, endpoint $PEER1"
+deployments-k8s/examples/prober.sh start live-services ns-live-services app=alpine "$PEER1"`},
+			{Line: 46, Script: `kubectl annotate pod alpine -n ns-live-services --overwrite networkservicemesh.io=kernel://live-services-1/nsm-1,kernel://live-services-2/nsm-2`},
+			{Line: 49, Script: `SECONDS=0
+timeout 60 bash -c 'until deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip link show nsm-2 >/dev/null 2>&1; do sleep 0.2; done'
+echo "nsm-2 appeared within $SECONDS s"
+kubectl logs alpine -n ns-live-services -c cmd-nsc | grep 'msg="services changed"'`},
+			{Line: 57, Script: `PEER2=$(deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip -4 route show dev nsm-2 | cut -d' ' -f1)
+deployments-k8s/examples/podnet.sh ns-live-services app=alpine ping -c 4 -W 1 "$PEER2"`},
+			{Line: 63, Script: `kubectl annotate pod alpine -n ns-live-services --overwrite networkservicemesh.io=kernel://live-services-1/nsm-1`},
+			{Line: 66, Script: `timeout 60 bash -c 'while deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip link show nsm-2 >/dev/null 2>&1; do sleep 0.2; done'
+kubectl logs alpine -n ns-live-services -c cmd-nsc | grep 'msg=closed cmd=cmd-nsc service=kernel://live-services-2/nsm-2'`},
+			{Line: 72, Script: `test "$(deployments-k8s/examples/podnet.sh ns-live-services app=alpine ip -o link show nsm-1 | cut -d: -f1)" = "$INDEX1"
+deployments-k8s/examples/prober.sh stop live-services | tee /dev/stderr | grep ', 0 lost in all)'`},
+			{Line: 79, Script: `kubectl annotate pod alpine -n ns-live-services --overwrite networkservicemesh.io=kernel://live-services-1/nsm-1,memif://live-services-2`},
+			{Line: 82, Script: `timeout 60 bash -c 'until kubectl logs alpine -n ns-live-services -c cmd-nsc | grep -q "level=ERROR msg=\"the new list of services is not valid"; do sleep 0.2; done'
+deployments-k8s/examples/podnet.sh ns-live-services app=alpine ping -c 4 -W 1 "$PEER1"`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 89, Script: `deployments-k8s/examples/prober.sh clean live-services`},
+			{Line: 92, Script: `kubectl delete ns ns-live-services`},
+		},
+	})
+}
+
 // TestFeaturesScaleFromZero follows deployments-k8s/examples/features/scale-from-zero/README.md.
 func TestFeaturesScaleFromZero(t *testing.T) {
 	suite.Run(t, mdtest.Example{
