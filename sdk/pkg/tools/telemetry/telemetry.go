@@ -35,6 +35,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -69,7 +70,7 @@ const NSMCollector = "otel-collector.observability.svc.cluster.local:4317"
 
 // Config is the telemetry configuration every command reads (through envconfig.Common).
 type Config struct {
-	OpenTelemetryEndpoint         Endpoint      `split_words:"true" desc:"the OpenTelemetry collector to export traces and metrics to, over OTLP/gRPC without TLS: host:port (http://host:port also works); set, it turns export on, unless TELEMETRY=false"`
+	OpenTelemetryEndpoint         Endpoint      `split_words:"true" desc:"the OpenTelemetry collector to export traces and metrics to, over OTLP/gRPC without TLS: host:port (http://host:port and unix:///path also work); set, it turns export on, unless TELEMETRY=false"`
 	Telemetry                     Switch        `env:"TELEMETRY" desc:"NSM's switch for OTLP export: true exports (to NSM_OPEN_TELEMETRY_ENDPOINT, else NSM's default otel-collector.observability.svc.cluster.local:4317), false exports nothing; unset, export follows NSM_OPEN_TELEMETRY_ENDPOINT"`
 	MetricsExportInterval         time.Duration `default:"10s" split_words:"true" desc:"how often metrics are exported over OTLP"`
 	Prometheus                    bool          `env:"PROMETHEUS" default:"false" desc:"serve metrics for Prometheus at http://NSM_PROMETHEUS_LISTEN_ON/metrics (NSM's switch)"`
@@ -96,7 +97,8 @@ func (c Config) Collector() string {
 }
 
 // Endpoint is a collector's address for OTLP/gRPC: host:port, or http://host:port as the
-// OpenTelemetry SDKs write it.
+// OpenTelemetry SDKs write it, or unix:///path (vwire's; NSM's take host:port only): a unix socket
+// reaches a collector from every network namespace of a node, as the local mesh has them.
 type Endpoint string
 
 // Decode implements envconfig's decoder.
@@ -106,10 +108,17 @@ func (e *Endpoint) Decode(value string) error {
 		*e = ""
 		return nil
 	}
+	if path, ok := strings.CutPrefix(v, "unix://"); ok {
+		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "?#") {
+			return errors.New("a unix socket is unix:///absolute/path")
+		}
+		*e = Endpoint("unix://" + filepath.Clean(path))
+		return nil
+	}
 	if rest, ok := strings.CutPrefix(v, "http://"); ok {
 		v = strings.TrimSuffix(rest, "/")
 	} else if strings.Contains(v, "://") {
-		return errors.New("OTLP/gRPC without TLS is host:port or http://host:port; other schemes (https, unix, grpc) are not supported")
+		return errors.New("OTLP/gRPC without TLS is host:port, http://host:port or unix:///path; other schemes (https, grpc) are not supported")
 	}
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
@@ -250,7 +259,9 @@ func Setup(ctx context.Context, service string, c Config) (*Telemetry, error) {
 	if collector == "" && !c.Prometheus {
 		return t, nil
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", service)))
+	// The process ID tells apart the hops of one trace that run the same command (two nsmgrs).
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
+		attribute.String("service.name", service), attribute.Int("process.pid", os.Getpid())))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +62,16 @@ func TestCollector(t *testing.T) {
 // TestSpansReachTheCollector: with an endpoint, spans go over OTLP/gRPC, named for the
 // command, and Shutdown sends what is batched.
 func TestSpansReachTheCollector(t *testing.T) {
-	collector := otlptest.Start(t)
+	t.Run("tcp", func(t *testing.T) { spansReach(t, otlptest.Start(t)) })
+	t.Run("unix", func(t *testing.T) {
+		dir, err := os.MkdirTemp("", "vw")
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		spansReach(t, otlptest.StartUnix(t, filepath.Join(dir, "otlp.sock")))
+	})
+}
+
+func spansReach(t *testing.T, collector *otlptest.Receiver) {
 	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{
 		OpenTelemetryEndpoint: telemetry.Endpoint(collector.Endpoint()), MetricsExportInterval: time.Hour})
 	require.NoError(t, err)
@@ -85,6 +96,7 @@ func TestSpansReachTheCollector(t *testing.T) {
 	require.True(t, spans[0].Failed)
 	require.Equal(t, "no endpoint", spans[0].Status)
 	require.Equal(t, "cmd-test", spans[0].Service)
+	require.Equal(t, strconv.Itoa(os.Getpid()), spans[0].PID)
 	require.Equal(t, id, spans[0].TraceID)
 }
 
@@ -147,7 +159,9 @@ func TestVariables(t *testing.T) {
 		{[]string{"TELEMETRY=false", "NSM_OPEN_TELEMETRY_ENDPOINT=jaeger:4317"}, ""},
 		{[]string{"TELEMETRY=yes"}, `TELEMETRY: "yes": want true or false`},
 		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=jaeger"}, `NSM_OPEN_TELEMETRY_ENDPOINT: "jaeger": want host:port, as in otel-collector`},
-		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=https://jaeger:4317"}, `NSM_OPEN_TELEMETRY_ENDPOINT: "https://jaeger:4317": OTLP/gRPC without TLS is host:port or http://host:port`},
+		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=unix:///run/otlp//grpc.sock"}, "unix:///run/otlp/grpc.sock"},
+		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=unix://otlp.sock"}, `NSM_OPEN_TELEMETRY_ENDPOINT: "unix://otlp.sock": a unix socket is unix:///absolute/path`},
+		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=https://jaeger:4317"}, `NSM_OPEN_TELEMETRY_ENDPOINT: "https://jaeger:4317": OTLP/gRPC without TLS is host:port, http://host:port or unix:///path`},
 		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=:4317"}, `NSM_OPEN_TELEMETRY_ENDPOINT: ":4317": no host`},
 		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=jaeger:0"}, `port "0" is not a number from 1 to 65535`},
 		{[]string{"NSM_OPEN_TELEMETRY_ENDPOINT=jaeger:otlp"}, `port "otlp" is not a number`},
@@ -177,7 +191,7 @@ func TestVariables(t *testing.T) {
 // FuzzEndpoint: whatever Decode accepts is a host:port that Go splits, with a port in range,
 // and decoding it again gives it back.
 func FuzzEndpoint(f *testing.F) {
-	for _, s := range []string{"jaeger:4317", "http://127.0.0.1:4317", "[::1]:4317", ":4317", "a:b:c", "http://x:1/", "unix:///x"} {
+	for _, s := range []string{"jaeger:4317", "http://127.0.0.1:4317", "[::1]:4317", ":4317", "a:b:c", "http://x:1/", "unix:///x", "unix://x", "unix:///a/../b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -189,9 +203,11 @@ func FuzzEndpoint(f *testing.F) {
 			require.Empty(t, e)
 			return
 		}
-		host, _, err := net.SplitHostPort(string(e))
-		require.NoError(t, err)
-		require.NotEmpty(t, host)
+		if !strings.HasPrefix(string(e), "unix:///") {
+			host, _, err := net.SplitHostPort(string(e))
+			require.NoError(t, err)
+			require.NotEmpty(t, host)
+		}
 		var again telemetry.Endpoint
 		require.NoError(t, again.Decode(string(e)))
 		require.Equal(t, e, again)

@@ -21,6 +21,7 @@ import (
 // Span is a span as received, with what tests look at.
 type Span struct {
 	Service  string // the exporting process's service.name
+	PID      string // and its process.pid
 	Name     string
 	TraceID  string // hex
 	SpanID   string
@@ -45,7 +46,22 @@ func Start(t testing.TB) *Receiver {
 	if err != nil {
 		t.Fatalf("otlptest: listen: %v", err)
 	}
-	r := &Receiver{addr: lis.Addr().String(), changed: make(chan struct{})}
+	return serve(t, lis, lis.Addr().String())
+}
+
+// StartUnix serves a collector on the unix socket path until the test ends: processes in other
+// network namespaces reach it there.
+func StartUnix(t testing.TB, path string) *Receiver {
+	t.Helper()
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatalf("otlptest: listen: %v", err)
+	}
+	return serve(t, lis, "unix://"+path)
+}
+
+func serve(t testing.TB, lis net.Listener, addr string) *Receiver {
+	r := &Receiver{addr: addr, changed: make(chan struct{})}
 	srv := grpc.NewServer()
 	colltrace.RegisterTraceServiceServer(srv, traces{r: r})
 	collmetric.RegisterMetricsServiceServer(srv, metrics{})
@@ -61,7 +77,7 @@ func Start(t testing.TB) *Receiver {
 	return r
 }
 
-// Endpoint is the collector's host:port, for NSM_OPEN_TELEMETRY_ENDPOINT.
+// Endpoint is the collector's host:port or unix:///path, for NSM_OPEN_TELEMETRY_ENDPOINT.
 func (r *Receiver) Endpoint() string { return r.addr }
 
 // Spans returns every span received so far.
@@ -97,11 +113,12 @@ type traces struct {
 func (s traces) Export(_ context.Context, req *colltrace.ExportTraceServiceRequest) (*colltrace.ExportTraceServiceResponse, error) {
 	var got []Span
 	for _, rs := range req.GetResourceSpans() {
-		service := attrs(rs.GetResource().GetAttributes())["service.name"]
+		resource := attrs(rs.GetResource().GetAttributes())
 		for _, ss := range rs.GetScopeSpans() {
 			for _, sp := range ss.GetSpans() {
 				got = append(got, Span{
-					Service:  service,
+					Service:  resource["service.name"],
+					PID:      resource["process.pid"],
 					Name:     sp.GetName(),
 					TraceID:  hex.EncodeToString(sp.GetTraceId()),
 					SpanID:   hex.EncodeToString(sp.GetSpanId()),
@@ -128,6 +145,8 @@ func attrs(kvs []*commonpb.KeyValue) map[string]string {
 		switch v.GetValue().(type) {
 		case *commonpb.AnyValue_StringValue:
 			out[kv.GetKey()] = v.GetStringValue()
+		case *commonpb.AnyValue_IntValue:
+			out[kv.GetKey()] = strconv.FormatInt(v.GetIntValue(), 10)
 		case *commonpb.AnyValue_BoolValue:
 			out[kv.GetKey()] = strconv.FormatBool(v.GetBoolValue())
 		default:
