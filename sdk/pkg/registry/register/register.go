@@ -40,6 +40,8 @@ import (
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/spiffe"
+	"vwire.dev/sdk/pkg/tools/token"
 )
 
 // DefaultTimeout bounds the first registration and the unregistration without WithTimeout (the
@@ -52,9 +54,20 @@ type Option func(*options)
 type options struct {
 	dial       []grpc.DialOption
 	server     []grpc.ServerOption
-	services   []*registry.NetworkService
+	services   bool
+	payload    string
 	timeout    explain.Limit
 	socketPath bool
+}
+
+// WithIdentity is the program's identity on both sides (spiffe.Config's Load): mutual TLS for its
+// server and for its connection to the nsmgr or registry (none when insecure), and tokens from
+// gen on every registration. It is WithDialOptions and WithServerOptions of id, with gen's tokens.
+func WithIdentity(id *spiffe.Identity, gen token.GeneratorFunc) Option {
+	return func(o *options) {
+		WithDialOptions(append(id.DialOptions(), regclient.WithTokens(gen))...)(o)
+		WithServerOptions(id.ServerOptions()...)(o)
+	}
 }
 
 // WithDialOptions configure the connection to the nsmgr or registry (regclient.Dial): the
@@ -69,10 +82,12 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.server = append(o.server, opts...) }
 }
 
-// WithServices registers these network services before the endpoint, each kept registered (and
-// registered again after a registry restart) until Stop, which leaves them registered.
-func WithServices(services ...*registry.NetworkService) Option {
-	return func(o *options) { o.services = append(o.services, services...) }
+// WithServices registers the endpoint's network services (its NetworkServiceNames) before the
+// endpoint, with payload (payload.IP, payload.Ethernet, or "" for the registry's default), each
+// kept registered (and registered again after a registry restart) until Stop, which leaves them
+// registered: other endpoints may provide them.
+func WithServices(payload string) Option {
+	return func(o *options) { o.services, o.payload = true, payload }
 }
 
 // WithTimeout bounds how long the first registration waits for the nsmgr or registry to answer,
@@ -111,7 +126,7 @@ type Registration struct {
 	background context.CancelFunc
 }
 
-// Start registers nse (its Url set) at connectTo, after the network services of WithServices,
+// Start registers nse (its Url set) at connectTo, after its network services with WithServices,
 // and keeps it registered until Stop or until ctx ends.
 func Start(ctx context.Context, connectTo *url.URL, nse *registry.NetworkServiceEndpoint, opts ...Option) (*Registration, error) {
 	o := collect(opts)
@@ -132,10 +147,15 @@ func start(ctx context.Context, cc *grpc.ClientConn, connectTo *url.URL, nse *re
 	// The services' refresh and heal end at Stop, which does not unregister them.
 	background, stop := context.WithCancel(ctx)
 	r := &Registration{ctx: ctx, at: connectTo.String(), limit: o.timeout, background: stop}
-	for _, ns := range o.services {
+	var services []string
+	if o.services {
+		services = nse.GetNetworkServiceNames()
+	}
+	for _, name := range services {
+		ns := &registry.NetworkService{Name: name, Payload: o.payload}
 		if _, _, err := regclient.RegisterNS(background, cc, ns, regclient.WithTimeout(o.timeout.Value)); err != nil {
 			stop()
-			return nil, r.explain("register network service "+ns.GetName(), err, explain.NoAnswer(err))
+			return nil, r.explain("register network service "+name, err, explain.NoAnswer(err))
 		}
 	}
 	clientOpts := []regclient.Option{regclient.WithTimeout(o.timeout.Value)}
