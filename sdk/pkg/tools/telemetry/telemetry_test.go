@@ -35,7 +35,7 @@ func TestOffInstallsNothing(t *testing.T) {
 	require.Nil(t, telemetry.ServerOptions(), "no stats handler on servers")
 	require.Nil(t, telemetry.DialOptions(), "no stats handler on clients")
 	require.Nil(t, tel.PrometheusAddr())
-	require.Same(t, before, otel.GetTracerProvider())
+	require.Equal(t, before, otel.GetTracerProvider(), "no tracer provider installed")
 	var logs bytes.Buffer
 	ctx, end := telemetry.StartTrace(log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&logs, nil))), "nsc.Request")
 	end(nil)

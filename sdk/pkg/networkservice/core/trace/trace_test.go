@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 
@@ -105,4 +106,85 @@ func TestDiff(t *testing.T) {
 	b := &networkservice.Connection{Id: "x", State: networkservice.State_DOWN, Labels: map[string]string{"k": "2"}}
 	require.Equal(t, "labels[\"gone\"]: - \"y\"\nlabels[\"k\"]: \"1\" -> \"2\"\nstate: + DOWN", trace.Diff(a, b))
 	require.Empty(t, trace.Diff(a, a))
+}
+
+// wrapper passes the rest of the chain's error on, wrapped; replacer makes an error of its own.
+type (
+	wrapper  struct{}
+	replacer struct{}
+)
+
+func (wrapper) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	conn, err := next.Server(ctx).Request(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("wrapper: %w", err)
+	}
+	return conn, nil
+}
+
+func (wrapper) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+func (replacer) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	if _, err := next.Server(ctx).Request(ctx, req); err != nil {
+		return nil, errors.New("replacer: no luck")
+	}
+	return nil, errors.New("replacer: refused")
+}
+
+func (replacer) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
+
+// TestErrorMarksItsOrigin: the span of the element that made the error says so; those it went
+// through say they passed it on, whether they returned it as it came or wrapped it. Spans alone
+// (traces exported, not TRACE) write no log line.
+func TestErrorMarksItsOrigin(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
+	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	otel.SetTracerProvider(provider)
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	trace.Configure(true, false)
+	t.Cleanup(func() { trace.Enable(false) })
+
+	var out bytes.Buffer
+	ctx := log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	origin := func() map[string]string {
+		marks := map[string]string{}
+		for _, s := range spans.Ended() {
+			for _, a := range s.Attributes() {
+				if a.Key == trace.OriginKey {
+					marks[s.Name()] = a.Value.Emit() + " " + s.Status().Description
+				}
+			}
+		}
+		return marks
+	}
+
+	_, err := chain.NewNetworkServiceServer(labeler{}, wrapper{}, inject.NewServer(errors.New("no capacity"))).
+		Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-1"}})
+	require.EqualError(t, err, "wrapper: no capacity")
+	require.Equal(t, map[string]string{
+		"inject.Request":     "true no capacity",
+		"trace_test.Request": "false passed on: wrapper: no capacity", // labeler and wrapper share the test's package
+	}, origin())
+	require.Empty(t, out.String(), "no change lines below TRACE")
+
+	spans = tracetest.NewSpanRecorder()
+	provider.RegisterSpanProcessor(spans)
+	_, err = chain.NewNetworkServiceServer(replacer{}, inject.NewServer(errors.New("no capacity"))).
+		Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-2"}})
+	require.EqualError(t, err, "replacer: no luck")
+	require.Equal(t, map[string]string{"inject.Request": "true no capacity", "trace_test.Request": "true replacer: no luck"}, origin(),
+		"an element that replaces the error it got is where its own began")
+
+	spans = tracetest.NewSpanRecorder()
+	provider.RegisterSpanProcessor(spans)
+	ctx, client := otel.Tracer("test").Start(ctx, "client")
+	trace.PassedOn(ctx, errors.New("not a step: ignored"))
+	client.End()
+	_, err = chain.NewNetworkServiceServer(labeler{}).Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-3"}})
+	require.NoError(t, err)
+	require.Empty(t, origin(), "success marks nothing")
 }
