@@ -21,6 +21,9 @@
 # MESH_PROMETHEUS=1 makes every process serve its metrics for Prometheus (PROMETHEUS=true) on a
 # port of its own on its namespace's loopback, written in $VWIRE_DEMO_DIR/run/NAME.metrics as
 # "NETNS 127.0.0.1:PORT" (NETNS - for the host's namespace).
+# MESH_OPEN_TELEMETRY_ENDPOINT (e.g. unix:///tmp/otlp.sock, which every namespace reaches) makes
+# every process export its traces and metrics there (NSM_OPEN_TELEMETRY_ENDPOINT); OTEL_BSP_* and
+# OTEL_TRACES_SAMPLER* are passed on as they are set.
 #
 #   mesh.sh up      build the binaries, start everything, wait for every client's vWire
 #   mesh.sh check   ping each endpoint from its client across the vWire
@@ -101,7 +104,12 @@ start() {
     [ -f "$run/$name.metrics" ] || echo "$netns 127.0.0.1:$((9400 + $(cat "$run"/*.metrics 2>/dev/null | wc -l)))" >"$run/$name.metrics"
     metrics=(PROMETHEUS=true NSM_PROMETHEUS_LISTEN_ON="$(cut -d' ' -f2 "$run/$name.metrics")")
   fi
-  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "${lifetime[@]}" "${metrics[@]}" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
+  local otlp=()
+  if [ -n "${MESH_OPEN_TELEMETRY_ENDPOINT:-}" ]; then
+    otlp=(NSM_OPEN_TELEMETRY_ENDPOINT="$MESH_OPEN_TELEMETRY_ENDPOINT")
+    while IFS= read -r kv; do otlp+=("$kv"); done < <(env | grep -E '^OTEL_(BSP_|TRACES_SAMPLER)' || true)
+  fi
+  env -i PATH="$PATH" NSM_LOG_LEVEL=${MESH_LOG_LEVEL:-INFO} "$identity" "${lifetime[@]}" "${metrics[@]}" "${otlp[@]}" "$@" "${prefix[@]}" "$bin/$cmd" >>"$run/$name.log" 2>&1 &
   echo $! >"$run/$name.pid"
 }
 
@@ -274,5 +282,5 @@ case "${1:-}" in
     up
     check
     ;;
-  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
