@@ -11,14 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/common/metadata"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
+	"vwire.dev/sdk/pkg/tools/metrictest"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/internal/nstest"
 	"vwire.dev/sdk-kernel/pkg/kernel/linkstats"
@@ -66,21 +64,6 @@ func macOf(t *testing.T, ns netns.NsHandle, link string) net.HardwareAddr {
 	return l.Attrs().HardwareAddr
 }
 
-// collect returns name{attributes} -> value of every counter the reader holds.
-func collect(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.Collect(context.Background(), &rm))
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = dp.Value
-			}
-		}
-	}
-	return got
-}
-
 // TestCountsPingsAcrossAVWire: a client namespace and an endpoint namespace joined through a
 // forwarder namespace (veth a0-f0, f1-b0, f0 and f1 cross-connected by xconnect), pinged n times:
 // each forwarder end counts n echo requests one way and n replies the other, 47 bytes each.
@@ -97,9 +80,7 @@ func TestCountsPingsAcrossAVWire(t *testing.T) {
 	neighbour(t, a, "a0", "10.9.0.2", macOf(t, b, "b0"))
 	neighbour(t, b, "b0", "10.9.0.1", macOf(t, a, "a0"))
 
-	reader := sdkmetric.NewManualReader()
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, reader := metrictest.Provider(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	chain := next.NewNetworkServiceServer(
@@ -126,15 +107,15 @@ func TestCountsPingsAcrossAVWire(t *testing.T) {
 		}
 		return want
 	}
-	require.Equal(t, counted(0), collect(t, reader), "nothing crossed yet")
+	require.Equal(t, counted(0), metrictest.Collect(t, reader), "nothing crossed yet")
 
 	const n = 5
 	for range n {
 		require.NoError(t, ping.Ping(a, netip.MustParseAddr("10.9.0.2")))
 	}
-	require.Equal(t, counted(n), collect(t, reader))
+	require.Equal(t, counted(n), metrictest.Collect(t, reader))
 
 	_, err = chain.Close(ctx, conn)
 	require.NoError(t, err)
-	require.Empty(t, collect(t, reader), "a closed connection is no longer reported")
+	require.Empty(t, metrictest.Collect(t, reader), "a closed connection is no longer reported")
 }

@@ -13,9 +13,6 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,6 +32,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/utils/checks"
 	"vwire.dev/sdk/pkg/networkservice/utils/conformance"
 	"vwire.dev/sdk/pkg/tools/clock"
+	"vwire.dev/sdk/pkg/tools/metrictest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -576,9 +574,7 @@ func (f *failing) Close(ctx context.Context, conn *networkservice.Connection) (*
 func TestMetricsCountAHeal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	reader := sdkmetric.NewManualReader()
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, reader := metrictest.Provider(t)
 	sock := socket(t)
 	nse := startEndpoint(t, ctx, sock)
 	fail := &failing{}
@@ -600,34 +596,14 @@ func TestMetricsCountAHeal(t *testing.T) {
 
 	fail.n.Store(2)
 	nse.sinks.report(nse.rec.Requests()[0].GetConnection(), networkservice.State_DOWN)
-	collect := func() map[string]int64 {
-		var rm metricdata.ResourceMetrics
-		require.NoError(t, reader.Collect(ctx, &rm))
-		got := map[string]int64{}
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				switch data := m.Data.(type) {
-				case metricdata.Sum[int64]:
-					for _, dp := range data.DataPoints {
-						got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = dp.Value
-					}
-				case metricdata.Histogram[float64]:
-					for _, dp := range data.DataPoints {
-						got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = int64(dp.Count)
-					}
-				}
-			}
-		}
-		return got
-	}
 	require.Eventually(t, func() bool { return len(rec.Requests()) == 2 }, 10*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool { return len(collect()) == 4 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return len(metrictest.Collect(t, reader)) == 4 }, 10*time.Second, time.Millisecond)
 	require.Equal(t, map[string]int64{
 		"vwire.heal.starts{nsm.network_service=ns}":                                 1,
 		"vwire.heal.tries{nsm.network_service=ns,rpc.grpc.status_code=UNAVAILABLE}": 2,
 		"vwire.heal.tries{nsm.network_service=ns,rpc.grpc.status_code=OK}":          1,
 		"vwire.heal.duration{nsm.network_service=ns,vwire.heal.reselected=false}":   1,
-	}, collect())
+	}, metrictest.Collect(t, reader))
 
 	_, err = nsc.Close(ctx, conn)
 	require.NoError(t, err)

@@ -9,9 +9,7 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,6 +25,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/utils/conformance"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
+	"vwire.dev/sdk/pkg/tools/metrictest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,10 +39,9 @@ type hop struct {
 }
 
 func serve(t testing.TB, opts ...metrics.Option) *hop {
-	h := &hop{fail: inject.NewServer(nil), reader: sdkmetric.NewManualReader()}
+	provider, reader := metrictest.Provider(t)
+	h := &hop{fail: inject.NewServer(nil), reader: reader}
 	if opts == nil {
-		provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(h.reader))
-		t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
 		opts = []metrics.Option{metrics.WithMeterProvider(provider)}
 	}
 	chain := next.NewNetworkServiceServer(
@@ -80,37 +78,6 @@ func request(id, service string) *networkservice.NetworkServiceRequest {
 	return &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: id, NetworkService: service}}
 }
 
-// collect returns the points of the instrument named name, by their attributes.
-func collect(t *testing.T, r *sdkmetric.ManualReader, name string) map[string]int64 {
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.Collect(context.Background(), &rm))
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch data := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, dp := range data.DataPoints {
-					got[attrs(dp.Attributes)] = dp.Value
-				}
-			case metricdata.Histogram[float64]:
-				for _, dp := range data.DataPoints {
-					got[attrs(dp.Attributes)] = int64(dp.Count)
-				}
-			default:
-				t.Fatalf("%s: unexpected data %T", name, m.Data)
-			}
-		}
-	}
-	return got
-}
-
-func attrs(s attribute.Set) string {
-	return s.Encoded(attribute.DefaultEncoder())
-}
-
 func TestCountsCallsCodesAndConnections(t *testing.T) {
 	h := serve(t)
 	ctx := t.Context()
@@ -135,17 +102,20 @@ func TestCountsCallsCodesAndConnections(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	ok := func(service, code string) string {
-		return "nsm.network_service=" + service + ",rpc.grpc.status_code=" + code + ",vwire.hop=nse"
+	call := func(name, service, code string) string {
+		return "vwire.networkservice.server." + name + "{nsm.network_service=" + service + ",rpc.grpc.status_code=" + code + ",vwire.hop=nse}"
 	}
-	want := map[string]int64{ok("blue", "OK"): 4, ok("green", "OK"): 1, ok("blue", "PERMISSION_DENIED"): 2}
-	require.Equal(t, want, collect(t, h.reader, "vwire.networkservice.server.requests"))
-	require.Equal(t, want, collect(t, h.reader, "vwire.networkservice.server.request.duration"))
-	require.Equal(t, map[string]int64{ok("blue", "OK"): 2}, collect(t, h.reader, "vwire.networkservice.server.closes"))
-	require.Equal(t, map[string]int64{
-		"nsm.network_service=blue,vwire.hop=nse":  1,
-		"nsm.network_service=green,vwire.hop=nse": 1,
-	}, collect(t, h.reader, "vwire.networkservice.server.connections"))
+	want := map[string]int64{
+		"vwire.networkservice.server.connections{nsm.network_service=blue,vwire.hop=nse}":  1,
+		"vwire.networkservice.server.connections{nsm.network_service=green,vwire.hop=nse}": 1,
+		call("closes", "blue", "OK"): 2,
+	}
+	for _, name := range []string{"requests", "request.duration"} {
+		want[call(name, "blue", "OK")] = 4
+		want[call(name, "green", "OK")] = 1
+		want[call(name, "blue", "PERMISSION_DENIED")] = 2
+	}
+	require.Equal(t, want, metrictest.Collect(t, h.reader))
 }
 
 func TestCodeOfContextErrors(t *testing.T) {
@@ -153,16 +123,16 @@ func TestCodeOfContextErrors(t *testing.T) {
 	h.fail.FailRequests(context.DeadlineExceeded) // not a status: counted as the code gRPC gives it
 	_, err := h.client.Request(t.Context(), request("c1", "blue"))
 	require.Error(t, err)
+	attrs := "{nsm.network_service=blue,rpc.grpc.status_code=DEADLINE_EXCEEDED,vwire.hop=nse}"
 	require.Equal(t, map[string]int64{
-		"nsm.network_service=blue,rpc.grpc.status_code=DEADLINE_EXCEEDED,vwire.hop=nse": 1,
-	}, collect(t, h.reader, "vwire.networkservice.server.requests"))
+		"vwire.networkservice.server.requests" + attrs:         1,
+		"vwire.networkservice.server.request.duration" + attrs: 1,
+	}, metrictest.Collect(t, h.reader))
 }
 
 func TestClientCountsWhatItSends(t *testing.T) {
 	h := serve(t)
-	reader := sdkmetric.NewManualReader()
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, reader := metrictest.Provider(t)
 	c := next.NewNetworkServiceClient(metrics.NewClient("nsc", metrics.WithMeterProvider(provider)), h.client)
 
 	_, err := c.Request(t.Context(), request("c1", "blue"))
@@ -173,12 +143,14 @@ func TestClientCountsWhatItSends(t *testing.T) {
 	_, err = c.Close(t.Context(), &networkservice.Connection{Id: "c1", NetworkService: "blue"})
 	require.NoError(t, err)
 
-	sent := func(code string) string {
-		return "nsm.network_service=blue,rpc.grpc.status_code=" + code + ",vwire.hop=nsc"
+	sent := func(name, code string) string {
+		return "vwire.networkservice.client." + name + "{nsm.network_service=blue,rpc.grpc.status_code=" + code + ",vwire.hop=nsc}"
 	}
-	require.Equal(t, map[string]int64{sent("OK"): 1, sent("UNAVAILABLE"): 1},
-		collect(t, reader, "vwire.networkservice.client.requests"))
-	require.Equal(t, map[string]int64{sent("OK"): 1}, collect(t, reader, "vwire.networkservice.client.closes"))
+	require.Equal(t, map[string]int64{
+		sent("requests", "OK"): 1, sent("requests", "UNAVAILABLE"): 1,
+		sent("request.duration", "OK"): 1, sent("request.duration", "UNAVAILABLE"): 1,
+		sent("closes", "OK"): 1,
+	}, metrictest.Collect(t, reader))
 }
 
 // pass is an element that only calls the rest of the chain.
@@ -198,8 +170,7 @@ func (pass) Close(ctx context.Context, conn *networkservice.Connection) (*emptyp
 // set: OpenTelemetry's no-op, as in a component without telemetry), and recording to an SDK
 // provider.
 func BenchmarkRequestClose(b *testing.B) {
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	b.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, _ := metrictest.Provider(b)
 	sdk := []metrics.Option{metrics.WithMeterProvider(provider)}
 	for _, bc := range []struct {
 		name string
@@ -229,8 +200,7 @@ func BenchmarkRequestClose(b *testing.B) {
 }
 
 func TestConformance(t *testing.T) {
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, _ := metrictest.Provider(t)
 	opt := metrics.WithMeterProvider(provider)
 	for _, c := range []conformance.Case{
 		{Name: "calls", Server: func(context.Context) networkservice.NetworkServiceServer { return metrics.NewServer("nse", opt) }},
@@ -259,20 +229,23 @@ func (f *factory) Close(ctx context.Context, conn *networkservice.Connection) (*
 // TestBackgroundCloseIsCounted: a Close from inside the hop (timeout's, orphan's), which enters
 // at begin, ends the connection's count; it is no caller's call, so no Close is counted.
 func TestBackgroundCloseIsCounted(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, reader := metrictest.Provider(t)
 	opt := metrics.WithMeterProvider(provider)
 	f := &factory{}
 	chain := next.NewNetworkServiceServer(metrics.NewServer("nse", opt), begin.NewServer(), metadata.NewServer(),
 		metrics.NewConnectionsServer("nse", opt), f)
 	_, err := chain.Request(t.Context(), request("c1", "blue"))
 	require.NoError(t, err)
-	require.Equal(t, map[string]int64{"nsm.network_service=blue,vwire.hop=nse": 1},
-		collect(t, reader, "vwire.networkservice.server.connections"))
+	live := "vwire.networkservice.server.connections{nsm.network_service=blue,vwire.hop=nse}"
+	calls := "{nsm.network_service=blue,rpc.grpc.status_code=OK,vwire.hop=nse}"
+	want := map[string]int64{
+		live: 1,
+		"vwire.networkservice.server.requests" + calls:         1,
+		"vwire.networkservice.server.request.duration" + calls: 1,
+	}
+	require.Equal(t, want, metrictest.Collect(t, reader))
 
 	require.NoError(t, f.events.Close(t.Context()))
-	require.Equal(t, map[string]int64{"nsm.network_service=blue,vwire.hop=nse": 0},
-		collect(t, reader, "vwire.networkservice.server.connections"))
-	require.Empty(t, collect(t, reader, "vwire.networkservice.server.closes"))
+	want[live] = 0 // and no Close counted
+	require.Equal(t, want, metrictest.Collect(t, reader))
 }

@@ -13,9 +13,6 @@ import (
 
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,6 +22,7 @@ import (
 	"vwire.dev/sdk/pkg/registry/common/memory"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/registry/core/next"
+	"vwire.dev/sdk/pkg/tools/metrictest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -362,26 +360,8 @@ func BenchmarkRegister(b *testing.B) {
 	}
 }
 
-// sizes collects the store's instruments: name{attributes} -> value.
-func sizes(t *testing.T, r *sdkmetric.ManualReader) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, r.Collect(context.Background(), &rm))
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				got[m.Name+"{"+dp.Attributes.Encoded(attribute.DefaultEncoder())+"}"] = dp.Value
-			}
-		}
-	}
-	return got
-}
-
 func TestMetricsReportSizesAndWatches(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	provider, reader := metrictest.Provider(t)
 	remote := serve(t, memory.NewNSE(memory.WithMeterProvider(provider)))
 	services := memory.NewNS(memory.WithMeterProvider(provider))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -402,14 +382,14 @@ func TestMetricsReportSizesAndWatches(t *testing.T) {
 		"vwire.registry.services{}":                               1,
 		"vwire.registry.watches{vwire.registry.record=nse}":       1,
 		"vwire.registry.watches{vwire.registry.record=ns}":        0,
-	}, sizes(t, reader))
+	}, metrictest.Collect(t, reader))
 
 	require.NoError(t, remote.Unregister(ctx, &nse{Name: "nse-v6"}))
 	require.NoError(t, remote.Unregister(ctx, &nse{Name: "nse-unix"}))
 	cancel()
 	require.Error(t, <-done)
 	require.Eventually(t, func() bool {
-		return sizes(t, reader)["vwire.registry.watches{vwire.registry.record=nse}"] == 0
+		return metrictest.Collect(t, reader)["vwire.registry.watches{vwire.registry.record=nse}"] == 0
 	}, 10*time.Second, time.Millisecond, "the watch ended on the server")
 	require.Equal(t, map[string]int64{
 		"vwire.registry.endpoints{nsm.network_service=icmp}":      1,
@@ -417,5 +397,5 @@ func TestMetricsReportSizesAndWatches(t *testing.T) {
 		"vwire.registry.services{}":                               1,
 		"vwire.registry.watches{vwire.registry.record=nse}":       0,
 		"vwire.registry.watches{vwire.registry.record=ns}":        0,
-	}, sizes(t, reader))
+	}, metrictest.Collect(t, reader))
 }
