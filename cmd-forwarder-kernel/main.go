@@ -54,7 +54,6 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
 	"vwire.dev/sdk/pkg/networkservice/common/monitor"
-	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -299,8 +298,8 @@ func run(ctx context.Context, c *config) error {
 	},
 		// One connection for the registration and the endpoint lookups; it comes back quickly to
 		// an nsmgr that restarted, and calls wait for an nsmgr that is starting instead of failing.
-		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))...),
-		register.WithServerOptions(id.ServerOptions()...),
+		register.WithIdentity(id, tokens),
+		register.WithDialOptions(grpc.WithDefaultCallOptions(grpc.WaitForReady(true))),
 		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
 	)
 	if swept != nil {

@@ -43,7 +43,6 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
-	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -162,16 +161,12 @@ func run(ctx context.Context, c *config) error {
 		NetworkServiceNames:  c.ServiceNames,
 		NetworkServiceLabels: map[string]*registry.NetworkServiceLabels{},
 	}
-	opts := []register.Option{
-		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens))...),
-		register.WithServerOptions(id.ServerOptions()...),
-		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
-	}
 	for _, service := range c.ServiceNames {
 		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
-		if c.RegisterService {
-			opts = append(opts, register.WithServices(&registry.NetworkService{Name: service, Payload: string(c.Payload)}))
-		}
+	}
+	opts := []register.Option{register.WithIdentity(id, tokens), register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT")}
+	if c.RegisterService {
+		opts = append(opts, register.WithServices(string(c.Payload)))
 	}
 	if !c.PassSocket {
 		opts = append(opts, register.WithSocketPath())

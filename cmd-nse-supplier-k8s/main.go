@@ -35,7 +35,6 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/spawn"
-	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regadapters "vwire.dev/sdk/pkg/registry/core/adapters"
 	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -116,11 +115,7 @@ func run(ctx context.Context, c *config) error {
 	for _, service := range c.ServiceNames {
 		nse.NetworkServiceLabels[service] = &registry.NetworkServiceLabels{Labels: c.Labels}
 	}
-	opts := []register.Option{
-		register.WithDialOptions(append(id.DialOptions(), regclient.WithTokens(tokens))...),
-		register.WithServerOptions(id.ServerOptions()...),
-		register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT"),
-	}
+	opts := []register.Option{register.WithIdentity(id, tokens), register.WithTimeout(c.RegisterTimeout, "NSM_REGISTER_TIMEOUT")}
 	if !c.PassSocket {
 		opts = append(opts, register.WithSocketPath())
 	}
