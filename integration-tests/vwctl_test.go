@@ -58,7 +58,7 @@ func TestVwctl(t *testing.T) {
 
 	out, code = vwctl(t, dir, "path", ids["nsc-k2wg2k"])
 	require.Zero(t, code)
-	require.Contains(t, out, "every hop asked holds the connection UP")
+	require.Contains(t, out, "every hop that shows the connection holds it UP")
 
 	// forwarder2 dies: the WireGuard vWire of k2wg2k dies with its device, in that process.
 	_, err := mesh(t, dir, "kill", "forwarder2")

@@ -75,17 +75,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.node, "node", "", "the node whose nsmgr vwctl asks (needed when there are several)")
 	fs.StringVar(&o.image, "image", "", "vwctl's image (default: the nsmgr's image, cmd-nsmgr replaced by cmd-vwctl)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long vwctl's pod may take, from its creation to its end")
-	if err := fs.Parse(args); err != nil {
+	own, rest := split(fs, args)
+	if err := fs.Parse(own); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	if fs.NArg() == 0 {
+	if len(rest) == 0 {
 		fmt.Fprintln(stderr, "kubectl-vwire: no vwctl command; use connections, path ID, services, endpoints or check")
 		return 2
 	}
-	o.args = fs.Args()
+	o.args = rest
 
 	loading := clientcmd.NewDefaultClientConfigLoadingRules()
 	loading.ExplicitPath = kubeconfig
@@ -117,6 +118,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return code
+}
+
+// split separates the plugin's own flags (those fs defines, and -h) from vwctl's command, its
+// argument and its flags, which may come in any order: kubectl vwire --node n path ID -o json.
+func split(fs *flag.FlagSet, args []string) (own, rest []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		switch {
+		case !strings.HasPrefix(a, "-") || a == "-" || a == "--":
+			rest = append(rest, a)
+		case name == "h" || name == "help":
+			own = append(own, a)
+		case f == nil:
+			rest = append(rest, a)
+		case hasValue || i+1 == len(args):
+			own = append(own, a)
+		default: // every flag of the plugin takes a value
+			own = append(own, a, args[i+1])
+			i++
+		}
+	}
+	return own, rest
 }
 
 // nsmgrOf returns the nsmgr pod vwctl asks: the one on o.node, or the only one.

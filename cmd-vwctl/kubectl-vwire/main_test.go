@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"testing"
 	"time"
 
@@ -127,6 +128,15 @@ func TestPodOnTheNodesNSMgr(t *testing.T) {
 	require.ErrorContains(t, err, "did not end in time (phase Pending)")
 	require.ErrorContains(t, err, "kubectl describe pod -n nsm-system "+pod.Name)
 	remove(cs, pod)
+}
+
+func TestSplit(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.String("node", "", "")
+	fs.Duration("timeout", 0, "")
+	own, rest := split(fs, []string{"--node", "n1", "path", "ID", "-o", "json", "-timeout=1m", "-h"})
+	require.Equal(t, []string{"--node", "n1", "-timeout=1m", "-h"}, own)
+	require.Equal(t, []string{"path", "ID", "-o", "json"}, rest)
 }
 
 func TestUsage(t *testing.T) {

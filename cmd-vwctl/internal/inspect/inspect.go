@@ -55,7 +55,6 @@ type Connection struct {
 	Expires       time.Time `json:"expires"`
 	Path          []string  `json:"path"`
 	PathIndex     int       `json:"pathIndex"`
-	segmentIDs    []string
 }
 
 // FromAPI flattens c, as the hop at its path index holds it.
@@ -77,7 +76,6 @@ func FromAPI(c *networkservice.Connection) Connection {
 	}
 	for _, seg := range segs {
 		out.Path = append(out.Path, seg.GetName())
-		out.segmentIDs = append(out.segmentIDs, seg.GetId())
 	}
 	if len(segs) > 0 {
 		out.Client = segs[0].GetName()
@@ -260,7 +258,10 @@ func (in *Inspector) findEndpoints(ctx context.Context, u *url.URL, template *re
 const (
 	Missing     = "MISSING"     // the hop answered and does not hold the connection
 	Unreachable = "UNREACHABLE" // the hop could not be asked
-	NotAsked    = "NOT ASKED"   // a client, an endpoint, or a hop before the nsmgr asked
+	NotAsked    = "NOT ASKED"   // a client, or a hop before the nsmgr asked
+	// NotShown is an endpoint that answered without the connection: endpoints need not name
+	// vwctl an operator, so this says nothing of the connection.
+	NotShown = "NOT SHOWN"
 )
 
 // Hop is one hop of a path and what it says of the connection.
@@ -269,7 +270,7 @@ type Hop struct {
 	Name  string `json:"name"`
 	Role  string `json:"role"` // client, nsmgr, forwarder, endpoint
 	URL   string `json:"url,omitempty"`
-	State string `json:"state"` // UP, DOWN, or one of Missing, Unreachable, NotAsked
+	State string `json:"state"` // UP, DOWN, or one of Missing, Unreachable, NotAsked, NotShown
 	// View is the connection as the hop holds it; nil unless the hop holds it.
 	View *Connection `json:"view,omitempty"`
 	// Error says why the hop could not be asked or what it lacks.
@@ -293,9 +294,10 @@ var ErrNotFound = errors.New("no such connection")
 
 // PathOf returns the path of the connection id (the ID the nsmgr lists, or any of its path
 // segments' IDs) with each hop's view. The nsmgr's own hop is asked at its URL; the forwarder
-// after an nsmgr is found, by name, in that nsmgr's registry service (its socket may come by
-// descriptor); the nsmgr of the endpoint's node is at the URL the endpoint registered with, as
-// the registry shows it. Clients, endpoints and hops before the asked nsmgr are not asked.
+// and the endpoint after an nsmgr are found, by name, in that nsmgr's registry service (their
+// sockets may come by descriptor); the nsmgr of the endpoint's node is at the URL the endpoint
+// registered with, as the registry shows it. Clients and hops before the asked nsmgr are not
+// asked.
 func (in *Inspector) PathOf(ctx context.Context, id string) (*Path, error) {
 	conns, err := in.monitor(ctx, in.nsmgr)
 	if err != nil {
@@ -314,18 +316,24 @@ func (in *Inspector) PathOf(ctx context.Context, id string) (*Path, error) {
 	segs := own.GetPath().GetPathSegments()
 	p := &Path{ID: own.GetId(), Service: own.GetNetworkService(), Broken: -1}
 	self := int(own.GetPath().GetIndex())
-	var prevURL *url.URL // the URL of the last nsmgr asked, whose registry knows its forwarders
+	var prevURL *url.URL // the URL of the last nsmgr asked, whose registry knows its node's hops
 	for i, seg := range segs {
 		h := Hop{Index: i, Name: seg.GetName(), Role: role(i, len(segs)), State: NotAsked}
 		var u *url.URL
 		switch {
 		case i == self:
 			u = in.nsmgr
-		case i < self || h.Role == "client" || h.Role == "endpoint":
-		case h.Role == "forwarder" && prevURL != nil:
-			u, err = in.forwarderURL(ctx, prevURL, seg.GetName())
-		case h.Role == "nsmgr":
-			u, err = in.endpointNSMgr(ctx, own.GetNetworkServiceEndpointName())
+		case i < self || h.Role == "client" || (prevURL == nil && h.Role != "nsmgr"):
+		case h.Role == "forwarder":
+			u, err = in.registered(ctx, prevURL, &registry.NetworkServiceEndpoint{Name: h.Name, NetworkServiceNames: []string{forwarderService}}, "its nsmgr")
+		case h.Role == "endpoint":
+			u, err = in.registered(ctx, prevURL, &registry.NetworkServiceEndpoint{Name: h.Name}, "its nsmgr")
+		default: // the nsmgr of the endpoint's node, whose URL the endpoint registered with
+			name := own.GetNetworkServiceEndpointName()
+			u, err = in.registered(ctx, in.registry, &registry.NetworkServiceEndpoint{Name: name}, "the registry")
+			if err != nil {
+				err = fmt.Errorf("the URL of %s is that of its endpoint %s: %w", h.Name, name, err)
+			}
 		}
 		switch {
 		case err != nil:
@@ -352,7 +360,11 @@ func (in *Inspector) ask(ctx context.Context, h *Hop, u *url.URL, segID string) 
 		return
 	}
 	c, ok := conns[segID]
-	if !ok {
+	switch {
+	case !ok && h.Role == "endpoint":
+		h.State = NotShown
+		return
+	case !ok:
 		h.State, h.Error = Missing, fmt.Sprintf("%s does not hold the connection %s (it shows %d connections to this caller)", h.Name, segID, len(conns))
 		return
 	}
@@ -360,32 +372,19 @@ func (in *Inspector) ask(ctx context.Context, h *Hop, u *url.URL, segID string) 
 	h.View, h.State = &v, v.State
 }
 
-// forwarderURL finds the URL of the forwarder name in the registry service of its nsmgr at u.
-func (in *Inspector) forwarderURL(ctx context.Context, nsmgr *url.URL, name string) (*url.URL, error) {
-	found, err := in.findEndpoints(ctx, nsmgr, &registry.NetworkServiceEndpoint{Name: name, NetworkServiceNames: []string{forwarderService}})
+// registered returns the URL of the record template names, as the registry service at reg
+// (called who in errors) has it.
+func (in *Inspector) registered(ctx context.Context, reg *url.URL, template *registry.NetworkServiceEndpoint, who string) (*url.URL, error) {
+	found, err := in.findEndpoints(ctx, reg, template)
 	if err != nil {
-		return nil, fmt.Errorf("find %s in the registry of its nsmgr at %s: %w", name, nsmgr, err)
+		return nil, fmt.Errorf("find %s in the registry of %s at %s: %w", template.GetName(), who, reg, err)
 	}
 	for _, nse := range found {
-		if nse.GetName() == name {
+		if nse.GetName() == template.GetName() {
 			return url.Parse(nse.GetUrl())
 		}
 	}
-	return nil, fmt.Errorf("%s is not registered with its nsmgr at %s: it stopped, or was unregistered as gone", name, nsmgr)
-}
-
-// endpointNSMgr returns the URL the endpoint name registered with, its nsmgr's.
-func (in *Inspector) endpointNSMgr(ctx context.Context, name string) (*url.URL, error) {
-	found, err := in.findEndpoints(ctx, in.registry, &registry.NetworkServiceEndpoint{Name: name})
-	if err != nil {
-		return nil, fmt.Errorf("find the endpoint %s in the registry at %s: %w", name, in.registry, err)
-	}
-	for _, nse := range found {
-		if nse.GetName() == name {
-			return url.Parse(nse.GetUrl())
-		}
-	}
-	return nil, fmt.Errorf("the endpoint %s is not registered at %s, so its nsmgr's URL is unknown", name, in.registry)
+	return nil, fmt.Errorf("%s is not registered with %s at %s: it stopped, or was unregistered as gone", template.GetName(), who, reg)
 }
 
 // role names what the hop at index i of a path of n segments is: a path runs client, nsmgr,

@@ -25,11 +25,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const service = "icmp-responder"
 
 // connect starts an endpoint of the service on node nseNode and a client on node 0 with a
-// connection to it, and returns the connection as the client got it.
-func connect(t *testing.T, mesh *sandbox.Domain, nseNode int) *networkservice.Connection {
+// connection to it, and returns the connection as the client got it, and the endpoint.
+func connect(t *testing.T, mesh *sandbox.Domain, nseNode int) (*networkservice.Connection, *sandbox.Component) {
 	t.Helper()
 	mesh.RegisterService(&registry.NetworkService{Name: service})
-	mesh.Nodes[nseNode].NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}},
+	nse := mesh.Nodes[nseNode].NewEndpoint(&registry.NetworkServiceEndpoint{Name: "nse", NetworkServiceNames: []string{service}},
 		point2pointipam.NewServer(netip.MustParsePrefix("172.16.0.0/16")))
 	nsc := mesh.Nodes[0].NewClient("nsc")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -41,7 +41,7 @@ func connect(t *testing.T, mesh *sandbox.Domain, nseNode int) *networkservice.Co
 		},
 	})
 	require.NoError(t, err)
-	return conn
+	return conn, nse
 }
 
 func ctx(t *testing.T) context.Context {
@@ -52,7 +52,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestConnectionsAsOperator(t *testing.T) {
 	mesh := sandbox.New(t, 1)
-	conn := connect(t, mesh, 0)
+	conn, _ := connect(t, mesh, 0)
 
 	operator := inspect.New(mesh.Nodes[0].NSMgr.URL, nil, mesh.NewIdentity("operator").RegistryDialOptions()...)
 	defer operator.Close()
@@ -82,7 +82,7 @@ func TestConnectionsAsOperator(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	mesh := sandbox.New(t, 1)
-	connect(t, mesh, 0)
+	_, _ = connect(t, mesh, 0)
 	in := inspect.New(mesh.Nodes[0].NSMgr.URL, nil, mesh.NewIdentity("operator").RegistryDialOptions()...)
 	defer in.Close()
 
@@ -115,7 +115,7 @@ func TestUnreachableNSMgr(t *testing.T) {
 // its nsmgrs and forwarders (the sandbox's forwarders name no operator).
 func TestPathAcrossNodes(t *testing.T) {
 	mesh := sandbox.New(t, 2, sandbox.Insecure())
-	conn := connect(t, mesh, 1)
+	conn, _ := connect(t, mesh, 1)
 	in := inspect.New(mesh.Nodes[0].NSMgr.URL, nil, mesh.NewIdentity("vwctl").RegistryDialOptions()...)
 	defer in.Close()
 
@@ -128,7 +128,7 @@ func TestPathAcrossNodes(t *testing.T) {
 		roles, states = append(roles, h.Role), append(states, h.State)
 	}
 	require.Equal(t, []string{"client", "nsmgr", "forwarder", "nsmgr", "forwarder", "endpoint"}, roles)
-	require.Equal(t, []string{inspect.NotAsked, "UP", "UP", "UP", "UP", inspect.NotAsked}, states)
+	require.Equal(t, []string{inspect.NotAsked, "UP", "UP", "UP", "UP", "UP"}, states)
 	require.Equal(t, mesh.Nodes[1].NSMgr.URL.String(), p.Hops[3].URL, "the endpoint's nsmgr, from the endpoint's registration")
 	require.Equal(t, segs[4].GetId(), p.Hops[4].View.ID, "the remote forwarder's own view")
 
@@ -148,4 +148,24 @@ func TestPathAcrossNodes(t *testing.T) {
 	require.Equal(t, "node-1-fwd-0", p.Hops[4].Name)
 	require.Equal(t, inspect.Unreachable, p.Hops[4].State)
 	require.NotEmpty(t, p.Hops[4].Error)
+}
+
+// An endpoint that died is where its path broke, though the hops before it report it DOWN.
+func TestPathToADeadEndpoint(t *testing.T) {
+	mesh := sandbox.New(t, 1, sandbox.Insecure())
+	conn, nse := connect(t, mesh, 0)
+	in := inspect.New(mesh.Nodes[0].NSMgr.URL, nil, mesh.NewIdentity("vwctl").RegistryDialOptions()...)
+	defer in.Close()
+	id := conn.GetPath().GetPathSegments()[1].GetId()
+
+	p, err := in.PathOf(ctx(t), id)
+	require.NoError(t, err)
+	require.Equal(t, -1, p.Broken, "%+v", p.Hops)
+	require.Equal(t, "UP", p.Hops[3].State, "the endpoint's own view")
+
+	nse.Kill()
+	p, err = in.PathOf(ctx(t), id)
+	require.NoError(t, err)
+	require.Equal(t, 3, p.Broken, "%+v", p.Hops)
+	require.Equal(t, inspect.Unreachable, p.Hops[3].State)
 }

@@ -123,7 +123,7 @@ func Path(w io.Writer, f Format, p *inspect.Path) error {
 		return err
 	}
 	if p.Broken < 0 {
-		_, err := fmt.Fprintln(w, "every hop asked holds the connection UP")
+		_, err := fmt.Fprintln(w, "every hop that shows the connection holds it UP")
 		return err
 	}
 	h := p.Hops[p.Broken]
