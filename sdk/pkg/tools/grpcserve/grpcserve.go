@@ -26,8 +26,9 @@
 //
 // ListenAndServe is Serve for a *grpc.Server the caller built, as NSM's programs build theirs.
 //
-// Registered runs the rest of a registered component's life (an endpoint, a forwarder) the same
-// way in every cmd: it is unregistered before it stops answering.
+// Registered runs the rest of a registered component's life (an endpoint, a forwarder): it is
+// unregistered before it stops answering. sdk/pkg/registry/register's Serve, which every cmd that
+// registers uses, is built on it.
 package grpcserve
 
 import (
