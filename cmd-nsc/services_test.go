@@ -170,3 +170,35 @@ func TestSIGHUPWithoutAFile(t *testing.T) {
 	require.Zero(t, nsc.Stop())
 	require.Contains(t, m.next(networkservice.ConnectionEventType_DELETE), conn.GetId())
 }
+
+// FuzzDiff: for any two lists the client would take, closing what diff says is gone and
+// requesting what it says is added leaves exactly the new list, and a URL kept is in neither.
+func FuzzDiff(f *testing.F) {
+	f.Add("kernel://a/x,kernel://b/y", "kernel://a/x,kernel://c/z")
+	f.Add("kernel://a,kernel://b", "kernel://b")
+	f.Add("kernel://a/x?p=1&q=2", "a/x?q=2&p=1")
+	f.Fuzz(func(t *testing.T, before, after string) {
+		var have, want serviceURLs
+		if have.Decode(before) != nil || want.Decode(after) != nil {
+			return
+		}
+		gone, added := diff(have, want)
+		held := map[string]bool{}
+		for _, u := range have {
+			held[u.String()] = true
+		}
+		for _, u := range gone {
+			require.True(t, held[u.String()], "%s is gone but was not held", u)
+			delete(held, u.String())
+		}
+		for _, u := range added {
+			require.False(t, held[u.String()], "%s is added but is held", u)
+			held[u.String()] = true
+		}
+		wanted := map[string]bool{}
+		for _, u := range want {
+			wanted[u.String()] = true
+		}
+		require.Equal(t, wanted, held)
+	})
+}
