@@ -89,11 +89,7 @@ func NewServer(ctx context.Context, fwd netns.NsHandle, opts ...Option) networks
 		metric.WithDescription("Packets the kernel dropped on a vWire's interface in the forwarder"))
 	var reg metric.Registration
 	reg, errs[3] = m.RegisterCallback(s.observe, s.io, s.packets, s.dropped)
-	for _, err := range errs {
-		if err != nil {
-			otel.Handle(err) // what the provider refused is not reported; the chain works on
-		}
-	}
+	metrics.HandleErrors(errs[:]...) // what the provider refused is not reported; the chain works on
 	if reg != nil {
 		context.AfterFunc(ctx, func() { _ = reg.Unregister() })
 	}

@@ -51,11 +51,7 @@ func newHealMetrics(p metric.MeterProvider) *healMetrics {
 	hm.duration, errs[2] = m.Float64Histogram("vwire.heal.duration", metric.WithUnit("s"),
 		metric.WithDescription("From the start of healing to the Request that healed the connection"),
 		metric.WithExplicitBucketBoundaries(healBuckets...))
-	for _, err := range errs {
-		if err != nil {
-			otel.Handle(err)
-		}
-	}
+	metrics.HandleErrors(errs[:]...)
 	return hm
 }
 

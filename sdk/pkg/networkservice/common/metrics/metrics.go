@@ -94,7 +94,7 @@ func newInstruments(side, hop string, opts []Option) *instruments {
 		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	in.closes, err[2] = m.Int64Counter(prefix+"closes", metric.WithUnit("{close}"),
 		metric.WithDescription("Closes of the hop's "+side+" side, by network service and gRPC status code"))
-	handle(err[:]...)
+	HandleErrors(err[:]...)
 	return in
 }
 
@@ -106,9 +106,10 @@ func meter(opts []Option) metric.Meter {
 	return o.provider.Meter(Scope)
 }
 
-// handle passes errors of instrument creation to OpenTelemetry's error handler: the instrument
-// still works, and the provider says what it refused.
-func handle(errs ...error) {
+// HandleErrors passes the errors of making instruments to OpenTelemetry's error handler (its
+// default logs them): an instrument made with an error still works, and the provider's error says
+// what it refused. The other instrumented packages of vwire use it too.
+func HandleErrors(errs ...error) {
 	for _, err := range errs {
 		if err != nil {
 			otel.Handle(err)
@@ -212,7 +213,7 @@ func Code(err error) attribute.KeyValue {
 func NewConnectionsServer(hop string, opts ...Option) networkservice.NetworkServiceServer {
 	live, err := meter(opts).Int64UpDownCounter("vwire.networkservice.server.connections", metric.WithUnit("{connection}"),
 		metric.WithDescription("Connections the hop holds: established by a Request, not closed yet"))
-	handle(err)
+	HandleErrors(err)
 	return &connections{hop: HopKey.String(hop), live: live}
 }
 

@@ -141,7 +141,7 @@ func (s *store[R]) observe(p metric.MeterProvider) {
 	kind := attribute.String("vwire.registry.record", s.schema.kind)
 	watches, err := m.Int64ObservableUpDownCounter("vwire.registry.watches", metric.WithUnit("{watch}"),
 		metric.WithDescription("Finds with watch running on the registry's store, by record kind"))
-	handle(err)
+	metrics.HandleErrors(err)
 	var size metric.Int64ObservableUpDownCounter
 	if s.schema.services == nil {
 		size, err = m.Int64ObservableUpDownCounter("vwire.registry.services", metric.WithUnit("{service}"),
@@ -150,7 +150,7 @@ func (s *store[R]) observe(p metric.MeterProvider) {
 		size, err = m.Int64ObservableUpDownCounter("vwire.registry.endpoints", metric.WithUnit("{endpoint}"),
 			metric.WithDescription("Endpoints registered, by network service (forwarders under forwarder)"))
 	}
-	handle(err)
+	metrics.HandleErrors(err)
 	held := weak.Make(s)
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := held.Value()
@@ -170,16 +170,10 @@ func (s *store[R]) observe(p metric.MeterProvider) {
 		return nil
 	}, watches, size)
 	if err != nil {
-		handle(err)
+		metrics.HandleErrors(err)
 		return
 	}
-	runtime.AddCleanup(s, func(r metric.Registration) { handle(r.Unregister()) }, reg)
-}
-
-func handle(err error) {
-	if err != nil {
-		otel.Handle(err)
-	}
+	runtime.AddCleanup(s, func(r metric.Registration) { metrics.HandleErrors(r.Unregister()) }, reg)
 }
 
 func (s *store[R]) Register(_ context.Context, r R) (R, error) {
