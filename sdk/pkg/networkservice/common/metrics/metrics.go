@@ -4,7 +4,8 @@
 // the process's MeterProvider (otel.GetMeterProvider(), which sdk/pkg/tools/telemetry sets to
 // export over OTLP and Prometheus), or to WithMeterProvider's.
 //
-// Two elements, because no single place in a chain sees both things:
+// Two server elements, because no single place in a chain sees both things (the endpoint chain,
+// and so every nsmgr, forwarder and endpoint, has both):
 //   - NewServer counts calls. It goes first in a server chain, before updatepath, validate, begin
 //     and authorize, so that a Request they refuse counts as an error with their code, and the
 //     duration is what the caller waited at this hop, its turn behind the connection's other
@@ -49,8 +50,8 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/next"
 )
 
-// Scope is the instrumentation scope of the instruments of this package.
-const Scope = "vwire.dev/sdk/pkg/networkservice/common/metrics"
+// scope is the instrumentation scope of the instruments of this package.
+const scope = "vwire.dev/sdk/pkg/networkservice/common/metrics"
 
 // Attribute keys every instrument of the NetworkService API uses.
 const (
@@ -103,7 +104,7 @@ func meter(opts []Option) metric.Meter {
 	for _, opt := range opts {
 		opt(o)
 	}
-	return o.provider.Meter(Scope)
+	return o.provider.Meter(scope)
 }
 
 // HandleErrors passes the errors of making instruments to OpenTelemetry's error handler (its
