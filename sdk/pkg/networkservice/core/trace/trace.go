@@ -14,7 +14,8 @@
 // status; each element it passed through on its way out has vwire.error.origin=false and the
 // status "passed on: ...". An element that returns what the rest of its chain, or the next hop
 // over gRPC (PassedOn, called by sdk/pkg/tools/telemetry's client interceptor), returned to it,
-// or wraps it with %w, passed it on; any other error is its own. The registry's chains
+// wraps it with %w, or repeats its message within its own (a status of the same code, annotated),
+// passed it on; any other error is its own. The registry's chains
 // (sdk/pkg/registry/core/next) use the same Step.
 package trace
 
@@ -31,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -120,7 +122,7 @@ func (s *Step) Changed(what string, before, after proto.Message) {
 // End ends the step with the element's result.
 func (s *Step) End(err error) {
 	if err != nil {
-		origin := s.passed == nil || !errors.Is(err, s.passed)
+		origin := !passedOn(err, s.passed)
 		s.span.SetAttributes(OriginKey.Bool(origin))
 		if origin {
 			s.span.RecordError(err)
@@ -133,6 +135,16 @@ func (s *Step) End(err error) {
 		}
 	}
 	s.span.End()
+}
+
+// passedOn reports whether err is the error got (or repeats it): got returned as it came, wrapped
+// with %w, or its message within err's, as an element that annotates the next hop's status does.
+func passedOn(err, got error) bool {
+	if got == nil {
+		return false
+	}
+	msg := status.Convert(got).Message()
+	return errors.Is(err, got) || (msg != "" && strings.Contains(err.Error(), msg))
 }
 
 // NewNetworkServiceServer wraps s with tracing.

@@ -14,6 +14,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/core/adapters"
@@ -108,11 +110,25 @@ func TestDiff(t *testing.T) {
 	require.Empty(t, trace.Diff(a, a))
 }
 
-// wrapper passes the rest of the chain's error on, wrapped; replacer makes an error of its own.
+// wrapper passes the rest of the chain's error on, wrapped; annotator, as a status of its own
+// that repeats it; replacer makes an error of its own.
 type (
-	wrapper  struct{}
-	replacer struct{}
+	wrapper   struct{}
+	annotator struct{}
+	replacer  struct{}
 )
+
+func (annotator) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	conn, err := next.Server(ctx).Request(ctx, req)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "annotator: next hop x: %s", status.Convert(err).Message())
+	}
+	return conn, nil
+}
+
+func (annotator) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+	return next.Server(ctx).Close(ctx, conn)
+}
 
 func (wrapper) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
 	conn, err := next.Server(ctx).Request(ctx, req)
@@ -150,24 +166,28 @@ func TestErrorMarksItsOrigin(t *testing.T) {
 
 	var out bytes.Buffer
 	ctx := log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	origin := func() map[string]string {
-		marks := map[string]string{}
+	origin := func() map[string][]string { // the marks of the spans of each name, innermost first
+		marks := map[string][]string{}
 		for _, s := range spans.Ended() {
 			for _, a := range s.Attributes() {
 				if a.Key == trace.OriginKey {
-					marks[s.Name()] = a.Value.Emit() + " " + s.Status().Description
+					marks[s.Name()] = append(marks[s.Name()], a.Value.Emit()+" "+s.Status().Description)
 				}
 			}
 		}
 		return marks
 	}
 
-	_, err := chain.NewNetworkServiceServer(labeler{}, wrapper{}, inject.NewServer(errors.New("no capacity"))).
+	_, err := chain.NewNetworkServiceServer(labeler{}, annotator{}, wrapper{}, inject.NewServer(status.Error(codes.Unavailable, "no capacity"))).
 		Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-1"}})
-	require.EqualError(t, err, "wrapper: no capacity")
-	require.Equal(t, map[string]string{
-		"inject.Request":     "true no capacity",
-		"trace_test.Request": "false passed on: wrapper: no capacity", // labeler and wrapper share the test's package
+	require.EqualError(t, err, "rpc error: code = Unavailable desc = annotator: next hop x: wrapper: rpc error: code = Unavailable desc = no capacity")
+	require.Equal(t, map[string][]string{
+		"inject.Request": {"true rpc error: code = Unavailable desc = no capacity"},
+		"trace_test.Request": { // wrapper, annotator, labeler
+			"false passed on: wrapper: rpc error: code = Unavailable desc = no capacity",
+			"false passed on: " + err.Error(),
+			"false passed on: " + err.Error(),
+		},
 	}, origin())
 	require.Empty(t, out.String(), "no change lines below TRACE")
 
@@ -176,7 +196,7 @@ func TestErrorMarksItsOrigin(t *testing.T) {
 	_, err = chain.NewNetworkServiceServer(replacer{}, inject.NewServer(errors.New("no capacity"))).
 		Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-2"}})
 	require.EqualError(t, err, "replacer: no luck")
-	require.Equal(t, map[string]string{"inject.Request": "true no capacity", "trace_test.Request": "true replacer: no luck"}, origin(),
+	require.Equal(t, map[string][]string{"inject.Request": {"true no capacity"}, "trace_test.Request": {"true replacer: no luck"}}, origin(),
 		"an element that replaces the error it got is where its own began")
 
 	spans = tracetest.NewSpanRecorder()
