@@ -38,6 +38,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
+	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 
@@ -71,7 +72,7 @@ commands:
 identity (as every vwire component; exactly one): SPIFFE_ENDPOINT_SOCKET (a SPIRE agent),
 NSM_IDENTITY_DIR (SVID files), NSM_INSECURE=true; with none, $VWIRE_DEMO_DIR/id/vwctl if it
 exists (the local mesh's). The nsmgrs and forwarders show every connection only to the SPIFFE
-IDs in their NSM_MONITOR_OPERATORS.
+IDs in their NSM_MONITOR_OPERATORS. NSM_LOG_LEVEL (default WARN) sets what vwctl logs to stderr.
 
 flags (each also read from the variable named):
 `
@@ -108,10 +109,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	str(&c.output, "o", "VWCTL_OUTPUT", "output: table or json")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "how long the whole command may take")
 
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout) // asked for, the usage is the output
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
 			return 0
 		}
 		return 2
@@ -157,8 +161,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	// Only warnings: the identity's "loaded" line is not for an operator's terminal.
-	ctx = log.WithLogger(ctx, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	// Warnings by default: the identity's "loaded" line is not for an operator's terminal.
+	level := envconfig.Level(slog.LevelWarn)
+	if v := getenv("NSM_LOG_LEVEL"); v != "" {
+		if err := level.Decode(v); err != nil {
+			fmt.Fprintf(stderr, "vwctl: NSM_LOG_LEVEL=%s: %v\n", v, err)
+			return 2
+		}
+	}
+	ctx = log.WithLogger(ctx, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.Level(level)})))
 	dialOpts, closeID, err := identity(ctx, getenv, demo)
 	if err != nil {
 		fmt.Fprintf(stderr, "vwctl: identity: %v (on the local mesh: %s, which mesh.sh writes)\n", err, filepath.Join(demo, "id", "vwctl"))

@@ -66,6 +66,12 @@ func TestBadUsage(t *testing.T) {
 	}
 }
 
+func TestBadLogLevel(t *testing.T) {
+	_, errs, code := vwctl(map[string]string{"NSM_INSECURE": "true", "NSM_LOG_LEVEL": "LOUD"}, "connections")
+	require.Equal(t, 2, code)
+	require.Contains(t, errs, "NSM_LOG_LEVEL=LOUD")
+}
+
 func TestErrorsSayWhatToSet(t *testing.T) {
 	dir, err := os.MkdirTemp("", "vw")
 	require.NoError(t, err)
