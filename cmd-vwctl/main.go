@@ -114,20 +114,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			fs.SetOutput(stdout) // asked for, the usage is the output
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	// Flags may come before, between and after the command and its argument.
+	var words []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
 		}
-		return 2
+		if fs.NArg() == 0 {
+			break
+		}
+		words, rest = append(words, fs.Arg(0)), fs.Args()[1:]
 	}
-	if fs.NArg() == 0 {
+	if len(words) == 0 {
 		fmt.Fprintln(stderr, "vwctl: no command; use connections, path ID, services, endpoints or check (vwctl -h)")
 		return 2
 	}
-	cmd := fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil { // flags may follow the command too
-		return 2
-	}
+	cmd, cmdArgs := words[0], words[1:]
 	format, err := render.ParseFormat(c.output)
 	if err != nil {
 		fmt.Fprintf(stderr, "vwctl: %v\n", err)
@@ -139,11 +144,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case !ok:
 		fmt.Fprintf(stderr, "vwctl: unknown command %q; use connections, path ID, services, endpoints or check (vwctl -h)\n", cmd)
 		return 2
-	case fs.NArg() != n && cmd == "path":
+	case len(cmdArgs) != n && cmd == "path":
 		fmt.Fprintln(stderr, "vwctl: path takes one connection ID (vwctl connections lists them)")
 		return 2
-	case fs.NArg() != n:
-		fmt.Fprintf(stderr, "vwctl: %s takes no argument, got %q\n", cmd, fs.Args())
+	case len(cmdArgs) != n:
+		fmt.Fprintf(stderr, "vwctl: %s takes no argument, got %q\n", cmd, cmdArgs)
 		return 2
 	}
 	nsmgr, err := parseURL(c.nsmgr, "-nsmgr", "VWCTL_NSMGR")
@@ -179,7 +184,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	in := inspect.New(nsmgr, reg, dialOpts...)
 	defer in.Close()
 
-	code, err := execute(ctx, in, cmd, fs.Args(), format, stdout)
+	code, err := execute(ctx, in, cmd, cmdArgs, format, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "vwctl: %s\n", explain(err))
 		return 1

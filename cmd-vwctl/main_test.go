@@ -115,6 +115,14 @@ func TestConnectionsOfASandbox(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &conns))
 	require.Equal(t, []struct{ Client, Service, Endpoint, State string }{{"nsc", "svc", "nse", "UP"}}, conns)
 
+	out, _, code = vwctl(env, "-o", "json", "connections")
+	require.Zero(t, code)
+	var ids []struct{ ID string }
+	require.NoError(t, json.Unmarshal([]byte(out), &ids))
+	out, errs, code = vwctl(env, "path", ids[0].ID, "-o", "json") // a flag after the argument
+	require.Zero(t, code, errs)
+	require.True(t, json.Valid([]byte(out)), out)
+
 	out, _, code = vwctl(env, "services")
 	require.Zero(t, code)
 	require.True(t, strings.HasPrefix(out, "NAME"))

@@ -242,11 +242,14 @@ func (in *Inspector) findEndpoints(ctx context.Context, u *url.URL, template *re
 		return nil, err
 	}
 	var out []*registry.NetworkServiceEndpoint
-	find := regnext.Chain(regrecvfd.NewClient(in.sockets), adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc)))
+	find := adapters.NSEClient(registry.NewNetworkServiceEndpointRegistryClient(cc))
+	if u.Scheme == "unix" { // descriptors travel over unix sockets only
+		find = regnext.Chain(regrecvfd.NewClient(in.sockets), find)
+	}
 	err = find.Find(ctx, &regnext.Query[*registry.NetworkServiceEndpoint]{Record: template},
 		func(ev *regnext.Event[*registry.NetworkServiceEndpoint]) error {
-			if fdpass.IsURL(ev.Record.GetUrl()) {
-				in.passed = append(in.passed, ev.Record.GetUrl())
+			if u := ev.Record.GetUrl(); fdpass.IsURL(u) && in.sockets.Get(u) != nil {
+				in.passed = append(in.passed, u)
 			}
 			out = append(out, ev.Record)
 			return nil
@@ -258,7 +261,7 @@ func (in *Inspector) findEndpoints(ctx context.Context, u *url.URL, template *re
 const (
 	Missing     = "MISSING"     // the hop answered and does not hold the connection
 	Unreachable = "UNREACHABLE" // the hop could not be asked
-	NotAsked    = "NOT ASKED"   // a client, or a hop before the nsmgr asked
+	NotAsked    = "NOT ASKED"   // a client, a hop before the nsmgr asked, or one reachable only on another node
 	// NotShown is an endpoint that answered without the connection: endpoints need not name
 	// vwctl an operator, so this says nothing of the connection.
 	NotShown = "NOT SHOWN"
@@ -335,7 +338,11 @@ func (in *Inspector) PathOf(ctx context.Context, id string) (*Path, error) {
 				err = fmt.Errorf("the URL of %s is that of its endpoint %s: %w", h.Name, name, err)
 			}
 		}
+		var elsewhere *elsewhereError
 		switch {
+		case errors.As(err, &elsewhere):
+			h.Error = err.Error() // not asked: no break here
+			err = nil
 		case err != nil:
 			h.State, h.Error = Unreachable, err.Error()
 			err = nil
@@ -380,11 +387,26 @@ func (in *Inspector) registered(ctx context.Context, reg *url.URL, template *reg
 		return nil, fmt.Errorf("find %s in the registry of %s at %s: %w", template.GetName(), who, reg, err)
 	}
 	for _, nse := range found {
-		if nse.GetName() == template.GetName() {
-			return url.Parse(nse.GetUrl())
+		if nse.GetName() != template.GetName() {
+			continue
 		}
+		if u := nse.GetUrl(); fdpass.IsURL(u) && in.sockets.Get(u) == nil {
+			return nil, &elsewhereError{name: nse.GetName(), nsmgr: reg}
+		}
+		return url.Parse(nse.GetUrl())
 	}
 	return nil, fmt.Errorf("%s is not registered with %s at %s: it stopped, or was unregistered as gone", template.GetName(), who, reg)
+}
+
+// elsewhereError says that a hop is reachable only on its own node: it registered its socket by
+// descriptor with an nsmgr reached over TCP, over which no descriptor travels.
+type elsewhereError struct {
+	name  string
+	nsmgr *url.URL
+}
+
+func (e *elsewhereError) Error() string {
+	return fmt.Sprintf("%s is reachable only on its node (its nsmgr at %s holds its socket): run vwctl path there, with -nsmgr set to that nsmgr's unix socket (kubectl vwire --node <its node> path <ID>)", e.name, e.nsmgr)
 }
 
 // role names what the hop at index i of a path of n segments is: a path runs client, nsmgr,

@@ -122,6 +122,11 @@ func Path(w io.Writer, f Format, p *inspect.Path) error {
 	if err := table(w, []string{"#", "HOP", "ROLE", "STATE", "MECHANISM", "INTERFACE", "URL"}, rows, "(no hops)"); err != nil {
 		return err
 	}
+	for _, h := range p.Hops {
+		if h.Error != "" && h.Index != p.Broken {
+			fmt.Fprintf(w, "hop %d, %s: %s\n", h.Index, h.Name, h.Error)
+		}
+	}
 	if p.Broken < 0 {
 		_, err := fmt.Fprintln(w, "every hop that shows the connection holds it UP")
 		return err
