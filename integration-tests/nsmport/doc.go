@@ -3,7 +3,9 @@
 // IPAM, an endpoint with options, serving, registration with refresh), and each ported to vwire
 // (testdata/nsm and testdata/vwire). Its tests build and vet the ports in the workspace, count
 // the lines each port changed beyond its imports (at most MaxChangedLines), and check that every
-// one of those lines, before and after, is in MIGRATING.md. The NSM programs are not built:
+// one of those lines, before and after, is in MIGRATING.md; and they run the ports with
+// identities from a real SPIRE agent (the programs of `make spire-bins`), the endpoint
+// registered through cmd-nsmgr, the client connected to it. The NSM programs are not built:
 // vwire never imports NSM's sdk.
 package nsmport
 

@@ -55,7 +55,9 @@ func TestThePortsChangeLittleAndSaySo(t *testing.T) {
 			}
 			t.Logf("%s: %d of %d body lines changed, in %d places", p, changed, len(nsmBody), len(hunks))
 			require.LessOrEqual(t, changed, MaxChangedLines, "the port of %s changes too much", p)
-			require.Contains(t, string(guide), fmt.Sprintf("%d of %d", changed, len(nsmBody)), "MIGRATING.md's count for %s", p)
+			if count := fmt.Sprintf("%d of %d", changed, len(nsmBody)); !strings.Contains(string(guide), count) {
+				t.Errorf("MIGRATING.md does not give the count of %s: %s", p, count)
+			}
 			for _, h := range hunks {
 				for _, l := range append(slices.Clone(h.removed), h.added...) {
 					if l = strings.TrimSpace(l); l != "" && !strings.Contains(string(guide), l) {

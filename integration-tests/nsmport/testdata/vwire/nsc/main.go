@@ -40,7 +40,6 @@ import (
 	"vwire.dev/sdk/pkg/tools/nsurl"
 	"vwire.dev/sdk/pkg/tools/spiffejwt"
 	"vwire.dev/sdk/pkg/tools/telemetry"
-	"vwire.dev/sdk/pkg/tools/token"
 )
 
 // Config is read from NSM_* variables.
@@ -79,7 +78,6 @@ func main() {
 		grpcfd.WithChainUnaryInterceptor(),
 		grpc.WithDefaultCallOptions(
 			grpc.WaitForReady(true),
-			grpc.PerRPCCredentials(token.NewPerRPCCredentials(spiffejwt.TokenGeneratorFunc(source, c.MaxTokenLifetime))),
 		),
 		grpc.WithTransportCredentials(grpcfd.TransportCredentials(credentials.NewTLS(tlsClientConfig))),
 	)
@@ -87,6 +85,7 @@ func main() {
 	nsmClient := client.NewClient(ctx,
 		client.WithClientURL(&c.ConnectTo),
 		client.WithName(c.Name),
+		client.WithTokenGenerator(spiffejwt.TokenGeneratorFunc(source, c.MaxTokenLifetime)),
 		client.WithAdditionalFunctionality(
 			clientinfo.NewClient(),
 			mechanisms.NewClient(map[string]networkservice.NetworkServiceClient{
