@@ -6,7 +6,7 @@ PACKAGES = $(shell $(GO) list -m -f '{{.Path}}/...')
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all lint test bench fuzz demo demo-down kube-bins spire-bins images cluster-bins cluster-up cluster-down examples
+.PHONY: all lint test bench fuzz demo demo-down kube-bins spire-bins jaeger-bin images cluster-bins cluster-up cluster-down examples
 
 # Programs the tests run that are not ours (kube-apiserver, etcd), built from the Go module proxy
 # into .build/bin (never in git). Each comes from a module of its own under tools/, outside
@@ -28,7 +28,7 @@ lint:
 # Then the examples of deployments-k8s on a real cluster, one suite at a time after the rest:
 # only one cluster fits on a machine. The tests built with `!race` (a race inside a library, named
 # in each file) run without the race detector.
-test: kube-bins cluster-bins spire-bins
+test: kube-bins cluster-bins spire-bins jaeger-bin
 	$(GO) test -race -count=1 -timeout 30m $(PACKAGES)
 	$(GO) test -count=1 -run '^TestInteropWithNSMsNsmgr$$' ./sdk/pkg/networkservice/common/mechanisms/sendfd
 	$(MAKE) examples
@@ -65,6 +65,12 @@ spire-bins:
 	  -o $(BUILD)/bin/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
 	cd tools/spire-controller-manager && GOWORK=off CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' \
 	  -o $(BUILD)/bin/spire-controller-manager github.com/spiffe/spire-controller-manager/cmd
+
+# Jaeger v2 (tools/jaeger, github.com/jaegertracing/jaeger v1.75.0's cmd/jaeger), the tracing
+# backend integration-tests' TestTracingInJaeger runs; about 10 minutes cold on two cores.
+jaeger-bin:
+	@mkdir -p $(BUILD)/bin
+	cd tools/jaeger && GOWORK=off CGO_ENABLED=0 $(GO) build -o $(BUILD)/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 # The rest of a single-node cluster (integration-tests/cluster): control plane, kubelet,
 # kube-proxy, kubectl, containerd and runc, the CNI plugins (in .build/bin/cni), CoreDNS and the
