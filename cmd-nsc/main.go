@@ -133,7 +133,9 @@ func (s serviceURLs) String() string {
 
 const about = `cmd-nsc: a Network Service Mesh client. It asks NSM_CONNECT_TO (the node's nsmgr) for each
 network service of NSM_NETWORK_SERVICES, a KERNEL interface in this process's network namespace
-each, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then closes them.`
+each, keeps the connections (refreshed, healed) until SIGINT or SIGTERM, then closes them.
+With NSM_NETWORK_SERVICES_FILE the list may change while it runs: at SIGHUP and when the file
+changes, it connects the services added and closes those removed, leaving the others alone.`
 
 func main() {
 	waitMain() // cmd-nsc wait: runs and exits there (wait.go)
