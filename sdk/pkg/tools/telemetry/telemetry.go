@@ -376,24 +376,35 @@ func (t *Telemetry) stopServing() {
 	}
 }
 
+// Flush exports the spans recorded and not yet sent; ctx bounds it.
+func (t *Telemetry) Flush(ctx context.Context) error {
+	if t.traces == nil {
+		return nil
+	}
+	return t.traces.ForceFlush(ctx)
+}
+
 // Shutdown exports what is recorded and not yet sent, stops the Prometheus endpoint, and puts
-// OpenTelemetry's no-op providers back; ctx bounds the export.
+// OpenTelemetry's no-op providers back; ctx bounds the export. A second Shutdown does nothing.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
 	var errs []error
 	if t.traces != nil {
 		tracing.Store(false)
 		errs = append(errs, t.traces.Shutdown(ctx))
 		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		t.traces = nil
 	}
 	if t.metrics != nil {
 		errs = append(errs, t.metrics.Shutdown(ctx))
 		otel.SetMeterProvider(metricnoop.NewMeterProvider())
+		t.metrics = nil
 	}
 	if t.server != nil {
 		errs = append(errs, t.server.Shutdown(ctx))
 		if err := <-t.served; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+		t.server = nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("telemetry: shutdown: %w", err)

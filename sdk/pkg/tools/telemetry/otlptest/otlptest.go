@@ -36,6 +36,8 @@ type Receiver struct {
 	addr    string
 	mu      sync.Mutex
 	spans   []Span
+	count   int           // spans received, kept or not
+	discard bool          // count spans without keeping them (benchmarks)
 	changed chan struct{} // closed and replaced whenever spans arrive
 }
 
@@ -58,6 +60,21 @@ func StartUnix(t testing.TB, path string) *Receiver {
 		t.Fatalf("otlptest: listen: %v", err)
 	}
 	return serve(t, lis, "unix://"+path)
+}
+
+// StartDiscarding serves a collector on 127.0.0.1 that counts the spans it receives and keeps
+// none: a benchmark's exports cost what they cost, without the receiver's memory growing.
+func StartDiscarding(t testing.TB) *Receiver {
+	r := Start(t)
+	r.discard = true
+	return r
+}
+
+// Count is how many spans arrived.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
 }
 
 func serve(t testing.TB, lis net.Listener, addr string) *Receiver {
@@ -111,6 +128,21 @@ type traces struct {
 }
 
 func (s traces) Export(_ context.Context, req *colltrace.ExportTraceServiceRequest) (*colltrace.ExportTraceServiceResponse, error) {
+	s.r.mu.Lock()
+	discard := s.r.discard
+	s.r.mu.Unlock()
+	if discard {
+		n := 0
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				n += len(ss.GetSpans())
+			}
+		}
+		s.r.mu.Lock()
+		s.r.count += n
+		s.r.mu.Unlock()
+		return &colltrace.ExportTraceServiceResponse{}, nil
+	}
 	var got []Span
 	for _, rs := range req.GetResourceSpans() {
 		resource := attrs(rs.GetResource().GetAttributes())
@@ -131,6 +163,7 @@ func (s traces) Export(_ context.Context, req *colltrace.ExportTraceServiceReque
 		}
 	}
 	s.r.mu.Lock()
+	s.r.count += len(got)
 	s.r.spans = append(s.r.spans, got...)
 	close(s.r.changed)
 	s.r.changed = make(chan struct{})
