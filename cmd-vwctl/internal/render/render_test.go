@@ -26,7 +26,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from what the
 
 // now is when the inputs of testdata were captured on the local mesh (`vwctl -o json ...`):
 // times are shown relative to it.
-var now = time.Date(2026, 12, 7, 21, 51, 42, 0, time.UTC)
+var now = time.Date(2026, 12, 7, 22, 11, 27, 0, time.UTC)
 
 // golden compares got with testdata/name.golden, or rewrites it with -update.
 func golden(t *testing.T, name string, got []byte) {
@@ -81,7 +81,7 @@ func TestConnections(t *testing.T) {
 }
 
 func TestPath(t *testing.T) {
-	for _, name := range []string{"path-up", "path-broken"} {
+	for _, name := range []string{"path-up", "path-broken", "path-k8s"} {
 		var p inspect.Path
 		input(t, name, &p)
 		both(t, name, func(w *bytes.Buffer, f render.Format) error { return render.Path(w, f, &p) })
