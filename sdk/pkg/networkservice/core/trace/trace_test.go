@@ -171,7 +171,7 @@ func TestErrorMarksItsOrigin(t *testing.T) {
 		for _, s := range spans.Ended() {
 			for _, a := range s.Attributes() {
 				if a.Key == trace.OriginKey {
-					marks[s.Name()] = append(marks[s.Name()], a.Value.Emit()+" "+s.Status().Description)
+					marks[s.Name()] = append(marks[s.Name()], a.Value.String()+" "+s.Status().Description)
 				}
 			}
 		}

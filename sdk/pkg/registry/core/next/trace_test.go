@@ -53,7 +53,7 @@ func TestTracedChain(t *testing.T) {
 			case "vwire.id":
 				v.id = a.Value.AsString()
 			case trace.OriginKey:
-				v.origin = a.Value.Emit()
+				v.origin = a.Value.String()
 			}
 		}
 		all = append(all, v)
