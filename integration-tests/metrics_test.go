@@ -109,6 +109,27 @@ func TestMetricsOnTheLocalMesh(t *testing.T) {
 	t.Logf("scraped %d processes; nsmgr-1 counted %d Requests for metrics-test-none as %s and %d Closes as NOT_FOUND; "+
 		"forwarder-1's k2k end facing the client: %d pings, +%d packets and +%d bytes each way (%v before)",
 		len(at), n, code, n, n, n, n*frame, before)
+
+	// The k2k endpoint dies and the path heals to its spare, k2k-2: the hop of the path that
+	// noticed (the client, nsmgr-1 or forwarder-1) counts the heal and, once healed, its duration.
+	_, err = mesh(t, dir, "kill", "nse-k2k")
+	require.NoError(t, err)
+	k2k := is("nsm_network_service", "icmp-k2k")
+	// Each hop may heal (and reselect, closing its old path downstream first): the path is whole
+	// again once every heal that began has ended, the spare holds the connection and nsmgr-1 one.
+	var heals, healed float64
+	require.Eventually(t, func() bool {
+		heals, healed = 0, 0
+		for _, p := range []string{"nsc-k2k", "nsmgr1", "forwarder1"} {
+			m := scrape(t, at[p])
+			heals += m.total("vwire_heal_starts_total", k2k)
+			healed += m.total("vwire_heal_duration_seconds_count", k2k)
+		}
+		return heals >= 1 && healed == heals &&
+			scrape(t, at["nse-k2k-2"]).total("vwire_networkservice_server_connections", k2k) == 1 &&
+			scrape(t, at["nsmgr1"]).total("vwire_networkservice_server_connections", is("vwire_hop", "nsmgr-1"), k2k) == 1
+	}, time.Minute, 100*time.Millisecond, "the path of k2k healed to the spare endpoint")
+	t.Logf("after nse-k2k was killed: %v heals begun and ended on the path of k2k (client, nsmgr-1, forwarder-1)", heals)
 }
 
 // callNsmgr1 sends nsmgr-1, as a workload of the mesh (an SVID of its trust domain, its tokens),
@@ -217,16 +238,31 @@ func is(name, value string) label { return label{name, value} }
 // (a histogram's _count and _sum under those names), failing when there is not exactly one.
 func (s scraped) value(t *testing.T, name string, labels ...label) float64 {
 	t.Helper()
+	found := s.samples(name, labels)
+	require.Len(t, found, 1, "%s with %v: %d samples among %d families", name, labels, len(found), len(s))
+	return found[0]
+}
+
+// total returns the sum of the samples of the family name that carry every label: 0 for a
+// family the process has not recorded yet.
+func (s scraped) total(name string, labels ...label) float64 {
+	sum := 0.0
+	for _, v := range s.samples(name, labels) {
+		sum += v
+	}
+	return sum
+}
+
+// samples returns the values of the samples of the family name that carry every label.
+func (s scraped) samples(name string, labels []label) []float64 {
 	family, suffix := name, ""
 	for _, sfx := range []string{"_count", "_sum"} {
 		if f, ok := s[strings.TrimSuffix(name, sfx)]; ok && strings.HasSuffix(name, sfx) && f.GetType() == dto.MetricType_HISTOGRAM {
 			family, suffix = strings.TrimSuffix(name, sfx), sfx
 		}
 	}
-	f, ok := s[family]
-	require.True(t, ok, "no metric %s among %d", family, len(s))
 	var found []float64
-	for _, m := range f.GetMetric() {
+	for _, m := range s[family].GetMetric() {
 		if !carries(m, labels) {
 			continue
 		}
@@ -241,8 +277,7 @@ func (s scraped) value(t *testing.T, name string, labels ...label) float64 {
 			found = append(found, m.GetHistogram().GetSampleSum())
 		}
 	}
-	require.Len(t, found, 1, "%s with %v: %d samples", name, labels, len(found))
-	return found[0]
+	return found
 }
 
 func carries(m *dto.Metric, labels []label) bool {
