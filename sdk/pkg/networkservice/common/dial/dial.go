@@ -174,7 +174,8 @@ var boundedMessages = grpc.WithDefaultCallOptions(
 
 // WithDialOptions adds gRPC dial options, applied after the defaults (insecure transport
 // credentials that pass files over unix sockets, fdpass.Credentials; fast reconnects, fixed
-// flow-control windows, messages of at most validate.MaxMessageBytes), so a grpc.WithTransportCredentials here replaces the first: pass TLS
+// flow-control windows, messages of at most validate.MaxMessageBytes; while traces are exported,
+// telemetry.DialOptions, which carry the trace to the next hop), so a grpc.WithTransportCredentials here replaces the first: pass TLS
 // this way, wrapped in fdpass.Credentials to keep passing files.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(o *options) { o.dialOptions = append(o.dialOptions, opts...) }
