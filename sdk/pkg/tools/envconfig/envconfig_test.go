@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -12,12 +14,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel"
 	"go.uber.org/goleak"
 
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/envconfig/cmdtest"
 	"vwire.dev/sdk/pkg/tools/log"
+	"vwire.dev/sdk/pkg/tools/telemetry/otlptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -439,4 +443,40 @@ func FuzzAliases(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestExecuteSetsTelemetryUp: with a collector set, Run's chains are traced and its spans reach
+// the collector once the command stops; a collector or Prometheus address that is wrong stops
+// the command with one line, before Run.
+func TestExecuteSetsTelemetryUp(t *testing.T) {
+	defaultLogger := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(defaultLogger) })
+	collector := otlptest.Start(t)
+	setenv(t, "NSM_OPEN_TELEMETRY_ENDPOINT="+collector.Endpoint())
+	var stderr bytes.Buffer
+	code := command(&config{}, func(ctx context.Context) error {
+		require.True(t, trace.Enabled(), "chains built in Run are traced")
+		_, span := otel.Tracer("test").Start(ctx, "run")
+		span.End()
+		return nil
+	}).Execute(context.Background(), nil, io.Discard, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	require.False(t, trace.Enabled())
+	require.Len(t, collector.Spans(), 1, "the span was sent when the command stopped")
+	require.Equal(t, "cmd-test", collector.Spans()[0].Service)
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	for _, tc := range []struct{ env, want string }{
+		{"NSM_OPEN_TELEMETRY_ENDPOINT=collector", `cmd-test: NSM_OPEN_TELEMETRY_ENDPOINT: "collector": want host:port, as in otel-collector.observability.svc.cluster.local:4317: address collector: missing port in address` + "\n"},
+		{"NSM_PROMETHEUS_LISTEN_ON=" + taken.Addr().String(), "cmd-test: telemetry: NSM_PROMETHEUS_LISTEN_ON=\"" + taken.Addr().String() + "\": listen tcp " + taken.Addr().String() + ": bind: address already in use; set another host:port, or PROMETHEUS=false\n"},
+	} {
+		setenv(t, tc.env, "PROMETHEUS=true")
+		stderr.Reset()
+		code := command(&config{}, func(context.Context) error { t.Fatal("Run ran"); return nil }).
+			Execute(context.Background(), nil, io.Discard, &stderr)
+		require.Equal(t, 1, code)
+		require.Equal(t, tc.want, stderr.String())
+	}
 }
