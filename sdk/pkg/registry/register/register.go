@@ -179,6 +179,7 @@ func (r *Registration) Record() *registry.NetworkServiceEndpoint { return r.reco
 
 // Stop unregisters the endpoint, waiting at most the timeout (with the values of Start's
 // context, even once it ended), ends the background work, and closes the connection Start made.
+// It is called once.
 func (r *Registration) Stop() error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.limit.Value)
 	defer cancel()
