@@ -45,13 +45,20 @@ func (labeler) Close(ctx context.Context, conn *networkservice.Connection) (*emp
 	return next.Server(ctx).Close(ctx, conn)
 }
 
-func TestTracedChainLogsChangesAndRecordsSpans(t *testing.T) {
+// record installs a TracerProvider whose spans it records, and turns tracing on (spans, and
+// change lines or not) until the test ends.
+func record(t *testing.T, changes bool) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
 	spans := tracetest.NewSpanRecorder()
 	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	otel.SetTracerProvider(provider)
 	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
-	trace.Enable(true)
+	trace.Configure(true, changes)
 	t.Cleanup(func() { trace.Enable(false) })
+	return provider, spans
+}
+
+func TestTracedChainLogsChangesAndRecordsSpans(t *testing.T) {
+	_, spans := record(t, true)
 
 	fail := inject.NewServer(nil)
 	server := chain.NewNetworkServiceServer(labeler{}, fail)
@@ -157,12 +164,7 @@ func (replacer) Close(ctx context.Context, conn *networkservice.Connection) (*em
 // through say they passed it on, whether they returned it as it came or wrapped it. Spans alone
 // (traces exported, not TRACE) write no log line.
 func TestErrorMarksItsOrigin(t *testing.T) {
-	spans := tracetest.NewSpanRecorder()
-	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	otel.SetTracerProvider(provider)
-	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
-	trace.Configure(true, false)
-	t.Cleanup(func() { trace.Enable(false) })
+	provider, spans := record(t, false)
 
 	var out bytes.Buffer
 	ctx := log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
