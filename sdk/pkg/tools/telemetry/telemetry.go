@@ -32,12 +32,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -293,7 +295,26 @@ func Setup(ctx context.Context, service string, c Config) (*Telemetry, error) {
 	}
 	t.metrics = sdkmetric.NewMeterProvider(append(readers, sdkmetric.WithResource(res))...)
 	otel.SetMeterProvider(t.metrics)
+	otel.SetErrorHandler(&exportErrors{})
 	return t, nil
+}
+
+// exportErrors logs what OpenTelemetry could not do (a collector down, one that takes traces
+// but not metrics, as Jaeger) at WARN, each message once until another comes: an export fails
+// again at every interval.
+type exportErrors struct {
+	mu   sync.Mutex
+	last string
+}
+
+func (e *exportErrors) Handle(err error) {
+	e.mu.Lock()
+	repeated := err.Error() == e.last
+	e.last = err.Error()
+	e.mu.Unlock()
+	if !repeated {
+		slog.Warn("telemetry: export failed; repeats of this are not logged", "error", err)
+	}
 }
 
 // listen starts the Prometheus endpoint and returns the reader that feeds it.

@@ -213,3 +213,20 @@ func FuzzEndpoint(f *testing.F) {
 		require.Equal(t, e, again)
 	})
 }
+
+// TestExportErrorsLoggedOnce: what OpenTelemetry cannot export is a WARN line, not one per
+// interval.
+func TestExportErrorsLoggedOnce(t *testing.T) {
+	before := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(before) })
+	var logs bytes.Buffer
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{Prometheus: true, PrometheusListenOn: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
+	for _, msg := range []string{"collector down", "collector down", "collector down", "no metrics service"} {
+		otel.Handle(errors.New(msg))
+	}
+	require.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="telemetry: export failed; repeats of this are not logged" error="collector down"`), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), `error="no metrics service"`), logs.String())
+}
