@@ -24,23 +24,39 @@ import (
 	"vwire.dev/sdk/pkg/tools/telemetry/otlptest"
 )
 
-// remotePath is the hops of the k2wg2k client's Request, the mesh's remote path over WireGuard,
-// by the names mesh.sh gives the processes, from the client to the endpoint.
-var remotePath = []string{"nsc-k2wg2k", "nsmgr1", "forwarder1", "nsmgr2", "forwarder2", "nse-k2wg2k"}
+// remotePath is the processes of the k2wg2k client's Request, the mesh's remote path over
+// WireGuard, by the names mesh.sh gives them, from the client to the endpoint, and the registry,
+// which nsmgr-1 asks for the service's endpoints.
+var remotePath = []string{"nsc-k2wg2k", "nsmgr1", "forwarder1", "nsmgr2", "forwarder2", "nse-k2wg2k", "registry"}
 
-// elementsOf are elements each kind of hop must show a span of in a Request's trace, beside the
-// stats handlers' span of each gRPC call: some of each chain's own, from the first to the last.
+// elementsOf are the spans each kind of process must show in a Request's trace: the gRPC call
+// that reached it (otelgrpc's span) and every element of its chains that the Request goes
+// through, as seen on the local mesh (the metrics elements left out: they come and go with
+// what is measured).
 var elementsOf = map[string][]string{
-	"nsc":       {"requesting", "heal.Request", "dial.Request"},
-	"nsmgr":     {"networkservice.NetworkService/Request", "discover.Request", "roundrobin.Request", "dial.Request"},
-	"forwarder": {"networkservice.NetworkService/Request", "xconnect.Request", "dial.Request"},
-	"nse":       {"networkservice.NetworkService/Request", "point2pointipam.Request"},
+	"nsc": {"requesting", "retry.Request", "refresh.Request", "heal.Request", "sendfd.Request", "dial.Request",
+		"monitor.Request", "connect.Request", "networkservice.NetworkService/Request"},
+	"nsmgr": {"networkservice.NetworkService/Request", "updatepath.Request", "validate.Request", "begin.Request",
+		"updatetoken.Request", "authorize.Request", "metadata.Request", "timeout.Request", "monitor.Request", "orphan.Request",
+		"recvfd.Request", "clientinfo.Request", "discover.Request", "discoverforwarder.Request", "roundrobin.Request",
+		"heal.Request", "refresh.Request", "sendfd.Request", "dial.Request", "connect.Request",
+		"querycache.Find", "localbypass.Find", "registry.NetworkServiceEndpointRegistry/Find"},
+	"forwarder": {"networkservice.NetworkService/Request", "updatepath.Request", "validate.Request", "begin.Request",
+		"updatetoken.Request", "authorize.Request", "metadata.Request", "timeout.Request", "monitor.Request", "recvfd.Request",
+		"mechanisms.Request", "mechanismtranslation.Request", "xconnect.Request", "kernel.Request", "wireguard.Request",
+		"vxlan.Request", "discover.Request", "roundrobin.Request", "heal.Request", "refresh.Request", "sendfd.Request",
+		"dial.Request", "connect.Request"},
+	"nse": {"networkservice.NetworkService/Request", "updatepath.Request", "validate.Request", "begin.Request",
+		"updatetoken.Request", "authorize.Request", "metadata.Request", "timeout.Request", "monitor.Request", "onidle.Request",
+		"mechanisms.Request", "dnscontext.Request", "point2pointipam.Request", "sendfd.Request"},
+	"registry": {"registry.NetworkServiceEndpointRegistry/Find", "validate.Find", "authorize.Find", "updatepath.Find", "memory.Find"},
 }
 
 // TestTracing: with NSM_OPEN_TELEMETRY_ENDPOINT set on every process of the local mesh (an
 // OTLP receiver of the test's own, on a unix socket that every namespace reaches), a client's
 // Request across nodes is one trace: one root, the client's, every span under it, and the spans
-// of every hop (client, nsmgr and forwarder of each node, endpoint) and of the elements of each.
+// of every hop (client, nsmgr and forwarder of each node, endpoint, and the registry nsmgr-1
+// asks) and of every element of each that the Request goes through.
 // A Request that fails marks the element where its error began, and every span above it says
 // it passed the error on.
 func TestTracing(t *testing.T) {
