@@ -122,7 +122,7 @@ func NewClient(ctx context.Context, opts ...Option) networkservice.NetworkServic
 	elements := []networkservice.NetworkServiceClient{
 		retrying, // before begin: waiting between tries holds no connection's turn
 		updatepath.NewClient(o.name),
-		begin.NewClient(), // one event per connection at a time; refresh and heal re-enter here
+		begin.NewClient(),         // one event per connection at a time; refresh and heal re-enter here
 		metrics.NewClient(o.name), // after begin: refresh's and heal's Requests count too
 		metadata.NewClient(),
 		refresh.NewClient(ctx),
