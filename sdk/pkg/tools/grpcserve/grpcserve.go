@@ -19,8 +19,9 @@
 //     (1 MiB, not gRPC's 4 MB; see tuned); options given to Serve replace these.
 //   - A Registrar that needs options of its server (NeedsOptions: the nsmgr's stats handler,
 //     which learns when a caller's transport ends) gets them, before the options given to Serve.
-//   - While traces are exported (sdk/pkg/tools/telemetry), every server continues its callers'
-//     traces (otelgrpc's stats handler, telemetry.ServerOptions); otherwise it has none.
+//   - While traces are exported (sdk/pkg/tools/telemetry), every server Serve and ServeAll build
+//     continues its callers' traces (otelgrpc's stats handler, telemetry.ServerOptions);
+//     otherwise it has none. ListenAndServe's server has the options its program gave it.
 //   - The returned channel gets the error that ended serving, if any (the listener failed), and
 //     is closed once serving has ended: draining it waits for the end, which is also the end of
 //     every call (the handlers of calls in flight have returned, their contexts cancelled), so a
