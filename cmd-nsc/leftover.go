@@ -41,7 +41,7 @@ type previous struct {
 
 // closeLeftovers closes, through nsc, the connections of the vWires a previous run left under
 // the names of services. Each failure is logged and leaves the cleanup to the nsmgr.
-func closeLeftovers(ctx context.Context, c *config, services serviceURLs, id *spiffe.Identity, nsc networkservice.NetworkServiceClient, netnsURL string) {
+func closeLeftovers(ctx context.Context, c *config, services serviceURLs, id *spiffe.Identity, nsc networkservice.NetworkServiceClient) {
 	logger := log.FromContext(ctx)
 	aliases := vwireAliases(services)
 	if len(aliases) == 0 {
@@ -54,7 +54,7 @@ func closeLeftovers(ctx context.Context, c *config, services serviceURLs, id *sp
 	}
 	for _, p := range match(string(c.Name), aliases, conns) {
 		// The Close passes the namespace as the Request did: the forwarder finds the vWire there.
-		p.conn.Mechanism = request(p.url, nil, netnsURL).GetMechanismPreferences()[0]
+		p.conn.Mechanism = request(p.url, nil).GetMechanismPreferences()[0]
 		closing, cancel := context.WithTimeout(ctx, c.RequestTimeout)
 		_, err := nsc.Close(closing, p.conn)
 		cancel()

@@ -33,13 +33,12 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/cls"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"vwire.dev/api/nsurl"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/client"
 	"vwire.dev/sdk/pkg/networkservice/common/dial"
+	kernelmech "vwire.dev/sdk/pkg/networkservice/common/mechanisms/kernel"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
@@ -178,8 +177,8 @@ func run(ctx context.Context, c *config) error {
 		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 		client.WithTokenGenerator(tokens))
 
-	s := &session{c: c, nsc: nsc, netnsURL: fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())}
-	closeLeftovers(ctx, c, services, id, nsc, s.netnsURL)
+	s := &session{c: c, nsc: nsc}
+	closeLeftovers(ctx, c, services, id, nsc)
 	if err := removeLeftovers(ctx, services); err != nil {
 		return err
 	}
@@ -197,8 +196,8 @@ func run(ctx context.Context, c *config) error {
 	return s.closeAll(ctx)
 }
 
-// request is the first Request for u.
-func request(u *nsurl.URL, labels map[string]string, netns string) *networkservice.NetworkServiceRequest {
+// request is the first Request for u, from this process's network namespace.
+func request(u *nsurl.URL, labels map[string]string) *networkservice.NetworkServiceRequest {
 	all := maps.Clone(labels)
 	if all == nil {
 		all = map[string]string{}
@@ -206,7 +205,7 @@ func request(u *nsurl.URL, labels map[string]string, netns string) *networkservi
 	maps.Copy(all, u.Labels)
 	mech := kernel.ToMechanism(&networkservice.Mechanism{Cls: cls.LOCAL, Type: kernel.MECHANISM})
 	mech.SetInterfaceName(u.Interface)
-	mech.SetNetNSURL(netns)
+	mech.SetNetNSURL(kernelmech.NetNSURL())
 	return &networkservice.NetworkServiceRequest{
 		Connection: &networkservice.Connection{
 			NetworkService: u.NetworkServiceName(),
@@ -214,20 +213,4 @@ func request(u *nsurl.URL, labels map[string]string, netns string) *networkservi
 		},
 		MechanismPreferences: []*networkservice.Mechanism{mech.Mechanism},
 	}
-}
-
-// explain says which request failed where, and whether the time ran out.
-func explain(c *config, u *nsurl.URL, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
-		return fmt.Errorf("request %s through %s: no connection within NSM_REQUEST_TIMEOUT=%s: %s", u, c.ConnectTo, c.RequestTimeout, describe(err))
-	}
-	return fmt.Errorf("request %s through %s: %s", u, c.ConnectTo, describe(err))
-}
-
-// describe is a gRPC status as "Code: message", for a person rather than a program.
-func describe(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return s.Code().String() + ": " + s.Message()
-	}
-	return err.Error()
 }

@@ -154,7 +154,7 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 		{"request timeout without unit", []string{"NSM_REQUEST_TIMEOUT=15"},
 			`NSM_REQUEST_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
 		{"no nsmgr", []string{"NSM_NETWORK_SERVICES=kernel://icmp-responder/nsm-1", "NSM_CONNECT_TO=" + nowhere},
-			fmt.Sprintf("request kernel://icmp-responder/nsm-1 through %s: no connection within NSM_REQUEST_TIMEOUT=%s: ", nowhere, timeout)},
+			fmt.Sprintf("request kernel://icmp-responder/nsm-1 through %s: no answer within NSM_REQUEST_TIMEOUT=%s: ", nowhere, timeout)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := append([]string{

@@ -26,6 +26,7 @@ import (
 	"vwire.dev/api/nsurl"
 
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/explain"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/telemetry"
 )
@@ -96,10 +97,9 @@ type vwire struct {
 
 // session is the client's connections, in the order they were made.
 type session struct {
-	c        *config
-	nsc      networkservice.NetworkServiceClient
-	netnsURL string
-	open     []vwire
+	c    *config
+	nsc  networkservice.NetworkServiceClient
+	open []vwire
 }
 
 // urls are the services the session holds.
@@ -116,11 +116,13 @@ func (s *session) urls() serviceURLs {
 func (s *session) request(ctx context.Context, u *nsurl.URL) error {
 	requesting, cancel := context.WithTimeout(ctx, s.c.RequestTimeout)
 	requesting, traced := telemetry.StartTrace(requesting, "requesting", "service", u.String()) // logs the trace ID, when traces are exported
-	conn, err := s.nsc.Request(requesting, request(u, s.c.Labels, s.netnsURL))
+	conn, err := s.nsc.Request(requesting, request(u, s.c.Labels))
 	traced(err)
+	timedOut := errors.Is(requesting.Err(), context.DeadlineExceeded) // not the end of ctx, a signal
 	cancel()
 	if err != nil {
-		return explain(s.c, u, err)
+		return &explain.Error{What: fmt.Sprintf("request %s through %s", u, s.c.ConnectTo), TimedOut: timedOut,
+			Limit: explain.Limit{Setting: "NSM_REQUEST_TIMEOUT", Value: s.c.RequestTimeout}, Err: err}
 	}
 	s.open = append(s.open, vwire{url: u, conn: conn})
 	ipc := conn.GetContext().GetIpContext()
