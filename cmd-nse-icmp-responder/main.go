@@ -23,25 +23,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
-	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
+	kernelmech "github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/payload"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"vwire.dev/sdk/pkg/networkservice/chains/endpoint"
 	"vwire.dev/sdk/pkg/networkservice/common/authorize"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms"
+	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/kernel"
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
-	"vwire.dev/sdk/pkg/networkservice/core/next"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
@@ -184,21 +182,8 @@ func run(ctx context.Context, c *config) error {
 				point2pointipam.NewServer(c.CIDRPrefix...),
 				sendfd.NewServer(), // the namespace goes to the forwarder as a descriptor, not as a path
 				mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
-					kernel.MECHANISM: ownNetNS(fmt.Sprintf("file:///proc/%d/ns/net", os.Getpid())),
+					kernelmech.MECHANISM: kernel.NewServer(), // this process's namespace, stated in the mechanism it accepts
 				}),
 			)), nil
 	}, opts...)
-}
-
-// ownNetNS states the endpoint's network namespace in the KERNEL mechanism it accepts, so that
-// the forwarder makes the endpoint's end of the vWire there.
-type ownNetNS string
-
-func (n ownNetNS) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
-	kernel.ToMechanism(req.GetConnection().GetMechanism()).SetNetNSURL(string(n))
-	return next.Server(ctx).Request(ctx, req)
-}
-
-func (n ownNetNS) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
-	return next.Server(ctx).Close(ctx, conn)
 }
