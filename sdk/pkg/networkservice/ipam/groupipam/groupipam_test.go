@@ -59,6 +59,20 @@ func TestAClientKeepsItsAddressesInEveryGroup(t *testing.T) {
 	require.Equal(t, []string{"10.0.0.2/32", "172.16.0.2/32", "fd00::1/128"}, ipc.GetDstIpAddrs())
 }
 
+// TestAnAddressRequiredInOneGroup: a client that requires its address of the second group keeps
+// it; the first group, which does not hold it, gives its own link instead of refusing it.
+func TestAnAddressRequiredInOneGroup(t *testing.T) {
+	e := newEnv()
+	conn, err := e.Request("a", &networkservice.IPContext{SrcIpAddrs: []string{"172.16.0.1/32"}, SrcIpRequired: true})
+	require.NoError(t, err)
+	ipc := conn.GetContext().GetIpContext()
+	require.Equal(t, []string{"172.16.0.1/32", "10.0.0.2/32", "fd00::2/128"}, ipc.GetSrcIpAddrs())
+	require.Equal(t, []string{"10.0.0.1/32", "fd00::1/128", "172.16.0.2/32"}, ipc.GetDstIpAddrs())
+
+	_, err = e.Request("b", &networkservice.IPContext{SrcIpAddrs: []string{"10.9.9.9/32"}, SrcIpRequired: true})
+	ipamtest.RequireCode(t, err, codes.FailedPrecondition, "10.9.9.9/32", "src_ip_required")
+}
+
 func TestOverlappingGroupsPanic(t *testing.T) {
 	ipamtest.RequirePanic(t, func() {
 		groupipam.NewServer([][]netip.Prefix{ipamtest.Prefixes("10.0.0.0/24"), ipamtest.Prefixes("10.0.0.128/25")})

@@ -34,6 +34,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -52,7 +53,8 @@ type link struct{ src, dst netip.Addr }
 var linksKey = metadata.NewKey[[]link](name)
 
 type server struct {
-	pools []*ippool.Pool // one per group and family, IPv4 first in each group
+	pools  []*ippool.Pool   // one per group and family, IPv4 first in each group
+	others [][]*ippool.Pool // for each pool, every other: an address of theirs is theirs to keep
 }
 
 // NewServer returns the element handing out links from prefixes: IPv4, IPv6 or both; several of
@@ -107,6 +109,9 @@ func NewGroupServer(groups [][]netip.Prefix) networkservice.NetworkServiceServer
 			s.pools = append(s.pools, pool)
 		}
 	}
+	for i := range s.pools {
+		s.others = append(s.others, slices.Delete(slices.Clone(s.pools), i, i+1))
+	}
 	return s
 }
 
@@ -123,7 +128,7 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 // decide works out the link of the connection in the family of pool i.
 func (s *server) decide(i int, in ipctx.Input, ipc *networkservice.IPContext, cur link) (ipctx.Change[link], error) {
 	pool := s.pools[i]
-	l, taken, err := pair(pool, in, ipc, cur)
+	l, taken, err := pair(pool, s.others[i], in, ipc, cur)
 	if err != nil {
 		ipctx.Release(taken)
 		return ipctx.Change[link]{}, err
@@ -139,17 +144,18 @@ func (s *server) decide(i int, in ipctx.Input, ipc *networkservice.IPContext, cu
 }
 
 // pair decides the connection's pair in pool: the addresses it asks for or holds where they may
-// stay, new ones for the rest. It returns what it took from the pool, also on error.
-func pair(pool *ippool.Pool, in ipctx.Input, ipc *networkservice.IPContext, cur link) (link, []ipctx.Grant, error) {
+// stay, new ones for the rest; addresses of the other pools are left to them. It returns what it
+// took from the pool, also on error.
+func pair(pool *ippool.Pool, others []*ippool.Pool, in ipctx.Input, ipc *networkservice.IPContext, cur link) (link, []ipctx.Grant, error) {
 	var taken []ipctx.Grant
-	src, took, err := keep(pool, in, end{"src_ip_addrs", in.Src, ipc.GetSrcIpAddrs(), ipc.GetSrcIpRequired()}, cur.src)
+	src, took, err := keep(pool, others, in, end{"src_ip_addrs", in.Src, ipc.GetSrcIpAddrs(), ipc.GetSrcIpRequired()}, cur.src)
 	if took {
 		taken = append(taken, ipctx.Grant{Pool: pool, Addr: src})
 	}
 	if err != nil {
 		return link{}, taken, err
 	}
-	dst, took, err := keep(pool, in, end{"dst_ip_addrs", in.Dst, ipc.GetDstIpAddrs(), ipc.GetDstIpRequired()}, cur.dst)
+	dst, took, err := keep(pool, others, in, end{"dst_ip_addrs", in.Dst, ipc.GetDstIpAddrs(), ipc.GetDstIpRequired()}, cur.dst)
 	if took {
 		taken = append(taken, ipctx.Grant{Pool: pool, Addr: dst})
 	}
@@ -192,8 +198,8 @@ type end struct {
 // keep returns the address this end may keep: the one the request carries if the connection
 // holds it or it is free, else the one the connection holds if it is not excluded now, else the
 // zero Addr (a new one is needed). took reports that it was taken from the pool just now.
-func keep(pool *ippool.Pool, in ipctx.Input, e end, cur netip.Addr) (addr netip.Addr, took bool, err error) {
-	want := ipctx.First(e.addrs, pool)
+func keep(pool *ippool.Pool, others []*ippool.Pool, in ipctx.Input, e end, cur netip.Addr) (addr netip.Addr, took bool, err error) {
+	want := ipctx.First(e.addrs, pool, others...)
 	if want.Index >= 0 {
 		switch {
 		case want.Addr == cur && !in.IsExcluded(cur):

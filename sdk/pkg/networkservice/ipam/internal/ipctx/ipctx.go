@@ -160,22 +160,24 @@ func (r Input) IsExcluded(a netip.Addr) bool {
 }
 
 // Want is the address of a list the pool is asked for, with its index in the list; Index is -1
-// when the list has none of the pool's family.
+// when the list has none of the pool's family that is not another pool's (First).
 type Want struct {
 	Addr  netip.Addr
 	Index int
 }
 
-// First returns the first entry of list in pool or, when none is, the first in its family. An
-// IPAM with several pools of a family (point2pointipam's groups) so finds each pool's address.
-func First(list []netip.Prefix, pool *ippool.Pool) Want {
+// First returns the first entry of list in pool or, when none is, the first in its family that
+// none of others (the IPAM's other pools) holds. An IPAM with several pools of a family
+// (point2pointipam's groups) so finds each pool's address, and an address another pool holds is
+// that pool's to keep, not one this pool refuses.
+func First(list []netip.Prefix, pool *ippool.Pool, others ...*ippool.Pool) Want {
 	want := Want{Index: -1}
 	for i, p := range list {
 		a := p.Addr().WithZone("")
 		switch {
 		case pool.Contains(a):
 			return Want{Addr: a, Index: i}
-		case want.Index < 0 && a.Is4() == pool.Is4():
+		case want.Index < 0 && a.Is4() == pool.Is4() && !slices.ContainsFunc(others, func(o *ippool.Pool) bool { return o.Contains(a) }):
 			want = Want{Addr: a, Index: i}
 		}
 	}
