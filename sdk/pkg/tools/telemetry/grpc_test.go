@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
+	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,6 +20,10 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/core/chain"
 	"vwire.dev/sdk/pkg/networkservice/core/trace"
 	"vwire.dev/sdk/pkg/networkservice/utils/inject"
+	"vwire.dev/sdk/pkg/registry/common/connect"
+	"vwire.dev/sdk/pkg/registry/core/adapters"
+	regnext "vwire.dev/sdk/pkg/registry/core/next"
+	reginject "vwire.dev/sdk/pkg/registry/utils/inject"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
 	"vwire.dev/sdk/pkg/tools/telemetry"
 	"vwire.dev/sdk/pkg/tools/telemetry/otlptest"
@@ -86,4 +91,51 @@ func TestOneTraceAcrossGRPC(t *testing.T) {
 		"telemetry_test.Request", "requesting"}, path)
 	require.Equal(t, "true", byName["inject.Request"].Attrs[string(trace.OriginKey)], "the server's failing element began the error")
 	require.Equal(t, "false", byName["telemetry_test.Request"].Attrs[string(trace.OriginKey)], "the client's caller passed it on")
+}
+
+// TestStreamErrorPassedOn: a registry Find is a stream, whose error arrives at a read, not at
+// the call: the client's element that made the Find passed on what the registry's element
+// began, as for a unary call.
+func TestStreamErrorPassedOn(t *testing.T) {
+	collector := otlptest.Start(t)
+	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{
+		OpenTelemetryEndpoint: telemetry.Endpoint(collector.Endpoint()), MetricsExportInterval: time.Hour})
+	require.NoError(t, err)
+	trace.Configure(telemetry.Tracing(), false)
+	t.Cleanup(func() { trace.Enable(false) })
+
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "registry.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	fail := reginject.NewNSE(nil)
+	fail.FailFinds(status.Error(codes.NotFound, "no such endpoint"))
+	server := regnext.Chain[*registry.NetworkServiceEndpoint](fail)
+	served, err := grpcserve.Serve(ctx, u, grpcserve.RegistrarFunc(func(s *grpc.Server) {
+		registry.RegisterNetworkServiceEndpointRegistryServer(s, adapters.NSEServer(server))
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for range served {
+		}
+	})
+	cc, err := grpc.NewClient("unix://"+u.Path, append(telemetry.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+
+	findCtx, end := telemetry.StartTrace(context.Background(), "finding")
+	err = regnext.Chain(connect.NewNSE(cc)).Find(findCtx, &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{}},
+		func(*regnext.Event[*registry.NetworkServiceEndpoint]) error { return nil })
+	end(err)
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.NoError(t, tel.Shutdown(context.Background()))
+
+	origins := map[string]string{}
+	for _, s := range collector.Spans() {
+		origins[s.Name] = s.Attrs[string(trace.OriginKey)]
+	}
+	require.Equal(t, "true", origins["inject.Find"], "the registry's failing element began the error")
+	require.Equal(t, "false", origins["connect.Find"], "the client's connect passed it on")
 }

@@ -32,6 +32,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -199,7 +200,7 @@ func ServerOptions() []grpc.ServerOption {
 }
 
 // DialOptions are what a gRPC client needs to carry its trace to the server: otelgrpc's stats
-// handler, and an interceptor that tells the calling element's span that an error came from the
+// handler, and interceptors that tell the calling element's span that an error came from the
 // next hop (trace.PassedOn), when Tracing; none otherwise. The dial element and the registry
 // client add them to every connection.
 func DialOptions() []grpc.DialOption {
@@ -213,7 +214,30 @@ func DialOptions() []grpc.DialOption {
 			trace.PassedOn(ctx, err)
 			return err
 		}),
+		// A stream's error (a registry Find's) comes at a read, not when the stream opens.
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			s, err := streamer(ctx, desc, cc, method, opts...)
+			if err != nil {
+				trace.PassedOn(ctx, err)
+				return nil, err
+			}
+			return passingOn{s, ctx}, nil
+		}),
 	}
+}
+
+// passingOn is a client stream whose failed reads tell the step of the element that opened it.
+type passingOn struct {
+	grpc.ClientStream
+	opened context.Context
+}
+
+func (s passingOn) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil && !errors.Is(err, io.EOF) { // io.EOF: the stream ended well
+		trace.PassedOn(s.opened, err)
+	}
+	return err
 }
 
 // TraceID is the ID of the trace ctx's span belongs to, "" when it has none: what a user looks

@@ -77,7 +77,7 @@ func spansReach(t *testing.T, collector *otlptest.Receiver) {
 	require.NoError(t, err)
 	require.True(t, telemetry.Tracing())
 	require.Len(t, telemetry.ServerOptions(), 1)
-	require.Len(t, telemetry.DialOptions(), 2)
+	require.Len(t, telemetry.DialOptions(), 3)
 
 	var logs bytes.Buffer
 	ctx := log.WithLogger(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))

@@ -13,10 +13,10 @@
 // the attribute vwire.error.origin=true, the error recorded as an event and its message as the
 // status; each element it passed through on its way out has vwire.error.origin=false and the
 // status "passed on: ...". An element that returns what the rest of its chain, or the next hop
-// over gRPC (PassedOn, called by sdk/pkg/tools/telemetry's client interceptor), returned to it,
-// wraps it with %w, or repeats its message within its own (a status of the same code, annotated),
-// passed it on; any other error is its own. The registry's chains
-// (sdk/pkg/registry/core/next) use the same Step.
+// over gRPC (PassedOn, called by sdk/pkg/tools/telemetry's client interceptors, at a stream's
+// failed read too), returned to it, wraps it with %w, or repeats its message within its own (a
+// status of the same code, annotated), passed it on; any other error is its own. The registry's
+// chains (sdk/pkg/registry/core/next) use the same Step.
 package trace
 
 import (
@@ -75,7 +75,9 @@ type Step struct {
 	Ctx     context.Context // the call's context, carrying the span (and the step, for PassedOn)
 	span    oteltrace.Span
 	changes bool
-	passed  error // what the rest of the chain or the next hop returned to the element
+	// passed is what the rest of the chain or the next hop returned to the element; atomic, as a
+	// stream the element opened may be read on another goroutine (telemetry's interceptors).
+	passed atomic.Pointer[error]
 }
 
 type stepKey struct{}
@@ -104,7 +106,7 @@ func PassedOn(ctx context.Context, err error) {
 // PassedOn tells s that err (nil for none) is what came back from what follows its element.
 func (s *Step) PassedOn(err error) {
 	if err != nil {
-		s.passed = err
+		s.passed.Store(&err)
 	}
 }
 
@@ -122,7 +124,11 @@ func (s *Step) Changed(what string, before, after proto.Message) {
 // End ends the step with the element's result.
 func (s *Step) End(err error) {
 	if err != nil {
-		origin := !passedOn(err, s.passed)
+		var got error
+		if p := s.passed.Load(); p != nil {
+			got = *p
+		}
+		origin := !passedOn(err, got)
 		s.span.SetAttributes(OriginKey.Bool(origin))
 		if origin {
 			s.span.RecordError(err)
