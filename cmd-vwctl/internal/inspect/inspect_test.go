@@ -13,6 +13,8 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/tools/sandbox"
@@ -168,4 +170,61 @@ func TestPathToADeadEndpoint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, p.Broken, "%+v", p.Hops)
 	require.Equal(t, inspect.Unreachable, p.Hops[3].State)
+}
+
+// The identity vwctl runs as only sees: an operator (NSM_MONITOR_OPERATORS) that learned a
+// connection whole from MonitorConnections can neither close nor refresh it, at the nsmgr or at
+// the endpoint, whichever hop's ID it gives: every hop still holds it, and its client refreshes
+// it unchanged.
+func TestAnOperatorOnlySees(t *testing.T) {
+	mesh := sandbox.New(t, 1)
+	conn, nse := connect(t, mesh, 0)
+	watch := func(u *url.URL) map[string]*networkservice.Connection {
+		stream, err := networkservice.NewMonitorConnectionClient(mesh.Dial(u, "operator")).
+			MonitorConnections(ctx(t), &networkservice.MonitorScopeSelector{})
+		require.NoError(t, err)
+		ev, err := stream.Recv()
+		require.NoError(t, err)
+		return ev.GetConnections()
+	}
+	hops := map[string]*url.URL{"nsmgr": mesh.Nodes[0].NSMgr.URL, "endpoint": nse.URL}
+	held := map[string]*networkservice.Connection{}
+	for name, u := range hops {
+		seen := watch(u)
+		require.Len(t, seen, 1, "the %s shows the operator the connection", name)
+		operator := networkservice.NewNetworkServiceClient(mesh.Dial(u, "operator"))
+		for _, view := range seen {
+			held[name] = view
+			_, err := operator.Close(ctx(t), view.Clone())
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "Close at the %s of its own ID: %v", name, err)
+			asClient := view.Clone() // as its client sends it
+			asClient.Id, asClient.Path.Index = conn.GetPath().GetPathSegments()[0].GetId(), 0
+			// A hop lets through the Close of a connection it does not know (a restarted hop lets
+			// its clients clean up): what it closes is nothing, as the end shows.
+			_, err = operator.Close(ctx(t), asClient.Clone())
+			require.Contains(t, []codes.Code{codes.OK, codes.PermissionDenied}, status.Code(err), "Close at the %s as the client: %v", name, err)
+			_, err = operator.Request(ctx(t), &networkservice.NetworkServiceRequest{Connection: view.Clone()})
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "Request at the %s of its own ID: %v", name, err)
+			// As the client, the operator is refused by the nsmgr (the connection is nsc's) and
+			// may get from the endpoint only what any workload of the trust domain may: a
+			// connection of its own, under a new ID and new addresses, which it may close.
+			mine, err := operator.Request(ctx(t), &networkservice.NetworkServiceRequest{Connection: asClient.Clone()})
+			if status.Code(err) != codes.PermissionDenied {
+				require.NoError(t, err, "Request at the %s as the client", name)
+				require.NotEqual(t, view.GetId(), mine.GetPath().GetPathSegments()[mine.GetPath().GetIndex()+1].GetId())
+				require.NotEqual(t, view.GetContext().GetIpContext().GetSrcIpAddrs(), mine.GetContext().GetIpContext().GetSrcIpAddrs())
+				_, err = operator.Close(ctx(t), mine)
+				require.NoError(t, err)
+			}
+		}
+	}
+	for name, u := range hops {
+		now := watch(u)
+		require.Len(t, now, 1, "the %s still holds the connection", name)
+		for id, c := range now {
+			require.Equal(t, held[name].GetId(), id)
+			require.Equal(t, networkservice.State_UP, c.GetState(), "at the %s", name)
+			require.Equal(t, held[name].GetContext().GetIpContext().GetSrcIpAddrs(), c.GetContext().GetIpContext().GetSrcIpAddrs())
+		}
+	}
 }
