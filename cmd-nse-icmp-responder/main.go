@@ -41,6 +41,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
+	"vwire.dev/sdk/pkg/networkservice/ipam/strictipam"
 	"vwire.dev/sdk/pkg/registry/register"
 	"vwire.dev/sdk/pkg/tools/envconfig"
 	"vwire.dev/sdk/pkg/tools/grpcserve"
@@ -64,11 +65,11 @@ type config struct {
 	MaxTokenLifetime time.Duration      `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
 	DNSConfigs       dnsConfigs         `split_words:"true" desc:"DNS configurations given to every client with its vWire, a JSON list: [{\"dns_server_ips\":[\"172.16.1.2\"],\"search_domains\":[\"my.coredns.service\"]}]"`
 	IdleTimeout      time.Duration      `default:"0" split_words:"true" desc:"stop (unregistering) after this long without a connection; 0: never"`
+	IPAMPolicy       ipamPolicy         `default:"polite" split_words:"true" desc:"polite: a client keeps the addresses it brings that are outside NSM_CIDR_PREFIX, beside its new ones; strict: they are dropped (with their routes), as for a client that comes from another endpoint"`
 	PassSocket       bool               `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor beside the registration (an inode:// URL, as NSM's endpoints do), so it reaches the endpoint from any mount namespace (a pod's); false registers the socket's path, for a registry reached directly"`
 
 	BaseDir                string `split_words:"true" unused:"no policy files are read yet" desc:"the directory relative policy paths start from"`
 	RegistryClientPolicies string `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
-	IPAMPolicy             string `split_words:"true" unused:"vwire's IPAM acts as NSM's strict (a client keeps the addresses it brings only when they are free in NSM_CIDR_PREFIX)" desc:"polite (take a client's addresses as they are) or strict"`
 	UnregisterItself       bool   `split_words:"true" unused:"the endpoint always unregisters at exit" desc:"unregister at exit (NSM's default: no, the registration expires)"`
 	PBRConfigPath          string `split_words:"true" unused:"no policy-based routing yet" desc:"a file of policy-based routes for the endpoint's side of each vWire"`
 	envconfig.NotYet
@@ -109,6 +110,19 @@ func (d dnsConfigs) String() string {
 	}
 	return "[" + strings.Join(s, ",") + "]"
 }
+
+// ipamPolicy is NSM's polite or strict.
+type ipamPolicy string
+
+func (p *ipamPolicy) Decode(value string) error {
+	if value != "polite" && value != "strict" {
+		return fmt.Errorf("want polite or strict")
+	}
+	*p = ipamPolicy(value)
+	return nil
+}
+
+func (ipamPolicy) TypeName() string { return "policy" }
 
 // payloadName is IP or ETHERNET.
 type payloadName string
@@ -179,11 +193,19 @@ func run(ctx context.Context, c *config) error {
 					retire()
 				}, onidle.WithTimeout(c.IdleTimeout)),
 				dnscontext.NewServer(c.DNSConfigs...),
-				point2pointipam.NewServer(c.CIDRPrefix...),
+				ipam(c),
 				sendfd.NewServer(), // the namespace goes to the forwarder as a descriptor, not as a path
 				mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{
 					kernelmech.MECHANISM: kernel.NewServer(), // this process's namespace, stated in the mechanism it accepts
 				}),
 			)), nil
 	}, opts...)
+}
+
+// ipam hands out a link per vWire from NSM_CIDR_PREFIX, under NSM_IPAM_POLICY.
+func ipam(c *config) networkservice.NetworkServiceServer {
+	if c.IPAMPolicy == "strict" {
+		return strictipam.NewServer(point2pointipam.NewServer, c.CIDRPrefix...)
+	}
+	return point2pointipam.NewServer(c.CIDRPrefix...)
 }

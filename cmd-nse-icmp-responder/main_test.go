@@ -62,6 +62,8 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			`NSM_LABELS: "app": not key=value`},
 		{"unknown payload", []string{"NSM_PAYLOAD=L2"},
 			`NSM_PAYLOAD: "L2": want IP or ETHERNET`},
+		{"unknown IPAM policy", []string{"NSM_IPAM_POLICY=strictest"},
+			`NSM_IPAM_POLICY: "strictest": want polite or strict`},
 		{"DNS configs not JSON", []string{"NSM_DNS_CONFIGS=8.8.8.8"},
 			`NSM_DNS_CONFIGS: "8.8.8.8": not a JSON list (invalid character '.' after top-level value); write [{"dns_server_ips":["10.0.0.1"],"search_domains":["example.com"]}]`},
 		{"DNS server not an IP", []string{`NSM_DNS_CONFIGS=[{"dns_server_ips":["10.0.0.1"]},{"dns_server_ips":["dns.example"]}]`},
@@ -237,7 +239,8 @@ func TestEndToEndWithoutForwarder(t *testing.T) {
 
 // TestNSMsVariables: the endpoint runs with the environment of NSM's own endpoint manifests
 // (deployments-k8s apps/nse-kernel with the Kernel2IP2Kernel patch: no NSM_LISTEN_ON, a /31,
-// labels as key:value, DNS configs), registers, and gives a client all of it.
+// labels as key:value, DNS configs, the strict IPAM policy), registers, and gives a client all of
+// it: a client that brings an address of another endpoint gets only its own.
 func TestNSMsVariables(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
 	defer cancel()
@@ -255,6 +258,7 @@ func TestNSMsVariables(t *testing.T) {
 		"NSM_LABELS=app:gateway",
 		`NSM_DNS_CONFIGS=[{"dns_server_ips": ["172.16.1.100"], "search_domains": ["my.coredns.service"]}]`,
 		"NSM_REGISTRY_CLIENT_POLICIES=etc/nsm/opa/common/.*.rego",
+		"NSM_IPAM_POLICY=strict",
 	})
 	w.nse = nse
 	registered := w.next().GetNetworkServiceEndpoint()
@@ -268,6 +272,7 @@ func TestNSMsVariables(t *testing.T) {
 		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
 	req := kernelRequest()
 	req.Connection.NetworkService = "kernel2ip2kernel"
+	req.Connection.Context = &networkservice.ConnectionContext{IpContext: &networkservice.IPContext{SrcIpAddrs: []string{"192.168.9.2/32"}}}
 	conn, err := nsc.Request(ctx, req)
 	require.NoError(t, err, "endpoint stderr:\n%s", nse.Stderr())
 	require.Equal(t, []string{"172.16.1.101/32"}, conn.GetContext().GetIpContext().GetSrcIpAddrs())
