@@ -22,6 +22,12 @@
 // its in end receives is what the client sent. A connection whose interfaces are gone (being
 // rebuilt) reports nothing until they are back; an interface made anew starts from zero, which
 // counters' readers (Prometheus' rate) take as a reset. The counters end when ctx does.
+//
+// A connection's series are observed only while the element knows it, so they leave the next
+// collection after its Close: they are bounded by the connections held. OpenTelemetry's SDK
+// bounds them too, at 2000 attribute sets per instrument by default (OTEL_GO_X_CARDINALITY_LIMIT):
+// a vWire is four of each counter, so a forwarder holding more than 499 reports the rest under
+// otel.metric.overflow=true.
 package linkstats
 
 import (
