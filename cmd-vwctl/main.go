@@ -39,6 +39,7 @@ import (
 	"vwire.dev/sdk-kernel/pkg/kernel/ping"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	"vwire.dev/sdk/pkg/tools/envconfig"
+	"vwire.dev/sdk/pkg/tools/explain"
 	"vwire.dev/sdk/pkg/tools/log"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 
@@ -186,7 +187,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	code, err := execute(ctx, in, cmd, cmdArgs, format, stdout)
 	if err != nil {
-		fmt.Fprintf(stderr, "vwctl: %s\n", explain(err))
+		fmt.Fprintf(stderr, "vwctl: %s\n", hint(err))
 		return 1
 	}
 	return code
@@ -283,8 +284,8 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// explain adds to err what to change when the nsmgr or registry could not be asked.
-func explain(err error) string {
+// hint adds to err what to change when the nsmgr or registry could not be asked.
+func hint(err error) string {
 	var u *inspect.UnreachableError
 	if !errors.As(err, &u) {
 		return err.Error()
@@ -293,13 +294,13 @@ func explain(err error) string {
 	if u.What == "registry" {
 		flagName, env = "-registry", "VWCTL_REGISTRY"
 	}
-	switch status.Code(u.Err) {
-	case codes.Unavailable, codes.DeadlineExceeded:
+	switch {
+	case explain.NoAnswer(u.Err):
 		if strings.Contains(err.Error(), "handshake") {
 			return fmt.Sprintf("%v\n  the TLS handshake failed: vwctl's identity (SPIFFE_ENDPOINT_SOCKET, NSM_IDENTITY_DIR) must be of the mesh's trust domain, and NSM_INSECURE=true only reaches an insecure mesh", err)
 		}
 		return fmt.Sprintf("%v\n  the %s cannot be reached: set %s or %s to its URL (the nsmgr's NSM_LISTEN_ON), or check that it runs", err, u.What, flagName, env)
-	case codes.PermissionDenied, codes.Unauthenticated:
+	case status.Code(u.Err) == codes.PermissionDenied, status.Code(u.Err) == codes.Unauthenticated:
 		return fmt.Sprintf("%v\n  the %s refused vwctl's identity: give vwctl an SVID of the mesh (NSM_IDENTITY_DIR, SPIFFE_ENDPOINT_SOCKET)", err, u.What)
 	}
 	return err.Error()
