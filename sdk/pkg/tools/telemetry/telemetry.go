@@ -319,25 +319,38 @@ func Setup(ctx context.Context, service string, c Config) (*Telemetry, error) {
 	}
 	t.metrics = sdkmetric.NewMeterProvider(append(readers, sdkmetric.WithResource(res))...)
 	otel.SetMeterProvider(t.metrics)
-	otel.SetErrorHandler(&exportErrors{})
+	otel.SetErrorHandler(&exportErrors{logged: map[string]time.Time{}})
 	return t, nil
 }
 
 // exportErrors logs what OpenTelemetry could not do (a collector down, one that takes traces
-// but not metrics, as Jaeger) at WARN, each message once until another comes: an export fails
-// again at every interval.
+// but not metrics, as Jaeger) at WARN, each message at most once in repeatAfter: an export fails
+// again at every interval, and with a collector down the traces' and the metrics' failures come
+// in turn, so remembering only the last message would log each of them every time.
 type exportErrors struct {
-	mu   sync.Mutex
-	last string
+	mu     sync.Mutex
+	logged map[string]time.Time // message -> when it was logged, within repeatAfter
 }
 
+// repeatAfter is how long a failure that goes on stays unlogged: long enough not to flood a
+// log, short enough that a reader of the last minutes of a long outage sees it again.
+const repeatAfter = 10 * time.Minute
+
 func (e *exportErrors) Handle(err error) {
+	msg, now := err.Error(), time.Now()
 	e.mu.Lock()
-	repeated := err.Error() == e.last
-	e.last = err.Error()
+	for m, at := range e.logged {
+		if now.Sub(at) >= repeatAfter {
+			delete(e.logged, m)
+		}
+	}
+	_, repeated := e.logged[msg]
+	if !repeated {
+		e.logged[msg] = now
+	}
 	e.mu.Unlock()
 	if !repeated {
-		slog.Warn("telemetry: export failed; repeats of this are not logged", "error", err)
+		slog.Warn("telemetry: export failed; the same failure is not logged again for "+repeatAfter.String(), "error", err)
 	}
 }
 

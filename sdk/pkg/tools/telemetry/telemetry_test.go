@@ -215,7 +215,7 @@ func FuzzEndpoint(f *testing.F) {
 }
 
 // TestExportErrorsLoggedOnce: what OpenTelemetry cannot export is a WARN line, not one per
-// interval.
+// interval, also when two failures come in turn (a collector down: traces, then metrics).
 func TestExportErrorsLoggedOnce(t *testing.T) {
 	before := slog.Default()
 	t.Cleanup(func() { slog.SetDefault(before) })
@@ -224,9 +224,12 @@ func TestExportErrorsLoggedOnce(t *testing.T) {
 	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{Prometheus: true, PrometheusListenOn: "127.0.0.1:0"})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, tel.Shutdown(context.Background())) })
-	for _, msg := range []string{"collector down", "collector down", "collector down", "no metrics service"} {
+	for _, msg := range []string{"traces: collector down", "traces: collector down", "metrics: collector down",
+		"traces: collector down", "metrics: collector down", "no metrics service"} {
 		otel.Handle(errors.New(msg))
 	}
-	require.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="telemetry: export failed; repeats of this are not logged" error="collector down"`), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), `level=WARN msg="telemetry: export failed; the same failure is not logged again for 10m0s" error="traces: collector down"`), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), `error="metrics: collector down"`), logs.String())
 	require.Equal(t, 1, strings.Count(logs.String(), `error="no metrics service"`), logs.String())
+	require.Equal(t, 3, strings.Count(logs.String(), "\n"), logs.String())
 }
