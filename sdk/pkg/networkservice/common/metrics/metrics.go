@@ -128,7 +128,7 @@ func (in *instruments) begins(ctx context.Context) (time.Time, bool) {
 
 // requested records a Request for service that began at start and ended with err.
 func (in *instruments) requested(ctx context.Context, start time.Time, service string, err error) {
-	set := metric.WithAttributeSet(attribute.NewSet(in.hop, ServiceKey.String(service), Code(err)))
+	set := metric.WithAttributeSet(attribute.NewSet(in.hop, ServiceKey.String(trusted(service, err)), Code(err)))
 	in.requests.Add(ctx, 1, set)
 	in.duration.Record(ctx, time.Since(start).Seconds(), set)
 }
@@ -136,8 +136,19 @@ func (in *instruments) requested(ctx context.Context, start time.Time, service s
 // closed records a Close for service that ended with err.
 func (in *instruments) closed(ctx context.Context, service string, err error) {
 	if in.closes.Enabled(ctx) {
-		in.closes.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(in.hop, ServiceKey.String(service), Code(err))))
+		in.closes.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(in.hop, ServiceKey.String(trusted(service, err)), Code(err))))
 	}
+}
+
+// trusted is the service a call is counted under: the one it named, unless the hop refused the
+// call before trusting it (malformed, over a limit, not authenticated or not allowed), which is
+// counted under "" so that a stranger cannot add a series for every name it makes up.
+func trusted(service string, err error) string {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.ResourceExhausted, codes.Unauthenticated, codes.PermissionDenied:
+		return ""
+	}
+	return service
 }
 
 // NewServer returns the element that counts the calls callers make to the hop named hop; it goes

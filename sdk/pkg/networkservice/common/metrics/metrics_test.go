@@ -89,8 +89,10 @@ func TestCountsCallsCodesAndConnections(t *testing.T) {
 	require.NoError(t, err)
 
 	h.fail.FailRequests(status.Error(codes.PermissionDenied, "inject: denied"))
-	for _, id := range []string{"c5", "c1"} { // a new connection refused, and c1's refresh
-		_, err = h.client.Request(ctx, request(id, "blue"))
+	// A new connection refused, under a service a stranger made up, and c1's refresh: a refused
+	// caller's service is not trusted, so both count under none.
+	for id, service := range map[string]string{"c5": "made-up", "c1": "blue"} {
+		_, err = h.client.Request(ctx, request(id, service))
 		require.Equal(t, codes.PermissionDenied, status.Code(err))
 	}
 	h.fail.FailRequests(nil)
@@ -113,7 +115,7 @@ func TestCountsCallsCodesAndConnections(t *testing.T) {
 	for _, name := range []string{"requests", "request.duration"} {
 		want[call(name, "blue", "OK")] = 4
 		want[call(name, "green", "OK")] = 1
-		want[call(name, "blue", "PERMISSION_DENIED")] = 2
+		want[call(name, "", "PERMISSION_DENIED")] = 2
 	}
 	require.Equal(t, want, metrictest.Collect(t, h.reader))
 }
