@@ -12,8 +12,9 @@
 //
 // Namespaces are named by path, file:///proc/<pid>/ns/net of this process (or WithNetNSURL's),
 // for sendfd (in the client chain already; sendfd.NewServer in an endpoint's) to send as a
-// descriptor: forwarders take a namespace only as a descriptor. NSM names /proc/thread-self: a path that depends on the
-// thread that opens it, which in Go is any thread; the process's own is what a workload means.
+// descriptor: forwarders take a namespace only as a descriptor. NSM names /proc/thread-self: a
+// path that depends on the thread that opens it, which in Go is any thread; the process's own is
+// what a workload means.
 //
 // Differences from NSM's, on purpose:
 //   - a namespace or interface name the caller put in a preference is kept (a client may ask
