@@ -45,25 +45,30 @@ func TestExampleProgram(t *testing.T) {
 	go func() { done <- run(ctx, c) }()
 
 	nsc := node.NewClient("nsc")
-	served := func() bool {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		conn, err := nsc.Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{NetworkService: "svc-1"}})
-		if err != nil {
-			return false
-		}
-		_, err = nsc.Close(ctx, conn)
+	// served waits until a Request through the nsmgr is answered, then checks the answer here, on
+	// the test's goroutine (Eventually calls its condition on another).
+	served := func(what string) {
+		t.Helper()
+		var conn *networkservice.Connection
+		require.Eventually(t, func() bool {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			var err error
+			conn, err = nsc.Request(ctx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{NetworkService: "svc-1"}})
+			return err == nil
+		}, 10*time.Second, 10*time.Millisecond, what)
+		_, err := nsc.Close(ctx, conn)
 		require.NoError(t, err)
 		require.Equal(t, "nse-1", conn.GetNetworkServiceEndpointName())
+		require.NotEmpty(t, conn.GetContext().GetIpContext().GetSrcIpAddrs())
 		src := netip.MustParsePrefix(conn.GetContext().GetIpContext().GetSrcIpAddrs()[0])
 		require.True(t, netip.MustParsePrefix("10.60.0.0/24").Contains(src.Addr()), "%s from NSM_CIDR_PREFIX", src)
-		return true
 	}
-	require.Eventually(t, served, 10*time.Second, 10*time.Millisecond, "registered and served through the nsmgr")
+	served("registered and served through the nsmgr")
 	require.Len(t, mesh.FindEndpoints(ctx, "nse-1"), 1)
 
 	node.NSMgr.Restart()
-	require.Eventually(t, served, 10*time.Second, 10*time.Millisecond, "registered again at the restarted nsmgr")
+	served("registered again at the restarted nsmgr")
 
 	stop()
 	require.NoError(t, <-done)
