@@ -49,16 +49,15 @@ func (n *NSURL) Labels() map[string]string {
 	return u.Labels
 }
 
-// Mechanism is the local mechanism to offer, with the interface name when the URL has one. Its
-// Parameters are a map even when empty, as NSM's are: a program may add to them.
+// Mechanism is the local mechanism to offer, with the interface name when the URL has one.
 func (n *NSURL) Mechanism() *networkservice.Mechanism {
 	u, err := n.parse()
 	if err != nil {
-		return &networkservice.Mechanism{Cls: cls.LOCAL, Type: strings.ToUpper(n.Scheme), Parameters: map[string]string{}}
+		return &networkservice.Mechanism{Cls: cls.LOCAL, Type: strings.ToUpper(n.Scheme)}
 	}
-	m := &networkservice.Mechanism{Cls: cls.LOCAL, Type: u.Mechanism, Parameters: map[string]string{}}
+	m := &networkservice.Mechanism{Cls: cls.LOCAL, Type: u.Mechanism}
 	if u.Interface != "" {
-		m.Parameters[common.InterfaceNameKey] = u.Interface
+		m.Parameters = map[string]string{common.InterfaceNameKey: u.Interface}
 	}
 	return m
 }
