@@ -5,8 +5,9 @@
 //
 // NSM's methods have no error, nor have these; what a URL that does not parse reads as is made
 // for the mesh to refuse it by name: NetworkService is then the whole URL (validate refuses it as
-// a service name, quoting it), Labels nil, and Mechanism the scheme in upper case without
-// parameters. Err says why it does not parse, for a program that checks first.
+// a service name, quoting it), Labels empty, and Mechanism the scheme in upper case without
+// parameters. Err says why it does not parse, for a program that checks first. As NSM's, Labels
+// is a map even when empty, which a program may add to.
 package nsurl
 
 import (
@@ -40,11 +41,11 @@ func (n *NSURL) NetworkService() string {
 	return u.NetworkServiceName()
 }
 
-// Labels are the labels the endpoint is selected by (one value each).
+// Labels are the labels the endpoint is selected by (one value each), never nil.
 func (n *NSURL) Labels() map[string]string {
 	u, err := n.parse()
-	if err != nil {
-		return nil
+	if err != nil || u.Labels == nil {
+		return map[string]string{}
 	}
 	return u.Labels
 }

@@ -31,6 +31,7 @@ func TestReadsAsNSMs(t *testing.T) {
 
 	bare := nsURL(t, "kernel://icmp-responder")
 	require.Equal(t, "icmp-responder", bare.NetworkService())
+	require.Equal(t, map[string]string{}, bare.Labels(), "a map to add to, as NSM's")
 	require.Nil(t, bare.Mechanism().GetParameters())
 }
 
@@ -42,7 +43,7 @@ func TestABadURLIsRefusedByName(t *testing.T) {
 	_, want := apinsurl.Parse("kernel://icmp-responder/much-too-long-interface-name")
 	require.Equal(t, want.Error(), verr.Error())
 	require.Equal(t, "kernel://icmp-responder/much-too-long-interface-name", u.NetworkService())
-	require.Nil(t, u.Labels())
+	require.Empty(t, u.Labels())
 	require.Equal(t, &networkservice.Mechanism{Cls: cls.LOCAL, Type: "KERNEL"}, u.Mechanism())
 }
 
@@ -65,6 +66,6 @@ func FuzzNSURL(f *testing.F) {
 		}
 		require.NotEmpty(t, n.NetworkService())
 		require.NotEmpty(t, n.Mechanism().GetType())
-		_ = n.Labels()
+		require.NotNil(t, n.Labels())
 	})
 }
