@@ -60,6 +60,47 @@ func TestAnotherClientCannotCloseOrRefresh(t *testing.T) {
 	require.Len(t, rec.Closes(), closes+1)
 }
 
+// A stranger who learned the IDs of the victim's connection past the nsmgr (they show in an
+// operator's vwctl output and in the forwarder's metrics) asks the nsmgr to close a connection
+// with an ID of its own making: the nsmgr does not know it and passes the Close on, as it does for
+// a client cleaning up after the nsmgr restarted, and the forwarder, which knows the connection,
+// hears it from the nsmgr, one of its hops. It is refused there: the Close does not begin with
+// the owner's token.
+func TestAStrangerCannotCloseThroughAnIDOfItsOwn(t *testing.T) {
+	mesh, victim, conn, rec := secureMesh(t)
+	ctx, cancel := context.WithTimeout(mesh.Context(), 10*time.Second)
+	defer cancel()
+	mallory := networkservice.NewNetworkServiceClient(mesh.Dial(mesh.Nodes[0].NSMgr.URL, "mallory"))
+	closes := len(rec.Closes())
+
+	forged := conn.Clone()
+	forged.Id = "mallory-1"
+	segs := forged.GetPath().GetPathSegments()
+	segs[0] = &networkservice.PathSegment{Name: "mallory", Id: "mallory-1"}
+	segs[1].Id = "made-up" // an ID the nsmgr does not know
+	for _, seg := range segs {
+		seg.Token = ""
+	}
+	_, err := mallory.Close(ctx, forged)
+	require.Error(t, err)
+	require.Len(t, rec.Closes(), closes, "the victim's connection was not closed at the endpoint")
+
+	// The victim's own first segment does not help without its token, which a stranger does not have.
+	segs[0] = conn.GetPath().GetPathSegments()[0].Clone()
+	segs[0].Token = ""
+	_, err = mallory.Close(ctx, forged)
+	require.Error(t, err)
+	require.Len(t, rec.Closes(), closes)
+
+	refresh := request("victim-1", nil)
+	refresh.Connection = conn.Clone()
+	conn, err = victim.Request(ctx, refresh)
+	require.NoError(t, err)
+	_, err = victim.Close(ctx, conn)
+	require.NoError(t, err)
+	require.Len(t, rec.Closes(), closes+1)
+}
+
 func TestAnotherClientDoesNotSeeTheConnection(t *testing.T) {
 	mesh, _, conn, _ := secureMesh(t)
 	ctx, cancel := context.WithTimeout(mesh.Context(), 10*time.Second)

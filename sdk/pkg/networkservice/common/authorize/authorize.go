@@ -46,8 +46,9 @@
 // address leases behind for good, as NSM users meet after a crash). Without an identity every
 // Close passes. With one, the server remembers, for each connection it accepted (by this hop's
 // connection ID), the SPIFFE IDs of the hops before it, and refuses with PermissionDenied, and
-// without calling next, the Close of such a connection by a caller that is none of them; a
-// Close it passes makes it forget the connection. A Close without TLS on a component with an
+// without calling next, the Close of such a connection by a caller that is none of them, or
+// whose path does not begin with a token of the owner (expired or not); a Close it passes makes
+// it forget the connection. A Close without TLS on a component with an
 // identity can only come from the component itself and passes, and so does the Close of a
 // connection the server does not know (a restarted hop lets its clients clean up).
 //
@@ -181,7 +182,7 @@ func (s *server) Close(ctx context.Context, conn *networkservice.Connection) (*e
 	if s.identity == nil {
 		return next.Server(ctx).Close(ctx, conn)
 	}
-	if err := s.identity.mayClose(ctx, conn.GetId()); err != nil {
+	if err := s.identity.mayClose(ctx, s, conn); err != nil {
 		return nil, err
 	}
 	defer s.identity.forget(conn.GetId())

@@ -103,22 +103,43 @@ func (id *identity) record(s *server, path *networkservice.Path) {
 }
 
 // mayClose refuses the Close of a known connection by a caller that is not one of the hops of
-// its path before this one. A Close without a caller certificate comes from inside the process
-// (a component serves over mutual TLS only): timeout's, or the component's own cleanup.
-func (id *identity) mayClose(ctx context.Context, connID string) error {
+// its path before this one, or that does not close it on its owner's behalf. A Close without a
+// caller certificate comes from inside the process (a component serves over mutual TLS only):
+// timeout's, or the component's own cleanup.
+//
+// Being a hop of the path is not enough: a hop passes on the Close of a connection it does not
+// know (a restarted nsmgr lets its clients clean up), so a stranger could reach this hop through
+// its real previous hop with a connection ID of its own making. What the stranger cannot make is
+// the owner's token: the Close's path must begin with a token whose subject is the owner. Its
+// expiry does not matter (cleanup never depends on a live token), and every Close a hop sends on
+// its own (heal leaving a hop, orphan, timeout) carries the path its owner's Request set.
+func (id *identity) mayClose(ctx context.Context, s *server, conn *networkservice.Connection) error {
 	c := callerOf(ctx)
 	if c.cert == nil {
 		return nil
 	}
+	connID := conn.GetId()
 	id.mu.Lock()
 	o, known := id.owners[connID]
 	id.mu.Unlock()
-	if !known || slices.Contains(o.path, c.id) {
+	if !known {
 		return nil
 	}
-	return status.Errorf(codes.PermissionDenied,
-		"authorize: connection %s belongs to %s (its path to this hop: %v); %s may not close it",
-		connID, o.path[0], o.path, c.id)
+	if !slices.Contains(o.path, c.id) {
+		return status.Errorf(codes.PermissionDenied,
+			"authorize: connection %s belongs to %s (its path to this hop: %v); %s may not close it",
+			connID, o.path[0], o.path, c.id)
+	}
+	var first string
+	if segs := conn.GetPath().GetPathSegments(); len(segs) > 0 {
+		first = subject(s.claimsOf(segs[0].GetToken()))
+	}
+	if first != o.path[0] {
+		return status.Errorf(codes.PermissionDenied,
+			"authorize: connection %s belongs to %s; this Close, passed on by %s, begins with a token of %q, "+
+				"and a hop closes a connection only on its owner's behalf", connID, o.path[0], c.id, first)
+	}
+	return nil
 }
 
 func (id *identity) forget(connID string) {
