@@ -17,6 +17,7 @@ import (
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
 	"vwire.dev/sdk-kernel/pkg/kernel/veth"
+	connmonitor "vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/tools/fdpass"
 	"vwire.dev/sdk/pkg/tools/hopurl"
 	"vwire.dev/sdk/pkg/tools/log"
@@ -92,18 +93,11 @@ func monitored(ctx context.Context, c *config, id *spiffe.Identity) ([]*networks
 	defer func() { _ = cc.Close() }()
 	asking, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
-	events, err := networkservice.NewMonitorConnectionClient(cc).MonitorConnections(asking, &networkservice.MonitorScopeSelector{})
+	conns, err := connmonitor.Snapshot(asking, cc, &networkservice.MonitorScopeSelector{})
 	if err != nil {
 		return nil, err
 	}
-	first, err := events.Recv()
-	if err != nil {
-		return nil, err
-	}
-	if first.GetType() != networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER {
-		return nil, status.Errorf(codes.Internal, "monitor %s: the first event is %s, not INITIAL_STATE_TRANSFER", c.ConnectTo, first.GetType())
-	}
-	return slices.Collect(maps.Values(first.GetConnections())), nil
+	return slices.Collect(maps.Values(conns)), nil
 }
 
 // match returns the connections among conns that one of the aliases names (the alias the

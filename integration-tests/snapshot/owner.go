@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"vwire.dev/sdk-kernel/pkg/kernel/ifname"
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	"vwire.dev/sdk/pkg/tools/spiffe"
 )
 
@@ -115,21 +116,12 @@ func Connections(ctx context.Context, socket, identityDir string) ([]*networkser
 		return nil, fmt.Errorf("snapshot: dial %s: %w", socket, err)
 	}
 	defer func() { _ = cc.Close() }()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := networkservice.NewMonitorConnectionClient(cc).MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
+	seen, err := monitor.Snapshot(ctx, cc, &networkservice.MonitorScopeSelector{})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: MonitorConnections of %s: %w", socket, err)
 	}
-	event, err := stream.Recv()
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: MonitorConnections of %s: the first event: %w", socket, err)
-	}
-	if event.GetType() != networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER {
-		return nil, fmt.Errorf("snapshot: MonitorConnections of %s began with %s, not the initial state", socket, event.GetType())
-	}
 	var conns []*networkservice.Connection
-	for _, c := range event.GetConnections() {
+	for _, c := range seen {
 		conns = append(conns, c)
 	}
 	slices.SortFunc(conns, func(a, b *networkservice.Connection) int { return strings.Compare(a.GetId(), b.GetId()) })

@@ -27,9 +27,8 @@ import (
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
 	"github.com/networkservicemesh/api/pkg/api/registry"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"vwire.dev/sdk/pkg/networkservice/common/monitor"
 	regclient "vwire.dev/sdk/pkg/registry/chains/client"
 	regrecvfd "vwire.dev/sdk/pkg/registry/common/recvfd"
 	"vwire.dev/sdk/pkg/registry/core/adapters"
@@ -175,20 +174,7 @@ func (in *Inspector) monitor(ctx context.Context, u *url.URL) (map[string]*netwo
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the stream once the snapshot is read
-	stream, err := networkservice.NewMonitorConnectionClient(cc).MonitorConnections(ctx, &networkservice.MonitorScopeSelector{})
-	if err != nil {
-		return nil, err
-	}
-	ev, err := stream.Recv()
-	if err != nil {
-		return nil, err
-	}
-	if ev.GetType() != networkservice.ConnectionEventType_INITIAL_STATE_TRANSFER {
-		return nil, status.Errorf(codes.Internal, "the first event is %s, not INITIAL_STATE_TRANSFER", ev.GetType())
-	}
-	return ev.GetConnections(), nil
+	return monitor.Snapshot(ctx, cc, &networkservice.MonitorScopeSelector{})
 }
 
 // Services returns the registry's network services, by name.
