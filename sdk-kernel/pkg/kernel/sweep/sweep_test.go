@@ -63,7 +63,10 @@ func TestForwarderLeavesOnlyWhatIsNotTheForwarders(t *testing.T) {
 	want := []string{end, tunnel}
 	slices.Sort(want)
 	require.Equal(t, want, removed.Interfaces)
-	require.Equal(t, []string{dead}, removed.Sockets, "only the socket nothing listens on")
+	// WireGuard's UAPI sockets are the machine's (/var/run/wireguard): another package's test
+	// may have left one of a device it is removing at this moment. Judge only this test's own.
+	mine := slices.DeleteFunc(removed.Sockets, func(path string) bool { return filepath.Dir(path) != dir })
+	require.Equal(t, []string{dead}, mine, "only the socket nothing listens on")
 	require.FileExists(t, live)
 
 	require.NoError(t, h.RuleDel(keep))
@@ -73,5 +76,5 @@ func TestForwarderLeavesOnlyWhatIsNotTheForwarders(t *testing.T) {
 	again, err := sweep.Forwarder(fwd, dead)
 	require.NoError(t, err)
 	require.Empty(t, again.Interfaces, "a second sweep finds nothing")
-	require.Empty(t, again.Sockets)
+	require.NotContains(t, again.Sockets, dead)
 }
