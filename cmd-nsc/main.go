@@ -177,7 +177,7 @@ func run(ctx context.Context, c *config) error {
 		client.WithDialOptions(dial.WithDialTimeout(c.DialTimeout), dial.WithDialOptions(id.DialOptions()...)),
 		client.WithTokenGenerator(tokens))
 
-	s := &session{c: c, nsc: nsc}
+	s := &session{c: c, nsc: nsc, want: services}
 	closeLeftovers(ctx, c, services, id, nsc)
 	if err := removeLeftovers(ctx, services); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,17 +50,26 @@ func TestHelpAndREADMEListEveryVariable(t *testing.T) {
 }
 
 // refuse fails every request for the network service "broken", as an endpoint that cannot serve
-// it would.
-type refuse struct{}
+// it would, and the first flakyRefusals for "flaky", as one that cannot serve it yet.
+type refuse struct {
+	flaky atomic.Int32 // requests for flaky so far
+}
 
-func (refuse) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
-	if req.GetConnection().GetNetworkService() == "broken" {
+const flakyRefusals = 2
+
+func (r *refuse) Request(ctx context.Context, req *networkservice.NetworkServiceRequest) (*networkservice.Connection, error) {
+	switch req.GetConnection().GetNetworkService() {
+	case "broken":
 		return nil, status.Error(codes.FailedPrecondition, "test endpoint: broken is broken")
+	case "flaky":
+		if r.flaky.Add(1) <= flakyRefusals {
+			return nil, status.Error(codes.FailedPrecondition, "test endpoint: flaky is not ready")
+		}
 	}
 	return next.Server(ctx).Request(ctx, req)
 }
 
-func (refuse) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
+func (*refuse) Close(ctx context.Context, conn *networkservice.Connection) (*emptypb.Empty, error) {
 	return next.Server(ctx).Close(ctx, conn)
 }
 
@@ -72,7 +82,7 @@ func serveEndpoint(t *testing.T) *url.URL {
 		endpoint.WithName("nse"),
 		endpoint.WithMonitorOptions(monitorserver.WithOperators(cmdtest.ID(t, "test"))), // watch sees every connection
 		endpoint.WithAdditionalFunctionality(
-			refuse{},
+			&refuse{},
 			point2pointipam.NewServer(netip.MustParsePrefix("10.20.0.0/24"), netip.MustParsePrefix("fd20::/120")),
 			mechanisms.NewServer(map[string]networkservice.NetworkServiceServer{kernel.MECHANISM: next.NewNetworkServiceServer()}),
 		))

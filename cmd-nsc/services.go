@@ -10,7 +10,10 @@ package main
 //
 // A list that cannot be read or is not valid is logged at ERROR and changes nothing; the client
 // goes on with what it has. A new service whose Request fails is logged at ERROR too; the others
-// are made all the same, and SIGHUP or the next change of the list asks for it again.
+// are made all the same, and the client asks for it again on its own, after a wait that starts at
+// retryFirst and doubles after each failure up to retryMost: on Kubernetes nobody may ever change
+// the list again to ask for it. SIGHUP, or a change of the list, asks at once and starts the waits
+// anew.
 
 import (
 	"context"
@@ -34,6 +37,13 @@ import (
 // followEvery is how often the client looks at NSM_NETWORK_SERVICES_FILE. The kubelet replaces a
 // downward-API file by a rename, so each look sees the old contents or the new, never a mix.
 const followEvery = time.Second
+
+// retryFirst and retryMost bound the wait before the client asks again for the services of its
+// list that have no connection. The waits are met on followEvery's beat.
+const (
+	retryFirst = time.Second
+	retryMost  = 30 * time.Second
+)
 
 // servicesFromFile reads the list of NSM_NETWORK_SERVICES_FILE. seen is what it found there:
 // the contents, or why there are none, so that a follower can tell a change.
@@ -95,11 +105,16 @@ type vwire struct {
 	conn *networkservice.Connection
 }
 
-// session is the client's connections, in the order they were made.
+// session is the client's connections, in the order they were made, and the list it is to hold.
 type session struct {
 	c    *config
 	nsc  networkservice.NetworkServiceClient
 	open []vwire
+	want serviceURLs
+	// After a failed Request, the services of want without a connection are asked for again at
+	// retryAt; wait is the last wait, doubled at each failure, zero after a change of the list.
+	wait    time.Duration
+	retryAt time.Time
 }
 
 // urls are the services the session holds.
@@ -161,9 +176,11 @@ func (s *session) closeAll(ctx context.Context) error {
 
 // reload makes the session hold want: it closes the connections of the services gone first, so
 // that a URL that changed can take its interface name again, then requests the new ones. Errors
-// are logged; the services that could not be made are asked for again at the next reload.
-func (s *session) reload(ctx context.Context, want serviceURLs) {
+// are logged; the services that could not be made are asked for again by retry. now is the time
+// of the tick or signal that brought want.
+func (s *session) reload(ctx context.Context, want serviceURLs, now time.Time) {
 	logger := log.FromContext(ctx)
+	s.want, s.wait = want, 0
 	gone, added := diff(s.urls(), want)
 	if len(gone) == 0 && len(added) == 0 {
 		logger.Info("services unchanged", "services", want.String())
@@ -173,14 +190,45 @@ func (s *session) reload(ctx context.Context, want serviceURLs) {
 	if err := s.close(ctx, contains(gone)); err != nil {
 		logger.Error("could not close a connection; the nsmgr closes it after its NSM_ORPHAN_GRACE", "error", err)
 	}
-	for _, u := range added {
-		if err := removeLeftovers(ctx, serviceURLs{u}); err != nil {
-			logger.Error("could not request a new service: its interface name is taken", "service", u.String(), "error", err)
-			continue
+	s.connect(ctx, added, now)
+}
+
+// retry asks again for the services of the list that have no connection, at the tick of now if
+// it is the one nearest the end of their wait: ticks come on followEvery's beat give or take a
+// little, so a wait of n beats would otherwise often end just after the nth.
+func (s *session) retry(ctx context.Context, now time.Time) {
+	_, missing := diff(s.urls(), s.want)
+	if len(missing) == 0 || now.Before(s.retryAt.Add(-followEvery/2)) {
+		return
+	}
+	s.connect(ctx, missing, now)
+}
+
+// nextWait is the wait after a failure that came after a wait of last (zero: none since the list
+// changed).
+func nextWait(last time.Duration) time.Duration {
+	return min(max(2*last, retryFirst), retryMost)
+}
+
+// connect requests each of which, once its interface name is free (or held by a vWire a previous
+// run left, which it removes). When some fail, the services without a connection wait the next
+// wait from now; each failure is logged once, with that wait: one line per service and wait.
+func (s *session) connect(ctx context.Context, which serviceURLs, now time.Time) {
+	wait := nextWait(s.wait)
+	failed := false
+	for _, u := range which {
+		err := removeLeftovers(ctx, serviceURLs{u}) // its error says the name is taken
+		if err == nil {
+			err = s.request(ctx, u)
 		}
-		if err := s.request(ctx, u); err != nil {
-			logger.Error("could not request a new service; SIGHUP or the next change of the list asks again", "service", u.String(), "error", err)
+		if err != nil {
+			failed = true
+			log.FromContext(ctx).Error("could not request a service of the list; asking again after the wait, at SIGHUP or at the next change of the list",
+				"service", u.String(), "wait", wait, "error", err)
 		}
+	}
+	if failed {
+		s.wait, s.retryAt = wait, now.Add(wait)
 	}
 }
 
@@ -197,6 +245,7 @@ func (s *session) follow(ctx context.Context, hup <-chan os.Signal, seen string)
 	}
 	for {
 		hangup := false
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
@@ -207,17 +256,19 @@ func (s *session) follow(ctx context.Context, hup <-chan os.Signal, seen string)
 			}
 			logger.Info("SIGHUP: reading the list of services again", "file", file)
 			hangup = true
-		case <-tick:
+			now = time.Now()
+		case now = <-tick: // the time of its beat, though read late
 		}
-		want, now, err := servicesFromFile(file)
-		if now == seen && !hangup {
+		want, held, err := servicesFromFile(file)
+		if held == seen && !hangup {
+			s.retry(ctx, now)
 			continue
 		}
-		seen = now
+		seen = held
 		if err != nil {
 			logger.Error("the new list of services is not valid; keeping the services the client has", "error", err)
 			continue
 		}
-		s.reload(ctx, want)
+		s.reload(ctx, want, now)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/networkservicemesh/api/pkg/api/networkservice"
 	"github.com/networkservicemesh/api/pkg/api/networkservice/mechanisms/kernel"
@@ -43,6 +44,16 @@ func TestDiff(t *testing.T) {
 			require.Equal(t, tc.added, added.String())
 		})
 	}
+}
+
+func TestNextWait(t *testing.T) {
+	var waits []time.Duration
+	for w := time.Duration(0); len(waits) < 7; {
+		w = nextWait(w)
+		waits = append(waits, w)
+	}
+	s := time.Second
+	require.Equal(t, []time.Duration{s, 2 * s, 4 * s, 8 * s, 16 * s, 30 * s, 30 * s}, waits)
 }
 
 // writeServices replaces the file at path with list by a rename, as the kubelet replaces a
@@ -128,8 +139,12 @@ func TestLiveServices(t *testing.T) {
 	require.Equal(t, map[string]bool{first.GetId(): true, third.GetId(): true}, closed)
 }
 
+// refused is the start of the line of a service whose Request failed.
+const refused = `level=ERROR msg="could not request a service of the list; asking again after the wait, at SIGHUP or at the next change of the list" cmd=cmd-nsc service=`
+
 // TestNewServiceRefusedKeepsTheOthers: a service added while the client runs that its endpoint
-// refuses is logged, the others stay, and a SIGHUP asks for it again.
+// refuses is logged, the others stay, and a SIGHUP asks for it again at once, its wait starting
+// anew (the client's own tries log longer waits).
 func TestNewServiceRefusedKeepsTheOthers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
 	defer cancel()
@@ -144,14 +159,53 @@ func TestNewServiceRefusedKeepsTheOthers(t *testing.T) {
 	waitCount(t, nsc, "msg=connected", 1)
 
 	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://broken/nsm-2")
-	waitCount(t, nsc, `level=ERROR msg="could not request a new service; SIGHUP or the next change of the list asks again" cmd=cmd-nsc service=kernel://broken/nsm-2`, 1)
+	waitCount(t, nsc, refused+"kernel://broken/nsm-2 wait=1s", 1)
 	require.Contains(t, nsc.Stderr(), "test endpoint: broken is broken")
 	nsc.Signal(syscall.SIGHUP)
 	waitCount(t, nsc, `msg="services changed" cmd=cmd-nsc closing="" requesting=kernel://broken/nsm-2`, 2)
-	waitCount(t, nsc, "test endpoint: broken is broken", 2)
+	waitCount(t, nsc, refused+"kernel://broken/nsm-2 wait=1s", 2)
 
 	require.Zero(t, nsc.Stop())
 	require.Contains(t, m.next(networkservice.ConnectionEventType_DELETE), first.GetId(), "the first connection lived to the end")
+}
+
+// TestRefusedServiceIsAskedAgain: a service added while the client runs that its endpoint
+// refuses at first is asked for again by the client on its own, with no SIGHUP nor change of the
+// list, after a wait that doubles at each failure, until it is connected; the service that stayed
+// sees no Request meanwhile. On Kubernetes nobody may ever change the list again.
+func TestRefusedServiceIsAskedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+	file := filepath.Join(cmdtest.TempDir(t), "services")
+	writeServices(t, file, "kernel://icmp-responder/nsm-1")
+
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES_FILE=" + file}, args...)
+	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	waitCount(t, nsc, "msg=connected", 1)
+
+	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://flaky/nsm-2")
+	// The endpoint's next event is flaky's connection: nothing of nsm-1 before it.
+	second := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	require.Equal(t, "flaky", second.GetNetworkService())
+	waitCount(t, nsc, "msg=connected", 2)
+	stderr := nsc.Stderr()
+	require.Equal(t, 1, strings.Count(stderr, `msg="services changed"`), "the list was read once:\n%s", stderr)
+	require.Equal(t, flakyRefusals, strings.Count(stderr, refused), "one line per failure:\n%s", stderr)
+	require.Contains(t, stderr, refused+"kernel://flaky/nsm-2 wait=1s")
+	require.Contains(t, stderr, refused+"kernel://flaky/nsm-2 wait=2s")
+	require.Contains(t, stderr, "test endpoint: flaky is not ready")
+
+	require.Zero(t, nsc.Stop())
+	closed := map[string]bool{}
+	for range 2 { // DELETEs only: an UPDATE would be a Request of nsm-1 (or nsm-2) after it was made
+		for id := range m.next(networkservice.ConnectionEventType_DELETE) {
+			closed[id] = true
+		}
+	}
+	require.Equal(t, map[string]bool{first.GetId(): true, second.GetId(): true}, closed)
 }
 
 // TestSIGHUPWithoutAFile: without NSM_NETWORK_SERVICES_FILE there is nothing to read again; the
