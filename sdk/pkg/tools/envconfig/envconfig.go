@@ -10,9 +10,10 @@
 // without a default that must be set. Fields are plain Go types (string, bool, integers,
 // time.Duration, []string) or the types of this package, which check what they read: URL,
 // ListenURL and ListenURLs (next-hop URLs, through sdk/pkg/tools/hopurl; a tcp one may be
-// written host:port, as NSM's manifests do), Prefixes (CIDRs, through net/netip),
-// Name and Names (through vwire.dev/api/validate), Labels and Level; a command may add types of
-// its own (Value), and DecodeList helps it name the bad item of a list.
+// written host:port, as NSM's manifests do), Prefixes (CIDRs, through net/netip) and
+// PrefixGroups (NSM's groups of them, [a,b],[c]), Name and Names (through
+// vwire.dev/api/validate), Labels and Level; a command may add types of its own (Value), and
+// DecodeList helps it name the bad item of a list.
 //
 // NSM's own commands name some settings differently, and read some that vwire has no use for
 // yet; a command accepts both, so that NSM's manifests run with vwire's images unchanged but for

@@ -315,7 +315,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		values := []envconfig.Value{new(envconfig.Name), &envconfig.Names{}, &envconfig.URL{}, &envconfig.ListenURL{}, &envconfig.ListenURLs{}, &envconfig.Prefixes{}, &envconfig.Labels{}, new(envconfig.Level)}
+		values := []envconfig.Value{new(envconfig.Name), &envconfig.Names{}, &envconfig.URL{}, &envconfig.ListenURL{}, &envconfig.ListenURLs{}, &envconfig.Prefixes{}, &envconfig.PrefixGroups{}, &envconfig.Labels{}, new(envconfig.Level)}
 		for _, v := range values {
 			_ = v.Decode(s)
 		}
@@ -479,4 +479,103 @@ func TestExecuteSetsTelemetryUp(t *testing.T) {
 		require.Equal(t, 1, code)
 		require.Equal(t, tc.want, stderr.String())
 	}
+}
+
+func TestPrefixGroups(t *testing.T) {
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		value string
+		want  envconfig.PrefixGroups
+		err   string // the whole message, when Decode fails
+	}{
+		{value: "10.0.0.0/24,fd00::/120", want: envconfig.PrefixGroups{{p("10.0.0.0/24"), p("fd00::/120")}}},
+		{value: "10.0.0.0/24,10.1.0.0/24", want: envconfig.PrefixGroups{{p("10.0.0.0/24"), p("10.1.0.0/24")}}},
+		{value: "[10.0.0.0/24]", want: envconfig.PrefixGroups{{p("10.0.0.0/24")}}},
+		{value: "[10.0.0.0/24,fd00::/120],[10.1.0.0/24]", want: envconfig.PrefixGroups{{p("10.0.0.0/24"), p("fd00::/120")}, {p("10.1.0.0/24")}}},
+		{value: " [ 10.0.0.0/24 , fd00::/120 ] , 10.1.0.0/24 ,[10.2.0.0/24] ", want: envconfig.PrefixGroups{{p("10.0.0.0/24"), p("fd00::/120")}, {p("10.1.0.0/24")}, {p("10.2.0.0/24")}}},
+		{value: "", err: "no CIDR; give at least one, e.g. 169.254.0.0/16"},
+		{value: "10.0.0.1/24", err: "has host bits set; did you mean 10.0.0.0/24?"},
+		{value: "[10.0.0.0/24],[10.1.0.1/24]", err: `group 2 "10.1.0.1/24": has host bits set; did you mean 10.1.0.0/24?`},
+		{value: "[10.0.0.0/24,fd00::/129]", err: `group 1 "10.0.0.0/24,fd00::/129": item 2 "fd00::/129": not a CIDR; write address/length, e.g. 169.254.0.0/16 or fd00::/64`},
+		{value: "[10.0.0.0/24,]", err: `group 1 "10.0.0.0/24,": item 2 "": empty item; remove the extra comma`},
+		{value: "[10.0.0.0/24],[]", err: "group 2 is empty; give it a CIDR or remove it"},
+		{value: "[10.0.0.0/24],[ ]", err: "group 2 is empty; give it a CIDR or remove it"},
+		{value: "[10.0.0.0/24", err: "unbalanced brackets: '[' at byte 0 is not closed; groups do not nest"},
+		{value: "[10.0.0.0/24,[10.1.0.0/24]]", err: "unbalanced brackets: '[' at byte 0 is not closed; groups do not nest"},
+		{value: "10.0.0.0/24]", err: "unbalanced brackets: ']' at byte 11 closes no '['"},
+		{value: "[10.0.0.0/24]]", err: "unbalanced brackets: ']' at byte 13 closes no '['"},
+		{value: "[10.0.0.0/24],]", err: "unbalanced brackets: ']' at byte 14 closes no '['"},
+		{value: "[10.0.0.0/24][10.1.0.0/24]", err: "'[' at byte 13 follows group 1; separate groups with a comma"},
+		{value: "10.0.0.0/24[10.1.0.0/24]", err: "'[' at byte 11 follows group 1; separate groups with a comma"},
+		{value: "[10.0.0.0/24],", err: "',' at byte 13 ends the value; remove it or add a group"},
+		{value: "[10.0.0.0/24],,[10.1.0.0/24]", err: "',' at byte 14 after a comma; remove the extra comma"},
+		{value: ",[10.0.0.0/24]", err: "',' at byte 0 before any group; remove it"},
+		{value: "[10.0.0.0/16],[10.0.1.0/24]", err: "group 2: 10.0.1.0/24 overlaps 10.0.0.0/16 of group 1"},
+		{value: "[10.0.0.0/16,10.0.1.0/24]", err: `group 1 "10.0.0.0/16,10.0.1.0/24": item 2 "10.0.1.0/24": overlaps 10.0.0.0/16`},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			var g envconfig.PrefixGroups
+			err := g.Decode(tc.value)
+			if tc.err != "" {
+				require.EqualError(t, err, tc.err)
+				require.Nil(t, g, "a bad value changes nothing")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, g)
+		})
+	}
+}
+
+// TestPrefixGroupsNameTheVariable: Process names the variable and its value before what is wrong.
+func TestPrefixGroupsNameTheVariable(t *testing.T) {
+	setenv(t, "NSM_GROUPS=[10.0.0.0/24],[10.0.0.0/25]")
+	var c struct {
+		config
+		Groups envconfig.PrefixGroups `default:"169.254.0.0/16" split_words:"true" desc:"pools"`
+	}
+	require.EqualError(t, envconfig.Process(&c),
+		`NSM_GROUPS: "[10.0.0.0/24],[10.0.0.0/25]": group 2: 10.0.0.0/25 overlaps 10.0.0.0/24 of group 1`)
+	setenv(t, "NSM_GROUPS")
+	require.NoError(t, envconfig.Process(&c))
+	require.Equal(t, envconfig.PrefixGroups{{netip.MustParsePrefix("169.254.0.0/16")}}, c.Groups)
+}
+
+// FuzzPrefixGroups: any text gives groups or an error, never a panic; groups are never empty,
+// their prefixes are masked and overlap nothing, written back in brackets they read the same,
+// and a text without brackets reads as the one group Prefixes reads.
+func FuzzPrefixGroups(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/24,fd00::/120", "[10.0.0.0/24,fd00::/120],[10.1.0.0/24]", "[a],b", "[[", "]]", "[],", " [10.0.0.0/8] , 11.0.0.0/8", "[10.0.0.1/8]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var g envconfig.PrefixGroups
+		if err := g.Decode(s); err != nil {
+			require.Nil(t, g)
+			return
+		}
+		var all []netip.Prefix
+		text := make([]string, len(g))
+		for i, group := range g {
+			require.NotEmpty(t, group)
+			items := make([]string, len(group))
+			for j, p := range group {
+				require.Equal(t, p.Masked(), p)
+				for _, o := range all {
+					require.False(t, o.Overlaps(p), "%s overlaps %s", p, o)
+				}
+				all = append(all, p)
+				items[j] = p.String()
+			}
+			text[i] = "[" + strings.Join(items, ",") + "]"
+		}
+		var again envconfig.PrefixGroups
+		require.NoError(t, again.Decode(strings.Join(text, ",")))
+		require.Equal(t, g, again)
+		if !strings.ContainsAny(s, "[]") {
+			var one envconfig.Prefixes
+			require.NoError(t, one.Decode(s))
+			require.Equal(t, envconfig.PrefixGroups{one}, g)
+		}
+	})
 }

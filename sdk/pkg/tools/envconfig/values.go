@@ -187,6 +187,102 @@ func (p *Prefixes) Decode(value string) error {
 // TypeName implements Value.
 func (Prefixes) TypeName() string { return "CIDR list" }
 
+// PrefixGroups is NSM_CIDR_PREFIX as NSM's endpoints read it (NSM's cidr.Groups): address pools
+// of their own, each a Prefixes in brackets, [10.0.0.0/24,fd00::/120],[10.1.0.0/24]; a client
+// gets addresses from every group. Without brackets the list is one group, as Prefixes reads it
+// (NSM makes each item a group; the two differ only for items of one family); beside bracketed
+// groups, an item without brackets is a group of its own, as in NSM. No prefix overlaps another,
+// in its group or any other: group IPAMs refuse that.
+type PrefixGroups [][]netip.Prefix
+
+// Decode implements envconfig.Decoder. An error names the group (by its number, from 1) and
+// the byte of a misplaced bracket or comma.
+func (g *PrefixGroups) Decode(value string) error {
+	if !strings.ContainsAny(value, "[]") {
+		var one Prefixes
+		if err := one.Decode(value); err != nil {
+			return err
+		}
+		*g = PrefixGroups{one}
+		return nil
+	}
+	var out PrefixGroups
+	add := func(text string) error {
+		var group Prefixes
+		if strings.TrimSpace(text) == "" {
+			return fmt.Errorf("group %d is empty; give it a CIDR or remove it", len(out)+1)
+		}
+		if err := group.Decode(text); err != nil {
+			return fmt.Errorf("group %d %q: %w", len(out)+1, strings.TrimSpace(text), err)
+		}
+		for _, p := range group {
+			for i, other := range out {
+				for _, o := range other {
+					if o.Overlaps(p) {
+						return fmt.Errorf("group %d: %s overlaps %s of group %d", len(out)+1, p, o, i+1)
+					}
+				}
+			}
+		}
+		out = append(out, group)
+		return nil
+	}
+	skipSpace := func(i int) int {
+		for i < len(value) && (value[i] == ' ' || value[i] == '\t') {
+			i++
+		}
+		return i
+	}
+	// Each turn reads one group, at the start of the value or after its comma.
+	for i := skipSpace(0); i < len(value); i = skipSpace(i) {
+		switch value[i] {
+		case ',':
+			if len(out) == 0 {
+				return fmt.Errorf("',' at byte %d before any group; remove it", i)
+			}
+			return fmt.Errorf("',' at byte %d after a comma; remove the extra comma", i)
+		case ']':
+			return fmt.Errorf("unbalanced brackets: ']' at byte %d closes no '['", i)
+		case '[':
+			end := strings.IndexAny(value[i+1:], "[]")
+			if end < 0 || value[i+1+end] == '[' {
+				return fmt.Errorf("unbalanced brackets: '[' at byte %d is not closed; groups do not nest", i)
+			}
+			if err := add(value[i+1 : i+1+end]); err != nil {
+				return err
+			}
+			i += end + 2
+		default: // a group of one, without brackets
+			end := strings.IndexAny(value[i:], ",[]")
+			if end < 0 {
+				end = len(value) - i
+			}
+			if err := add(value[i : i+end]); err != nil {
+				return err
+			}
+			i += end
+		}
+		if i = skipSpace(i); i == len(value) {
+			break
+		}
+		if value[i] == ']' {
+			return fmt.Errorf("unbalanced brackets: ']' at byte %d closes no '['", i)
+		}
+		if value[i] != ',' {
+			return fmt.Errorf("%q at byte %d follows group %d; separate groups with a comma", value[i], i, len(out))
+		}
+		if strings.TrimSpace(value[i+1:]) == "" {
+			return fmt.Errorf("',' at byte %d ends the value; remove it or add a group", i)
+		}
+		i++
+	}
+	*g = out
+	return nil
+}
+
+// TypeName implements Value.
+func (PrefixGroups) TypeName() string { return "CIDR groups" }
+
 // Labels is a list of key=value pairs (key:value, as NSM's endpoints write them, works too):
 // app=web,version=2. Keys are not empty and appear once.
 type Labels map[string]string
