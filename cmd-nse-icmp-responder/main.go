@@ -2,9 +2,11 @@
 // point-to-point vWire with addresses from NSM_CIDR_PREFIX and answers ping on its end: the
 // endpoint of NSM's examples and of vwire's own tests.
 //
-// It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) with point2pointipam and
-// the KERNEL mechanism (and dnscontext with NSM_DNS_CONFIGS, onidle with NSM_IDLE_TIMEOUT, which
-// stops the program as a signal does) on NSM_LISTEN_ON, and registers itself (and, unless told not to, its
+// It serves the endpoint chain (sdk/pkg/networkservice/chains/endpoint) with point2pointipam
+// (groupipam for NSM's CIDR groups, [a,b],[c]; behind strictipam with NSM_IPAM_POLICY=strict)
+// and the KERNEL mechanism (and dnscontext with NSM_DNS_CONFIGS, onidle with NSM_IDLE_TIMEOUT,
+// which stops the program as a signal does) on NSM_LISTEN_ON, and registers itself (and, unless
+// told not to, its
 // network services first) at NSM_CONNECT_TO: the node's nsmgr, or a registry. register.Serve
 // (sdk/pkg/registry/register) does both: it waits up to NSM_REGISTER_TIMEOUT for a registry that
 // is not up yet, refreshes the registration before it expires, and makes both again as soon as a
@@ -23,6 +25,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +43,7 @@ import (
 	"vwire.dev/sdk/pkg/networkservice/common/mechanisms/sendfd"
 	"vwire.dev/sdk/pkg/networkservice/common/onidle"
 	"vwire.dev/sdk/pkg/networkservice/connectioncontext/dnscontext"
+	"vwire.dev/sdk/pkg/networkservice/ipam/groupipam"
 	"vwire.dev/sdk/pkg/networkservice/ipam/point2pointipam"
 	"vwire.dev/sdk/pkg/networkservice/ipam/strictipam"
 	"vwire.dev/sdk/pkg/registry/register"
@@ -53,20 +57,20 @@ type config struct {
 	envconfig.Common
 	spiffe.Config
 	authorize.PolicyConfig
-	Name             envconfig.Name     `default:"icmp-responder-nse" split_words:"true" desc:"the endpoint's name in the registry; unique among endpoints"`
-	ServiceNames     envconfig.Names    `default:"icmp-responder" split_words:"true" desc:"the network services it provides"`
-	Labels           envconfig.Labels   `split_words:"true" desc:"its labels for each of its services, which clients select endpoints by: app=web,version=2"`
-	CIDRPrefix       envconfig.Prefixes `default:"169.254.0.0/16" split_words:"true" desc:"where addresses come from, a pair per vWire and family: IPv4, IPv6 or both"`
-	ListenOn         envconfig.URL      `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
-	ConnectTo        envconfig.URL      `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to register: the node's nsmgr, or a registry"`
-	Payload          payloadName        `default:"IP" split_words:"true" desc:"the payload of its services, when it registers them: IP or ETHERNET"`
-	RegisterService  bool               `default:"true" split_words:"true" desc:"register its network services too, not only itself"`
-	RegisterTimeout  time.Duration      `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
-	MaxTokenLifetime time.Duration      `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
-	DNSConfigs       dnsConfigs         `split_words:"true" desc:"DNS configurations given to every client with its vWire, a JSON list: [{\"dns_server_ips\":[\"172.16.1.2\"],\"search_domains\":[\"my.coredns.service\"]}]"`
-	IdleTimeout      time.Duration      `default:"0" split_words:"true" desc:"stop (unregistering) after this long without a connection; 0: never"`
-	IPAMPolicy       ipamPolicy         `default:"polite" split_words:"true" desc:"polite: a client keeps the addresses it brings that are outside NSM_CIDR_PREFIX, beside its new ones; strict: they are dropped (with their routes), as for a client that comes from another endpoint"`
-	PassSocket       bool               `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor beside the registration (an inode:// URL, as NSM's endpoints do), so it reaches the endpoint from any mount namespace (a pod's); false registers the socket's path, for a registry reached directly"`
+	Name             envconfig.Name         `default:"icmp-responder-nse" split_words:"true" desc:"the endpoint's name in the registry; unique among endpoints"`
+	ServiceNames     envconfig.Names        `default:"icmp-responder" split_words:"true" desc:"the network services it provides"`
+	Labels           envconfig.Labels       `split_words:"true" desc:"its labels for each of its services, which clients select endpoints by: app=web,version=2"`
+	CIDRPrefix       envconfig.PrefixGroups `default:"169.254.0.0/16" split_words:"true" desc:"where addresses come from, a pair per vWire and family: IPv4, IPv6 or both; NSM's groups in brackets, [10.0.0.0/24,fd00::/120],[10.1.0.0/24], are pools of their own, a pair from each"`
+	ListenOn         envconfig.URL          `split_words:"true" desc:"where to serve, and the URL it registers (default: a socket in a new temporary directory)"`
+	ConnectTo        envconfig.URL          `default:"unix:///var/lib/networkservicemesh/nsm.io.sock" split_words:"true" desc:"where to register: the node's nsmgr, or a registry"`
+	Payload          payloadName            `default:"IP" split_words:"true" desc:"the payload of its services, when it registers them: IP or ETHERNET"`
+	RegisterService  bool                   `default:"true" split_words:"true" desc:"register its network services too, not only itself"`
+	RegisterTimeout  time.Duration          `default:"15s" split_words:"true" desc:"how long the first registration may wait for the registry to answer; also bounds the unregistration at exit"`
+	MaxTokenLifetime time.Duration          `default:"10m" split_words:"true" desc:"lifetime of the tokens it signs"`
+	DNSConfigs       dnsConfigs             `split_words:"true" desc:"DNS configurations given to every client with its vWire, a JSON list: [{\"dns_server_ips\":[\"172.16.1.2\"],\"search_domains\":[\"my.coredns.service\"]}]"`
+	IdleTimeout      time.Duration          `default:"0" split_words:"true" desc:"stop (unregistering) after this long without a connection; 0: never"`
+	IPAMPolicy       ipamPolicy             `default:"polite" split_words:"true" desc:"polite: a client keeps the addresses it brings that are outside NSM_CIDR_PREFIX, beside its new ones; strict: they are dropped (with their routes), as for a client that comes from another endpoint"`
+	PassSocket       bool                   `default:"true" split_words:"true" desc:"when NSM_LISTEN_ON and NSM_CONNECT_TO are both unix sockets, hand the listening socket to the nsmgr as a descriptor beside the registration (an inode:// URL, as NSM's endpoints do), so it reaches the endpoint from any mount namespace (a pod's); false registers the socket's path, for a registry reached directly"`
 
 	BaseDir                string `split_words:"true" unused:"no policy files are read yet" desc:"the directory relative policy paths start from"`
 	RegistryClientPolicies string `split_words:"true" unused:"no client-side policies: a component trusts the answers of the registry it reached over mutual TLS" desc:"OPA policy files (.rego) and directories that check the registry's answers"`
@@ -202,10 +206,17 @@ func run(ctx context.Context, c *config) error {
 	}, opts...)
 }
 
-// ipam hands out a link per vWire from NSM_CIDR_PREFIX, under NSM_IPAM_POLICY.
+// ipam hands out a link per vWire from NSM_CIDR_PREFIX, a link per group and family where it
+// has several groups, under NSM_IPAM_POLICY.
 func ipam(c *config) networkservice.NetworkServiceServer {
-	if c.IPAMPolicy == "strict" {
-		return strictipam.NewServer(point2pointipam.NewServer, c.CIDRPrefix...)
+	newIPAM := point2pointipam.NewServer
+	if len(c.CIDRPrefix) > 1 {
+		// strictipam gives it every group's prefixes in one list; the groups are c's.
+		newIPAM = func(...netip.Prefix) networkservice.NetworkServiceServer { return groupipam.NewServer(c.CIDRPrefix) }
 	}
-	return point2pointipam.NewServer(c.CIDRPrefix...)
+	all := slices.Concat(c.CIDRPrefix...)
+	if c.IPAMPolicy == "strict" {
+		return strictipam.NewServer(newIPAM, all...)
+	}
+	return newIPAM(all...)
 }

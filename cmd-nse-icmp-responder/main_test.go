@@ -70,8 +70,14 @@ func TestBadConfigurationStopsWithOneLine(t *testing.T) {
 			`NSM_DNS_CONFIGS: "[{\"dns_server_ips\":[\"10.0.0.1\"]},{\"dns_server_ips\":[\"dns.example\"]}]": item 2: dns_server_ips: "dns.example" is not an IP address`},
 		{"DNS config field unknown", []string{`NSM_DNS_CONFIGS=[{"servers":["10.0.0.1"]}]`},
 			`NSM_DNS_CONFIGS: "[{\"servers\":[\"10.0.0.1\"]}]": item 1: `},
-		{"NSM's CIDR groups", []string{"NSM_CIDR_PREFIX=[10.0.0.0/24,fd00::/120],[10.1.0.0/24]"},
-			`NSM_CIDR_PREFIX: "[10.0.0.0/24,fd00::/120],[10.1.0.0/24]": item 1 "[10.0.0.0/24": NSM's groups in [brackets] are not supported; list the CIDRs without brackets`},
+		{"CIDR group not closed", []string{"NSM_CIDR_PREFIX=[10.0.0.0/24,fd00::/120],[10.1.0.0/24"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/24,fd00::/120],[10.1.0.0/24": unbalanced brackets: '[' at byte 25 is not closed; groups do not nest`},
+		{"empty CIDR group", []string{"NSM_CIDR_PREFIX=[10.0.0.0/24],[]"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/24],[]": group 2 is empty; give it a CIDR or remove it`},
+		{"CIDR group with host bits", []string{"NSM_CIDR_PREFIX=[10.0.0.0/24],[10.1.0.1/24]"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/24],[10.1.0.1/24]": group 2 "10.1.0.1/24": has host bits set; did you mean 10.1.0.0/24?`},
+		{"overlapping CIDR groups", []string{"NSM_CIDR_PREFIX=[10.0.0.0/16],[10.0.1.0/24]"},
+			`NSM_CIDR_PREFIX: "[10.0.0.0/16],[10.0.1.0/24]": group 2: 10.0.1.0/24 overlaps 10.0.0.0/16 of group 1`},
 		{"negative idle timeout", []string{"NSM_IDLE_TIMEOUT=-1s"}, `NSM_IDLE_TIMEOUT: "-1s": must be positive`},
 		{"timeout without unit", []string{"NSM_REGISTER_TIMEOUT=15"},
 			`NSM_REGISTER_TIMEOUT: "15": not a duration; write a number with a unit: 500ms, 30s, 5m, 1h30m`},
@@ -291,6 +297,33 @@ func TestNSMsVariables(t *testing.T) {
 	require.Zero(t, nse.Stop())
 	require.True(t, w.next().GetDeleted())
 	require.Zero(t, reg.Stop())
+}
+
+// TestCIDRGroups: with NSM's CIDR groups (and the strict policy, as NSM's manifests pair them),
+// a client gets a link from each group, and none of the address it brings from elsewhere.
+func TestCIDRGroups(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+	defer cancel()
+	m, reg := start(t, ctx, nil, []string{"NSM_CIDR_PREFIX=[10.0.0.0/24],[10.1.0.0/24]", "NSM_IPAM_POLICY=strict"})
+	u, err := url.Parse(reg.GetNetworkServiceEndpoint().GetUrl())
+	require.NoError(t, err)
+
+	clientCtx, stopClient := context.WithCancel(ctx)
+	defer stopClient()
+	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u),
+		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
+	req := kernelRequest()
+	req.Connection.Context = &networkservice.ConnectionContext{IpContext: &networkservice.IPContext{SrcIpAddrs: []string{"192.168.9.2/32"}}}
+	conn, err := nsc.Request(ctx, req)
+	require.NoError(t, err, "endpoint stderr:\n%s", m.nse.Stderr())
+	require.Equal(t, []string{"10.0.0.2/32", "10.1.0.2/32"}, conn.GetContext().GetIpContext().GetSrcIpAddrs())
+	require.Equal(t, []string{"10.0.0.1/32", "10.1.0.1/32"}, conn.GetContext().GetIpContext().GetDstIpAddrs())
+	_, err = nsc.Close(ctx, conn)
+	require.NoError(t, err)
+	stopClient()
+	require.Zero(t, m.nse.Stop())
+	require.True(t, m.watch.next().GetDeleted())
+	require.Zero(t, m.registry.Stop())
 }
 
 // TestStopsWhenIdle: with NSM_IDLE_TIMEOUT (NSM's scale-from-zero example), an endpoint that
