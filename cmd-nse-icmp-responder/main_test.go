@@ -299,31 +299,41 @@ func TestNSMsVariables(t *testing.T) {
 	require.Zero(t, reg.Stop())
 }
 
-// TestCIDRGroups: with NSM's CIDR groups (and the strict policy, as NSM's manifests pair them),
-// a client gets a link from each group, and none of the address it brings from elsewhere.
+// TestCIDRGroups: with NSM's CIDR groups, a client gets a link from each group, under either
+// policy: the address it brings from elsewhere stays beside them (polite) or goes (strict).
 func TestCIDRGroups(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
-	defer cancel()
-	m, reg := start(t, ctx, nil, []string{"NSM_CIDR_PREFIX=[10.0.0.0/24],[10.1.0.0/24]", "NSM_IPAM_POLICY=strict"})
-	u, err := url.Parse(reg.GetNetworkServiceEndpoint().GetUrl())
-	require.NoError(t, err)
+	for _, tc := range []struct {
+		policy string
+		src    []string
+	}{
+		{"polite", []string{"192.168.9.2/32", "10.0.0.2/32", "10.1.0.2/32"}},
+		{"strict", []string{"10.0.0.2/32", "10.1.0.2/32"}},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
+			defer cancel()
+			m, reg := start(t, ctx, nil, []string{"NSM_CIDR_PREFIX=[10.0.0.0/24],[10.1.0.0/24]", "NSM_IPAM_POLICY=" + tc.policy})
+			u, err := url.Parse(reg.GetNetworkServiceEndpoint().GetUrl())
+			require.NoError(t, err)
 
-	clientCtx, stopClient := context.WithCancel(ctx)
-	defer stopClient()
-	nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u),
-		client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
-	req := kernelRequest()
-	req.Connection.Context = &networkservice.ConnectionContext{IpContext: &networkservice.IPContext{SrcIpAddrs: []string{"192.168.9.2/32"}}}
-	conn, err := nsc.Request(ctx, req)
-	require.NoError(t, err, "endpoint stderr:\n%s", m.nse.Stderr())
-	require.Equal(t, []string{"10.0.0.2/32", "10.1.0.2/32"}, conn.GetContext().GetIpContext().GetSrcIpAddrs())
-	require.Equal(t, []string{"10.0.0.1/32", "10.1.0.1/32"}, conn.GetContext().GetIpContext().GetDstIpAddrs())
-	_, err = nsc.Close(ctx, conn)
-	require.NoError(t, err)
-	stopClient()
-	require.Zero(t, m.nse.Stop())
-	require.True(t, m.watch.next().GetDeleted())
-	require.Zero(t, m.registry.Stop())
+			clientCtx, stopClient := context.WithCancel(ctx)
+			defer stopClient()
+			nsc := client.NewClient(clientCtx, client.WithName("nsc"), client.WithClientURL(u),
+				client.WithTokenGenerator(cmdtest.Tokens(t, "nsc", time.Minute)), client.WithDialOptions(dial.WithDialOptions(cmdtest.DialOptions(t, "nsc")...)))
+			req := kernelRequest()
+			req.Connection.Context = &networkservice.ConnectionContext{IpContext: &networkservice.IPContext{SrcIpAddrs: []string{"192.168.9.2/32"}}}
+			conn, err := nsc.Request(ctx, req)
+			require.NoError(t, err, "endpoint stderr:\n%s", m.nse.Stderr())
+			require.Equal(t, tc.src, conn.GetContext().GetIpContext().GetSrcIpAddrs())
+			require.Equal(t, []string{"10.0.0.1/32", "10.1.0.1/32"}, conn.GetContext().GetIpContext().GetDstIpAddrs())
+			_, err = nsc.Close(ctx, conn)
+			require.NoError(t, err)
+			stopClient()
+			require.Zero(t, m.nse.Stop())
+			require.True(t, m.watch.next().GetDeleted())
+			require.Zero(t, m.registry.Stop())
+		})
+	}
 }
 
 // TestStopsWhenIdle: with NSM_IDLE_TIMEOUT (NSM's scale-from-zero example), an endpoint that
