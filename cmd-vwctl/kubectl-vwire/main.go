@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -210,8 +211,11 @@ func podFor(nsmgr *corev1.Pod, image string, args []string, deadline time.Durati
 	if !hasEnv(env, "SPIFFE_ENDPOINT_SOCKET") {
 		return nil, fmt.Errorf("nsmgr pod %s has no SPIFFE_ENDPOINT_SOCKET: vwctl takes its identity from the same SPIRE agent", nsmgr.Name)
 	}
+	env = append(env, corev1.EnvVar{Name: "NSM_LOG_LEVEL", Value: "ERROR"}) // the pod's log is stdout and stderr in one: no WARN line in -o json
+	volumes, mounts := socketMounts(nsmgr.Spec.Volumes, c.VolumeMounts, env)
 	check := len(args) > 0 && args[0] == "check"
 	seconds := int64(deadline.Seconds())
+	noToken := false
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "vwctl-",
@@ -219,12 +223,14 @@ func podFor(nsmgr *corev1.Pod, image string, args []string, deadline time.Durati
 			Labels:       map[string]string{vwctlLabel: "vwctl"},
 		},
 		Spec: corev1.PodSpec{
-			NodeName:              nsmgr.Spec.NodeName,
-			RestartPolicy:         corev1.RestartPolicyNever,
-			Tolerations:           nsmgr.Spec.Tolerations,
-			Volumes:               nsmgr.Spec.Volumes,
-			ActiveDeadlineSeconds: &seconds,
-			HostPID:               check, // clients' network namespaces, by /proc/<pid>/ns/net
+			NodeName:                     nsmgr.Spec.NodeName,
+			RestartPolicy:                corev1.RestartPolicyNever,
+			Tolerations:                  nsmgr.Spec.Tolerations,
+			ImagePullSecrets:             nsmgr.Spec.ImagePullSecrets,
+			Volumes:                      volumes,
+			AutomountServiceAccountToken: &noToken, // vwctl asks the mesh, never the API server
+			ActiveDeadlineSeconds:        &seconds,
+			HostPID:                      check, // clients' network namespaces, by /proc/<pid>/ns/net
 			Containers: []corev1.Container{{
 				Name:                     "vwctl",
 				Image:                    image,
@@ -232,13 +238,50 @@ func podFor(nsmgr *corev1.Pod, image string, args []string, deadline time.Durati
 				Command:                  []string{"/bin/cmd-vwctl"},
 				Args:                     args,
 				Env:                      env,
-				VolumeMounts:             c.VolumeMounts,
-				SecurityContext:          &corev1.SecurityContext{Privileged: &check},
+				VolumeMounts:             mounts,
+				SecurityContext:          securityContext(check),
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 			}},
 		},
 	}
 	return pod, nil
+}
+
+// socketMounts returns, of the nsmgr's volumes and mounts, those that hold the sockets env names
+// (the SPIRE agent's, the nsmgr's), read-only: vwctl needs nothing else of the node.
+func socketMounts(volumes []corev1.Volume, mounts []corev1.VolumeMount, env []corev1.EnvVar) ([]corev1.Volume, []corev1.VolumeMount) {
+	var keptVolumes []corev1.Volume
+	var keptMounts []corev1.VolumeMount
+	for _, m := range mounts {
+		holds := slices.ContainsFunc(env, func(e corev1.EnvVar) bool {
+			path := strings.TrimPrefix(e.Value, "unix://")
+			return (e.Name == "SPIFFE_ENDPOINT_SOCKET" || e.Name == "VWCTL_NSMGR") &&
+				strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		})
+		if !holds {
+			continue
+		}
+		m.ReadOnly = true // a socket is dialled on a read-only mount all the same
+		keptMounts = append(keptMounts, m)
+		if i := slices.IndexFunc(volumes, func(v corev1.Volume) bool { return v.Name == m.Name }); i >= 0 {
+			keptVolumes = append(keptVolumes, volumes[i])
+		}
+	}
+	return keptVolumes, keptMounts
+}
+
+// securityContext is vwctl's: privileged for check, which enters clients' network namespaces to
+// ping; otherwise without any capability.
+func securityContext(check bool) *corev1.SecurityContext {
+	if check {
+		return &corev1.SecurityContext{Privileged: &check}
+	}
+	no := false
+	return &corev1.SecurityContext{
+		Privileged:               &no,
+		AllowPrivilegeEscalation: &no,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
 }
 
 func hasEnv(env []corev1.EnvVar, name string) bool {

@@ -37,9 +37,11 @@ func nsmgrPod(node string) *corev1.Pod {
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "spire-agent-socket", MountPath: "/run/spire/sockets", ReadOnly: true},
 					{Name: "nsm-socket", MountPath: "/var/lib/networkservicemesh"},
+					{Name: "config", MountPath: "/etc/nsm"},
 				},
 			}},
 			Volumes: []corev1.Volume{
+				{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 				{Name: "spire-agent-socket", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/spire/sockets"}}},
 				{Name: "nsm-socket", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/networkservicemesh"}}},
 			},
@@ -87,9 +89,17 @@ func TestPodOnTheNodesNSMgr(t *testing.T) {
 	require.Equal(t, []corev1.EnvVar{
 		{Name: "SPIFFE_ENDPOINT_SOCKET", Value: "unix:///run/spire/sockets/agent.sock"},
 		{Name: "VWCTL_NSMGR", Value: "unix:///var/lib/networkservicemesh/nsm.io.sock"},
+		{Name: "NSM_LOG_LEVEL", Value: "ERROR"},
 	}, c.Env)
-	require.Equal(t, nsmgrPod("node-b").Spec.Containers[0].VolumeMounts, c.VolumeMounts)
+	require.Equal(t, []corev1.VolumeMount{
+		{Name: "spire-agent-socket", MountPath: "/run/spire/sockets", ReadOnly: true},
+		{Name: "nsm-socket", MountPath: "/var/lib/networkservicemesh", ReadOnly: true},
+	}, c.VolumeMounts, "only the sockets' folders, read-only; not the nsmgr's other mounts")
+	require.Equal(t, []string{"spire-agent-socket", "nsm-socket"}, volumeNames(pod.Spec.Volumes))
+	require.False(t, *pod.Spec.AutomountServiceAccountToken, "no API token")
 	require.False(t, *c.SecurityContext.Privileged, "only check runs privileged")
+	require.False(t, *c.SecurityContext.AllowPrivilegeEscalation)
+	require.Equal(t, []corev1.Capability{"ALL"}, c.SecurityContext.Capabilities.Drop)
 	require.False(t, pod.Spec.HostPID)
 
 	// The node ends vwctl with exit code 1 (a broken path, say): wait returns it.
@@ -146,4 +156,12 @@ func TestUsage(t *testing.T) {
 	errs.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"-kubeconfig", "/nonexistent/kubeconfig", "connections"}, &out, &errs))
 	require.Contains(t, errs.String(), "set --kubeconfig or KUBECONFIG")
+}
+
+func volumeNames(volumes []corev1.Volume) []string {
+	var names []string
+	for _, v := range volumes {
+		names = append(names, v.Name)
+	}
+	return names
 }
