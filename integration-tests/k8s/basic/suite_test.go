@@ -159,6 +159,54 @@ test "$(deployments-k8s/examples/podnet.sh ns-select-forwarder app=forwarder-spe
 	})
 }
 
+// TestFeaturesVwctl follows deployments-k8s/examples/features/vwctl/README.md.
+func TestFeaturesVwctl(t *testing.T) {
+	suite.Run(t, mdtest.Example{
+		Name: "features/vwctl",
+		Run: []mdtest.Step{
+			{Line: 31, Script: `go build -o .build/bin/kubectl-vwire ./cmd-vwctl/kubectl-vwire`},
+			{Line: 36, Script: `kubectl apply -f cmd-vwctl/deploy/clusterspiffeid.yaml`},
+			{Line: 42, Script: `kubectl apply -k deployments-k8s/examples/use-cases/Kernel2Kernel`},
+			{Line: 45, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=nse-kernel -n ns-kernel2kernel`},
+			{Line: 48, Script: `kubectl wait --for=condition=ready --timeout=1m pod -l app=alpine -n ns-kernel2kernel`},
+			{Line: 53, Script: `NODE=$(kubectl get pod alpine -n ns-kernel2kernel -o jsonpath='{.spec.nodeName}')
+CONNECTIONS=$(kubectl vwire --node "$NODE" connections)
+echo "$CONNECTIONS"
+ID=$(echo "$CONNECTIONS" | awk '$2 == "alpine" && $3 == "icmp-responder" && $9 == "UP" {print $1}')
+test "$(echo "$ID" | wc -w)" -eq 1
+echo "the client's connection: $ID"`},
+			{Line: 64, Script: `VWPATH=$(kubectl vwire --node "$NODE" path "$ID")
+echo "$VWPATH"
+echo "$VWPATH" | grep -qE '^0 +alpine +client '
+echo "$VWPATH" | grep -qE '^1 +nsmgr-[a-z0-9]+ +nsmgr +UP '
+echo "$VWPATH" | grep -qE '^2 +forwarder-kernel-[a-z0-9]+ +forwarder +UP '
+echo "$VWPATH" | grep -qE '^3 +nse-kernel-[a-z0-9-]+ +endpoint +NOT SHOWN '
+echo "$VWPATH" | grep -qx 'every hop that shows the connection holds it UP'`},
+			{Line: 75, Script: `CHECK=$(kubectl vwire --node "$NODE" check)
+echo "$CHECK"
+echo "$CHECK" | grep -qE "^$ID +alpine +icmp-responder +nsm-1 +172\.16\.1\.100/32 +PASS$"`},
+			{Line: 82, Script: `NSE_UID=$(kubectl get pods -l app=nse-kernel -n ns-kernel2kernel -o jsonpath='{.items[0].metadata.uid}')
+NSE_PIDS=$(find /sys/fs/cgroup/pids /sys/fs/cgroup/unified -path "*/pod$NSE_UID/*" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)
+test -n "$NSE_PIDS"
+echo "the endpoint's processes: $NSE_PIDS"
+kill -STOP $NSE_PIDS`},
+			{Line: 92, Script: `VWPATH=$(kubectl vwire --node "$NODE" path "$ID") && CODE=0 || CODE=$?
+echo "$VWPATH"
+test "$CODE" -eq 1
+echo "$VWPATH" | grep -qE '^1 +nsmgr-[a-z0-9]+ +nsmgr +UP '
+echo "$VWPATH" | grep -qE '^2 +forwarder-kernel-[a-z0-9]+ +forwarder +UP '
+echo "$VWPATH" | grep -qE '^broken at hop 3, nse-kernel-[a-z0-9-]+ \(endpoint\): UNREACHABLE'`},
+			{Line: 102, Script: `kill -CONT $NSE_PIDS
+kubectl vwire --node "$NODE" path "$ID" | grep -x 'every hop that shows the connection holds it UP'`},
+		},
+		Cleanup: []mdtest.Step{
+			{Line: 111, Script: `if [ -n "${NSE_PIDS:-}" ]; then kill -CONT $NSE_PIDS 2>/dev/null || true; fi`},
+			{Line: 114, Script: `kubectl delete ns ns-kernel2kernel`},
+			{Line: 117, Script: `kubectl delete -f cmd-vwctl/deploy/clusterspiffeid.yaml --ignore-not-found`},
+		},
+	})
+}
+
 // TestHealLocalForwarderDeath follows deployments-k8s/examples/heal/local-forwarder-death/README.md.
 func TestHealLocalForwarderDeath(t *testing.T) {
 	suite.Run(t, mdtest.Example{
