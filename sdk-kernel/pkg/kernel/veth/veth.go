@@ -146,9 +146,11 @@ func Create(fwd, workload netns.NsHandle, s Spec) (string, error) {
 	attrs := netlink.NewLinkAttrs() // TxQLen -1: the kernel's default queue length
 	attrs.Name, attrs.MTU = peer, s.MTU
 	pair := &netlink.Veth{
-		LinkAttrs:        attrs,
-		PeerTxQLen:       -1,
-		PeerName:         s.Name,
+		LinkAttrs:  attrs,
+		PeerTxQLen: -1,
+		// The workload's end takes its name only once it carries its alias: a client that
+		// restarts meanwhile finds no interface of its name that looks like its own.
+		PeerName:         peer,
 		PeerNamespace:    netlink.NsFd(workload),
 		PeerMTU:          uint32(s.MTU),
 		PeerHardwareAddr: mac,
@@ -156,7 +158,11 @@ func Create(fwd, workload netns.NsHandle, s Spec) (string, error) {
 	if err := hf.LinkAdd(pair); err != nil {
 		return "", kerr.Wrap(err, "veth: add pair %q (forwarder) / %q (workload)", peer, s.Name)
 	}
-	if err := configure(hf, hw, workload, peer, s); err != nil {
+	err = name(hw, peer, s)
+	if err == nil {
+		err = configure(hf, hw, workload, peer, s)
+	}
+	if err != nil {
 		if derr := hf.LinkDel(pair); derr != nil && !kerr.Missing(derr) {
 			err = errors.Join(err, kerr.Wrap(derr, "veth: undo: delete %q", peer))
 		}
@@ -249,10 +255,25 @@ func configure(hf, hw *netlink.Handle, workload netns.NsHandle, peer string, s S
 	if err := setUp(hw, s.Name); err != nil {
 		return err
 	}
-	if err := hw.LinkSetAlias(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: s.Name}}, Alias(s.ConnID)); err != nil {
-		return kerr.Wrap(err, "veth: set the alias of %q", s.Name)
-	}
 	return ipconfig.Apply(workload, s.Name, s.Side, s.IP, s.ConnID)
+}
+
+// name gives the workload's end, made under the name temp, its alias and then the name of s.
+func name(hw *netlink.Handle, temp string, s Spec) error {
+	end, err := hw.LinkByName(temp)
+	if err != nil {
+		return kerr.Wrap(err, "veth: find the workload's end %q", temp)
+	}
+	if err := hw.LinkSetAlias(end, Alias(s.ConnID)); err != nil {
+		return kerr.Wrap(err, "veth: set the alias of %q", temp)
+	}
+	if err := hw.LinkSetName(end, s.Name); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return kerr.New(codes.AlreadyExists, "veth: interface %q appeared in the workload's namespace while its vWire was made; pick another name or delete it", s.Name)
+		}
+		return kerr.Wrap(err, "veth: name the workload's end %q", s.Name)
+	}
+	return nil
 }
 
 // aliasPrefix starts the alias of every workload end of a vWire.

@@ -376,3 +376,27 @@ func TestAdopt(t *testing.T) {
 		unchanged()
 	})
 }
+
+// TestWorkloadEndIsNamedWithItsAlias watches the workload's namespace while a vWire is made: the
+// interface never shows under the name the client asked for without the alias that marks it as
+// a vWire, so a client restarting meanwhile (veth.RemoveLeftover) cannot take it for its own.
+func TestWorkloadEndIsNamedWithItsAlias(t *testing.T) {
+	fwd, _ := nstest.New(t)
+	workload, _ := nstest.New(t)
+	updates, done := make(chan netlink.LinkUpdate, 64), make(chan struct{})
+	require.NoError(t, netlink.LinkSubscribeAt(workload, updates, done))
+	spec := veth.Spec{ConnID: "conn-1", Name: "nsm-1", IP: p2p("10.0.0.1/32", "10.0.0.0/32")}
+	_, err := veth.Create(fwd, workload, spec)
+	require.NoError(t, err)
+	require.NoError(t, veth.Delete(fwd, workload, spec))
+	close(done)
+
+	named := 0
+	for u := range updates { // closed once the subscription ended
+		if u.Attrs().Name == spec.Name {
+			named++
+			require.Equal(t, veth.Alias(spec.ConnID), u.Attrs().Alias, "an update of %q without its alias (%v)", spec.Name, u.Header.Type)
+		}
+	}
+	require.NotZero(t, named, "the workload's end was seen under its name")
+}
