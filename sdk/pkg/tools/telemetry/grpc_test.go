@@ -45,33 +45,13 @@ func (c caller) Close(ctx context.Context, conn *networkservice.Connection, opts
 // failed on the server is the error's origin, and the client's element that made the call
 // passed it on.
 func TestOneTraceAcrossGRPC(t *testing.T) {
-	collector := otlptest.Start(t)
-	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{
-		OpenTelemetryEndpoint: telemetry.Endpoint(collector.Endpoint()), MetricsExportInterval: time.Hour})
-	require.NoError(t, err)
-	trace.Configure(telemetry.Tracing(), false)
-	t.Cleanup(func() { trace.Enable(false) })
-
-	dir, err := os.MkdirTemp("", "vw")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "nse.sock")}
-	ctx, cancel := context.WithCancel(context.Background())
-	server := chain.NewNetworkServiceServer(inject.NewServer(status.Error(codes.ResourceExhausted, "no addresses left")))
-	served, err := grpcserve.Serve(ctx, u, grpcserve.RegistrarFunc(func(s *grpc.Server) { networkservice.RegisterNetworkServiceServer(s, server) }))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cancel()
-		for range served {
-		}
-	})
-	cc, err := grpc.NewClient("unix://"+u.Path, append(telemetry.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cc.Close() })
+	collector, tel, cc := tracedCall(t, grpcserve.RegistrarFunc(func(s *grpc.Server) {
+		networkservice.RegisterNetworkServiceServer(s, chain.NewNetworkServiceServer(inject.NewServer(status.Error(codes.ResourceExhausted, "no addresses left"))))
+	}))
 
 	reqCtx, end := telemetry.StartTrace(context.Background(), "requesting")
 	id := telemetry.TraceID(reqCtx)
-	_, err = chain.NewNetworkServiceClient(caller{cc}).Request(reqCtx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-1"}})
+	_, err := chain.NewNetworkServiceClient(caller{cc}).Request(reqCtx, &networkservice.NetworkServiceRequest{Connection: &networkservice.Connection{Id: "c-1"}})
 	end(err)
 	require.Equal(t, codes.ResourceExhausted, status.Code(err))
 	require.NoError(t, tel.Shutdown(context.Background()))
@@ -97,36 +77,14 @@ func TestOneTraceAcrossGRPC(t *testing.T) {
 // the call: the client's element that made the Find passed on what the registry's element
 // began, as for a unary call.
 func TestStreamErrorPassedOn(t *testing.T) {
-	collector := otlptest.Start(t)
-	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{
-		OpenTelemetryEndpoint: telemetry.Endpoint(collector.Endpoint()), MetricsExportInterval: time.Hour})
-	require.NoError(t, err)
-	trace.Configure(telemetry.Tracing(), false)
-	t.Cleanup(func() { trace.Enable(false) })
-
-	dir, err := os.MkdirTemp("", "vw")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "registry.sock")}
-	ctx, cancel := context.WithCancel(context.Background())
 	fail := reginject.NewNSE(nil)
 	fail.FailFinds(status.Error(codes.NotFound, "no such endpoint"))
-	server := regnext.Chain[*registry.NetworkServiceEndpoint](fail)
-	served, err := grpcserve.Serve(ctx, u, grpcserve.RegistrarFunc(func(s *grpc.Server) {
-		registry.RegisterNetworkServiceEndpointRegistryServer(s, adapters.NSEServer(server))
+	collector, tel, cc := tracedCall(t, grpcserve.RegistrarFunc(func(s *grpc.Server) {
+		registry.RegisterNetworkServiceEndpointRegistryServer(s, adapters.NSEServer(regnext.Chain[*registry.NetworkServiceEndpoint](fail)))
 	}))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		cancel()
-		for range served {
-		}
-	})
-	cc, err := grpc.NewClient("unix://"+u.Path, append(telemetry.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cc.Close() })
 
 	findCtx, end := telemetry.StartTrace(context.Background(), "finding")
-	err = regnext.Chain(connect.NewNSE(cc)).Find(findCtx, &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{}},
+	err := regnext.Chain(connect.NewNSE(cc)).Find(findCtx, &regnext.Query[*registry.NetworkServiceEndpoint]{Record: &registry.NetworkServiceEndpoint{}},
 		func(*regnext.Event[*registry.NetworkServiceEndpoint]) error { return nil })
 	end(err)
 	require.Equal(t, codes.NotFound, status.Code(err))
@@ -138,4 +96,34 @@ func TestStreamErrorPassedOn(t *testing.T) {
 	}
 	require.Equal(t, "true", origins["inject.Find"], "the registry's failing element began the error")
 	require.Equal(t, "false", origins["connect.Find"], "the client's connect passed it on")
+}
+
+// tracedCall exports traces to a collector of the test's own, serves what register registers on
+// a unix socket, and returns the collector, the telemetry to shut down (which flushes the spans)
+// and a client connection to the server carrying the trace context.
+func tracedCall(t *testing.T, register grpcserve.Registrar) (*otlptest.Receiver, *telemetry.Telemetry, *grpc.ClientConn) {
+	t.Helper()
+	collector := otlptest.Start(t)
+	tel, err := telemetry.Setup(context.Background(), "cmd-test", telemetry.Config{
+		OpenTelemetryEndpoint: telemetry.Endpoint(collector.Endpoint()), MetricsExportInterval: time.Hour})
+	require.NoError(t, err)
+	trace.Configure(telemetry.Tracing(), false)
+	t.Cleanup(func() { trace.Enable(false) })
+
+	dir, err := os.MkdirTemp("", "vw")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	u := &url.URL{Scheme: "unix", Path: filepath.Join(dir, "server.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	served, err := grpcserve.Serve(ctx, u, register)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cancel()
+		for range served {
+		}
+	})
+	cc, err := grpc.NewClient("unix://"+u.Path, append(telemetry.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cc.Close() })
+	return collector, tel, cc
 }
