@@ -148,15 +148,7 @@ const refused = `level=ERROR msg="could not request a service of the list; askin
 func TestNewServiceRefusedKeepsTheOthers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
 	defer cancel()
-	u := serveEndpoint(t)
-	m := watch(t, ctx, u)
-	file := filepath.Join(cmdtest.TempDir(t), "services")
-	writeServices(t, file, "kernel://icmp-responder/nsm-1")
-
-	cmd, args := clientCommand()
-	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES_FILE=" + file}, args...)
-	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
-	waitCount(t, nsc, "msg=connected", 1)
+	m, file, nsc, first := startFollowing(t, ctx)
 
 	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://broken/nsm-2")
 	waitCount(t, nsc, refused+"kernel://broken/nsm-2 wait=1s", 1)
@@ -176,15 +168,7 @@ func TestNewServiceRefusedKeepsTheOthers(t *testing.T) {
 func TestRefusedServiceIsAskedAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdtest.WaitLimit)
 	defer cancel()
-	u := serveEndpoint(t)
-	m := watch(t, ctx, u)
-	file := filepath.Join(cmdtest.TempDir(t), "services")
-	writeServices(t, file, "kernel://icmp-responder/nsm-1")
-
-	cmd, args := clientCommand()
-	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES_FILE=" + file}, args...)
-	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
-	waitCount(t, nsc, "msg=connected", 1)
+	m, file, nsc, first := startFollowing(t, ctx)
 
 	writeServices(t, file, "kernel://icmp-responder/nsm-1,kernel://flaky/nsm-2")
 	// The endpoint's next event is flaky's connection: nothing of nsm-1 before it.
@@ -206,6 +190,21 @@ func TestRefusedServiceIsAskedAgain(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[string]bool{first.GetId(): true, second.GetId(): true}, closed)
+}
+
+// startFollowing starts a client following a list file that holds one service, and returns the
+// endpoint's monitor, the file, the client and its connection, once connected.
+func startFollowing(t *testing.T, ctx context.Context) (*monitor, string, *cmdtest.Process, *networkservice.Connection) {
+	t.Helper()
+	u := serveEndpoint(t)
+	m := watch(t, ctx, u)
+	file := filepath.Join(cmdtest.TempDir(t), "services")
+	writeServices(t, file, "kernel://icmp-responder/nsm-1")
+	cmd, args := clientCommand()
+	nsc := cmdtest.Start(t, cmd, []string{"NSM_CONNECT_TO=" + u.String(), "NSM_NETWORK_SERVICES_FILE=" + file}, args...)
+	first := one(t, m.next(networkservice.ConnectionEventType_UPDATE))
+	waitCount(t, nsc, "msg=connected", 1)
+	return m, file, nsc, first
 }
 
 // TestSIGHUPWithoutAFile: without NSM_NETWORK_SERVICES_FILE there is nothing to read again; the
